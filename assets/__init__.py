@@ -1,0 +1,1 @@
+"""Data files shipped with kdbundle: demo dataset, prompt templates, experiment grids."""

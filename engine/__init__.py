@@ -1,0 +1,1 @@
+"""kdbundle.engine: data, knowledge, models, training, evaluation. Never imports the TUI."""

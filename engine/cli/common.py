@@ -1,0 +1,37 @@
+"""Shared CLI plumbing: the database handle and JSON/rich output."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+import typer
+from rich.console import Console
+
+from ...store.db import open_db
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@dataclass
+class State:
+    db_path: Path | None = None
+    _db: sqlite_utils.Database | None = field(default=None, repr=False)
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        if self._db is None:
+            self._db = open_db(self.db_path)
+        return self._db
+
+
+def state(ctx: typer.Context) -> State:
+    return ctx.find_root().obj
+
+
+def print_json(obj: Any) -> None:
+    # Plain print: rich would wrap long lines and break machine readers.
+    print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))

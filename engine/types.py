@@ -1,0 +1,38 @@
+"""Plain domain types shared by every recipe (no I/O here)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Product:
+    """One product of a session, as the prompt shows it."""
+
+    item_id: int  # items.id in the store
+    title: str
+    category: str | None = None  # leaf category
+    category_path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle as a set of 1-based product positions in its session, with an intent."""
+
+    items: frozenset[int]
+    intent: str = ""
+
+
+@dataclass
+class Session:
+    """A shopping session: products in order (position = index + 1) and its ground truth."""
+
+    id: int | None  # sessions.id; None for a typed list of products
+    products: list[Product]
+    bundles: list[Bundle] = field(default_factory=list)  # deduplicated ground truth
+    dataset: str | None = None
+    split: str | None = None
+    source_id: str | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.products)

@@ -1,0 +1,7 @@
+"""kdbundle.store: the SQLite state of kdbundle (datasets, knowledge, models, generations, jobs, runs).
+
+Imports nothing from the TUI; everything else reads and writes through here.
+"""
+from .db import open_db, default_db_path, transaction
+
+__all__ = ["open_db", "default_db_path", "transaction"]

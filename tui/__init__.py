@@ -1,0 +1,1 @@
+"""kdbundle.tui: the Textual app, a thin shell over kdbundle.engine and kdbundle.store."""
