@@ -5,6 +5,7 @@ Never edit or reorder a migration that has shipped: add a new function at the en
 from __future__ import annotations
 
 import datetime as _dt
+import sqlite3
 from typing import Callable
 
 import sqlite_utils
@@ -49,9 +50,14 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
 
 def _script(db: sqlite_utils.Database, sql: str) -> None:
     # executescript() would COMMIT our transaction; run statement by statement instead.
-    for stmt in sql.split(";"):
-        if stmt.strip():
-            db.conn.execute(stmt)
+    # Accumulate lines until SQLite says the statement is complete (comments may hold ';').
+    buf = ""
+    for line in (sql.strip() + ";").splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" ;\n"):
+                db.conn.execute(buf)
+            buf = ""
 
 
 @migration
