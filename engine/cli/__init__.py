@@ -28,7 +28,7 @@ def _root(
 
 
 # Command groups register themselves on `app` when imported.
-from . import data as _data  # noqa: E402,F401
+from . import jobs as _jobs  # noqa: E402,F401
 
 
 def main() -> None:

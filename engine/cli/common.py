@@ -10,7 +10,7 @@ import sqlite_utils
 import typer
 from rich.console import Console
 
-from ...store.db import open_db
+from ...store.db import default_db_path, open_db
 
 console = Console()
 err_console = Console(stderr=True)
@@ -20,6 +20,11 @@ err_console = Console(stderr=True)
 class State:
     db_path: Path | None = None
     _db: sqlite_utils.Database | None = field(default=None, repr=False)
+
+    @property
+    def path(self) -> Path:
+        """Absolute path of the database file (job workers open it themselves)."""
+        return (self.db_path or default_db_path()).expanduser().resolve()
 
     @property
     def db(self) -> sqlite_utils.Database:

@@ -1,0 +1,129 @@
+"""`kdbundle jobs ...` and the shared launch-and-follow used by every job-starting command."""
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .. import jobs as J
+from . import app
+from .common import console, err_console, print_json, state
+
+jobs_app = typer.Typer(help="Background jobs: list, follow, cancel, resume.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+
+_PUBLIC = ("id", "kind", "status", "done", "total", "pid", "error", "created_at", "started_at", "finished_at",
+           "eta_seconds", "params", "result")
+
+
+def _public(job: dict[str, Any]) -> dict[str, Any]:
+    return {k: job.get(k) for k in _PUBLIC}
+
+
+def follow(ctx: typer.Context, job_id: int) -> dict[str, Any]:
+    """Show a progress bar until the job ends; Ctrl-C asks the job to stop and waits for it."""
+    st = state(ctx)
+    with Progress(
+        TextColumn("[bold]job {task.fields[job]}[/] {task.description}"),
+        BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=err_console, transient=False,
+    ) as bar:
+        task = bar.add_task("queued", total=None, job=job_id)
+
+        def update(job: dict[str, Any]) -> None:
+            bar.update(task, description=job["status"], completed=job["done"] or 0, total=job["total"])
+
+        try:
+            job = J.wait_job(st.db, job_id, update)
+        except KeyboardInterrupt:
+            err_console.print(f"stopping job {job_id} (it keeps finished work; `kdbundle jobs resume {job_id}`)")
+            J.cancel_job(st.db, job_id)
+            job = J.wait_job(st.db, job_id, update)
+    return job
+
+
+def launch(ctx: typer.Context, kind: str, params: dict[str, Any], *, detach: bool, as_json: bool,
+           total: int | None = None) -> dict[str, Any] | None:
+    """Create a job, start its worker process, then print its id (detach) or follow it to the end."""
+    st = state(ctx)
+    job_id = J.create_job(st.db, kind, params, total=total)
+    J.start_job(st.path, job_id)
+    if detach:
+        print(job_id)
+        return None
+    if not as_json:
+        err_console.print(f"job {job_id} started ({kind})")
+    job = follow(ctx, job_id)
+    if job["status"] == "failed":
+        raise typer.Exit(_fail(job))
+    return job
+
+
+def _fail(job: dict[str, Any]) -> int:
+    err_console.print(f"[red]error:[/] job {job['id']} failed: {job['error']}")
+    return 1
+
+
+@jobs_app.command("list")
+def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"), limit: int = 50):
+    """List jobs, newest first."""
+    rows = J.list_jobs(state(ctx).db, limit=limit)
+    if as_json:
+        print_json([_public(j) for j in rows])
+        return
+    t = Table("id", "kind", "status", "progress", "ETA", "pid", "error")
+    for j in rows:
+        prog = f"{j['done']}/{j['total']}" if j["total"] else str(j["done"])
+        eta = f"{j['eta_seconds']:.0f}s" if j["eta_seconds"] is not None else ""
+        t.add_row(str(j["id"]), j["kind"], j["status"], prog, eta, str(j["pid"] or ""), (j["error"] or "")[:60])
+    console.print(t)
+
+
+@jobs_app.command("show")
+def show_cmd(ctx: typer.Context, job_id: int, as_json: bool = typer.Option(False, "--json"),
+             tail: int = typer.Option(20, help="Log lines to show.")):
+    """One job with the tail of its log."""
+    db = state(ctx).db
+    J.reconcile(db)
+    job = _public(J.get_job(db, job_id))
+    job["log"] = J.job_logs(db, job_id, tail)
+    if as_json:
+        print_json(job)
+        return
+    for k in ("id", "kind", "status", "done", "total", "pid", "error", "params", "result"):
+        console.print(f"[bold]{k}[/]: {job[k]}")
+    for line in job["log"]:
+        console.print(f"[dim]{line['ts']}[/] {line['message']}", markup=False, highlight=False)
+
+
+@jobs_app.command("cancel")
+def cancel_cmd(ctx: typer.Context, job_id: int):
+    """Ask a job to stop cleanly (finished work is kept)."""
+    job = J.cancel_job(state(ctx).db, job_id)
+    console.print(f"job {job_id}: stop requested (status {job['status']})")
+
+
+@jobs_app.command("resume")
+def resume_cmd(ctx: typer.Context, job_id: int, detach: bool = typer.Option(False, "--detach"),
+               as_json: bool = typer.Option(False, "--json")):
+    """Continue a failed, cancelled or killed job where it stopped."""
+    st = state(ctx)
+    J.resume_job(st.db, st.path, job_id)
+    if detach:
+        print(job_id)
+        return
+    job = follow(ctx, job_id)
+    if as_json:
+        print_json(_public(job))
+    if job["status"] == "failed":
+        raise typer.Exit(_fail(job))
+
+
+@jobs_app.command("run", hidden=True)
+def run_cmd(ctx: typer.Context, job_id: int):
+    """Run a queued job in the foreground (what the worker process does)."""
+    st = state(ctx)
+    status = J.run_job(st.path, job_id)
+    raise typer.Exit(0 if status in ("done", "cancelled") else 1)
