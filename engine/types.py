@@ -36,3 +36,20 @@ class Session:
     @property
     def n(self) -> int:
         return len(self.products)
+
+
+@dataclass
+class Prediction:
+    """What a bundle generator returns for one session (the predictor protocol of `evaluate`).
+
+    `errors` are taxonomy labels (see `metrics.TAXONOMY`, e.g. "invalid" for an unparseable answer
+    or an unknown product number) or dicts with a "kind" key, for bundles that could not be
+    returned at all; bundles of fewer than two items may be returned and are counted by the scorer.
+    """
+
+    bundles: list[Bundle] = field(default_factory=list)
+    errors: list = field(default_factory=list)
+    generation_id: int | None = None  # generations.id when a model produced it
+    seconds: float = 0.0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None

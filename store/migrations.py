@@ -301,3 +301,12 @@ def m006_train_runs(db):
         PRIMARY KEY (run_id, step)
     )
     """)
+
+
+@migration
+def m007_eval_results_tokens(db):
+    # Token counts per evaluated session, so a resumed eval reports tokens/s over all its sessions.
+    _script(db, """
+    ALTER TABLE eval_results ADD COLUMN prompt_tokens INTEGER;
+    ALTER TABLE eval_results ADD COLUMN completion_tokens INTEGER
+    """)

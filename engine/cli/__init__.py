@@ -29,6 +29,9 @@ def _root(
 
 # Command groups register themselves on `app` when imported.
 from . import jobs as _jobs  # noqa: E402,F401
+from . import data as _data  # noqa: E402,F401
+from . import knowledge as _knowledge  # noqa: E402,F401
+from . import eval as _eval  # noqa: E402,F401
 
 
 def main() -> None:

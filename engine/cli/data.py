@@ -1,0 +1,103 @@
+"""`kdbundle data ...`: import, fetch, list and delete datasets."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..datasets import delete_dataset, list_datasets
+from ..demo import ensure_demo
+from ..errors import InputError
+from ..importers import FORMATS, ImportResult, import_dataset
+from . import app
+from .common import console, err_console, print_json, state
+
+data_app = typer.Typer(help="Datasets: import BundleRec folders or JSONL catalogues, fetch, list.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def ready_db(ctx: typer.Context):
+    """The database, with the demo data loaded if it holds no dataset yet."""
+    db = state(ctx).db
+    loaded = ensure_demo(db)
+    if loaded:
+        err_console.print(f"empty database: loaded the demo datasets {', '.join(loaded)}")
+    return db
+
+
+def _report(result: ImportResult, as_json: bool) -> None:
+    if as_json:
+        print_json(asdict(result))
+        return
+    for w in result.warnings:
+        err_console.print(f"[yellow]note:[/] {w}")
+    s = result.splits
+    console.print(
+        f"imported [bold]{result.dataset}[/]: {result.sessions} sessions, {result.items} items, "
+        f"{result.bundles} bundles ({result.ground_truth} ground truth after dropping duplicates and supersets); "
+        f"split train {s['train']} / valid {s['valid']} / test {s['test']} in {result.seconds:.2f}s"
+    )
+
+
+@data_app.command("import")
+def import_cmd(
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., help="A BundleRec domain folder or a .jsonl file."),
+    name: str = typer.Option(..., "--name", help="Name of the new dataset."),
+    format: Optional[str] = typer.Option(None, "--format", help=f"{' | '.join(FORMATS)} (default: folder = bundlerec, file = jsonl)."),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite a dataset of the same name."),
+    seed: int = typer.Option(0, help="Seed of the random split when the data has none."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Import a dataset in one transaction (bad input changes nothing)."""
+    if format is not None and format not in FORMATS:
+        raise InputError(f"unknown format {format!r} (known: {', '.join(FORMATS)})")
+    db = ready_db(ctx)
+    _report(import_dataset(db, path, name, format=format, replace=replace, seed=seed), as_json)
+
+
+@data_app.command("fetch")
+def fetch_cmd(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="Only 'bundlerec' (the public BundleRec data on GitHub)."),
+    domain: str = typer.Option(..., "--domain", help="electronic | clothing | food"),
+    name: Optional[str] = typer.Option(None, "--name", help="Dataset name (default: the domain)."),
+    replace: bool = typer.Option(False, "--replace"),
+    seed: int = typer.Option(0, help="Seed of the random split (the upstream data has none)."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Download a public dataset into the user data dir and import it."""
+    from ..fetch import fetch_and_import
+
+    if source != "bundlerec":
+        raise InputError(f"unknown source {source!r} (known: bundlerec)")
+    db = ready_db(ctx)
+    _report(fetch_and_import(db, domain, name, replace=replace, seed=seed), as_json)
+
+
+@data_app.command("list")
+def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")):
+    """Datasets with their sizes and splits."""
+    rows = list_datasets(ready_db(ctx))
+    if as_json:
+        print_json(rows)
+        return
+    t = Table("name", "format", "sessions", "items", "bundles", "ground truth", "train", "valid", "test")
+    for r in rows:
+        s = r["splits"]
+        t.add_row(r["name"], r["format"], str(r["sessions"]), str(r["items"]), str(r["bundles"]),
+                  str(r["ground_truth"]), str(s["train"]), str(s["valid"]), str(s["test"]))
+    console.print(t)
+
+
+@data_app.command("delete")
+def delete_cmd(ctx: typer.Context, name: str, yes: bool = typer.Option(False, "--yes", help="Do not ask.")):
+    """Delete a dataset with everything derived from it (knowledge, results)."""
+    db = state(ctx).db
+    if not yes and not typer.confirm(f"delete dataset {name!r} and its knowledge and results?"):
+        raise typer.Exit(1)
+    delete_dataset(db, name)
+    console.print(f"deleted {name}")

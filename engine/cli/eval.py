@@ -1,0 +1,78 @@
+"""`kdbundle eval`: score a method on a dataset split with both metric families."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..evaluate import METHODS, UTILIZATIONS, EvalConfig, evaluate
+from ..metrics import TAXONOMY
+from . import app
+from .common import console, err_console, print_json
+from .data import ready_db
+
+
+@app.command("eval")
+def eval_cmd(
+    ctx: typer.Context,
+    dataset: str = typer.Option(..., "--dataset"),
+    split: str = typer.Option("test", "--split", help="train | valid | test"),
+    method: str = typer.Option("patterns", "--method", help=" | ".join(METHODS)),
+    model: Optional[str] = typer.Option(None, "--model", help="Model name for --method llm."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Score a seeded sample of this many sessions."),
+    seed: int = typer.Option(0, "--seed"),
+    utilization: str = typer.Option("zero-shot", "--utilization", help=" | ".join(UTILIZATIONS)),
+    knowledge_set: Optional[str] = typer.Option(None, "--knowledge-set"),
+    min_support: float = typer.Option(0.001, "--min-support", help="Pattern baseline: support of its train patterns."),
+    detach: bool = typer.Option(False, "--detach", help="Run as a background job; print its id."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the metrics."),
+):
+    """Score a method (resumable: rerunning the same evaluation continues where it stopped)."""
+    cfg = EvalConfig(dataset, split=split, method=method, model=model, limit=limit, seed=seed,
+                     utilization=utilization, knowledge_set=knowledge_set, min_support=min_support)
+    db = ready_db(ctx)
+    if detach:
+        from .jobs import launch
+
+        params = {k: v for k, v in asdict(cfg).items() if k not in ("eval_run_id", "job_id")}
+        launch(ctx, "eval", params, detach=True, as_json=as_json)
+        return
+    if as_json:
+        metrics = evaluate(db, cfg)
+        print_json(metrics)
+        return
+    with Progress(
+        TextColumn(f"[bold]eval[/] {method} on {dataset}/{split}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console,
+    ) as bar:
+        task = bar.add_task("sessions", total=None)
+        metrics = evaluate(db, cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    show_metrics(metrics)
+
+
+def _f(v: Any) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def show_metrics(m: dict[str, Any]) -> None:
+    t = Table(title=f"{m['model']} on {m['dataset']} / {m['split']}  ({m['scored']}/{m['sessions']} sessions answered)")
+    for col in ("family", "precision", "recall", "F1 / coverage", "Jaccard"):
+        t.add_column(col, justify="right" if col != "family" else "left")
+    t.add_row("AICL-compatible", _f(m["precision"]), _f(m["recall"]), f"coverage {_f(m['coverage'])}", "")
+    t.add_row("strict (one-to-one)", _f(m["strict_precision"]), _f(m["strict_recall"]),
+              f"F1 {_f(m['strict_f1'])}", _f(m.get("strict_jaccard")))
+    console.print(t)
+    e = Table(title="predicted bundles by error type")
+    for k in TAXONOMY:
+        e.add_column(k.replace("_", " "), justify="right")
+    e.add_row(*(str(m["errors"].get(k, 0)) for k in TAXONOMY))
+    console.print(e)
+    tps = f", {m['tokens_per_second']:.1f} tokens/s" if m.get("tokens_per_second") else ""
+    sim = f", intent similarity {m['intent_similarity']:.3f}" if m.get("intent_similarity") is not None else ""
+    console.print(f"{m['seconds']:.2f}s predicting ({m['seconds_per_session']:.3f} s/session{tps}), "
+                  f"peak RSS {m['peak_rss_mb']:.0f} MB{sim}; eval run {m['eval_run_id']}")

@@ -1,0 +1,65 @@
+"""`kdbundle knowledge ...`: mine category patterns and list knowledge records."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..knowledge_records import KINDS, list_knowledge
+from ..patterns import ALGORITHMS, MineConfig, mine
+from . import app
+from .common import console, print_json
+from .data import ready_db
+
+knowledge_app = typer.Typer(help="Knowledge: mined patterns, distilled rules and thoughts.", no_args_is_help=True)
+app.add_typer(knowledge_app, name="knowledge")
+
+
+@knowledge_app.command("mine")
+def mine_cmd(
+    ctx: typer.Context,
+    dataset: str = typer.Option(..., "--dataset"),
+    min_support: float = typer.Option(0.001, "--min-support", help="Minimum fraction of training bundles."),
+    min_confidence: float = typer.Option(0.0, "--min-confidence", help="Minimum confidence of the itemset's best rule."),
+    max_len: Optional[int] = typer.Option(None, "--max-len", help="Longest itemset (default: no limit)."),
+    algorithm: str = typer.Option("fpgrowth", "--algorithm", help=" | ".join(ALGORITHMS)),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Mine frequent category patterns from the training bundles and store them."""
+    cfg = MineConfig(dataset, min_support=min_support, min_confidence=min_confidence, max_len=max_len,
+                     algorithm=algorithm)
+    result = mine(ready_db(ctx), cfg)
+    if as_json:
+        print_json(asdict(result))
+        return
+    state = "unchanged" if result.unchanged else "stored"
+    console.print(f"{result.patterns} patterns from {result.transactions} training bundles of "
+                  f"[bold]{dataset}[/] ({algorithm}, min support {min_support}) {state} in {result.seconds:.2f}s")
+
+
+@knowledge_app.command("list")
+def list_cmd(
+    ctx: typer.Context,
+    dataset: str = typer.Option(..., "--dataset"),
+    kind: Optional[str] = typer.Option(None, "--kind", help=" | ".join(KINDS)),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many (default: all; 30 in a table)."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Knowledge records with their provenance (source sessions, generations)."""
+    if kind is not None and kind not in KINDS:
+        from ..errors import InputError
+
+        raise InputError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
+    rows = list_knowledge(ready_db(ctx), dataset, kind, limit=limit if (limit or as_json) else 30)
+    if as_json:
+        print_json(rows)
+        return
+    t = Table("id", "kind", "text", "support", "conf.", "sessions", "teacher")
+    for r in rows:
+        d = r["data"]
+        sup = f"{d['support']:.3f}" if "support" in d else ""
+        conf = f"{d['confidence']:.2f}" if "confidence" in d else ""
+        t.add_row(str(r["id"]), r["kind"], r["text"], sup, conf, str(len(r["sessions"])), r["teacher"] or "")
+    console.print(t)
