@@ -310,3 +310,35 @@ def m007_eval_results_tokens(db):
     ALTER TABLE eval_results ADD COLUMN prompt_tokens INTEGER;
     ALTER TABLE eval_results ADD COLUMN completion_tokens INTEGER
     """)
+
+
+@migration
+def m008_experiments(db):
+    # Experiment grids (`kdbundle experiment run`): one row per grid and per cell. A cell points at
+    # the keyed runs it used (knowledge set, train run, exported model, eval run), so a rerun
+    # finds finished cells and the report reads everything from here.
+    _script(db, """
+    CREATE TABLE experiments (
+        name TEXT PRIMARY KEY,
+        config TEXT NOT NULL,
+        job_id INTEGER,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE experiment_cells (
+        experiment TEXT NOT NULL REFERENCES experiments(name) ON DELETE CASCADE,
+        cell_key TEXT NOT NULL,        -- identity of the cell's inputs within the grid
+        cell TEXT NOT NULL,            -- rq, dataset, formats, strategy, ratio, seed, also, utilization
+        status TEXT NOT NULL,          -- done | failed
+        error TEXT,
+        knowledge_set TEXT,
+        train_run_id INTEGER,
+        model TEXT,
+        eval_run_id INTEGER,
+        metrics TEXT,
+        train_seconds REAL,
+        model_bytes INTEGER,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (experiment, cell_key)
+    )
+    """)

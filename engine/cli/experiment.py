@@ -1,0 +1,50 @@
+"""`kdbundle experiment run FILE.toml` (a resumable job) and `kdbundle experiment report NAME`."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..experiment import load_config
+from . import app
+from .common import console, print_json
+from .data import ready_db
+from .jobs import launch
+
+experiment_app = typer.Typer(help="Research-question grids: run them (resumable) and report them.",
+                             no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("run")
+def run_cmd(ctx: typer.Context, file: Path = typer.Argument(..., help="Grid file (.toml), e.g. assets/experiments/small.toml."),
+            detach: bool = typer.Option(False, "--detach"), as_json: bool = typer.Option(False, "--json")):
+    """Run every cell of a grid not yet done (knowledge, training, export and evaluation are reused by identity)."""
+    cfg = load_config(file)
+    ready_db(ctx)
+    job = launch(ctx, "experiment", {"config": asdict(cfg)}, detach=detach, as_json=as_json,
+                 total=len(cfg.cells()))
+    if job is None:
+        return
+    result = {"job_id": job["id"], "status": job["status"], **(job["result"] or {})}
+    if as_json:
+        print_json(result)
+        return
+    console.print(f"experiment {cfg.name}: {result.get('done', 0)}/{result.get('cells', '?')} cells done, "
+                  f"{result.get('failed', 0)} failed ({job['status']}); report: kdbundle experiment report {cfg.name}")
+
+
+@experiment_app.command("report")
+def report_cmd(ctx: typer.Context, name: str = typer.Argument(...),
+               out: Optional[Path] = typer.Option(None, "--out", help="Folder for the .md and .png (default: reports/NAME)."),
+               as_json: bool = typer.Option(False, "--json")):
+    """Write the Markdown report with tables and PNG plots."""
+    from ..experiment_report import write_report
+
+    result = write_report(ready_db(ctx), name, out or Path("reports") / name)
+    if as_json:
+        print_json(result)
+        return
+    console.print(f"wrote {result['report']} ({result['cells']} cells, {len(result['plots'])} plots)")

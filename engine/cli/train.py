@@ -1,0 +1,109 @@
+"""`kdbundle train` (knowledge set + datasets -> LoRA run) and `kdbundle export RUN_ID` (-> GGUF student).
+
+Both run as jobs in their own process (progress bar here, or --detach to print the job id).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from ..export import ExportConfig
+from ..gguf_write import QUANTS
+from ..sft_examples import THOUGHT_MODES
+from ..train_job import formats_set
+from . import app
+from .common import console, print_json
+from .data import ready_db
+from .jobs import launch
+
+
+def _result(job: dict[str, Any] | None) -> dict[str, Any] | None:
+    if job is None:
+        return None
+    if job["status"] == "cancelled":
+        console.print(f"job {job['id']} cancelled; continue it with `kdbundle jobs resume {job['id']}`")
+        raise typer.Exit(1)
+    return {"job_id": job["id"], **(job["result"] or {})}
+
+
+@app.command("train")
+def train_cmd(
+    ctx: typer.Context,
+    dataset: str = typer.Option(..., "--dataset", help="Dataset whose training sessions are learned."),
+    also: list[str] = typer.Option([], "--also", help="Another dataset to train on as well (repeatable)."),
+    student: str = typer.Option("smollm2-135m", "--student", help="Registered model, .gguf file or HF weights."),
+    knowledge_set: Optional[str] = typer.Option(None, "--knowledge-set", help="Named knowledge set."),
+    formats: Optional[str] = typer.Option(None, "--formats",
+                                          help="patterns,rules,thoughts: make (or reuse) a set of the newest knowledge."),
+    rank: int = typer.Option(16, "--rank", help="LoRA rank."),
+    alpha: float = typer.Option(32.0, "--alpha", help="LoRA alpha."),
+    target_modules: str = typer.Option("all-linear", "--target-modules"),
+    lr: float = typer.Option(2e-4, "--lr"),
+    epochs: float = typer.Option(1.0, "--epochs"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
+    batch: int = typer.Option(4, "--batch"),
+    grad_accum: int = typer.Option(1, "--grad-accum"),
+    max_len: int = typer.Option(1024, "--max-len", help="Token limit per example."),
+    seed: int = typer.Option(42, "--seed"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+    save_steps: int = typer.Option(50, "--save-steps"),
+    thoughts: str = typer.Option("rationale", "--thoughts", help=" | ".join(THOUGHT_MODES)),
+    k: int = typer.Option(2, "--k", help="Retrieved worked examples per prompt (sets with thoughts)."),
+    no_knowledge_in_prompt: bool = typer.Option(False, "--no-knowledge-in-prompt",
+                                                help="Train without the set's knowledge in the instruction."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N training sessions per dataset."),
+    detach: bool = typer.Option(False, "--detach", help="Start in the background; print the job id."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (run_id, steps, final_loss, seconds)."),
+):
+    """Fine-tune a student with LoRA on a dataset's training sessions and a knowledge set."""
+    db = ready_db(ctx)
+    datasets = list(dict.fromkeys([dataset, *also]))
+    if knowledge_set and formats:
+        raise typer.BadParameter("give --knowledge-set or --formats, not both")
+    if formats:
+        knowledge_set = formats_set(db, formats, datasets)
+    params = {
+        "datasets": datasets, "student": student, "knowledge_set": knowledge_set,
+        "train": {"rank": rank, "alpha": alpha, "target_modules": target_modules, "lr": lr, "epochs": epochs,
+                  "max_steps": max_steps, "batch_size": batch, "grad_accum": grad_accum, "max_len": max_len,
+                  "seed": seed, "threads": threads, "save_steps": save_steps},
+        "sft": {"thoughts": thoughts, "k": k, "knowledge_in_prompt": not no_knowledge_in_prompt, "limit": limit},
+    }
+    out = _result(launch(ctx, "train", params, detach=detach, as_json=as_json))
+    if out is None:
+        return
+    if as_json:
+        print_json(out)
+        return
+    console.print(f"run {out['run_id']}: {out['status']} after {out['steps']} steps, final loss "
+                  f"{out['final_loss'] if out['final_loss'] is None else round(out['final_loss'], 4)}, "
+                  f"{out['seconds']:.1f}s{' (reused)' if out.get('reused') else ''}")
+    console.print(f"export it: kdbundle export {out['run_id']}")
+
+
+@app.command("export")
+def export_cmd(
+    ctx: typer.Context,
+    run_id: int = typer.Argument(..., help="A finished training run."),
+    quant: str = typer.Option("q8_0", "--quant", help=" | ".join(QUANTS)),
+    adapter: bool = typer.Option(False, "--adapter", help="Export the LoRA alone (loaded over the base)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Registered model name (default: derived from the run)."),
+    out_dir: Optional[str] = typer.Option(None, "--out-dir", help="Folder for the .gguf (default: runs/<db name>/models beside the database)."),
+    detach: bool = typer.Option(False, "--detach"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (model, path, size_bytes, quant)."),
+):
+    """Merge a run's LoRA into its base and write a quantized GGUF (or the adapter alone); register it."""
+    ready_db(ctx)
+    if not adapter and quant not in QUANTS:
+        raise typer.BadParameter(f"unknown quantization {quant!r} (choose {', '.join(QUANTS)})")
+    params = {"run_id": run_id, "quant": quant, "adapter": adapter, "name": name, "out_dir": out_dir}
+    ExportConfig(**{k: v for k, v in params.items() if k != "run_id"})  # fails here, not in the worker
+    out = _result(launch(ctx, "export", params, detach=detach, as_json=as_json))
+    if out is None:
+        return
+    if as_json:
+        print_json(out)
+        return
+    console.print(f"model {out['model']}: {out['path']} ({out['size_bytes'] / 1e6:.1f} MB, {out['quant']})"
+                  f"{' (reused)' if out.get('reused') else ''}")
