@@ -6,7 +6,7 @@
 Merged: base weights + LoRA merged in torch, written as f16 (f32) GGUF with the base file's
 metadata and tokenizer, then quantized by llama.cpp. Adapter: the LoRA alone as a GGUF LoRA that
 llama.cpp applies over the base at load time (`Llama(model_path=base, lora_path=adapter)`).
-Files go to `<user data dir>/kdbundle/models` unless `out_dir` is given; the registered name is
+Files go to `runs/<db name>/models` beside the database unless `out_dir` is given; the registered name is
 derived from the run (`smollm2-135m-run12-q8_0`, `smollm2-135m-run12-lora`).
 """
 from __future__ import annotations
@@ -19,12 +19,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from platformdirs import user_data_dir
 
 from ..store.db import transaction
 from . import gguf_write
 from .errors import InputError, KdError
-from .train import ADAPTER_DIR, get_run
+from .train import ADAPTER_DIR, get_run, runs_dir
 from .train_student import Student, load_model, load_tokenizer, resolve_student
 
 
@@ -54,8 +53,10 @@ class ExportResult:
     seconds: float
 
 
-def models_dir() -> Path:
-    return Path(user_data_dir("kdbundle", appauthor=False)) / "models"
+def models_dir(db=None) -> Path:
+    """`runs/<db name>/models` beside the database: run ids are per database, so one shared folder
+    would let run 1 of two databases claim the same file name."""
+    return runs_dir(db) / "models"
 
 
 def export_run(db, run_id: int, cfg: ExportConfig | None = None) -> ExportResult:
@@ -77,7 +78,7 @@ def export_run(db, run_id: int, cfg: ExportConfig | None = None) -> ExportResult
     short = student.name if (os.sep in base_ref or base_ref.endswith(".gguf")) else base_ref
     quant = "f32" if cfg.adapter else cfg.quant
     name = cfg.name or f"{short}-run{run_id}-{'lora' if cfg.adapter else quant}"
-    out = Path(cfg.out_dir).expanduser() if cfg.out_dir else models_dir()
+    out = Path(cfg.out_dir).expanduser() if cfg.out_dir else models_dir(db)
     path = (out / f"{name}.gguf").resolve()
     _check_target(db, name, path)
 

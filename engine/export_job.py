@@ -16,7 +16,6 @@ import sqlite_utils
 from .errors import InputError
 from .export import ExportConfig, export_run
 from .jobs import JobContext
-from .train import runs_dir
 
 
 def export_config(params: dict[str, Any]) -> tuple[int, ExportConfig]:
@@ -42,11 +41,7 @@ def existing_export(db: sqlite_utils.Database, run_id: int, cfg: ExportConfig) -
 
 
 def export_or_reuse(db: sqlite_utils.Database, run_id: int, cfg: ExportConfig) -> dict[str, Any]:
-    """The run's export with `cfg`, made if missing. Without `out_dir` the file goes beside the
-    database's runs (`runs/<db name>/models`): run ids are per database, so one shared folder would
-    let run 1 of two databases claim the same file name."""
-    if cfg.out_dir is None:
-        cfg = dataclasses.replace(cfg, out_dir=str(runs_dir(db) / "models"))
+    """The run's export with `cfg`, made if missing (files go to export.models_dir(db) by default)."""
     found = existing_export(db, run_id, cfg)
     if found:
         return found

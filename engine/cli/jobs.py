@@ -6,6 +6,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from .. import jobs as J
 from . import app
@@ -95,7 +96,7 @@ def show_cmd(ctx: typer.Context, job_id: int, as_json: bool = typer.Option(False
     for k in ("id", "kind", "status", "done", "total", "pid", "error", "params", "result"):
         console.print(f"[bold]{k}[/]: {job[k]}")
     for line in job["log"]:
-        console.print(f"[dim]{line['ts']}[/] {line['message']}", markup=False, highlight=False)
+        console.print(Text.assemble((line["ts"], "dim"), " ", line["message"]), highlight=False)
 
 
 @jobs_app.command("cancel")
