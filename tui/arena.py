@@ -1,0 +1,408 @@
+"""Arena: one session, teacher and student side by side, streaming token by token, each scored.
+
+Both generations are logged under one comparison id. The student's utilization (zero-shot, ICL, SFT,
+ICL+SFT) and knowledge set can be switched in place; the next run uses them.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Callable
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Input, Label, Select, Static
+from textual.worker import get_current_worker
+
+from ..engine import browse
+from ..engine.types import Product, Session
+from .arena_run import KNOWLEDGE_UTILIZATIONS, GenerationStopped, Outcome, run_pane
+from .base import KdScreen, describe_error
+from .messages import ArenaChoicesLoaded, GenerationFinished, SessionLoaded, Token
+from .sessions import bundle_tag
+
+UTILIZATIONS = ("zero-shot", "icl", "sft", "icl+sft")
+PANES = ("teacher", "student")
+DEFAULT_TEACHER = "qwen2.5-coder-1.5b"
+DEFAULT_STUDENT = "smollm2-135m"
+
+
+def format_scores(scores: dict[str, float] | None) -> Text:
+    if not scores:
+        return Text("no ground truth to score against", style="dim")
+    def v(k: str) -> str:
+        x = scores.get(k)
+        return "-" if x is None else f"{x:.2f}"
+    return Text.assemble(
+        ("AICL ", "bold"), f"P {v('precision')} R {v('recall')} C {v('coverage')}  ",
+        ("strict ", "bold"), f"P {v('strict_precision')} R {v('strict_recall')} F1 {v('strict_f1')}",
+    )
+
+
+class ArenaScreen(KdScreen):
+    MODE = "arena"
+    BINDINGS = [
+        Binding("ctrl+r", "run", "Run"),
+        Binding("escape", "stop", "Stop"),
+        Binding("u", "cycle_utilization", "Utilization"),
+        Binding("k", "cycle_kset", "Knowledge"),
+        Binding("s", "pick", "Session"),
+        Binding("t", "type_products", "Type products"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.session: Session | None = None
+        self.run_no = 0
+        self.running: set[str] = set()
+        self.streams: dict[str, str] = {p: "" for p in PANES}
+        self.pieces: dict[str, int] = {p: 0 for p in PANES}  # streamed pieces (about one token each)
+        self.started: dict[str, float] = {}  # monotonic time of each pane's first piece
+        self.comparison_id: str | None = None
+        self.installed: list[str] = []
+        self.knowledge_sets: list[str] = []
+        self._hinted = False
+        self.outcomes: dict[str, Outcome] = {}
+        # (pane, model name) -> backend, used instead of the registry's (tests drive the panes with a scripted model)
+        self.backend_for: Callable[[str, str], Any] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_nav()
+        with Horizontal(classes="controls", id="arena-controls"):
+            yield Select([], prompt="teacher", id="teacher", compact=True)
+            yield Select([], prompt="student", id="student", compact=True)
+            yield Select([(u, u) for u in UTILIZATIONS], value="zero-shot", allow_blank=False, id="utilization",
+                         compact=True)
+            yield Select([], prompt="no knowledge", id="kset", compact=True)
+        yield Static("No session picked: press s to pick one by id, t to type products, or a on the Sessions screen.",
+                     id="arena-session")
+        yield Input(placeholder="products, separated by ;  (enter to use)", id="arena-products", compact=True)
+        with Horizontal(id="arena-panes"):
+            for pane in PANES:
+                with Vertical(id=f"pane-{pane}", classes="arena-pane"):
+                    yield Static("", id=f"stats-{pane}", classes="arena-stats")
+                    with VerticalScroll(id=f"scroll-{pane}", classes="arena-stream"):
+                        yield Static("", id=f"stream-{pane}")
+                    yield Static("", id=f"score-{pane}", classes="arena-score")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        for pane in PANES:
+            self.query_one(f"#pane-{pane}").border_title = pane
+            self._reset_pane(pane)
+        self.query_one("#teacher", Select).focus()
+
+    def on_screen_resume(self) -> None:
+        self.load_choices()
+
+    # ------------------------------------------------------------ choices and session
+
+    @work(thread=True, group="arena-choices", description="Reading models", exclusive=True, exit_on_error=False)
+    def load_choices(self) -> None:
+        from ..engine import registry
+
+        db = self.app.db()
+        models = [m if isinstance(m, dict) else vars(m) for m in registry.list_models(db)]
+        names = [m["name"] for m in models]
+        installed = [m["name"] for m in models if m.get("installed")]
+        hint = None
+        if not installed:
+            hint = f"No model installed. Run `kdbundle models pull {DEFAULT_STUDENT}` (or pull it on the Models screen, 4)."
+        sets = [s.name for s in browse.knowledge_sets(db)]
+        self.post_message(ArenaChoicesLoaded(names, installed, sets, hint))
+
+    @on(ArenaChoicesLoaded)
+    def _choices(self, msg: ArenaChoicesLoaded) -> None:
+        self.installed = msg.installed
+        usable = msg.installed or msg.models
+        for sel_id, default in (("#teacher", DEFAULT_TEACHER), ("#student", DEFAULT_STUDENT)):
+            select = self.query_one(sel_id, Select)
+            current = select.value
+            select.set_options([(n if n in msg.installed else f"{n} (not installed)", n) for n in usable])
+            if current in usable:
+                select.value = current
+            elif default in msg.installed:
+                select.value = default
+            elif msg.installed:
+                select.value = msg.installed[0]
+        kset = self.query_one("#kset", Select)
+        current = kset.value
+        self.knowledge_sets = list(msg.knowledge_sets)
+        kset.set_options([(s, s) for s in msg.knowledge_sets])
+        if current in msg.knowledge_sets:
+            kset.value = current
+        if msg.hint:
+            if not self._hinted:
+                self._hinted = True
+                self.notify(msg.hint, title="models", severity="warning", timeout=10, markup=False)
+            for pane in PANES:
+                self.query_one(f"#stream-{pane}", Static).update(Text(msg.hint, style="yellow"))
+        self._titles()
+
+    @on(Select.Changed, "#teacher, #student")
+    def _titles(self) -> None:
+        if self.running:
+            return
+        cfg = self.settings()
+        for pane in PANES:
+            self.query_one(f"#pane-{pane}").border_title = f"{pane}: {cfg[pane] or '-'}"
+
+    def pick_session(self, session_id: int) -> None:
+        self.load_session(session_id)
+
+    @work(thread=True, group="arena-session", description="Reading session", exclusive=True, exit_on_error=False)
+    def load_session(self, session_id: int) -> None:
+        self.post_message(SessionLoaded(browse.session_detail(self.app.db(), session_id)))
+
+    @on(SessionLoaded)
+    def _session(self, msg: SessionLoaded) -> None:
+        self.set_session(msg.detail.session)
+
+    def set_session(self, session: Session) -> None:
+        self.session = session
+        where = f"{session.dataset}/{session.split or '-'} · " if session.dataset else ""
+        head = Text.assemble(
+            (f"session {session.source_id or '(typed)'}", "bold"),
+            f" · {where}{session.n} products · {len(session.bundles)} bundles · ctrl+r runs\n",
+        )
+        for pos, p in enumerate(session.products, start=1):
+            tags = [bundle_tag(i) for i, b in enumerate(session.bundles) if pos in b.items]
+            head.append(f"{pos:>2}. ")
+            head.append(p.title[:90])
+            for t in tags:
+                head.append(" ")
+                head.append_text(t)
+            head.append("\n")
+        head.rstrip()
+        self.query_one("#arena-session", Static).update(head)
+        for pane in PANES:
+            self._reset_pane(pane)
+
+    def _reset_pane(self, pane: str, placeholder: bool = True) -> None:
+        self.streams[pane] = ""
+        self.pieces[pane] = 0
+        self.started.pop(pane, None)
+        self.query_one(f"#stream-{pane}", Static).update(Text(
+            f"The {pane}'s answer streams here token by token (ctrl+r); then its bundles are scored against "
+            "the ground truth: ✓ hit, ✗ miss.", style="dim") if placeholder else "")
+        self.query_one(f"#stats-{pane}", Static).update("")
+        score = self.query_one(f"#score-{pane}", Static)
+        score.update("")
+        score.display = False
+
+    # ------------------------------------------------------------ running
+
+    def settings(self) -> dict[str, Any]:
+        def val(sel: str) -> str | None:
+            v = self.query_one(sel, Select).value
+            return None if v is Select.NULL else str(v)
+
+        return {"teacher": val("#teacher"), "student": val("#student"), "utilization": val("#utilization"),
+                "knowledge_set": val("#kset")}
+
+    def action_run(self) -> None:
+        if self.session is None:
+            self.notify("Pick a session first (s), or type products (t).", severity="warning")
+            return
+        if self.running:
+            self.notify("Already running; escape stops it.", severity="warning")
+            return
+        cfg = self.settings()
+        if not cfg["teacher"] or not cfg["student"]:
+            self.notify(f"No model to run. Run `kdbundle models pull {DEFAULT_STUDENT}`.", severity="error",
+                        markup=False)
+            return
+        self.run_no += 1
+        self.comparison_id = uuid.uuid4().hex[:12]
+        self.running = set(PANES)
+        self.outcomes = {}
+        for pane in PANES:
+            self._reset_pane(pane, placeholder=False)
+            self.query_one(f"#pane-{pane}").add_class("running")
+            self.query_one(f"#pane-{pane}").border_title = f"{pane}: {cfg[pane]}"
+        self.query_one("#pane-student").border_subtitle = ""
+        self.query_one("#stats-teacher", Static).update("loading the model, reading the prompt ...")
+        self.query_one("#stats-student", Static).update("waits for the teacher (one model at a time)")
+        # One worker runs both, teacher first: two llama.cpp models decoding at once on a small CPU only
+        # halve each other's speed (and muddle each pane's tokens/s); one model shared by both panes
+        # would take turns on its lock anyway.
+        self.generate(self.session, cfg, self.comparison_id, self.run_no)
+
+    @work(thread=True, group="arena", description="Arena generation", exclusive=True, exit_on_error=False)
+    def generate(self, session: Session, cfg: dict[str, Any], comparison_id: str, run: int) -> None:
+        worker = get_current_worker()
+        for pane in PANES:
+            def on_token(text: str, pane: str = pane) -> None:
+                if worker.is_cancelled:
+                    raise GenerationStopped()
+                self.post_message(Token(pane, run, text))
+
+            try:
+                backend = self.backend_for(pane, cfg[pane]) if self.backend_for else None
+                outcome = run_pane(self.app.db(), pane, session, cfg, comparison_id, on_token, backend)
+            except Exception as exc:  # one pane failing (model missing, no knowledge set) leaves the other usable
+                outcome = Outcome(cfg[pane], error=describe_error(exc))
+            self.post_message(GenerationFinished(pane, run, outcome))
+            if worker.is_cancelled:
+                for rest in PANES[PANES.index(pane) + 1:]:
+                    self.post_message(GenerationFinished(rest, run, Outcome(cfg[rest], stopped=True)))
+                return
+
+    @on(Token)
+    def _token(self, msg: Token) -> None:
+        if msg.run != self.run_no:
+            return
+        pane = msg.pane
+        self.streams[pane] += msg.text
+        self.pieces[pane] += 1
+        start = self.started.setdefault(pane, time.monotonic())
+        self.query_one(f"#stream-{pane}", Static).update(Text(self.streams[pane]))
+        self.query_one(f"#scroll-{pane}", VerticalScroll).scroll_end(animate=False)
+        elapsed = time.monotonic() - start
+        rate = f" · {(self.pieces[pane] - 1) / elapsed:.1f} tok/s" if elapsed > 0.2 and self.pieces[pane] > 1 else ""
+        self.query_one(f"#stats-{pane}", Static).update(f"streaming · {self.pieces[pane]} tok{rate}")
+
+    @on(GenerationFinished)
+    def _finished(self, msg: GenerationFinished) -> None:
+        if msg.run != self.run_no:
+            return
+        self.running.discard(msg.pane)
+        self.outcomes[msg.pane] = msg.outcome
+        self.query_one(f"#pane-{msg.pane}").remove_class("running")
+        self.show_outcome(msg.pane, msg.outcome)
+        if not self.running:
+            self.query_one("#pane-student").border_subtitle = f"comparison {self.comparison_id}"
+
+    def show_outcome(self, pane: str, o: Outcome) -> None:
+        stats = self.query_one(f"#stats-{pane}", Static)
+        score = self.query_one(f"#score-{pane}", Static)
+        score.display = True
+        if o.error:
+            stats.update(Text("failed", style="red"))
+            score.update(Text(o.error, style="red"))
+            return
+        if o.stopped:
+            stats.update(Text("stopped", style="yellow"))
+            return
+        parts = []
+        if o.tokens_per_second is not None:
+            parts.append(f"{o.tokens_per_second:.1f} tok/s")
+        if o.latency is not None:
+            parts.append(f"1st token {o.latency:.2f}s")
+        if o.seconds is not None:
+            parts.append(f"total {o.seconds:.1f}s")
+        if o.tokens is not None:
+            parts.append(f"{o.tokens} tok")
+        if o.knowledge:
+            parts.append(", ".join(f"{n} {k}" for k, n in o.knowledge.items() if n) or "no knowledge fitted")
+        stats.update(" · ".join(parts))
+        lines = Text()
+        for b, hit, label in zip(o.bundles, o.hits, o.labels):
+            mark = ("✓ ", "bold green") if hit else ("✗ ", "bold red") if hit is False else ("· ", "")
+            lines.append(*mark)
+            lines.append(f"{{{', '.join(map(str, sorted(b.items)))}}} ")
+            lines.append(b.intent or "", style="italic")
+            if label and label != "exact":
+                lines.append(f" ({label.replace('_', ' ')})", style="dim")
+            lines.append("\n")
+        if not o.bundles:
+            lines.append("no valid bundle\n", style="red")
+        for e in o.errors[:3]:
+            lines.append(f"{e}\n", style="dim red")
+        lines.append_text(format_scores(o.scores))
+        score.update(lines)
+
+    def action_stop(self) -> None:
+        if not self.running:
+            return
+        for w in self.workers:
+            if w.group == "arena":
+                w.cancel()
+        self.notify("Stopping ...", title="arena")
+
+    def worker_failed(self, worker) -> None:
+        if worker.group == "arena":
+            for pane in list(self.running):
+                self.query_one(f"#pane-{pane}").remove_class("running")
+                self.query_one(f"#stats-{pane}", Static).update(Text("failed", style="red"))
+            self.running.clear()
+
+    # ------------------------------------------------------------ settings in place
+
+    def _cycle(self, sel_id: str, values: list[str]) -> None:
+        if not values:
+            return
+        select = self.query_one(sel_id, Select)
+        cur = select.value
+        select.value = values[(values.index(cur) + 1) % len(values)] if cur in values else values[0]
+
+    def action_cycle_utilization(self) -> None:
+        self._cycle("#utilization", list(UTILIZATIONS))
+        self.notify(utilization_hint(self.settings()), title="student", markup=False)
+
+    def action_cycle_kset(self) -> None:
+        values = self.knowledge_sets
+        if not values:
+            self.notify("No knowledge sets yet (Knowledge screen, or `kdbundle knowledge set create`).",
+                        severity="warning", markup=False)
+            return
+        self._cycle("#kset", values)
+
+    def action_pick(self) -> None:
+        self.app.push_screen(PickSessionScreen(), lambda sid: self.load_session(sid) if sid else None)
+
+    def action_type_products(self) -> None:
+        box = self.query_one("#arena-products", Input)
+        box.add_class("visible")
+        box.focus()
+
+    @on(Input.Submitted, "#arena-products")
+    def _typed(self, event: Input.Submitted) -> None:
+        titles = [t.strip() for t in event.value.split(";") if t.strip()]
+        if len(titles) < 2:
+            self.notify("Type at least two products, separated by ;", severity="warning")
+            return
+        event.input.remove_class("visible")
+        self.set_session(Session(id=None, products=[Product(item_id=0, title=t) for t in titles]))
+
+
+def utilization_hint(cfg: dict[str, Any]) -> str:
+    """What the chosen utilization means for the next run, in one line."""
+    u = cfg.get("utilization") or "zero-shot"
+    text = f"student utilization: {u}"
+    if u in KNOWLEDGE_UTILIZATIONS:
+        text += f" with knowledge set {cfg['knowledge_set']}" if cfg.get("knowledge_set") else \
+            " (needs a knowledge set: k picks one)"
+    if u in ("sft", "icl+sft"):
+        text += "; pick a fine-tuned student (exported from a training run) as the student model"
+    return text
+
+
+class PickSessionScreen(ModalScreen[int | None]):
+    """Type a session: its store id, or dataset:source-id."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("Session id (as on the Sessions screen: dataset:source id, or the number)",
+                        classes="dialog-question")
+            yield Input(placeholder="electronic:232", id="pick")
+            yield Static("", id="pick-error", classes="error-line")
+
+    @on(Input.Submitted)
+    def _submit(self, event: Input.Submitted) -> None:
+        self.resolve(event.value.strip())
+
+    @work(thread=True, exit_on_error=False)
+    def resolve(self, text: str) -> None:
+        sid = browse.resolve_session(self.app.db(), text)
+        self.app.call_from_thread(self.dismiss, sid)
+
+    def on_worker_state_changed(self, event) -> None:
+        if event.state.name == "ERROR":
+            self.query_one("#pick-error", Static).update(str(event.worker.error))

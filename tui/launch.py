@@ -1,0 +1,262 @@
+"""The launch form: pick a job kind, fill its fields (sensible defaults, store-backed choices), launch.
+
+One form per kind in engine.jobs.JOB_KINDS; the field names are the job handler's parameters.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Footer, Input, Label, Select, Static
+
+from ..engine import browse
+
+
+@dataclass(frozen=True)
+class FormField:
+    name: str
+    """The job parameter this field fills."""
+    label: str
+    default: str = ""
+    choices: tuple[str, ...] | None = None
+    """Fixed choices (a Select); None for free text."""
+    source: str | None = None
+    """Choices read from the store: datasets | models | knowledge_sets | train_runs."""
+    type: type = str
+    optional: bool = False
+    """Left out of the parameters when empty."""
+    when: tuple[str, str] | None = None
+    """(other field, value): the field applies only when that field has that value."""
+
+
+DISTILL_FIELDS = (
+    FormField("dataset", "dataset", source="datasets"),
+    FormField("teacher", "teacher model", "qwen2.5-coder-1.5b", source="models"),
+    FormField("sample", "sampling", "random", choices=("random", "length", "diversity", "difficulty")),
+    FormField("ratio", "ratio", "0.1", type=float),
+    FormField("seed", "seed", "0", type=int),
+    FormField("concurrency", "concurrent requests", "1", type=int),
+    FormField("limit", "at most sessions", "", type=int, optional=True),
+)
+
+FORMS: dict[str, tuple[FormField, ...]] = {
+    "eval": (
+        FormField("dataset", "dataset", source="datasets"),
+        FormField("split", "split", "test", choices=("test", "valid", "train")),
+        FormField("method", "method", "patterns", choices=("patterns", "whole-session", "llm")),
+        FormField("model", "model", "smollm2-135m", source="models", when=("method", "llm")),
+        FormField("utilization", "utilization", "zero-shot", choices=("zero-shot", "icl", "sft", "icl+sft"),
+                  when=("method", "llm")),
+        FormField("knowledge_set", "knowledge set", "", source="knowledge_sets", optional=True,
+                  when=("method", "llm")),
+        FormField("limit", "max sessions", "", type=int, optional=True),
+    ),
+    "distill-rules": DISTILL_FIELDS,
+    "distill-thoughts": DISTILL_FIELDS,
+    "train": (
+        FormField("dataset", "dataset", source="datasets"),
+        FormField("student", "student model", "smollm2-135m", source="models"),
+        FormField("knowledge_set", "knowledge set", "", source="knowledge_sets", optional=True),
+        FormField("formats", "or formats", "", optional=True),
+        FormField("rank", "LoRA rank", "16", type=int),
+        FormField("alpha", "LoRA alpha", "32", type=int),
+        FormField("lr", "learning rate", "2e-4", type=float),
+        FormField("epochs", "epochs", "1", type=float),
+        FormField("max_steps", "max steps", "", type=int, optional=True),
+        FormField("batch", "batch size", "4", type=int),
+        FormField("max_len", "max tokens", "1024", type=int),
+        FormField("seed", "seed", "0", type=int),
+    ),
+    "export": (
+        FormField("run_id", "training run", source="train_runs", type=int),
+        FormField("quant", "quantization", "q8_0", choices=("q8_0", "q4_k_m", "f16")),
+        FormField("adapter", "adapter only", "no", choices=("no", "yes")),
+    ),
+    "experiment": (
+        FormField("file", "grid file (.toml)", "assets/experiments/small.toml"),
+    ),
+}
+
+
+def parse_form(kind: str, values: dict[str, str]) -> dict[str, Any]:
+    """Typed job parameters from the form's strings; raises ValueError naming the bad field."""
+    params: dict[str, Any] = {}
+    for f in FORMS[kind]:
+        if f.when and values.get(f.when[0]) != f.when[1]:
+            continue
+        raw = (values.get(f.name) or "").strip()
+        if not raw:
+            if f.optional:
+                continue
+            raise ValueError(f"{f.label}: a value is needed")
+        if f.choices == ("no", "yes"):
+            params[f.name] = raw == "yes"
+            continue
+        try:
+            params[f.name] = f.type(raw)
+        except ValueError:
+            raise ValueError(f"{f.label}: {raw!r} is not a {f.type.__name__}") from None
+    return params
+
+
+def job_params(db, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The job's parameters from a filled form, built by the same engine functions the CLI uses."""
+    if kind == "train":
+        from ..engine.train_job import job_params as train_params  # lazy: pulls in torch
+
+        return train_params(db, **params)
+    if kind == "experiment":
+        from ..engine.experiment import job_params as experiment_params
+
+        return experiment_params(params["file"])
+    return params
+
+
+def form_choices(db) -> dict[str, list[str]]:
+    """Choices for the store-backed form fields."""
+    return {
+        "datasets": [d.name for d in browse.dataset_summaries(db)],
+        "models": [m["name"] for m in registry_models(db)],
+        "knowledge_sets": [s.name for s in browse.knowledge_sets(db)],
+        "train_runs": [str(r) for r in sorted(browse.train_runs(db), reverse=True)],
+    }
+
+
+def form_choices_safe(db) -> dict[str, list[str]]:
+    """form_choices, or as much of it as can be read (the form falls back to free text)."""
+    try:
+        return form_choices(db)
+    except Exception:
+        return {"datasets": [d.name for d in browse.dataset_summaries(db)]}
+
+
+def registry_models(db) -> list[dict[str, Any]]:
+    from ..engine import registry
+
+    return [m if isinstance(m, dict) else vars(m) for m in registry.list_models(db)]
+
+
+class LaunchScreen(ModalScreen[tuple[str, dict[str, Any]] | None]):
+    """Pick a job kind, fill its form (defaults filled in), launch."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("ctrl+s", "launch", "Launch")]
+
+    def __init__(self, kind: str = "eval", defaults: dict[str, str] | None = None) -> None:
+        super().__init__(classes="dialog-screen")
+        self.kind = kind if kind in FORMS else "eval"
+        self.defaults = defaults or {}  # field name -> value, over the form's own defaults
+        self.choices: dict[str, list[str]] = {}
+        self.built = False
+        self._building = asyncio.Lock()
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide", id="launch"):
+            yield Label("New job: pick a kind, check the fields, ctrl+s launches", classes="dialog-question")
+            yield Horizontal(Label("kind", classes="field-label"),
+                             Select([(k, k) for k in FORMS], value=self.kind, allow_blank=False, id="kind",
+                                    compact=True), classes="field")
+            yield VerticalScroll(id="form")
+            yield Static("", id="form-error", classes="error-line")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Launch", variant="primary", id="launch-btn", compact=True)
+                yield Button("Cancel", id="cancel-btn", compact=True)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.load_choices()
+
+    @work(thread=True, description="Reading form choices", exit_on_error=False)
+    def load_choices(self) -> None:
+        choices = form_choices_safe(self.app.db())
+        self.app.call_from_thread(self._got_choices, choices)
+
+    async def on_worker_state_changed(self, event) -> None:
+        if event.state.name == "ERROR":
+            # Still usable: store-backed fields fall back to free text.
+            await self._got_choices({})
+
+    async def _got_choices(self, choices: dict[str, list[str]]) -> None:
+        self.choices = choices
+        await self.build_form()
+
+    @on(Select.Changed, "#kind")
+    async def _kind(self, event: Select.Changed) -> None:
+        if str(event.value) != self.kind:
+            self.kind = str(event.value)
+            await self.build_form()
+
+    async def build_form(self) -> None:
+        async with self._building:  # a kind switch while choices arrive must not interleave two rebuilds
+            await self._build_form()
+
+    async def _build_form(self) -> None:
+        form = self.query_one("#form", VerticalScroll)
+        await form.remove_children()
+        rows = []
+        for f in FORMS[self.kind]:
+            options = list(f.choices or self.choices.get(f.source or "", []) or [])
+            wanted = self.defaults.get(f.name, f.default)
+            if options:
+                default = wanted if wanted in options else ("" if f.optional else options[0])
+                widget = Select([(o, o) for o in options], value=default or Select.NULL, allow_blank=f.optional,
+                                id=f"f-{f.name}", compact=True, prompt="(none)")
+            else:
+                widget = Input(wanted, placeholder="(optional)" if f.optional else "", id=f"f-{f.name}",
+                               compact=True)
+            rows.append(Horizontal(Label(f.label, classes="field-label"), widget, classes="field", id=f"row-{f.name}"))
+        await form.mount_all(rows)
+        self._apply_conditions()
+        self.query_one("#form-error", Static).update("")
+        self.built = True
+
+    @on(Select.Changed, "#form Select")
+    def _apply_conditions(self) -> None:
+        values = self.values()
+        for f in FORMS[self.kind]:
+            if f.when:
+                rows = self.query(f"#row-{f.name}")
+                if rows:
+                    rows.first().display = values.get(f.when[0]) == f.when[1]
+
+    def values(self) -> dict[str, str]:
+        out = {}
+        for f in FORMS[self.kind]:
+            found = self.query(f"#f-{f.name}")
+            if not found:
+                continue
+            w = found.first()
+            if isinstance(w, Select):
+                out[f.name] = "" if w.value is Select.NULL else str(w.value)
+            else:
+                out[f.name] = w.value
+        return out
+
+    def action_launch(self) -> None:
+        if not self.built:
+            return
+        try:
+            params = parse_form(self.kind, self.values())
+        except ValueError as exc:
+            self.query_one("#form-error", Static).update(str(exc))
+            return
+        self.dismiss((self.kind, params))
+
+    @on(Button.Pressed, "#launch-btn")
+    def _launch(self) -> None:
+        self.action_launch()
+
+    @on(Button.Pressed, "#cancel-btn")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        self.action_launch()
+
+

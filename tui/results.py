@@ -1,0 +1,163 @@
+"""Results: evaluation runs (both metric families) and experiment reports, with a plot of one metric."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Footer, Markdown, Select
+from textual_plotext import PlotextPlot
+
+from ..engine import browse
+from .base import KdScreen
+from .messages import ResultsLoaded
+
+METRICS = (
+    ("strict_f1", "strict F1"),
+    ("strict_precision", "strict precision"),
+    ("strict_recall", "strict recall"),
+    ("precision", "precision (AICL)"),
+    ("recall", "recall (AICL)"),
+    ("coverage", "coverage (AICL)"),
+    ("seconds_per_session", "seconds/session"),
+)
+COLUMNS = ("precision", "recall", "coverage", "strict_precision", "strict_recall", "strict_f1")
+
+
+def metric_value(run: browse.EvalRunRow, key: str) -> float | None:
+    m = run.metrics
+    if key == "seconds_per_session" and "seconds_per_session" not in m:
+        secs, n = m.get("seconds"), m.get("sessions")
+        return secs / n if secs is not None and n else None
+    value = m.get(key)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def find_reports() -> list[dict[str, str]]:
+    """Experiment reports written by `kdbundle experiment report` (name and Markdown path), newest last,
+    with the newest one's text read here (in the worker) rather than on the event loop."""
+    try:
+        from ..engine import experiment
+    except ImportError:
+        return []
+    lister = getattr(experiment, "list_reports", None)
+    reports = [dict(r) for r in lister()] if lister else []
+    if reports:
+        path = Path(reports[-1]["path"])
+        reports[-1]["text"] = path.read_text(encoding="utf-8") if path.is_file() else f"(missing: {path})"
+    return reports
+
+
+class ResultsScreen(KdScreen):
+    MODE = "results"
+    BINDINGS = [
+        Binding("m", "cycle_metric", "Metric"),
+        Binding("r", "reload", "Reload"),
+        Binding("e", "toggle_reports", "Reports"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[browse.EvalRunRow] = []
+        self.reports: list[dict[str, str]] = []
+        self.plotted: list[tuple[str, float]] = []  # (label, value) bars currently drawn
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_nav()
+        with Horizontal(classes="controls"):
+            yield Select([(label, key) for key, label in METRICS], value="strict_f1", allow_blank=False,
+                         id="metric", compact=True)
+            yield Select([], prompt="all datasets", id="r-dataset", compact=True)
+        with Vertical(id="results-body"):
+            yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+            yield PlotextPlot(id="plot")
+            yield Markdown("", id="report")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        table.add_column("dataset/split", key="dataset", width=18)
+        table.add_column("method", key="method", width=13)
+        for key, title in zip(COLUMNS, ("P", "R", "Cov", "sP", "sR", "sF1")):
+            table.add_column(title, key=key, width=4)
+        table.add_column("s/ses", key="sps", width=5)
+        self.query_one("#report").display = False
+        self.action_reload()
+
+    def on_screen_resume(self) -> None:
+        self.action_reload()
+
+    @work(thread=True, group="results", description="Reading results", exclusive=True, exit_on_error=False)
+    def load(self) -> None:
+        self.post_message(ResultsLoaded(browse.eval_runs(self.app.db()), find_reports()))
+
+    def action_reload(self) -> None:
+        self.load()
+
+    @on(ResultsLoaded)
+    def _loaded(self, msg: ResultsLoaded) -> None:
+        self.runs, self.reports = msg.runs, msg.reports
+        select = self.query_one("#r-dataset", Select)
+        current = select.value
+        names = sorted({r.dataset for r in msg.runs})
+        select.set_options([(n, n) for n in names])
+        if current in names:
+            select.value = current
+        self._fill()
+
+    @property
+    def visible_runs(self) -> list[browse.EvalRunRow]:
+        ds = self.query_one("#r-dataset", Select).value
+        return [r for r in self.runs if ds is Select.NULL or r.dataset == ds]
+
+    @on(Select.Changed)
+    def _fill(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        table.clear()
+        runs = self.visible_runs
+        for r in runs:
+            cells = []
+            for key in COLUMNS:
+                v = metric_value(r, key)
+                cells.append("-" if v is None else f"{v:.2f}")
+            sps = metric_value(r, "seconds_per_session")
+            status = "" if r.status in ("done", "complete") else f" ({r.status})"
+            table.add_row(Text(f"{r.dataset}/{r.split}"), Text(r.label + status), *cells,
+                          "-" if sps is None else f"{sps:.2f}", key=str(r.id))
+        table.border_title = f"{len(runs)} evaluation run{'s' if len(runs) != 1 else ''}" if runs else "no evaluation runs yet: launch an eval job (3, n)"
+        self._plot(runs)
+
+    def _plot(self, runs: list[browse.EvalRunRow]) -> None:
+        key = str(self.query_one("#metric", Select).value)
+        label = dict(METRICS)[key]
+        points = [(f"{r.id}:{r.label}"[:18], metric_value(r, key)) for r in runs]
+        points = [(n, v) for n, v in points if v is not None]
+        self.plotted = points
+        widget = self.query_one("#plot", PlotextPlot)
+        plt = widget.plt
+        plt.clear_data()
+        plt.clear_figure()
+        if points:
+            plt.bar([n for n, _ in points], [v for _, v in points], orientation="horizontal", width=0.4)
+        plt.title(label + ("" if points else " (no data)"))
+        widget.refresh()
+
+    def action_cycle_metric(self) -> None:
+        select = self.query_one("#metric", Select)
+        keys = [k for k, _ in METRICS]
+        select.value = keys[(keys.index(str(select.value)) + 1) % len(keys)]
+
+    def action_toggle_reports(self) -> None:
+        report = self.query_one("#report", Markdown)
+        report.display = not report.display
+        self.query_one("#plot").display = not report.display
+        if report.display:
+            if not self.reports:
+                report.update("No experiment reports yet. Run `kdbundle experiment run FILE.toml`, then "
+                              "`kdbundle experiment report NAME`.")
+            else:
+                newest = self.reports[-1]
+                report.update(f"# {newest.get('name', 'report')}\n\n{newest.get('text', '')}")
