@@ -120,9 +120,14 @@ def run_key(db: sqlite_utils.Database, cfg: EvalConfig) -> str:
     ds = db.execute("SELECT id, created_at FROM datasets WHERE id = ?", [dataset_id(db, cfg.dataset)]).fetchone()
     ident: dict[str, Any] = {"config": cfg.identity(), "dataset": list(ds)}
     if cfg.method == "llm":
+        from .prompts import PROMPT_VERSION
+        from .registry import get_model
+
+        # A changed prompt or a re-made model file must not reuse old answers.
+        ident["prompt"] = PROMPT_VERSION
         if cfg.model:
-            row = db.execute("SELECT path, sha256, size_bytes, created_at FROM models WHERE name = ?", [cfg.model]).fetchone()
-            ident["model"] = list(row) if row else None
+            info = get_model(db, cfg.model)
+            ident["model"] = [info.source, info.path, info.sha256, info.size_bytes, info.config]
         if cfg.knowledge_set:
             row = db.execute("SELECT id, created_at FROM knowledge_sets WHERE name = ?", [cfg.knowledge_set]).fetchone()
             if row is None:

@@ -348,6 +348,11 @@ def run_experiment(db: sqlite_utils.Database, cfg: ExperimentConfig, *, ctx: Job
     return {"experiment": cfg.name, "cells": len(cells), "done": done, "failed": failed}
 
 
+def job_params(file: str | Path) -> dict[str, Any]:
+    """The "experiment" job's parameters for a grid file (the CLI and the TUI form both call this)."""
+    return {"config": asdict(load_config(file))}
+
+
 def run_experiment_job(ctx: JobContext) -> dict[str, Any]:
     cfg = ExperimentConfig.from_dict(ctx.params["config"])
     return run_experiment(ctx.db, cfg, ctx=ctx, should_stop=ctx.should_stop,

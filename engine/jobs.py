@@ -304,4 +304,8 @@ def wait_job(db: sqlite_utils.Database, job_id: int, on_update: Callable[[dict],
 
 
 if __name__ == "__main__":  # the worker process: python -m kdbundle.engine.jobs DB_PATH JOB_ID
-    sys.exit(0 if run_job(sys.argv[1], int(sys.argv[2])) in ("done", "cancelled") else 1)
+    # Run the imported module's run_job, not this __main__ copy: handlers raise
+    # kdbundle.engine.jobs.JobCancelled, which __main__.JobCancelled would not catch.
+    from kdbundle.engine.jobs import run_job as _run_job
+
+    sys.exit(0 if _run_job(sys.argv[1], int(sys.argv[2])) in ("done", "cancelled") else 1)

@@ -42,6 +42,28 @@ def formats_set(db: sqlite_utils.Database, formats: str | list[str], datasets: l
     return name
 
 
+def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tuple[str, ...] = (),
+               student: str = "smollm2-135m", knowledge_set: str | None = None, formats: str | None = None,
+               rank: int = 16, alpha: float = 32.0, target_modules: str = "all-linear", lr: float = 2e-4,
+               epochs: float = 1.0, max_steps: int | None = None, batch: int = 4, grad_accum: int = 1,
+               max_len: int = 1024, seed: int = 42, threads: int | None = None, save_steps: int = 50,
+               thoughts: str = "rationale", k: int = 2, knowledge_in_prompt: bool = True,
+               limit: int | None = None) -> dict[str, Any]:
+    """The "train" job's parameters from the user's options (the CLI and the TUI form both call this)."""
+    datasets = list(dict.fromkeys([dataset, *also]))
+    if knowledge_set and formats:
+        raise InputError("give a knowledge set or formats, not both")
+    if formats:
+        knowledge_set = formats_set(db, formats, datasets)
+    return {
+        "datasets": datasets, "student": student, "knowledge_set": knowledge_set,
+        "train": {"rank": rank, "alpha": alpha, "target_modules": target_modules, "lr": lr, "epochs": epochs,
+                  "max_steps": max_steps, "batch_size": batch, "grad_accum": grad_accum, "max_len": max_len,
+                  "seed": seed, "threads": threads, "save_steps": save_steps},
+        "sft": {"thoughts": thoughts, "k": k, "knowledge_in_prompt": knowledge_in_prompt, "limit": limit},
+    }
+
+
 def train_config(params: dict[str, Any]) -> TrainConfig:
     raw = dict(params.get("train") or {})
     known = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -1,13 +1,12 @@
 """`kdbundle experiment run FILE.toml` (a resumable job) and `kdbundle experiment report NAME`."""
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..experiment import load_config
+from ..experiment import job_params, load_config
 from . import app
 from .common import console, print_json
 from .data import ready_db
@@ -24,7 +23,7 @@ def run_cmd(ctx: typer.Context, file: Path = typer.Argument(..., help="Grid file
     """Run every cell of a grid not yet done (knowledge, training, export and evaluation are reused by identity)."""
     cfg = load_config(file)
     ready_db(ctx)
-    job = launch(ctx, "experiment", {"config": asdict(cfg)}, detach=detach, as_json=as_json,
+    job = launch(ctx, "experiment", job_params(file), detach=detach, as_json=as_json,
                  total=len(cfg.cells()))
     if job is None:
         return

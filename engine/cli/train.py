@@ -11,7 +11,7 @@ import typer
 from ..export import ExportConfig
 from ..gguf_write import QUANTS
 from ..sft_examples import THOUGHT_MODES
-from ..train_job import formats_set
+from ..train_job import job_params
 from . import app
 from .common import console, print_json
 from .data import ready_db
@@ -58,18 +58,11 @@ def train_cmd(
 ):
     """Fine-tune a student with LoRA on a dataset's training sessions and a knowledge set."""
     db = ready_db(ctx)
-    datasets = list(dict.fromkeys([dataset, *also]))
-    if knowledge_set and formats:
-        raise typer.BadParameter("give --knowledge-set or --formats, not both")
-    if formats:
-        knowledge_set = formats_set(db, formats, datasets)
-    params = {
-        "datasets": datasets, "student": student, "knowledge_set": knowledge_set,
-        "train": {"rank": rank, "alpha": alpha, "target_modules": target_modules, "lr": lr, "epochs": epochs,
-                  "max_steps": max_steps, "batch_size": batch, "grad_accum": grad_accum, "max_len": max_len,
-                  "seed": seed, "threads": threads, "save_steps": save_steps},
-        "sft": {"thoughts": thoughts, "k": k, "knowledge_in_prompt": not no_knowledge_in_prompt, "limit": limit},
-    }
+    params = job_params(db, dataset=dataset, also=also, student=student, knowledge_set=knowledge_set,
+                        formats=formats, rank=rank, alpha=alpha, target_modules=target_modules, lr=lr,
+                        epochs=epochs, max_steps=max_steps, batch=batch, grad_accum=grad_accum, max_len=max_len,
+                        seed=seed, threads=threads, save_steps=save_steps, thoughts=thoughts, k=k,
+                        knowledge_in_prompt=not no_knowledge_in_prompt, limit=limit)
     out = _result(launch(ctx, "train", params, detach=detach, as_json=as_json))
     if out is None:
         return
