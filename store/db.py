@@ -34,6 +34,9 @@ def open_db(path: str | os.PathLike | None = None, *, migrate_schema: bool = Tru
     30 s for a lock instead of failing with "database is locked".
     """
     db_path = Path(path).expanduser() if path else default_db_path()
+    blocking = next((p for p in db_path.parents if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise StoreError(f"cannot create database {db_path}: {blocking} is a file, not a folder")
     try:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(db_path), timeout=30.0, check_same_thread=False, isolation_level=None)
@@ -62,11 +65,32 @@ def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
     if conn.in_transaction:  # nested: the outer block owns commit/rollback
         yield db
         return
-    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        _raise_environment_error(exc, conn)
+        raise
     try:
         yield db
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    else:
         conn.execute("COMMIT")
+    except BaseException as exc:
+        # SQLite may already have rolled back by itself (e.g. on a full disk).
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.OperationalError):
+            _raise_environment_error(exc, conn)
+        raise
+
+
+_ENVIRONMENT = ("disk is full", "readonly", "read-only", "disk I/O error", "unable to open", "locked")
+
+
+def _raise_environment_error(exc: sqlite3.OperationalError, conn: sqlite3.Connection) -> None:
+    """A full disk, read-only file or lock timeout becomes a one-line StoreError; other errors (bugs) pass."""
+    msg = str(exc)
+    if any(k in msg for k in _ENVIRONMENT):
+        try:
+            where = " " + conn.execute("PRAGMA database_list").fetchone()[2]
+        except sqlite3.Error:
+            where = ""
+        raise StoreError(f"cannot write to the database{where}: {msg} (nothing was changed)") from exc

@@ -60,6 +60,10 @@ def parse_jsonl(path: str | Path, *, seed: int = 0, domain: str | None = None) -
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise InputError(f"{where}: not valid JSON (nested too deeply)") from None
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts
+            raise InputError(f"{where}: not valid JSON ({str(exc).split(':')[0]})") from None
         if not isinstance(obj, dict):
             raise InputError(f"{where}: expected a JSON object with \"items\", found {type(obj).__name__}")
         _no_unknown(obj, SESSION_KEYS, where)

@@ -1,0 +1,11 @@
+"""kdbundle benchmarks: speed and memory figures a user can reproduce on their own machine.
+
+    .venv/bin/python -m benchmarks.run                 # everything (tens of minutes on 2 cores)
+    .venv/bin/python -m benchmarks.run --only mining   # one benchmark (names: see --list)
+    .venv/bin/python benchmarks/run.py --list
+
+Each benchmark is a function in one of the modules here; one that lacks a dependency (a model
+file, a recipe another part of kdbundle provides) is skipped with the reason in the report.
+Every run writes `benchmarks/results/<timestamp>.md` and `.json` with the machine it ran on.
+These are measurements, not tests: nothing here asserts a speed.
+"""

@@ -1,0 +1,117 @@
+"""The Markdown report of one benchmark run (the JSON beside it holds every number)."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _f(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if v != v:  # NaN
+            return "–"
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(_f(c) if not isinstance(c, str) else c for c in r) + " |" for r in rows]
+    return out + [""]
+
+
+def _mining(r: dict) -> list[str]:
+    rows = [[x["algorithm"], f"x{x['factor']}", x["transactions"], x["patterns"], x["seconds"], x["time_vs_x1"],
+             x["peak_rss_mb"], x["mining_extra_mb"]] for x in r["rows"]]
+    return [f"min support {r['min_support']}", ""] + _table(
+        ["algorithm", "bundles", "transactions", "patterns", "seconds", "time vs x1", "peak RSS MB", "mining MB"], rows)
+
+
+def _inference(r: dict) -> list[str]:
+    lines = [f"{r['model']}, {r['sessions']} Electronic test sessions, {r['threads']} threads; memory copy bandwidth "
+             f"{_f(r['memory_bandwidth_gbs'])} GB/s", ""]
+    rows = []
+    for name, c in r["configs"].items():
+        q = c.get("quality") or {}
+        rows.append([name, c["sessions_per_second"], c["seconds_per_session"], c["tokens_per_second"],
+                     c["decode_tokens_per_second"], c.get("raw_decode_tokens_per_second"),
+                     c.get("bandwidth_bound_tokens_per_second"), c["peak_rss_mb"], c["size_mb"],
+                     q.get("strict_f1"), q.get("precision")])
+    lines += _table(["configuration", "sessions/s", "s/session", "tokens/s (end to end)", "decode tokens/s",
+                     "raw llama.cpp decode tokens/s", "bandwidth bound tokens/s", "peak RSS MB", "size MB",
+                     "strict F1", "AICL precision"], rows)
+    if r["ratios"]:
+        lines += _table(["ratio", "sessions/s", "tokens/s", "peak RSS"],
+                        [[k, v["sessions_per_second"], v["tokens_per_second"], v["peak_rss"]] for k, v in r["ratios"].items()])
+    over = [[k, c.get("overhead_vs_raw"), c.get("share_of_bandwidth_bound")] for k, c in r["configs"].items()
+            if c.get("overhead_vs_raw")]
+    if over:
+        lines += ["Overhead: raw llama.cpp decode speed / kdbundle's decode speed (grammar, streaming, parsing); "
+                  "and raw decode as a share of the memory-bandwidth bound.", ""]
+        lines += _table(["configuration", "raw / kdbundle decode", "raw / bandwidth bound"], over)
+    for n in r.get("notes", []):
+        lines.append(f"- {n}")
+    return lines + ([""] if r.get("notes") else [])
+
+
+def _teacher(r: dict) -> list[str]:
+    rows = []
+    for role in ("student", "teacher"):
+        c = r[role]
+        q = c["quality"]
+        rows.append([f"{role}: {c['model']}", c["seconds_per_session"], c["completion_tokens_per_session"],
+                     c["prompt_tokens_per_session"], c["tokens_per_second"], c["peak_rss_mb"], c["size_mb"],
+                     q["strict_f1"], q["precision"]])
+    lines = [f"{r['sessions']} Electronic test sessions, zero-shot, both through llama.cpp", ""]
+    lines += _table(["model", "s/session", "answer tokens/session", "prompt tokens/session", "tokens/s",
+                     "peak RSS MB", "size MB", "strict F1", "AICL precision"], rows)
+    t = r["teacher_over_student"]
+    lines.append(f"Teacher / student: {_f(t['seconds_per_session'])}x the time per session, "
+                 f"{_f(t['peak_rss'])}x the memory, {_f(t['size'])}x the file size.")
+    return lines + [""]
+
+
+def _training(r: dict) -> list[str]:
+    rows = []
+    for name, c in r["students"].items():
+        if "skipped" in c:
+            rows.append([name, c["skipped"], "", "", "", ""])
+        else:
+            rows.append([name, c["seconds_per_step"], c["tokens_per_second"], c["first_step_seconds"],
+                         c["peak_rss_mb"], c["steps_timed"]])
+    return [f"LoRA r16 all linear layers, batch {r['batch_size']}, max length {r['max_len']}, {r['threads']} threads", ""] + \
+        _table(["student", "s/step", "tokens/s", "first step s", "peak RSS MB", "steps timed"], rows)
+
+
+def _tui(r: dict) -> list[str]:
+    rows = [[k, v["median"], v["p95"], v["max"], v["n"]] for k, v in r["latency_ms"].items()]
+    return [f"load: {r['load']}", ""] + _table(["screen: keys", "median ms", "p95 ms", "max ms", "presses"], rows)
+
+
+SECTIONS = {
+    "mining": ("Pattern mining as training bundles grow", _mining),
+    "student_inference": ("Student inference: llama.cpp vs transformers", _inference),
+    "teacher_vs_student": ("Teacher vs student cost per session", _teacher),
+    "lora_training": ("LoRA training", _training),
+    "tui_latency": ("TUI key-press-to-render latency", _tui),
+}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    v = m["versions"]
+    lines = [
+        f"# kdbundle benchmarks, {report['started']}", "",
+        f"Machine: {m['cpu']}, {m['usable_cores']} usable cores ({m['cores']} total), {m['ram_gb']} GB RAM, {m['os']}; "
+        f"load average at start {m['load_average_at_start']}.",
+        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val), "",
+    ]
+    for name, entry in report["benchmarks"].items():
+        title, render = SECTIONS.get(name, (name, None))
+        lines += [f"## {title}", ""]
+        if entry["status"] != "ok":
+            lines += [f"**{entry['status']}**: {entry.get('reason')}", ""]
+            continue
+        lines += render(entry["result"])
+        lines += [f"_{entry['seconds']} s; load average {entry['load_average'][0]} -> {entry['load_average'][1]}_", ""]
+    return "\n".join(lines)
