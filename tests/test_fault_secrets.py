@@ -143,10 +143,6 @@ def test_wrong_key_is_one_line_and_not_echoed(tmp_path, server):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/backends.py OpenAIBackend: llama_cpp.server answers HTTP 500 (not 400/422) to the json_schema "
-    "response_format, so schema mode 'auto' does not fall back to json_object, and the 500's message spans "
-    "several lines. Remove this marker when fixed."))
 def test_auto_schema_mode_works_against_llama_cpp_server(tmp_path, server):
     db, key = tmp_path / "kd.db", server["key"]
     assert kd(db, "models", "add", "remote-teacher", "--base-url", server["url"], "--api-model", "smol",
