@@ -6,16 +6,24 @@ tests that need it are the ones proving the import works.
 """
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from kdbundle.engine.importers import import_dataset
-from kdbundle.store import open_db
-
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "bundlerec"
+
+# Tests never touch the user's own database or data dir; model caches (joined GGUFs, the fp32 copy a
+# student trains from) stay inside the clone, where a rerun reuses them. Set before kdbundle is imported.
+os.environ.setdefault("KDBUNDLE_CACHE", str(REPO / ".test-cache"))
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="kdbundle-test-data-")
+os.environ["KDBUNDLE_DB"] = os.path.join(os.environ["XDG_DATA_HOME"], "default.db")
+
+from kdbundle.engine.importers import import_dataset  # noqa: E402
+from kdbundle.store import open_db  # noqa: E402
 
 
 def shared_domain(name: str) -> Path:

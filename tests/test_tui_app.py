@@ -99,9 +99,13 @@ def test_db_option_and_env_var(tmp_path):
     assert "Traceback" not in proc.stderr
 
     assert db_path_from_args(["--db", str(tmp_path / "a.db")]) == (tmp_path / "a.db").resolve()
+    saved = os.environ.get("KDBUNDLE_DB")
     os.environ["KDBUNDLE_DB"] = str(tmp_path / "b.db")
     try:
         assert db_path_from_args([]) == (tmp_path / "b.db").resolve()
         assert db_path_from_args(["--db", str(tmp_path / "c.db")]) == (tmp_path / "c.db").resolve()
     finally:
-        del os.environ["KDBUNDLE_DB"]
+        if saved is None:
+            del os.environ["KDBUNDLE_DB"]
+        else:
+            os.environ["KDBUNDLE_DB"] = saved
