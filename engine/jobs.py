@@ -284,7 +284,9 @@ def resume_job(db: sqlite_utils.Database, db_path: str | os.PathLike, job_id: in
         raise KdError(f"job {job_id} is still running (pid {job['pid']})")
     with transaction(db):
         db.execute(
-            "UPDATE jobs SET status = 'queued', stop_requested = 0, error = NULL, finished_at = NULL, updated_at = ? WHERE id = ?",
+            # started_at restarts with the new worker: the dead-worker check compares it with the
+            # process's own start time, and the old value would make a live resumed worker look dead.
+            "UPDATE jobs SET status = 'queued', stop_requested = 0, error = NULL, started_at = NULL, finished_at = NULL, updated_at = ? WHERE id = ?",
             [now(), job_id],
         )
     return start_job(db_path, job_id)
