@@ -125,17 +125,30 @@ class _Worker:
     def __init__(self, ctx: JobContext, teacher: Teacher, cfg: DistillConfig, kind: str):
         self.ctx, self.teacher, self.cfg, self.kind = ctx, teacher, cfg, kind
         self._local = threading.local()
+        self._owner = threading.get_ident()
+        self._opened: list[sqlite_utils.Database] = []
+        self._lock = threading.Lock()
 
     @property
     def wctx(self) -> JobContext:
         w = getattr(self._local, "ctx", None)
         if w is None:
-            if threading.current_thread() is threading.main_thread():
+            if threading.get_ident() == self._owner:
                 w = self.ctx
             else:
-                w = dataclasses.replace(self.ctx, db=open_db(self.ctx.db_path, migrate_schema=False))
+                db = open_db(self.ctx.db_path, migrate_schema=False)
+                with self._lock:
+                    self._opened.append(db)
+                w = dataclasses.replace(self.ctx, db=db)
             self._local.ctx = w
         return w
+
+    def close_threads(self) -> None:
+        """Close the connections worker threads opened (after the pool has finished)."""
+        with self._lock:
+            for db in self._opened:
+                db.conn.close()
+            self._opened.clear()
 
     @property
     def db(self) -> sqlite_utils.Database:
@@ -220,6 +233,15 @@ def _run_units(ctx: JobContext, worker: _Worker, sessions: list[Session], fn: Ca
             ctx.check_stop()
             fn(worker, s)
         return
+    try:
+        _run_pool(ctx, worker, todo, fn, n)
+    finally:
+        worker.close_threads()
+
+
+def _run_pool(ctx: JobContext, worker: _Worker, todo: list[Session], fn: Callable[[_Worker, Session], None],
+              n: int) -> None:
+    # At most n sessions in flight; each worker thread commits through its own connection.
     pending = iter(todo)
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="teacher") as pool:
         running = {pool.submit(fn, worker, s) for s in [next(pending) for _ in range(min(n, len(todo)))]}

@@ -76,10 +76,15 @@ def _pick_rules(db: sqlite_utils.Database, ds: int, dataset: str, sample: Sample
            GROUP BY job_id ORDER BY MAX(id) DESC""", [ds])]
     if not jobs:
         raise NotFound(f"no rules distilled for dataset {dataset!r}: run `kdbundle distill rules --dataset {dataset}`")
+    from .distill import DistillConfig
+
+    # Jobs store only the options a user changed: fill in the defaults before comparing.
+    defaults = DistillConfig(dataset).params()
+    jobs = [(job, {**defaults, **p}) for job, p in jobs]
     chosen = jobs[0]
     if sample is not None:
         for job, p in jobs:
-            if (p.get("sample"), p.get("ratio"), p.get("seed")) == (sample.strategy, sample.ratio, sample.seed):
+            if (p["sample"], p["ratio"], p["seed"]) == (sample.strategy, sample.ratio, sample.seed):
                 chosen = (job, p)
                 break
     job = chosen[0]
@@ -90,7 +95,8 @@ def _pick_rules(db: sqlite_utils.Database, ds: int, dataset: str, sample: Sample
                  "sampling": {k: chosen[1].get(k) for k in ("sample", "ratio", "seed")}}
 
 
-def _pick_thoughts(db: sqlite_utils.Database, ds: int, dataset: str, sample: SampleConfig | None) -> tuple[list[int], dict]:
+def _pick_thoughts(db: sqlite_utils.Database, ds: int, dataset: str, sample: SampleConfig | None,
+                   order: list[int] | None) -> tuple[list[int], dict]:
     newest: dict[int, int] = {}  # session id -> newest accepted thought
     for kid, sid in db.execute(
         """SELECT k.id, ks.session_id FROM knowledge k JOIN knowledge_sessions ks ON ks.knowledge_id = k.id
@@ -100,7 +106,6 @@ def _pick_thoughts(db: sqlite_utils.Database, ds: int, dataset: str, sample: Sam
         raise NotFound(f"no accepted thoughts for dataset {dataset!r}: run `kdbundle distill thoughts --dataset {dataset}`")
     if sample is None:
         return [newest[s] for s in sorted(newest)], {"sessions": len(newest)}
-    order = order_sessions(db, dataset, sample)
     picked = order[:sample_size(len(order), sample.ratio)]
     have = [s for s in picked if s in newest]
     return [newest[s] for s in have], {"sampled_sessions": len(picked), "missing_thoughts": len(picked) - len(have)}
@@ -122,23 +127,29 @@ def create_set(db: sqlite_utils.Database, name: str, formats: str | Sequence[str
     existing = db.execute("SELECT id FROM knowledge_sets WHERE name = ?", [name]).fetchone()
     if existing and not replace:
         raise KdError(f"knowledge set {name!r} exists (use --replace to rebuild it)")
-    members: list[int] = []
-    per_dataset: dict[str, dict[str, Any]] = {}
-    for dataset in datasets:
-        ds = dataset_id(db, dataset)
-        info: dict[str, Any] = {}
-        for fmt in formats:
-            ids, detail = {"patterns": _latest_patterns, "rules": _pick_rules, "thoughts": _pick_thoughts}[fmt](
-                *((db, ds, dataset) if fmt == "patterns" else (db, ds, dataset, sample)))
-            members.extend(ids)
-            info[fmt] = {"count": len(ids), **detail}
-        per_dataset[dataset] = info
-    spec = {"formats": formats, "datasets": datasets,
-            "strategy": sample.strategy if sample else None, "ratio": sample.ratio if sample else None,
-            "seed": sample.seed if sample else None, "sample": sample.params() if sample else None,
-            "per_dataset": per_dataset}
+    # A difficulty ordering may run a model: do it before taking the write lock.
+    orders = {ds: order_sessions(db, ds, sample) for ds in datasets} if sample and "thoughts" in formats else {}
     now = _dt.datetime.now(_dt.timezone.utc).isoformat()
-    with transaction(db):
+    with transaction(db):  # all or nothing, patterns mined on demand included
+        members: list[int] = []
+        per_dataset: dict[str, dict[str, Any]] = {}
+        for dataset in datasets:
+            ds = dataset_id(db, dataset)
+            info: dict[str, Any] = {}
+            for fmt in formats:
+                if fmt == "patterns":
+                    ids, detail = _latest_patterns(db, ds, dataset)
+                elif fmt == "rules":
+                    ids, detail = _pick_rules(db, ds, dataset, sample)
+                else:
+                    ids, detail = _pick_thoughts(db, ds, dataset, sample, orders.get(dataset))
+                members.extend(ids)
+                info[fmt] = {"count": len(ids), **detail}
+            per_dataset[dataset] = info
+        spec = {"formats": formats, "datasets": datasets,
+                "strategy": sample.strategy if sample else None, "ratio": sample.ratio if sample else None,
+                "seed": sample.seed if sample else None, "sample": sample.params() if sample else None,
+                "per_dataset": per_dataset}
         if existing:
             db.execute("DELETE FROM knowledge_sets WHERE id = ?", [existing[0]])
         set_id = db.execute("INSERT INTO knowledge_sets (name, spec, created_at) VALUES (?, ?, ?)",
