@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.getloadavg()[0] > report["machine"]["usable_cores"]:
         print(f"note: load average {os.getloadavg()[0]:.1f} exceeds {report['machine']['usable_cores']} cores: "
               "other work is running and the figures will be slower and noisier", file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = started.strftime("%Y%m%d-%H%M%S")
+    json_path, md_path = args.out / f"{stem}.json", args.out / f"{stem}.md"
     for name in names:
         print(f"== {name} ...", file=sys.stderr, flush=True)
         t0, load0 = time.perf_counter(), os.getloadavg()[0]
@@ -90,12 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         report["benchmarks"][name] = entry
         print(f"   {entry['status']} in {entry['seconds']}s" + (f": {entry.get('reason')}" if entry["status"] != "ok" else ""),
               file=sys.stderr, flush=True)
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = started.strftime("%Y%m%d-%H%M%S")
-    json_path, md_path = args.out / f"{stem}.json", args.out / f"{stem}.md"
-    json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    md_path.write_text(markdown(report))
+        # Written after every benchmark, so a long run that is interrupted keeps what it measured.
+        json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        md_path.write_text(markdown(report))
     print(f"wrote {md_path} and {json_path.name}", file=sys.stderr)
     return 0 if all(e["status"] != "failed" for e in report["benchmarks"].values()) else 1
 
