@@ -7,8 +7,10 @@ learned (a `rule_draft` record per session). Finally the teacher merges all draf
 patterns as evidence, into a ranked, deduplicated, length-capped rule set (`rule` records).
 
 Thoughts: for each sampled session the teacher sees the products and the true bundles and writes
-step-by-step reasoning that ends in a final answer. A thought is accepted only if that answer
-parses and equals the ground truth (as sets of products); rejects are kept with the reason.
+its reasoning in three steps — the products' meta-information, the shopper's intent, the bundle
+composition — then a final answer. A thought is accepted only if that answer parses and equals
+the ground truth (as sets of products) and the steps are not one sentence repeated; rejects are
+kept with the reason.
 
 Crash safety: every teacher output is a `generations` row committed as it arrives, tagged with
 the job, session, stage and round; a resumed job reuses those rows instead of asking again. A
@@ -324,9 +326,11 @@ def feedback(parsed: ParseResult, session: Session) -> tuple[str, dict[str, Any]
         label = classify(b.items, truth, session.n)
         labels.append(label)
         nearest = max(truth, key=lambda g: jaccard(b.items, g)) if truth else frozenset()
-        text = P.FEEDBACK_LINES[label].format(
-            extra=", ".join(str(i) for i in sorted(b.items - nearest)),
-            missing=", ".join(str(i) for i in sorted(nearest - b.items)))
+        extra = ", ".join(str(i) for i in sorted(b.items - nearest))
+        missing = ", ".join(str(i) for i in sorted(nearest - b.items))
+        text = P.FEEDBACK_LINES[label].format(extra=extra, missing=missing)
+        if label == "irrelevant_items" and missing:
+            text += f", and add products {missing}, which belong with it"
         lines.append(f"bundle {k} (products {', '.join(str(i) for i in sorted(b.items))}): {text}")
     for e in parsed.errors:
         labels.append(e["kind"])
@@ -350,16 +354,20 @@ def _reflect(w: _Worker, s: Session) -> None:
         gid, text = w.call(s, "answer" if round_ == 0 else "revise", round_, messages, schema, grammar)
         gens.append(gid)
         note, record = feedback(parse_bundles(text, s.n), s)
+        repeated = bool(rounds) and record["bundles"] == rounds[-1]["bundles"]
         rounds.append({"round": round_, **record})
         messages = messages + [{"role": "assistant", "content": text}, {"role": "user", "content": note}]
-        if record["all_correct"] or round_ >= cfg.max_rounds:
+        # A teacher that repeats its answer will not change it on another try: go on to the rules.
+        if record["all_correct"] or round_ >= cfg.max_rounds or repeated:
             break
         round_ += 1
     messages[-1] = {"role": "user", "content": messages[-1]["content"] + "\n\n" + P.rules_request(cfg.rules_per_session)}
     gid, text = w.call(s, "rules", round_ + 1, messages, P.rules_schema(cfg.rules_per_session))
     gens.append(gid)
     try:
-        rules = [r for r in _texts(_json_object(text), "rules") if _is_rule(r)][: cfg.rules_per_session]
+        stated = [r for r in _texts(_json_object(text), "rules") if _is_rule(r)]
+        rules = [r for k, r in enumerate(stated) if _norm(r) not in {_norm(x) for x in stated[:k]}]
+        rules = rules[: cfg.rules_per_session]
         reason = None if rules else "no rules in the answer"
     except ValueError as exc:
         rules, reason = [], f"unparseable rules: {exc}"
@@ -497,7 +505,7 @@ def run_rules_job(ctx: JobContext) -> dict[str, Any]:
     drafts = ctx.db.execute(
         "SELECT status, COUNT(*) FROM knowledge WHERE job_id = ? AND kind = 'rule_draft' GROUP BY status", [ctx.job_id]
     ).fetchall()
-    return {"sessions": len(ids), "teacher": w.teacher.name, "drafts": dict(drafts), **summary}
+    return {"sessions": len(ids), "teacher": w.teacher.name, "draft_status": dict(drafts), **summary}
 
 
 # ---------------------------------------------------------------- thoughts

@@ -39,9 +39,9 @@ def bundles_schema(n: int) -> dict[str, Any]:
 RULE_PATTERN = r"^[A-Z][A-Za-z'/&-]{0,23}( [A-Za-z'/&()-]{1,24}[,;:]?){3,40}[.]$"
 """A rule is one plain sentence of 4 to 41 words (of at most 24 characters) without digits: it
 cannot name product numbers, and a small teacher cannot loop ("1. 1. 1. ...") until max_tokens."""
-_SENTENCE = r"[A-Z][A-Za-z0-9'/&-]{0,23}( [A-Za-z0-9'/&()-]{1,24}[,;:]?){3,50}[.]"
-STEP_PATTERN = rf"^{_SENTENCE}( {_SENTENCE})?$"
-"""A reasoning step is one or two sentences of 4 to 51 words each; digits allowed (it names products)."""
+STEP_PATTERN = r'^[^ "\\\x00-\x1f]{1,40}( [^ "\\\x00-\x1f]{1,40}){3,90}$'
+"""A reasoning step is free text of 4 to 91 words (of at most 40 characters, titles included):
+bounded, so a small teacher cannot loop until max_tokens, yet loose enough to quote titles."""
 THOUGHT_STEPS = ("products", "intent", "grouping")
 """The thought's steps, in order: the products' meta-information, the shopper's intent, the bundle
 composition (the chain the paper describes)."""
@@ -75,22 +75,24 @@ def reflection_start(session: Session) -> list[dict[str, str]]:
 
 
 FEEDBACK_LINES = {
-    "exact": "correct",
-    "no_overlap": "shares no product with any real bundle",
-    "irrelevant_items": "contains products that do not belong to it: {extra}",
-    "missing_items": "is right so far but misses products that belong to it: {missing}",
-    "single_item": "has fewer than two products, so it is not a bundle",
-    "invalid": "names products that are not in the session",
+    "exact": "correct, keep it",
+    "no_overlap": "drop it: its products do not form a real bundle together",
+    "irrelevant_items": "remove products {extra}; they do not belong with the others",
+    "missing_items": "add products {missing}; they belong with it",
+    "single_item": "drop it: a bundle needs at least two products",
+    "invalid": "drop it: it names products that are not in the session",
 }
+"""What to change, per taxonomy label: a small teacher acts on an instruction ("remove products 1, 3")
+where a description of the error ("contains irrelevant items") leaves it repeating its answer."""
 
 
 def feedback_message(lines: Sequence[str], missed: int, all_correct: bool) -> str:
-    head = "Here is how your answer compares with the bundles the shopper really made:"
+    if all_correct:
+        return "All bundles are right:\n" + "\n".join(f"- {line}" for line in lines)
     body = "\n".join(f"- {line}" for line in lines) or "- your answer held no usable bundle"
-    tail = f"\n- {missed} real bundle(s) were not found at all" if missed else ""
-    ask = ("All bundles are right." if all_correct else
-           "Think about what went wrong and answer again with a corrected list of bundles, in the same JSON format.")
-    return f"{head}\n{body}{tail}\n\n{ask}"
+    tail = f"\n- {missed} real bundle(s) are missing from your answer" if missed else ""
+    return (f"Your answer is not right yet:\n{body}{tail}\n\n"
+            "Correct your answer: give the list of bundles again with these changes made, in the same JSON format.")
 
 
 def rules_request(max_rules: int) -> str:
@@ -133,7 +135,7 @@ def thought_messages(session: Session) -> list[dict[str, str]]:
             f"The shopper's real bundles are:\n{render_bundles(session.bundles)}\n\n"
             "Explain how someone could find exactly these bundles from the product information alone. "
             "Do not question the real bundles; justify them. Answer with a JSON object with these fields, in order: "
-            '"products": what the products are and which categories they belong to; '
+            '"products": what kind of product each one is, in a few words each (do not copy the titles); '
             '"intent": what the shopper is trying to do; '
             f'"grouping": which products go together and why{rest}; '
             '"bundles": the final answer, exactly the real bundles, each as '

@@ -70,13 +70,13 @@ def test_feedback_names_each_error_of_the_taxonomy():
                            ' {"items": [7, 1], "intent": "c"}]}', 6)
     note, record = feedback(parsed, s)
     assert record["labels"] == ["missing_items", "irrelevant_items", "invalid"]
-    assert "misses products that belong to it: 3" in note
-    assert "do not belong to it: 6" in note
+    assert "add products 3; they belong with it" in note
+    assert "remove products 6" in note
     assert "not in the session" in note
     assert not record["all_correct"]
     exact = parse_bundles('{"bundles": [{"items": [1, 2, 3], "intent": "a"}, {"items": [4, 5], "intent": "b"}]}', 6)
     note, record = feedback(exact, s)
-    assert record["all_correct"] and record["strict_f1"] == 1.0 and "All bundles are right" in note
+    assert record["all_correct"] and record["strict_f1"] == 1.0 and note.startswith("All bundles are right")
 
 
 def test_rules_are_grouped_deduplicated_ranked_and_capped_by_meaning():
@@ -194,7 +194,7 @@ def test_rules_come_from_reflection_rounds_and_are_consolidated_with_provenance(
             prompt = json.loads(db.execute(
                 "SELECT g.prompt FROM knowledge_generations kg JOIN generations g ON g.id = kg.generation_id "
                 "WHERE kg.knowledge_id = ? ORDER BY g.id LIMIT 1 OFFSET 1", [kid]).fetchone()[0])
-            assert "compares with the bundles the shopper really made" in prompt[-1]["content"]
+            assert prompt[-1]["content"].startswith("Your answer is not right yet")
     rules = db.execute("SELECT id, text, rank, data FROM knowledge WHERE kind = 'rule' AND job_id = ? ORDER BY rank",
                        [job["id"]]).fetchall()
     assert rules and [r[2] for r in rules] == list(range(1, len(rules) + 1))
