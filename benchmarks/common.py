@@ -144,5 +144,10 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
+def say(message: str) -> None:
+    """Progress on stderr (runs take minutes; the report is written at the end of each benchmark)."""
+    print(f"   {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
 def file_mb(path: str | os.PathLike) -> float:
     return Path(path).stat().st_size / 2**20

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import Settings, Skip, Timer, file_mb, isolated, median
+from .common import Settings, Skip, Timer, file_mb, isolated, median, say
 from .data import DATASET, bench_db_path, model_path, pick_test_sessions
 
 STUDENT = "smollm2-135m"
@@ -228,6 +228,7 @@ def bench_student_inference(s: Settings) -> dict[str, Any]:
         for quant in ("q8_0", "q4_k_m"):
             out = s.work_dir / "models" / f"{STUDENT}-{quant}.gguf"
             if not out.is_file():
+                say(f"writing {out.name} from the fp32 weights")
                 out.parent.mkdir(parents=True, exist_ok=True)
                 isolated(make_quant, str(shipped), str(out), quant)
             files[quant] = out
@@ -240,6 +241,7 @@ def bench_student_inference(s: Settings) -> dict[str, Any]:
     configs: dict[str, Any] = {}
     lengths: dict[int, int] = {}
     for label, path in files.items():
+        say(f"llama.cpp {label}: {len(ids)} sessions, then raw decode")
         run, peak = isolated(llama_sessions, db_path, str(path), ids, s.n_threads)
         raw, raw_peak = isolated(raw_decode, str(path), prompt, RAW_DECODE_TOKENS, s.n_threads)
         summary = summarize(run, len(ids))
@@ -258,6 +260,7 @@ def bench_student_inference(s: Settings) -> dict[str, Any]:
     try:
         import transformers  # noqa: F401
 
+        say(f"transformers fp32: {len(ids)} sessions")
         run, peak = isolated(transformers_sessions, db_path, str(shipped), ids, lengths, s.n_threads)
         summary = summarize(run, len(ids))
         configs["transformers fp32"] = {
@@ -297,6 +300,7 @@ def bench_teacher_vs_student(s: Settings) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for role, name in (("student", STUDENT), ("teacher", TEACHER)):
         path = model_path(Path(db_path), name)
+        say(f"{role} {name}: {len(ids)} sessions")
         run, peak = isolated(llama_sessions, db_path, str(path), ids, s.n_threads)
         out[role] = {"model": name, **summarize(run, len(ids)), "quality": run["quality"], "peak_rss_mb": peak,
                      "size_mb": file_mb(path)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .common import Settings, Skip, isolated
+from .common import Settings, Skip, isolated, say
 from .data import DATASET, bench_db_path, model_path
 
 STUDENTS = ("smollm2-135m", "qwen2.5-coder-0.5b")
@@ -59,6 +59,7 @@ def bench_lora_training(s: Settings) -> dict[str, Any]:
         import shutil
 
         shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run, never a resume of an old one
+        say(f"{student}: {s.train_steps} LoRA steps")
         r, peak = isolated(train_steps, str(db_path), str(gguf), s.train_steps, s.n_threads, str(run_dir))
         m = r["metrics"]  # (step, elapsed, tokens, loss) per logged step
         if len(m) < 2:
