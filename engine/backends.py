@@ -320,7 +320,9 @@ class OpenAIBackend:
         return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        """The server's text made safe for a one-line error: no key, no line breaks."""
+        text = text.replace(self._secret, "***") if self._secret else text
+        return " ".join(text.split())
 
     def chat(self, messages, *, schema=None, params=None, on_token=None, grammar=None) -> Completion:
         import openai

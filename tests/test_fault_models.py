@@ -9,6 +9,7 @@ its output is parsed strictly and any bad bundle is a counted taxonomy error.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -24,8 +25,12 @@ from kdbundle.store import open_db
 KDBUNDLE = str(Path(sys.executable).parent / "kdbundle")
 
 
-def kd(db: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([KDBUNDLE, "--db", str(db), *args], capture_output=True, text=True, timeout=300, env=env)
+def kd(db: Path, *args: str, env: dict | None = None, one_core: bool = False) -> subprocess.CompletedProcess:
+    # one_core: llama.cpp takes as many threads as the process may use cores; on a machine busy with
+    # other work those threads spin-wait on each other and a 1-second generation takes minutes.
+    pin = (lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})) if one_core else None
+    return subprocess.run([KDBUNDLE, "--db", str(db), *args], capture_output=True, text=True, timeout=300, env=env,
+                          preexec_fn=pin)
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -96,8 +101,6 @@ def test_unreachable_endpoint(tmp_path):
 
 
 def test_api_key_variable_not_set(tmp_path):
-    import os
-
     db = tmp_path / "kd.db"
     env = {k: v for k, v in os.environ.items() if k != "KDBUNDLE_TEST_UNSET_KEY"}
     url = f"http://127.0.0.1:{free_port()}/v1"
@@ -133,7 +136,7 @@ def test_prompt_injection_in_product_titles_is_just_data(tmp_path):
     db, src = tmp_path / "kd.db", tmp_path / "hostile.jsonl"
     src.write_text(json.dumps({"id": "h1", "items": [{"title": t} for t in INJECTED_TITLES]}) + "\n")
     assert kd(db, "data", "import", str(src), "--name", "hostile").returncode == 0
-    proc = kd(db, "generate", "--dataset", "hostile", "--session", "h1", "--max-tokens", "96", "--json")
+    proc = kd(db, "generate", "--dataset", "hostile", "--session", "h1", "--max-tokens", "96", "--json", one_core=True)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     n = len(INJECTED_TITLES)

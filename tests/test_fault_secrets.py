@@ -45,7 +45,9 @@ def server(tmp_path_factory):
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "smol",
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--api_key", key, "--n_threads", "2"],
+             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--api_key", key,
+             # One thread: on a machine busy with other work, llama.cpp's threads spin-wait on each other.
+             "--n_threads", "1", "--n_threads_batch", "1"],
             stdout=out, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}/v1"
@@ -149,3 +151,17 @@ def test_auto_schema_mode_works_against_llama_cpp_server(tmp_path, server):
               "--api-key-env", KEY_VAR, key=key).returncode == 0
     proc = kd(db, "generate", "--model", "remote-teacher", "--items", "camera|tripod", "--max-tokens", "48", key=key)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.slow
+def test_server_error_is_one_line(tmp_path, server):
+    """Forcing the json_schema form on llama.cpp's server gets its 500: still one line, with no key in it."""
+    db, key = tmp_path / "kd.db", server["key"]
+    assert kd(db, "models", "add", "strict-teacher", "--base-url", server["url"], "--api-model", "smol",
+              "--api-key-env", KEY_VAR, "--schema-mode", "json_schema", key=key).returncode == 0
+    proc = kd(db, "generate", "--model", "strict-teacher", "--items", "camera|tripod", "--max-tokens", "16", key=key)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and proc.stderr.rstrip().endswith(errors[0]), proc.stderr
+    assert "500" in errors[0]
+    assert_nowhere(key, tmp_path, [proc])
