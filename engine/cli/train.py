@@ -1,19 +1,24 @@
 """`kdbundle train` (knowledge set + datasets -> LoRA run) and `kdbundle export RUN_ID` (-> GGUF student).
 
 Both run as jobs in their own process (progress bar here, or --detach to print the job id).
+`kdbundle train ... --prepare DIR` and `kdbundle train-import DIR` train on another machine instead
+(see engine/train_remote.py).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from ..export import ExportConfig
 from ..gguf_write import QUANTS
+from ..errors import InputError
 from ..sft_examples import THOUGHT_MODES
 from ..train_job import job_params
+from ..train_remote import import_run, prepare_run
 from . import app
-from .common import console, print_json
+from .common import console, print_json, state
 from .data import ready_db
 from .jobs import launch
 
@@ -53,16 +58,24 @@ def train_cmd(
     no_knowledge_in_prompt: bool = typer.Option(False, "--no-knowledge-in-prompt",
                                                 help="Train without the set's knowledge in the instruction."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N training sessions per dataset."),
+    prepare: Optional[Path] = typer.Option(None, "--prepare", metavar="DIR",
+                                           help="Do not train: write DIR for training on another machine "
+                                                "(accelerate launch / torchrun), then `kdbundle train-import DIR`."),
     detach: bool = typer.Option(False, "--detach", help="Start in the background; print the job id."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (run_id, steps, final_loss, seconds)."),
 ):
     """Fine-tune a student with LoRA on a dataset's training sessions and a knowledge set."""
+    if prepare is not None and detach:
+        raise InputError("--prepare writes a folder and starts nothing: drop --detach")
     db = ready_db(ctx)
     params = job_params(db, dataset=dataset, also=also, student=student, knowledge_set=knowledge_set,
                         formats=formats, rank=rank, alpha=alpha, target_modules=target_modules, lr=lr,
                         epochs=epochs, max_steps=max_steps, batch=batch, grad_accum=grad_accum, max_len=max_len,
                         seed=seed, threads=threads, save_steps=save_steps, thoughts=thoughts, k=k,
                         knowledge_in_prompt=not no_knowledge_in_prompt, limit=limit)
+    if prepare is not None:
+        _prepared(prepare_run(db, params, prepare), as_json)
+        return
     out = _result(launch(ctx, "train", params, detach=detach, as_json=as_json))
     if out is None:
         return
@@ -72,6 +85,43 @@ def train_cmd(
     console.print(f"run {out['run_id']}: {out['status']} after {out['steps']} steps, final loss "
                   f"{out['final_loss'] if out['final_loss'] is None else round(out['final_loss'], 4)}, "
                   f"{out['seconds']:.1f}s{' (reused)' if out.get('reused') else ''}")
+    console.print(f"export it: kdbundle export {out['run_id']}")
+
+
+def _prepared(info: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(info)
+        return
+    d = info["dir"]
+    console.print(f"prepared {d}: {info['examples']} examples, student {info['student']}, key {info['key']}", soft_wrap=True)
+    if info["note"]:
+        console.print(f"note: {info['note']}", soft_wrap=True)
+    console.print(f"1. copy {d} to the training machine (with kdbundle installed there)")
+    console.print("2. there, train with N processes (GPUs); rerunning resumes:", soft_wrap=True)
+    console.print(f"     sh {Path(d).name}/launch.sh N", soft_wrap=True)
+    console.print("   which runs: accelerate launch --multi_gpu --num_processes N -m kdbundle.engine.train "
+                  f"--db {Path(d).name}/remote.db --config {Path(d).name}/config.json "
+                  f"--examples {Path(d).name}/examples.jsonl --run-id {info['run_id']}", soft_wrap=True)
+    console.print(f"3. copy the folder back here and run: kdbundle train-import {d}", soft_wrap=True)
+
+
+@app.command("train-import")
+def train_import_cmd(
+    ctx: typer.Context,
+    folder: Path = typer.Argument(..., help="A folder made by `kdbundle train --prepare`, trained and copied back."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (run_id, steps, final_loss, seconds)."),
+):
+    """Import a run trained on another machine (from `kdbundle train --prepare DIR`) as a local run."""
+    out = import_run(state(ctx).db, folder)
+    if as_json:
+        print_json(out)
+        return
+    console.print(f"run {out['run_id']}: imported ({out['steps']} steps, final loss "
+                  f"{out['final_loss'] if out['final_loss'] is None else round(out['final_loss'], 4)}, "
+                  f"{(out['seconds'] or 0):.1f}s) from {out['output_dir']}")
+    if out["superseded_run_id"]:
+        console.print(f"note: unfinished local run {out['superseded_run_id']} had the same inputs; "
+                      "the imported run replaces it for reuse")
     console.print(f"export it: kdbundle export {out['run_id']}")
 
 
