@@ -50,45 +50,35 @@ def _run(ctx: typer.Context, kind: str, dataset: str, teacher: Optional[str], sa
 _SAMPLE_HELP = " | ".join(STRATEGIES)
 
 
-@distill_app.command("rules")
-def rules_cmd(
-    ctx: typer.Context,
-    dataset: str = typer.Option(..., "--dataset"),
-    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher model (default: qwen2.5-coder-1.5b)."),
-    sample: str = typer.Option("random", "--sample", help=_SAMPLE_HELP),
-    ratio: float = typer.Option(0.1, "--ratio", help="Fraction of the training sessions, in (0, 1]."),
-    seed: int = typer.Option(0, "--seed"),
-    concurrency: int = typer.Option(1, "--concurrency", help="Concurrent requests (OpenAI-compatible teachers)."),
-    max_rounds: int = typer.Option(2, "--max-rounds", help="Revision rounds after the first answer."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Distil at most this many sampled sessions."),
-    max_tokens: int = typer.Option(768, "--max-tokens", help="Cap on each teacher answer."),
-    difficulty_model: Optional[str] = typer.Option(None, "--difficulty-model",
-                                                   help="Model ranking difficulty (default: the teacher)."),
-    detach: bool = typer.Option(False, "--detach", help="Start in the background and print only the job id."),
-    as_json: bool = typer.Option(False, "--json"),
-):
-    """Rules by self-reflection against the ground truth, consolidated into a ranked rule set."""
-    _run(ctx, "rules", dataset, teacher, sample, ratio, seed, concurrency, max_rounds, limit, max_tokens,
-         difficulty_model, detach, as_json)
+def _command(kind: str, doc: str):
+    """One command per knowledge kind; the options are the same (DistillConfig's), so they are written once."""
+    rounds_help = "Revision rounds after the first answer." if kind == "rules" else "(rules only; accepted for symmetry)"
+
+    def command(
+        ctx: typer.Context,
+        dataset: str = typer.Option(..., "--dataset"),
+        teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher model (default: qwen2.5-coder-1.5b)."),
+        sample: str = typer.Option("random", "--sample", help=_SAMPLE_HELP),
+        ratio: float = typer.Option(0.1, "--ratio", help="Fraction of the training sessions, in (0, 1]."),
+        seed: int = typer.Option(0, "--seed"),
+        concurrency: int = typer.Option(1, "--concurrency", help="Concurrent requests (OpenAI-compatible teachers)."),
+        max_rounds: int = typer.Option(2, "--max-rounds", help=rounds_help),
+        limit: Optional[int] = typer.Option(None, "--limit", help="Distil at most this many sampled sessions."),
+        max_tokens: int = typer.Option(768, "--max-tokens", help="Cap on each teacher answer."),
+        difficulty_model: Optional[str] = typer.Option(None, "--difficulty-model",
+                                                       help="Model ranking difficulty (default: the teacher)."),
+        detach: bool = typer.Option(False, "--detach", help="Start in the background and print only the job id."),
+        as_json: bool = typer.Option(False, "--json"),
+    ):
+        _run(ctx, kind, dataset, teacher, sample, ratio, seed, concurrency, max_rounds, limit, max_tokens,
+             difficulty_model, detach, as_json)
+
+    command.__doc__ = doc
+    command.__name__ = f"{kind}_cmd"
+    return command
 
 
-@distill_app.command("thoughts")
-def thoughts_cmd(
-    ctx: typer.Context,
-    dataset: str = typer.Option(..., "--dataset"),
-    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher model (default: qwen2.5-coder-1.5b)."),
-    sample: str = typer.Option("random", "--sample", help=_SAMPLE_HELP),
-    ratio: float = typer.Option(0.1, "--ratio", help="Fraction of the training sessions, in (0, 1]."),
-    seed: int = typer.Option(0, "--seed"),
-    concurrency: int = typer.Option(1, "--concurrency", help="Concurrent requests (OpenAI-compatible teachers)."),
-    max_rounds: int = typer.Option(2, "--max-rounds", help="(rules only; accepted for symmetry)"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Distil at most this many sampled sessions."),
-    max_tokens: int = typer.Option(768, "--max-tokens", help="Cap on each teacher answer."),
-    difficulty_model: Optional[str] = typer.Option(None, "--difficulty-model",
-                                                   help="Model ranking difficulty (default: the teacher)."),
-    detach: bool = typer.Option(False, "--detach", help="Start in the background and print only the job id."),
-    as_json: bool = typer.Option(False, "--json"),
-):
-    """Step-by-step thoughts justifying the true bundles; kept only if the final answer matches."""
-    _run(ctx, "thoughts", dataset, teacher, sample, ratio, seed, concurrency, max_rounds, limit, max_tokens,
-         difficulty_model, detach, as_json)
+distill_app.command("rules")(_command(
+    "rules", "Rules by self-reflection against the ground truth, consolidated into a ranked rule set."))
+distill_app.command("thoughts")(_command(
+    "thoughts", "Step-by-step thoughts justifying the true bundles; kept only if the final answer matches."))
