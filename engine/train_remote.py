@@ -46,7 +46,7 @@ from .errors import InputError, KdError
 from .sft_examples import build_examples
 from .train import ADAPTER_DIR, _check_config, create_run
 from .train_data import check_example
-from .train_job import _counter, formats_set, run_key, sft_config, train_config
+from .train_job import _counter, run_key, sft_config, train_config
 from .train_student import resolve_student
 
 MANIFEST = "prepared.json"
@@ -104,8 +104,6 @@ def prepare_run(db: sqlite_utils.Database, params: dict[str, Any], out_dir: str 
     out = Path(out_dir).expanduser().resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} already exists and is not an empty folder: choose a new one")
-    if not params.get("knowledge_set") and params.get("formats"):
-        params = {**params, "knowledge_set": formats_set(db, params["formats"], list(params.get("datasets") or []))}
     cfg = train_config(params)
     _check_config(cfg)
     data = sft_config(params, cfg)
