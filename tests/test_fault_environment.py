@@ -16,23 +16,12 @@ import pytest
 
 from kdbundle.engine.importers import import_dataset
 from kdbundle.store import open_db
+from cli_support import KDBUNDLE, one_error_line
 from kdbundle.store.db import StoreError
-
-KDBUNDLE = str(Path(sys.executable).parent / "kdbundle")
 
 
 def kd(db: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([KDBUNDLE, "--db", str(db), *args], capture_output=True, text=True, timeout=300)
-
-
-def one_error_line(proc: subprocess.CompletedProcess) -> str:
-    """The single `error:` line of a failed command (notes such as "loaded the demo data" may precede it)."""
-    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    assert proc.stderr.rstrip().endswith(errors[0]), proc.stderr
-    return errors[0]
 
 
 class Tmpfs:

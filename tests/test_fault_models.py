@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,8 +19,7 @@ from kdbundle.engine import registry
 from kdbundle.engine.errors import KdError
 from kdbundle.engine.metrics import TAXONOMY
 from kdbundle.store import open_db
-
-KDBUNDLE = str(Path(sys.executable).parent / "kdbundle")
+from cli_support import KDBUNDLE, free_port, one_error_line
 
 
 def kd(db: Path, *args: str, env: dict | None = None, one_core: bool = False) -> subprocess.CompletedProcess:
@@ -31,15 +28,6 @@ def kd(db: Path, *args: str, env: dict | None = None, one_core: bool = False) ->
     pin = (lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})) if one_core else None
     return subprocess.run([KDBUNDLE, "--db", str(db), *args], capture_output=True, text=True, timeout=300, env=env,
                           preexec_fn=pin)
-
-
-def one_error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    assert proc.stderr.rstrip().endswith(errors[0]), proc.stderr
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +72,6 @@ def test_registering_a_broken_gguf_is_refused_and_registers_nothing(tmp_path, st
         registry.add_local(d, "broken", path)
     assert "\n" not in str(info.value) and str(path) in str(info.value), str(info.value)
     assert d.execute("SELECT COUNT(*) FROM models").fetchone()[0] == 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_unreachable_endpoint(tmp_path):

@@ -5,7 +5,6 @@ the key, and the one-line errors for a wrong key, an unset key variable and a se
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,10 @@ from kdbundle.engine.errors import KdError
 from kdbundle.engine.generate import BundleGenerator, GenerateConfig, typed_session
 from kdbundle.engine.prompts import fit_prompt
 from kdbundle.store import open_db
+from cli_support import free_port
 
 KEY_VAR = "KDBUNDLE_TEST_SERVER_KEY"
 KEY = "kd-test-key-7f3a9c"  # a made-up key for the local test server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
