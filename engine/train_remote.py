@@ -82,15 +82,17 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _portable_student(name: str, db) -> tuple[str, str | None]:
-    """(student as the remote config names it, a note when the remote needs a file at the same path)."""
+def _portable_student(name: str, db) -> tuple[str, str | None, str]:
+    """(student as the remote config names it, a note when the remote needs a file at the same path,
+    where the student comes from on this machine)."""
     student = resolve_student(name, db)  # fails here if it does not resolve locally either
     if name in registry.CATALOGUE:
-        return name, None
+        return name, None, student.source
     if student.gguf_path is None and student.hf_id == name and not Path(name).expanduser().exists():
-        return name, None  # a Hugging Face hub id: the remote downloads it
+        return name, None, student.source  # a Hugging Face hub id: the remote downloads it
     path = student.source
-    return path, f"student {name!r} is a file on this machine: the remote machine needs it at {path} (or edit config.json)"
+    note = f"student {name!r} is a file on this machine: the remote machine needs it at {path} (or edit config.json)"
+    return path, note, path
 
 
 def prepare_run(db: sqlite_utils.Database, params: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any]:
@@ -118,7 +120,7 @@ def prepare_run(db: sqlite_utils.Database, params: dict[str, Any], out_dir: str 
         raise InputError("no training examples: check --dataset, --limit and the knowledge set")
     for i, example in enumerate(examples):
         check_example(i, example)
-    student, note = _portable_student(cfg.student, db)
+    student, note, source = _portable_student(cfg.student, db)
     remote_cfg = replace(cfg, student=student, output_dir=None)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +145,7 @@ def prepare_run(db: sqlite_utils.Database, params: dict[str, Any], out_dir: str 
         launch.chmod(0o755)
         manifest = {
             "format": 1, "key": key, "run_id": run_id, "student": cfg.student,
-            "student_source": resolve_student(cfg.student, db).source, "datasets": data.datasets,
+            "student_source": source, "datasets": data.datasets,
             "knowledge_set": data.knowledge_set, "examples": len(examples), "example_stats": stats.to_dict(),
             "prepared_at": _now(),
         }
