@@ -4,14 +4,14 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from .common import Settings, Skip
+from common import Settings, Skip
 
 DATASET = "electronic"
 
 
 def bench_db_path(s: Settings) -> Path:
     """A database holding Electronic, imported once into the work dir and reused by later runs."""
-    from kdbundle.engine.importers import import_dataset
+    from kdbundle.engine.data.importers import import_dataset
     from kdbundle.store import open_db
 
     path = s.work_dir / "bench.db"
@@ -29,7 +29,7 @@ def bench_db_path(s: Settings) -> Path:
 
 def pick_test_sessions(db_path: Path, n: int, seed: int = 0) -> list[int]:
     """A fixed, seeded sample of Electronic test sessions (the same for every model compared)."""
-    from kdbundle.engine.sessions import load_sessions
+    from kdbundle.engine.data.sessions import load_sessions
     from kdbundle.store import open_db
 
     db = open_db(db_path)
@@ -42,8 +42,8 @@ def pick_test_sessions(db_path: Path, n: int, seed: int = 0) -> list[int]:
 
 def model_path(db_path: Path, name: str) -> Path:
     """The local GGUF file of a registered or built-in model, or Skip when it is not installed."""
-    from kdbundle.engine import registry
     from kdbundle.engine.errors import KdError
+    from kdbundle.engine.llm import registry
     from kdbundle.store import open_db
 
     db = open_db(db_path)

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import Settings, Skip, Timer, file_mb, isolated, median, say
-from .data import DATASET, bench_db_path, model_path, pick_test_sessions
+from common import Settings, Timer, file_mb, isolated, median, say
+from data import DATASET, bench_db_path, model_path, pick_test_sessions
 
 STUDENT = "smollm2-135m"
 TEACHER = "qwen2.5-coder-1.5b"
@@ -30,7 +30,7 @@ RAW_DECODE_TOKENS = 128
 
 
 def _sessions(db_path: str, ids: list[int]):
-    from kdbundle.engine.sessions import load_sessions
+    from kdbundle.engine.data.sessions import load_sessions
     from kdbundle.store import open_db
 
     db = open_db(db_path)
@@ -42,7 +42,7 @@ def _sessions(db_path: str, ids: list[int]):
 
 
 def _score(sessions, predicted: list[list[frozenset]], errors: list[list]) -> dict[str, float]:
-    from kdbundle.engine.metrics import aggregate, score_session
+    from kdbundle.engine.evaluation.metrics import aggregate, score_session
 
     scores = [score_session([sorted(b) for b in p], [b.items for b in s.bundles], n_items=s.n, extra_errors=e)
               for s, p, e in zip(sessions, predicted, errors)]
@@ -52,8 +52,8 @@ def _score(sessions, predicted: list[list[frozenset]], errors: list[list]) -> di
 
 def llama_sessions(db_path: str, gguf: str, ids: list[int], threads: int) -> dict[str, Any]:
     """kdbundle's own generation path (BundleGenerator) over the sessions; nothing is logged."""
-    from kdbundle.engine.backends import open_backend
-    from kdbundle.engine.generate import BundleGenerator, GenerateConfig
+    from kdbundle.engine.llm.backends import open_backend
+    from kdbundle.engine.llm.generate import BundleGenerator, GenerateConfig
 
     db, sessions = _sessions(db_path, ids)
     with Timer() as load:
@@ -91,8 +91,8 @@ def transformers_sessions(db_path: str, gguf: str, ids: list[int], lengths: dict
     """The same GGUF as an fp32 torch model, greedy, `lengths[session]` new tokens per session."""
     import torch
 
-    from kdbundle.engine.prompts import fit_prompt
-    from kdbundle.engine.train_student import load_model, load_tokenizer, resolve_student
+    from kdbundle.engine.llm.prompts import fit_prompt
+    from kdbundle.engine.student.weights import load_model, load_tokenizer, resolve_student
 
     torch.set_num_threads(threads)
     db, sessions = _sessions(db_path, ids)
@@ -162,8 +162,8 @@ def make_quant(base_gguf: str, out: str, quant: str) -> str:
     """Re-quantize the student from its fp32 weights (dequantized from the shipped file) with C's writer."""
     import torch
 
-    from kdbundle.engine import gguf_write
-    from kdbundle.engine.train_student import load_model, load_tokenizer, resolve_student
+    from kdbundle.engine.student import gguf_write
+    from kdbundle.engine.student.weights import load_model, load_tokenizer, resolve_student
 
     student = resolve_student(base_gguf)
     model = load_model(student)
@@ -203,7 +203,7 @@ def summarize(run: dict[str, Any], n_sessions: int) -> dict[str, Any]:
 
 
 def _prompt_text(db_path: str, session_id: int) -> str:
-    from kdbundle.engine.prompts import fit_prompt
+    from kdbundle.engine.llm.prompts import fit_prompt
 
     db, (s,) = _sessions(db_path, [session_id])
     db.conn.close()
@@ -222,8 +222,8 @@ def bench_student_inference(s: Settings) -> dict[str, Any]:
 
     files: dict[str, Path] = {}
     try:
-        import kdbundle.engine.gguf_write  # noqa: F401
-        import kdbundle.engine.train_student  # noqa: F401
+        import kdbundle.engine.student.gguf_write  # noqa: F401
+        import kdbundle.engine.student.weights  # noqa: F401
 
         for quant in ("q8_0", "q4_k_m"):
             out = s.work_dir / "models" / f"{STUDENT}-{quant}.gguf"
@@ -286,7 +286,7 @@ def bench_student_inference(s: Settings) -> dict[str, Any]:
 
 def _quant_of(path: Path) -> str:
     try:
-        from kdbundle.engine.registry import gguf_metadata
+        from kdbundle.engine.llm.registry import gguf_metadata
 
         return str(gguf_metadata(path).get("quant") or "?")
     except Exception:

@@ -5,11 +5,10 @@ the same patterns from k times the rows: what grows is only the work, which is w
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from .common import Settings, Timer, isolated, rss_mb
-from .data import DATASET, bench_db_path
+from common import Settings, Timer, isolated, rss_mb
+from data import DATASET, bench_db_path
 
 FACTORS = (1, 4, 16)
 ALGORITHMS = ("fpgrowth", "apriori")
@@ -17,7 +16,7 @@ MIN_SUPPORT = 0.001  # the default, the BundleRec paper's setting
 
 
 def _mine_once(db_path: str, factor: int, algorithm: str) -> dict[str, Any]:
-    from kdbundle.engine.patterns import MineConfig, mine_patterns, transactions
+    from kdbundle.engine.knowledge.patterns import MineConfig, mine_patterns, transactions
     from kdbundle.store import open_db
 
     db = open_db(db_path)

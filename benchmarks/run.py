@@ -17,9 +17,10 @@ import json
 import os
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from benchmarks.common import RESULTS, REPO, Settings, Skip, machine_info
+from benchmarks.common import REPO, RESULTS, Settings, Skip, machine_info
 from benchmarks.inference import bench_student_inference, bench_teacher_vs_student
 from benchmarks.mining import bench_mining
 from benchmarks.report import markdown

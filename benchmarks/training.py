@@ -10,16 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .common import Settings, Skip, isolated, say
-from .data import DATASET, bench_db_path, model_path
+from common import Settings, Skip, isolated, say
+from data import DATASET, bench_db_path, model_path
 
 STUDENTS = ("smollm2-135m", "qwen2.5-coder-0.5b")
 BATCH, MAX_LEN = 4, 768
 
 
 def _examples(db, limit: int) -> list[dict]:
-    from kdbundle.engine.prompts import answer_json, build_messages
-    from kdbundle.engine.sessions import load_sessions
+    from kdbundle.engine.data.sessions import load_sessions
+    from kdbundle.engine.llm.prompts import answer_json, build_messages
 
     out = []
     for s in load_sessions(db, DATASET, "train", with_bundles_only=True)[:limit]:
@@ -28,7 +28,7 @@ def _examples(db, limit: int) -> list[dict]:
 
 
 def train_steps(db_path: str, student: str, steps: int, threads: int, out_dir: str) -> dict[str, Any]:
-    from kdbundle.engine.train import TrainConfig, train
+    from kdbundle.engine.student.train import TrainConfig, train
     from kdbundle.store import open_db
 
     db = open_db(db_path)
@@ -44,7 +44,7 @@ def train_steps(db_path: str, student: str, steps: int, threads: int, out_dir: s
 def bench_lora_training(s: Settings) -> dict[str, Any]:
     """Seconds per optimizer step, tokens per second and peak memory, per student."""
     try:
-        import kdbundle.engine.train  # noqa: F401
+        import kdbundle.engine.student.train  # noqa: F401
     except ImportError as exc:
         raise Skip(f"the training recipe is not available: {exc}") from None
     db_path = bench_db_path(s)

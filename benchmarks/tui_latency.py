@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import Settings, Skip, median, percentile
-from .data import bench_db_path, model_path
+from common import Settings, Skip, median, percentile
+from data import bench_db_path, model_path
 
 TRAINER = r"""
 import sys
@@ -27,8 +27,8 @@ train_steps(sys.argv[1], sys.argv[2], 100000, int(sys.argv[3]), sys.argv[4])
 
 
 def _prepare(db_path: Path, work: Path) -> Path:
-    from kdbundle.engine import jobs as J
-    from kdbundle.engine.demo import load_demo
+    from kdbundle.engine.data.demo import load_demo
+    from kdbundle.engine.jobs import runner as J
     from kdbundle.store import open_db
 
     path = work / "tui.db"
@@ -82,7 +82,7 @@ def bench_tui_latency(s: Settings) -> dict[str, Any]:
     out: dict[str, Any] = {"presses_per_screen": s.tui_presses}
     trainer = None
     try:
-        import kdbundle.engine.train  # noqa: F401
+        import kdbundle.engine.student.train  # noqa: F401
 
         student = model_path(db_path, "smollm2-135m")
         run_dir = s.work_dir / "train" / "tui-load"

@@ -11,10 +11,10 @@ from typing import Any
 
 import sqlite_utils
 
-from .datasets import list_datasets
+from .data.datasets import list_datasets
+from .data.sessions import load_sessions
 from .errors import NotFound
-from .knowledge_records import list_knowledge
-from .sessions import load_sessions
+from .knowledge.records import list_knowledge
 from .types import Session
 
 

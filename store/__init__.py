@@ -2,6 +2,6 @@
 
 Imports nothing from the TUI; everything else reads and writes through here.
 """
-from .db import open_db, default_db_path, transaction
+from .db import default_db_path, open_db, transaction
 
 __all__ = ["open_db", "default_db_path", "transaction"]

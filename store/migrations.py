@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import sqlite3
-from typing import Callable
+from collections.abc import Callable
 
 import sqlite_utils
 
@@ -38,7 +38,7 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
             fn(db)
             conn.execute(
                 "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
-                [fn.__name__, _dt.datetime.now(_dt.timezone.utc).isoformat()],
+                [fn.__name__, _dt.datetime.now(_dt.UTC).isoformat()],
             )
         except BaseException:
             conn.execute("ROLLBACK")

@@ -22,7 +22,7 @@ os.environ.setdefault("KDBUNDLE_CACHE", str(REPO / ".test-cache"))
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="kdbundle-test-data-")
 os.environ["KDBUNDLE_DB"] = os.path.join(os.environ["XDG_DATA_HOME"], "default.db")
 
-from kdbundle.engine.importers import import_dataset  # noqa: E402
+from kdbundle.engine.data.importers import import_dataset  # noqa: E402
 from kdbundle.store import open_db  # noqa: E402
 
 

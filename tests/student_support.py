@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 
-from kdbundle.engine.demo import load_demo
-from kdbundle.engine.knowledge_sets import create_set
-from kdbundle.engine.sessions import dataset_id, load_sessions
+from kdbundle.engine.data.demo import load_demo
+from kdbundle.engine.data.sessions import dataset_id, load_sessions
+from kdbundle.engine.knowledge.sets import create_set
 from kdbundle.store.db import transaction
 
 DATASET = "demo-electronics"
@@ -38,7 +38,7 @@ def make_knowledge(db, *, thoughts: int = 8, dataset: str = DATASET) -> list:
     if db.execute("SELECT 1 FROM datasets WHERE name = ?", [dataset]).fetchone() is None:
         load_demo(db)
     ds = dataset_id(db, dataset)
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat()
+    now = _dt.datetime.now(_dt.UTC).isoformat()
     sessions = load_sessions(db, dataset, "train", with_bundles_only=True)[:thoughts]
     with transaction(db):
         for rank, text in enumerate(RULES, 1):

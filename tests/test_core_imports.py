@@ -23,7 +23,7 @@ def engine_modules() -> list[str]:
 
 def test_engine_modules_are_found():
     mods = engine_modules()
-    assert "kdbundle.engine.jobs" in mods and "kdbundle.engine.browse" in mods
+    assert "kdbundle.engine.jobs.runner" in mods and "kdbundle.engine.browse" in mods
     assert any(m.startswith("kdbundle.engine.cli") for m in mods)
 
 

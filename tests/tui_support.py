@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from kdbundle.engine import jobs as J
-from kdbundle.engine.demo import load_demo
-from kdbundle.engine.patterns import MineConfig, mine
+from kdbundle.engine.data.demo import load_demo
+from kdbundle.engine.jobs import runner as J
+from kdbundle.engine.knowledge.patterns import MineConfig, mine
 from kdbundle.store import open_db
 
 FIXED_TS = "2025-01-02T03:04:05.000+00:00"

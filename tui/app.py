@@ -16,14 +16,14 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.worker import Worker, WorkerState
 
-from ..engine import jobs as J
+from ..engine.jobs import runner as J
 from ..store.db import StoreError, default_db_path, open_db
 from .arena import ArenaScreen
 from .base import SCREENS, describe_error
 from .help import HelpScreen
 from .jobs import JobsScreen
-from .launch import FORMS, job_params
 from .knowledge import KnowledgeScreen
+from .launch import FORMS, job_params
 from .messages import JobLaunched, JobsPolled, OpenInArena
 from .models import ModelsScreen
 from .results import ResultsScreen

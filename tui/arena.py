@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -21,8 +22,8 @@ from textual.worker import get_current_worker
 from ..engine import browse
 from ..engine.types import Product, Session
 from .arena_run import KNOWLEDGE_UTILIZATIONS, GenerationStopped, Outcome, run_pane
-from .base import KdScreen, describe_error
-from .messages import ArenaChoicesLoaded, GenerationFinished, SessionLoaded, Token
+from .base import KdScreen, describe_error, metrics_line
+from .messages import ArenaChoicesLoaded, GenerationFinished, SessionLoaded, SessionResolved, Token
 from .sessions import bundle_tag
 
 UTILIZATIONS = ("zero-shot", "icl", "sft", "icl+sft")
@@ -34,13 +35,9 @@ DEFAULT_STUDENT = "smollm2-135m"
 def format_scores(scores: dict[str, float] | None) -> Text:
     if not scores:
         return Text("no ground truth to score against", style="dim")
-    def v(k: str) -> str:
-        x = scores.get(k)
-        return "-" if x is None else f"{x:.2f}"
-    return Text.assemble(
-        ("AICL ", "bold"), f"P {v('precision')} R {v('recall')} C {v('coverage')}  ",
-        ("strict ", "bold"), f"P {v('strict_precision')} R {v('strict_recall')} F1 {v('strict_f1')}",
-    )
+    line = metrics_line(scores)
+    line.rstrip()
+    return line
 
 
 class ArenaScreen(KdScreen):
@@ -103,7 +100,7 @@ class ArenaScreen(KdScreen):
 
     @work(thread=True, group="arena-choices", description="Reading models", exclusive=True, exit_on_error=False)
     def load_choices(self) -> None:
-        from ..engine import registry
+        from ..engine.llm import registry
 
         db = self.app.db()
         models = [m if isinstance(m, dict) else vars(m) for m in registry.list_models(db)]
@@ -400,8 +397,11 @@ class PickSessionScreen(ModalScreen[int | None]):
 
     @work(thread=True, exit_on_error=False)
     def resolve(self, text: str) -> None:
-        sid = browse.resolve_session(self.app.db(), text)
-        self.app.call_from_thread(self.dismiss, sid)
+        self.post_message(SessionResolved(browse.resolve_session(self.app.db(), text)))
+
+    @on(SessionResolved)
+    def _resolved(self, msg: SessionResolved) -> None:
+        self.dismiss(msg.session_id)
 
     def on_worker_state_changed(self, event) -> None:
         if event.state.name == "ERROR":

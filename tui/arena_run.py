@@ -5,14 +5,15 @@ Runs in a thread worker; Textual is not imported here.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import sqlite_utils
 
 from ..engine.errors import KdError
-from ..engine.generate import BundleGenerator, GenerateConfig
-from ..engine.metrics import aggregate, classify, score_session
+from ..engine.evaluation.metrics import aggregate, classify, score_session
+from ..engine.llm.generate import BundleGenerator, GenerateConfig
 from ..engine.types import Bundle, Session
 
 KNOWLEDGE_UTILIZATIONS = ("icl", "icl+sft")
@@ -53,7 +54,7 @@ def knowledge_for(db: sqlite_utils.Database, knowledge_set: str | None, session:
     if not knowledge_set:
         raise KdError("ICL needs a knowledge set: pick one (k) or build one on the Knowledge screen")
     try:
-        from ..engine.icl import knowledge_provider
+        from ..engine.knowledge.icl import knowledge_provider
     except ImportError:
         raise KdError("in-context knowledge (utilization icl) is not available in this version") from None
     return knowledge_provider(db, knowledge_set)(session)

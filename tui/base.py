@@ -1,6 +1,7 @@
 """Pieces every screen shares: the top navigation bar, the worker-error handler, a confirm dialog."""
 from __future__ import annotations
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -11,6 +12,7 @@ from textual.widgets import Button, Footer, Label, Static
 from textual.worker import Worker, WorkerState
 
 from ..engine.errors import KdError
+from ..engine.evaluation.metrics import summary_parts
 from ..store.db import StoreError
 
 # mode name -> (key, title); the order is the order in the nav bar.
@@ -22,6 +24,14 @@ SCREENS: dict[str, tuple[str, str]] = {
     "arena": ("5", "Arena"),
     "results": ("6", "Results"),
 }
+
+
+def metrics_line(values: dict) -> Text:
+    """Both metric families on one line (engine.evaluation.metrics' table): jobs, arena."""
+    parts: list = []
+    for family, text in summary_parts(values):
+        parts += [(f"{family} ", "bold"), f"{text}  "]
+    return Text.assemble(*parts)
 
 
 def describe_error(exc: BaseException | None) -> str:

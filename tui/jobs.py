@@ -1,6 +1,6 @@
 """Jobs: the live list (progress, ETA, throughput), log tail, loss curve; launch, cancel, resume.
 
-Jobs run in their own processes (engine.jobs.start_job). This screen only reads their rows, which the
+Jobs run in their own processes (engine.jobs.runner.start_job). This screen only reads their rows, which the
 app polls from SQLite in a thread worker, and sets stop flags.
 """
 from __future__ import annotations
@@ -17,10 +17,10 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Log, ProgressBar, Sparkline, Static
 
 from ..engine import browse
-from ..engine import jobs as J
-from .base import ConfirmScreen, KdScreen
+from ..engine.jobs import runner as J
+from .base import ConfirmScreen, KdScreen, metrics_line
 from .launch import LaunchScreen
-from .messages import JobDetailLoaded, JobsPolled
+from .messages import JobDetailLoaded, JobsPolled, JobSteered
 
 STATUS_STYLE = {"queued": "yellow", "running": "bold cyan", "stopping": "magenta", "done": "green",
                 "failed": "bold red", "cancelled": "magenta"}
@@ -73,14 +73,9 @@ def result_summary(result: Any) -> Text:
     if not isinstance(result, dict):
         return Text(str(result)[:200], style="dim")
     if "strict_f1" in result:
-        def v(k: str) -> str:
-            x = result.get(k)
-            return f"{x:.2f}" if isinstance(x, (int, float)) else "-"
-        return Text.assemble(
-            ("AICL ", "bold"), f"P {v('precision')} R {v('recall')} C {v('coverage')}  ",
-            ("strict ", "bold"), f"P {v('strict_precision')} R {v('strict_recall')} F1 {v('strict_f1')}  ",
-            (f"{result.get('scored', '-')}/{result.get('sessions', '-')} sessions answered", "dim"),
-        )
+        line = metrics_line(result)
+        line.append(f"{result.get('scored', '-')}/{result.get('sessions', '-')} sessions answered", "dim")
+        return line
     parts = [f"{k}={val:.4g}" if isinstance(val, float) else f"{k}={val}"
              for k, val in result.items() if isinstance(val, (int, float, str)) and len(str(val)) < 40]
     return Text(" ".join(parts[:8]), style="dim")
@@ -277,8 +272,7 @@ class JobsScreen(KdScreen):
     @work(thread=True, group="jobs-steer", description="Cancelling job", exit_on_error=False)
     def cancel(self, job_id: int) -> None:
         J.cancel_job(self.app.db(), job_id)
-        self.app.call_from_thread(self.notify, f"job {job_id}: stop requested", title="jobs")
-        self.app.call_from_thread(self.app.poll_jobs)
+        self.post_message(JobSteered(job_id, f"job {job_id}: stop requested"))
 
     def action_resume_job(self) -> None:
         if self.selected is not None:
@@ -287,8 +281,12 @@ class JobsScreen(KdScreen):
     @work(thread=True, group="jobs-steer", description="Resuming job", exit_on_error=False)
     def resume(self, job_id: int) -> None:
         J.resume_job(self.app.db(), self.app.db_path, job_id)
-        self.app.call_from_thread(self.notify, f"job {job_id} resumed", title="jobs")
-        self.app.call_from_thread(self.app.poll_jobs)
+        self.post_message(JobSteered(job_id, f"job {job_id} resumed"))
+
+    @on(JobSteered)
+    def _steered(self, msg: JobSteered) -> None:
+        self.notify(msg.text, title="jobs")
+        self.app.poll_jobs()
 
     def action_focus_log(self) -> None:
         self.query_one("#job-log", Log).focus()

@@ -12,10 +12,11 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Markdown, Select, Static, TabbedContent, TabPane
 
 from ..engine import browse
+from ..engine.knowledge.formats import FORMATS
 from .base import KdScreen
-from .messages import DatasetsLoaded, KnowledgeLoaded, KnowledgeSetsLoaded, PatternsMined
+from .messages import DatasetsLoaded, KnowledgeLoaded, KnowledgeSetsLoaded, PatternsMined, ProvenanceLoaded
 
-KINDS = ("pattern", "rule", "thought")
+KINDS = tuple(f.record_kind for f in FORMATS)  # one tab per format
 PATTERN_SORTS = ("support", "confidence", "itemset")
 
 
@@ -103,7 +104,7 @@ class KnowledgeScreen(KdScreen):
 
     @work(thread=True, group="mine", description="Mining patterns", exclusive=True, exit_on_error=False)
     def mine(self, dataset: str) -> None:
-        from ..engine.patterns import MineConfig, mine
+        from ..engine.knowledge.patterns import MineConfig, mine
 
         result = mine(self.app.db(), MineConfig(dataset))
         self.post_message(PatternsMined(dataset, result.patterns, result.seconds))
@@ -308,7 +309,11 @@ class ProvenanceScreen(ModalScreen[None]):
     @work(thread=True, description="Reading provenance", exit_on_error=False)
     def load(self) -> None:
         prov = browse.knowledge_provenance(self.app.db(), self.knowledge_id)
-        self.app.call_from_thread(self.query_one("#prov-md", Markdown).update, provenance_markdown(prov))
+        self.post_message(ProvenanceLoaded(provenance_markdown(prov)))
+
+    @on(ProvenanceLoaded)
+    async def _loaded(self, msg: ProvenanceLoaded) -> None:
+        await self.query_one("#prov-md", Markdown).update(msg.markdown)
 
     def on_worker_state_changed(self, event) -> None:
         if event.state.name == "ERROR":

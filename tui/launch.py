@@ -1,6 +1,6 @@
 """The launch form: pick a job kind, fill its fields (sensible defaults, store-backed choices), launch.
 
-One form per kind in engine.jobs.JOB_KINDS; the field names are the job handler's parameters.
+One form per kind in engine.jobs.runner.JOB_KINDS; the field names are the job handler's parameters.
 """
 from __future__ import annotations
 
@@ -15,7 +15,16 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
-from ..engine import browse
+from ..engine import browse, config
+from ..engine.evaluation.evaluate import METHODS, SPLITS, UTILIZATIONS, EvalConfig
+from ..engine.knowledge.distill import DistillConfig
+from ..engine.knowledge.formats import DISTILLED
+from ..engine.knowledge.sampling import STRATEGIES
+from ..engine.llm.catalogue import DEFAULT_STUDENT, DEFAULT_TEACHER
+from ..engine.student.export import ExportConfig
+from ..engine.student.gguf_write import QUANTS
+from ..engine.student.train import TrainConfig
+from .messages import FormChoicesLoaded
 
 
 @dataclass(frozen=True)
@@ -35,47 +44,51 @@ class FormField:
     """(other field, value): the field applies only when that field has that value."""
 
 
+def from_config(cls: type, name: str, label: str, **kw: Any) -> FormField:
+    """A field whose default is the config dataclass's (engine.config), so the form never drifts from it."""
+    value = config.default(cls, name)
+    return FormField(name, label, "" if value is None else str(value), **kw)
+
+
 DISTILL_FIELDS = (
     FormField("dataset", "dataset", source="datasets"),
-    FormField("teacher", "teacher model", "qwen2.5-coder-1.5b", source="models"),
-    FormField("sample", "sampling", "random", choices=("random", "length", "diversity", "difficulty")),
-    FormField("ratio", "ratio", "0.1", type=float),
-    FormField("seed", "seed", "0", type=int),
-    FormField("concurrency", "concurrent requests", "1", type=int),
-    FormField("limit", "at most sessions", "", type=int, optional=True),
+    FormField("teacher", "teacher model", DEFAULT_TEACHER, source="models"),
+    from_config(DistillConfig, "sample", "sampling", choices=STRATEGIES),
+    from_config(DistillConfig, "ratio", "ratio", type=float),
+    from_config(DistillConfig, "seed", "seed", type=int),
+    from_config(DistillConfig, "concurrency", "concurrent requests", type=int),
+    from_config(DistillConfig, "limit", "at most sessions", type=int, optional=True),
 )
 
 FORMS: dict[str, tuple[FormField, ...]] = {
     "eval": (
         FormField("dataset", "dataset", source="datasets"),
-        FormField("split", "split", "test", choices=("test", "valid", "train")),
-        FormField("method", "method", "patterns", choices=("patterns", "whole-session", "llm")),
-        FormField("model", "model", "smollm2-135m", source="models", when=("method", "llm")),
-        FormField("utilization", "utilization", "zero-shot", choices=("zero-shot", "icl", "sft", "icl+sft"),
-                  when=("method", "llm")),
+        from_config(EvalConfig, "split", "split", choices=SPLITS),
+        from_config(EvalConfig, "method", "method", choices=METHODS),
+        FormField("model", "model", DEFAULT_STUDENT, source="models", when=("method", "llm")),
+        from_config(EvalConfig, "utilization", "utilization", choices=UTILIZATIONS, when=("method", "llm")),
         FormField("knowledge_set", "knowledge set", "", source="knowledge_sets", optional=True,
                   when=("method", "llm")),
-        FormField("limit", "max sessions", "", type=int, optional=True),
+        from_config(EvalConfig, "limit", "max sessions", type=int, optional=True),
     ),
-    "distill-rules": DISTILL_FIELDS,
-    "distill-thoughts": DISTILL_FIELDS,
+    **{f.job_kind: DISTILL_FIELDS for f in DISTILLED},
     "train": (
         FormField("dataset", "dataset", source="datasets"),
-        FormField("student", "student model", "smollm2-135m", source="models"),
+        from_config(TrainConfig, "student", "student model", source="models"),
         FormField("knowledge_set", "knowledge set", "", source="knowledge_sets", optional=True),
         FormField("formats", "or formats", "", optional=True),
-        FormField("rank", "LoRA rank", "16", type=int),
-        FormField("alpha", "LoRA alpha", "32", type=int),
-        FormField("lr", "learning rate", "2e-4", type=float),
-        FormField("epochs", "epochs", "1", type=float),
-        FormField("max_steps", "max steps", "", type=int, optional=True),
-        FormField("batch", "batch size", "4", type=int),
-        FormField("max_len", "max tokens", "1024", type=int),
-        FormField("seed", "seed", "0", type=int),
+        from_config(TrainConfig, "rank", "LoRA rank", type=int),
+        from_config(TrainConfig, "alpha", "LoRA alpha", type=float),
+        from_config(TrainConfig, "lr", "learning rate", type=float),
+        from_config(TrainConfig, "epochs", "epochs", type=float),
+        from_config(TrainConfig, "max_steps", "max steps", type=int, optional=True),
+        from_config(TrainConfig, "batch_size", "batch size", type=int),
+        from_config(TrainConfig, "max_len", "max tokens", type=int),
+        from_config(TrainConfig, "seed", "seed", type=int),
     ),
     "export": (
         FormField("run_id", "training run", source="train_runs", type=int),
-        FormField("quant", "quantization", "q8_0", choices=("q8_0", "q4_k_m", "f16")),
+        from_config(ExportConfig, "quant", "quantization", choices=tuple(QUANTS)),
         FormField("adapter", "adapter only", "no", choices=("no", "yes")),
     ),
     "experiment": (
@@ -108,11 +121,11 @@ def parse_form(kind: str, values: dict[str, str]) -> dict[str, Any]:
 def job_params(db, kind: str, params: dict[str, Any]) -> dict[str, Any]:
     """The job's parameters from a filled form, built by the same engine functions the CLI uses."""
     if kind == "train":
-        from ..engine.train_job import job_params as train_params  # lazy: pulls in torch
+        from ..engine.jobs.train import job_params as train_params  # lazy: pulls in torch
 
         return train_params(db, **params)
     if kind == "experiment":
-        from ..engine.experiment import job_params as experiment_params
+        from ..engine.jobs.experiment import job_params as experiment_params
 
         return experiment_params(params["file"])
     return params
@@ -137,7 +150,7 @@ def form_choices_safe(db) -> dict[str, list[str]]:
 
 
 def registry_models(db) -> list[dict[str, Any]]:
-    from ..engine import registry
+    from ..engine.llm import registry
 
     return [m if isinstance(m, dict) else vars(m) for m in registry.list_models(db)]
 
@@ -173,8 +186,11 @@ class LaunchScreen(ModalScreen[tuple[str, dict[str, Any]] | None]):
 
     @work(thread=True, description="Reading form choices", exit_on_error=False)
     def load_choices(self) -> None:
-        choices = form_choices_safe(self.app.db())
-        self.app.call_from_thread(self._got_choices, choices)
+        self.post_message(FormChoicesLoaded(form_choices_safe(self.app.db())))
+
+    @on(FormChoicesLoaded)
+    async def _loaded(self, msg: FormChoicesLoaded) -> None:
+        await self._got_choices(msg.choices)
 
     async def on_worker_state_changed(self, event) -> None:
         if event.state.name == "ERROR":

@@ -137,3 +137,44 @@ class ResultsLoaded(Message):
         super().__init__()
         self.runs = runs
         self.reports = reports
+
+
+class JobSteered(Message):
+    """A cancel or resume request went through: say so and poll the jobs again."""
+
+    def __init__(self, job_id: int, text: str) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.text = text
+
+
+class ModelPulled(Message):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+
+class FormChoicesLoaded(Message):
+    def __init__(self, choices: dict[str, list[str]]) -> None:
+        super().__init__()
+        self.choices = choices
+
+
+class ProvenanceLoaded(Message):
+    def __init__(self, markdown: str) -> None:
+        super().__init__()
+        self.markdown = markdown
+
+
+class SessionResolved(Message):
+    """The session a typed reference names (the arena's picker)."""
+
+    def __init__(self, session_id: int) -> None:
+        super().__init__()
+        self.session_id = session_id
+
+
+class ModelDeleted(Message):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name

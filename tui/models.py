@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, ProgressBar, Static
 
 from .base import ConfirmScreen, KdScreen
 from .launch import LaunchScreen
-from .messages import ModelsLoaded, PullProgress
+from .messages import ModelDeleted, ModelPulled, ModelsLoaded, PullProgress
 
 
 def human_size(n: int | None) -> str:
@@ -26,7 +26,7 @@ def human_size(n: int | None) -> str:
 
 
 def model_rows(db) -> list[dict[str, Any]]:
-    from ..engine import registry
+    from ..engine.llm import registry
 
     rows = []
     for m in registry.list_models(db):
@@ -151,18 +151,19 @@ class ModelsScreen(KdScreen):
         def progress(done: int, total: int | None) -> None:
             self.post_message(PullProgress(name, done, total))
 
-        from ..engine import registry
+        from ..engine.llm import registry
 
         registry.pull_model(self.app.db(), name, progress=progress)
-        self.app.call_from_thread(self._pulled, name)
+        self.post_message(ModelPulled(name))
 
     @on(PullProgress)
     def _progress(self, msg: PullProgress) -> None:
         self.query_one("#pull-progress", ProgressBar).update(total=msg.total, progress=msg.done)
 
-    def _pulled(self, name: str) -> None:
+    @on(ModelPulled)
+    def _pulled(self, msg: ModelPulled) -> None:
         self.query_one("#pull-progress").display = False
-        self.notify(f"{name} installed.", title="models")
+        self.notify(f"{msg.name} installed.", title="models")
         self.load()
 
     def worker_failed(self, worker) -> None:
@@ -190,8 +191,12 @@ class ModelsScreen(KdScreen):
 
     @work(thread=True, group="models-delete", description="Deleting model", exit_on_error=False)
     def delete(self, name: str) -> None:
-        from ..engine import registry
+        from ..engine.llm import registry
 
         registry.delete_model(self.app.db(), name)
-        self.app.call_from_thread(self.notify, f"{name} deleted.", title="models")
+        self.post_message(ModelDeleted(name))
+
+    @on(ModelDeleted)
+    def _deleted(self, msg: ModelDeleted) -> None:
+        self.notify(f"{msg.name} deleted.", title="models")
         self.load()

@@ -12,19 +12,16 @@ from textual.widgets import DataTable, Footer, Markdown, Select
 from textual_plotext import PlotextPlot
 
 from ..engine import browse
+from ..engine.evaluation.metrics import QUALITY, SUMMARY, metric
 from .base import KdScreen
 from .messages import ResultsLoaded
 
-METRICS = (
-    ("strict_f1", "strict F1"),
-    ("strict_precision", "strict precision"),
-    ("strict_recall", "strict recall"),
-    ("precision", "precision (AICL)"),
-    ("recall", "recall (AICL)"),
-    ("coverage", "coverage (AICL)"),
-    ("seconds_per_session", "seconds/session"),
-)
-COLUMNS = ("precision", "recall", "coverage", "strict_precision", "strict_recall", "strict_f1")
+# From the engine's table of metrics: strict ones first in the chooser, the summary ones as columns.
+# The chooser opens on strict F1, the headline number, then the other strict ones, then AICL's.
+METRICS = tuple((m.key, m.label) for m in sorted(QUALITY, key=lambda m: (m.family != "strict", m.key != "strict_f1"))
+                if m.summary) + (
+    (metric("seconds_per_session").key, metric("seconds_per_session").label),)
+COLUMNS = tuple(m.key for m in SUMMARY)
 
 
 def metric_value(run: browse.EvalRunRow, key: str) -> float | None:
@@ -40,7 +37,7 @@ def find_reports() -> list[dict[str, str]]:
     """Experiment reports written by `kdbundle experiment report` (name and Markdown path), newest last,
     with the newest one's text read here (in the worker) rather than on the event loop."""
     try:
-        from ..engine import experiment
+        from ..engine.evaluation import experiment
     except ImportError:
         return []
     lister = getattr(experiment, "list_reports", None)
@@ -81,8 +78,8 @@ class ResultsScreen(KdScreen):
         table = self.query_one("#runs", DataTable)
         table.add_column("dataset/split", key="dataset", width=18)
         table.add_column("method", key="method", width=13)
-        for key, title in zip(COLUMNS, ("P", "R", "Cov", "sP", "sR", "sF1")):
-            table.add_column(title, key=key, width=4)
+        for key in COLUMNS:
+            table.add_column(metric(key).compact, key=key, width=4)
         table.add_column("s/ses", key="sps", width=5)
         self.query_one("#report").display = False
         self.action_reload()
@@ -127,7 +124,8 @@ class ResultsScreen(KdScreen):
             status = "" if r.status in ("done", "complete") else f" ({r.status})"
             table.add_row(Text(f"{r.dataset}/{r.split}"), Text(r.label + status), *cells,
                           "-" if sps is None else f"{sps:.2f}", key=str(r.id))
-        table.border_title = f"{len(runs)} evaluation run{'s' if len(runs) != 1 else ''}" if runs else "no evaluation runs yet: launch an eval job (3, n)"
+        table.border_title = (f"{len(runs)} evaluation run{'s' if len(runs) != 1 else ''}" if runs
+                              else "no evaluation runs yet: launch an eval job (3, n)")
         self._plot(runs)
 
     def _plot(self, runs: list[browse.EvalRunRow]) -> None:

@@ -84,7 +84,7 @@ class SessionsScreen(KdScreen):
 
     @work(thread=True, group="demo", description="Loading the demo dataset", exit_on_error=False)
     def load_demo(self) -> None:
-        from ..engine.demo import ensure_demo, load_demo
+        from ..engine.data.demo import ensure_demo, load_demo
 
         db = self.app.db()
         names = ensure_demo(db) or load_demo(db)  # load_demo refuses, in one line, if already there

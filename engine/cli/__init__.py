@@ -28,16 +28,16 @@ def _root(
 
 
 # Command groups register themselves on `app` when imported.
-from . import jobs as _jobs  # noqa: E402,F401
 from . import data as _data  # noqa: E402,F401
-from . import knowledge as _knowledge  # noqa: E402,F401
-from . import eval as _eval  # noqa: E402,F401
-from . import models as _models  # noqa: E402,F401
-from . import generate as _generate  # noqa: E402,F401
 from . import distill as _distill  # noqa: E402,F401
-from . import knowledge_sets as _knowledge_sets  # noqa: E402,F401
-from . import train as _train  # noqa: E402,F401
+from . import eval as _eval  # noqa: E402,F401
 from . import experiment as _experiment  # noqa: E402,F401
+from . import generate as _generate  # noqa: E402,F401
+from . import jobs as _jobs  # noqa: E402,F401
+from . import knowledge as _knowledge  # noqa: E402,F401
+from . import knowledge_sets as _knowledge_sets  # noqa: E402,F401
+from . import models as _models  # noqa: E402,F401
+from . import train as _train  # noqa: E402,F401
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from ...store.db import default_db_path, open_db
+from .. import config
 
 console = Console()
 err_console = Console(stderr=True)
@@ -35,6 +36,12 @@ class State:
 
 def state(ctx: typer.Context) -> State:
     return ctx.find_root().obj
+
+
+def option(cls: type, name: str, *flags: str, help: str | None = None, default: Any = ..., **kw: Any) -> Any:
+    """A typer option whose default and help are the config dataclass field's (engine.config)."""
+    return typer.Option(config.default(cls, name) if default is ... else default, *flags,
+                        help=help if help is not None else config.help_text(cls, name), **kw)
 
 
 def print_json(obj: Any) -> None:

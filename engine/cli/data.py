@@ -8,10 +8,10 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..datasets import delete_dataset, list_datasets
-from ..demo import ensure_demo
+from ..data.datasets import delete_dataset, list_datasets
+from ..data.demo import ensure_demo
+from ..data.importers import FILE_FORMATS, ImportResult, import_dataset
 from ..errors import InputError
-from ..importers import FORMATS, ImportResult, import_dataset
 from . import app
 from .common import console, err_console, print_json, state
 
@@ -47,14 +47,14 @@ def import_cmd(
     ctx: typer.Context,
     path: Path = typer.Argument(..., help="A BundleRec domain folder or a .jsonl file."),
     name: str = typer.Option(..., "--name", help="Name of the new dataset."),
-    format: Optional[str] = typer.Option(None, "--format", help=f"{' | '.join(FORMATS)} (default: folder = bundlerec, file = jsonl)."),
+    format: Optional[str] = typer.Option(None, "--format", help=f"{' | '.join(FILE_FORMATS)} (default: folder = bundlerec, file = jsonl)."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite a dataset of the same name."),
     seed: int = typer.Option(0, help="Seed of the random split when the data has none."),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Import a dataset in one transaction (bad input changes nothing)."""
-    if format is not None and format not in FORMATS:
-        raise InputError(f"unknown format {format!r} (known: {', '.join(FORMATS)})")
+    if format is not None and format not in FILE_FORMATS:
+        raise InputError(f"unknown format {format!r} (known: {', '.join(FILE_FORMATS)})")
     db = ready_db(ctx)
     _report(import_dataset(db, path, name, format=format, replace=replace, seed=seed), as_json)
 
@@ -70,7 +70,7 @@ def fetch_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Download a public dataset into the user data dir and import it."""
-    from ..fetch import fetch_and_import
+    from ..data.fetch import fetch_and_import
 
     if source != "bundlerec":
         raise InputError(f"unknown source {source!r} (known: bundlerec)")

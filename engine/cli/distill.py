@@ -5,10 +5,11 @@ from typing import Optional
 
 import typer
 
-from ..distill import DistillConfig, planned_units
-from ..sampling import STRATEGIES
+from ..knowledge.distill import DistillConfig, planned_units
+from ..knowledge.formats import DISTILLED, get_format
+from ..knowledge.sampling import STRATEGIES
 from . import app
-from .common import console, print_json
+from .common import console, option, print_json
 from .data import ready_db
 from .jobs import launch
 
@@ -28,7 +29,7 @@ def _run(ctx: typer.Context, kind: str, dataset: str, teacher: Optional[str], sa
     # Only non-default fields go into the job, so `jobs list` shows what the user chose.
     defaults = DistillConfig(dataset).params()
     params = {k: v for k, v in cfg.params().items() if k == "dataset" or v != defaults[k]}
-    job = launch(ctx, f"distill-{kind}", params, detach=detach, as_json=as_json, total=total)
+    job = launch(ctx, get_format(kind).job_kind, params, detach=detach, as_json=as_json, total=total)
     if job is None:
         return
     if as_json:
@@ -42,9 +43,12 @@ def _run(ctx: typer.Context, kind: str, dataset: str, teacher: Optional[str], sa
         console.print(f"job {job['id']}: {r.get('accepted', 0)} thoughts accepted, {r.get('rejected', 0)} rejected "
                       f"({r.get('reject_reasons') or {}}) from {r.get('sessions')} sessions by {r.get('teacher')}; "
                       f"see `kdbundle knowledge list --dataset {dataset} --kind thought`")
-    else:
+    elif kind == "rules":
         console.print(f"job {job['id']}: {r.get('rules', 0)} rules consolidated from {r.get('drafts', 0)} session "
                       f"drafts by {r.get('teacher')}; see `kdbundle knowledge list --dataset {dataset} --kind rule`")
+    else:
+        console.print(f"job {job['id']} {job['status']}: {r}; see `kdbundle knowledge list --dataset {dataset} "
+                      f"--kind {get_format(kind).record_kind}`")
 
 
 _SAMPLE_HELP = " | ".join(STRATEGIES)
@@ -52,21 +56,20 @@ _SAMPLE_HELP = " | ".join(STRATEGIES)
 
 def _command(kind: str, doc: str):
     """One command per knowledge kind; the options are the same (DistillConfig's), so they are written once."""
-    rounds_help = "Revision rounds after the first answer." if kind == "rules" else "(rules only; accepted for symmetry)"
+    rounds_help = None if kind == "rules" else "(rules only; accepted for symmetry)"
 
     def command(
         ctx: typer.Context,
         dataset: str = typer.Option(..., "--dataset"),
-        teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher model (default: qwen2.5-coder-1.5b)."),
-        sample: str = typer.Option("random", "--sample", help=_SAMPLE_HELP),
-        ratio: float = typer.Option(0.1, "--ratio", help="Fraction of the training sessions, in (0, 1]."),
-        seed: int = typer.Option(0, "--seed"),
-        concurrency: int = typer.Option(1, "--concurrency", help="Concurrent requests (OpenAI-compatible teachers)."),
-        max_rounds: int = typer.Option(2, "--max-rounds", help=rounds_help),
-        limit: Optional[int] = typer.Option(None, "--limit", help="Distil at most this many sampled sessions."),
-        max_tokens: int = typer.Option(768, "--max-tokens", help="Cap on each teacher answer."),
-        difficulty_model: Optional[str] = typer.Option(None, "--difficulty-model",
-                                                       help="Model ranking difficulty (default: the teacher)."),
+        teacher: Optional[str] = option(DistillConfig, "teacher", "--teacher"),
+        sample: str = option(DistillConfig, "sample", "--sample", help=_SAMPLE_HELP),
+        ratio: float = option(DistillConfig, "ratio", "--ratio"),
+        seed: int = option(DistillConfig, "seed", "--seed"),
+        concurrency: int = option(DistillConfig, "concurrency", "--concurrency"),
+        max_rounds: int = option(DistillConfig, "max_rounds", "--max-rounds", help=rounds_help),
+        limit: Optional[int] = option(DistillConfig, "limit", "--limit"),
+        max_tokens: int = option(DistillConfig, "max_tokens", "--max-tokens"),
+        difficulty_model: Optional[str] = option(DistillConfig, "difficulty_model", "--difficulty-model"),
         detach: bool = typer.Option(False, "--detach", help="Start in the background and print only the job id."),
         as_json: bool = typer.Option(False, "--json"),
     ):
@@ -78,7 +81,5 @@ def _command(kind: str, doc: str):
     return command
 
 
-distill_app.command("rules")(_command(
-    "rules", "Rules by self-reflection against the ground truth, consolidated into a ranked rule set."))
-distill_app.command("thoughts")(_command(
-    "thoughts", "Step-by-step thoughts justifying the true bundles; kept only if the final answer matches."))
+for _fmt in DISTILLED:  # one command per format a teacher distils (knowledge.formats)
+    distill_app.command(_fmt.name)(_command(_fmt.name, _fmt.how[0].upper() + _fmt.how[1:] + "."))

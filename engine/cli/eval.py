@@ -8,10 +8,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..evaluate import METHODS, UTILIZATIONS, EvalConfig, evaluate
-from ..metrics import TAXONOMY
+from ..evaluation.evaluate import METHODS, UTILIZATIONS, EvalConfig, evaluate
+from ..evaluation.metrics import TAXONOMY, family_metrics
 from . import app
-from .common import console, err_console, print_json
+from .common import console, err_console, option, print_json
 from .data import ready_db
 
 
@@ -19,14 +19,14 @@ from .data import ready_db
 def eval_cmd(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset"),
-    split: str = typer.Option("test", "--split", help="train | valid | test"),
-    method: str = typer.Option("patterns", "--method", help=" | ".join(METHODS)),
-    model: Optional[str] = typer.Option(None, "--model", help="Model name for --method llm."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Score a seeded sample of this many sessions."),
-    seed: int = typer.Option(0, "--seed"),
-    utilization: str = typer.Option("zero-shot", "--utilization", help=" | ".join(UTILIZATIONS)),
-    knowledge_set: Optional[str] = typer.Option(None, "--knowledge-set"),
-    min_support: float = typer.Option(0.001, "--min-support", help="Pattern baseline: support of its train patterns."),
+    split: str = option(EvalConfig, "split", "--split"),
+    method: str = option(EvalConfig, "method", "--method", help=" | ".join(METHODS)),
+    model: Optional[str] = option(EvalConfig, "model", "--model"),
+    limit: Optional[int] = option(EvalConfig, "limit", "--limit"),
+    seed: int = option(EvalConfig, "seed", "--seed"),
+    utilization: str = option(EvalConfig, "utilization", "--utilization", help=" | ".join(UTILIZATIONS)),
+    knowledge_set: Optional[str] = option(EvalConfig, "knowledge_set", "--knowledge-set"),
+    min_support: float = option(EvalConfig, "min_support", "--min-support"),
     detach: bool = typer.Option(False, "--detach", help="Run as a background job; print its id."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the metrics."),
 ):
@@ -61,11 +61,14 @@ def _f(v: Any) -> str:
 
 def show_metrics(m: dict[str, Any]) -> None:
     t = Table(title=f"{m['model']} on {m['dataset']} / {m['split']}  ({m['scored']}/{m['sessions']} sessions answered)")
-    for col in ("family", "precision", "recall", "F1 / coverage", "Jaccard"):
-        t.add_column(col, justify="right" if col != "family" else "left")
-    t.add_row("AICL-compatible", _f(m["precision"]), _f(m["recall"]), f"coverage {_f(m['coverage'])}", "")
-    t.add_row("strict (one-to-one)", _f(m["strict_precision"]), _f(m["strict_recall"]),
-              f"F1 {_f(m['strict_f1'])}", _f(m.get("strict_jaccard")))
+    rows = {"AICL-compatible": family_metrics("aicl"), "strict (one-to-one)": family_metrics("strict")}
+    width = max(len(ms) for ms in rows.values())
+    t.add_column("family")
+    for _ in range(width):
+        t.add_column("", justify="right")
+    for family, ms in rows.items():
+        cells = [f"{x.short} {x.fmt(m.get(x.key))}" for x in ms]
+        t.add_row(family, *cells, *[""] * (width - len(cells)))
     console.print(t)
     e = Table(title="predicted bundles by error type")
     for k in TAXONOMY:

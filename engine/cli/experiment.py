@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from ..experiment import job_params, load_config
+from ..evaluation.experiment import load_config
+from ..jobs.experiment import job_params
 from . import app
 from .common import console, print_json
 from .data import ready_db
@@ -40,7 +41,7 @@ def report_cmd(ctx: typer.Context, name: str = typer.Argument(...),
                out: Optional[Path] = typer.Option(None, "--out", help="Folder for the .md and .png (default: reports/NAME)."),
                as_json: bool = typer.Option(False, "--json")):
     """Write the Markdown report with tables and PNG plots."""
-    from ..experiment_report import write_report
+    from ..evaluation.report import write_report
 
     result = write_report(ready_db(ctx), name, out or Path("reports") / name)
     if as_json:

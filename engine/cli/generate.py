@@ -7,10 +7,10 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from ..data.sessions import dataset_id, load_sessions
 from ..errors import InputError, NotFound
-from ..generate import BundleGenerator, GenerateConfig, typed_session
-from ..registry import DEFAULT_STUDENT
-from ..sessions import dataset_id, load_sessions
+from ..llm.generate import BundleGenerator, GenerateConfig, typed_session
+from ..llm.registry import DEFAULT_STUDENT
 from . import app
 from .common import console, print_json
 from .data import ready_db

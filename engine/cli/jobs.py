@@ -8,7 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from .. import jobs as J
+from ..jobs import runner as J
 from . import app
 from .common import console, err_console, print_json, state
 

@@ -7,8 +7,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..knowledge_records import KINDS, list_knowledge
-from ..patterns import ALGORITHMS, MineConfig, mine
+from ..knowledge.patterns import ALGORITHMS, MineConfig, mine
+from ..knowledge.records import KINDS, list_knowledge
 from . import app
 from .common import console, print_json
 from .data import ready_db

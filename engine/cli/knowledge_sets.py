@@ -12,8 +12,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import NotFound
-from ..knowledge_sets import FORMATS, create_set, delete_set, list_sets, show_set
-from ..sampling import STRATEGIES, SampleConfig
+from ..evaluation.difficulty import difficulty_scores
+from ..knowledge.formats import FORMAT_NAMES
+from ..knowledge.sampling import STRATEGIES, SampleConfig
+from ..knowledge.sets import create_set, delete_set, list_sets, show_set
 from .common import console, print_json
 from .data import ready_db
 from .knowledge import knowledge_app
@@ -90,7 +92,7 @@ def _sample(sample: Optional[str], ratio: Optional[float], seed: int, difficulty
 def create_cmd(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Name of the set."),
-    formats: str = typer.Option(..., "--formats", help=f"Comma-separated: {','.join(FORMATS)}."),
+    formats: str = typer.Option(..., "--formats", help=f"Comma-separated: {','.join(FORMAT_NAMES)}."),
     datasets: str = typer.Option(..., "--datasets", help="Comma-separated dataset names (first = the target)."),
     sample: Optional[str] = typer.Option(None, "--sample", help=" | ".join(STRATEGIES) + " (which sessions' thoughts)."),
     ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction of training sessions (default 1.0)."),
@@ -101,7 +103,7 @@ def create_cmd(
 ):
     """Combine formats and datasets into a named set that training and evaluation can cite."""
     out = create_set(ready_db(ctx), name, formats, datasets, _sample(sample, ratio, seed, difficulty_model),
-                     replace=replace)
+                     replace=replace, difficulty=difficulty_scores)
     if as_json:
         print_json({k: v for k, v in out.items() if k != "members"} | {"members": [m["id"] for m in out["members"]]})
         return

@@ -8,8 +8,8 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .. import registry
 from ..errors import InputError
+from ..llm import registry
 from . import app
 from .common import console, err_console, print_json, state
 

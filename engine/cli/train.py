@@ -2,7 +2,7 @@
 
 Both run as jobs in their own process (progress bar here, or --detach to print the job id).
 `kdbundle train ... --prepare DIR` and `kdbundle train-import DIR` train on another machine instead
-(see engine/train_remote.py).
+(see engine/student/remote.py).
 """
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from typing import Any, Optional
 
 import typer
 
-from ..export import ExportConfig
-from ..gguf_write import QUANTS
 from ..errors import InputError
-from ..sft_examples import THOUGHT_MODES
-from ..train_job import job_params
-from ..train_remote import import_run, prepare_run
+from ..jobs.train import job_params
+from ..student.examples import SftDataConfig
+from ..student.export import ExportConfig
+from ..student.gguf_write import QUANTS
+from ..student.remote import import_run, prepare_run
+from ..student.train import TrainConfig
 from . import app
-from .common import console, print_json, state
+from .common import console, option, print_json, state
 from .data import ready_db
 from .jobs import launch
 
@@ -37,27 +38,27 @@ def train_cmd(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", help="Dataset whose training sessions are learned."),
     also: list[str] = typer.Option([], "--also", help="Another dataset to train on as well (repeatable)."),
-    student: str = typer.Option("smollm2-135m", "--student", help="Registered model, .gguf file or HF weights."),
+    student: str = option(TrainConfig, "student", "--student"),
     knowledge_set: Optional[str] = typer.Option(None, "--knowledge-set", help="Named knowledge set."),
     formats: Optional[str] = typer.Option(None, "--formats",
                                           help="patterns,rules,thoughts: make (or reuse) a set of the newest knowledge."),
-    rank: int = typer.Option(16, "--rank", help="LoRA rank."),
-    alpha: float = typer.Option(32.0, "--alpha", help="LoRA alpha."),
-    target_modules: str = typer.Option("all-linear", "--target-modules"),
-    lr: float = typer.Option(2e-4, "--lr"),
-    epochs: float = typer.Option(1.0, "--epochs"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
-    batch: int = typer.Option(4, "--batch"),
-    grad_accum: int = typer.Option(1, "--grad-accum"),
-    max_len: int = typer.Option(1024, "--max-len", help="Token limit per example."),
-    seed: int = typer.Option(42, "--seed"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
-    save_steps: int = typer.Option(50, "--save-steps"),
-    thoughts: str = typer.Option("rationale", "--thoughts", help=" | ".join(THOUGHT_MODES)),
-    k: int = typer.Option(2, "--k", help="Retrieved worked examples per prompt (sets with thoughts)."),
+    rank: int = option(TrainConfig, "rank", "--rank"),
+    alpha: float = option(TrainConfig, "alpha", "--alpha"),
+    target_modules: str = option(TrainConfig, "target_modules", "--target-modules"),
+    lr: float = option(TrainConfig, "lr", "--lr"),
+    epochs: float = option(TrainConfig, "epochs", "--epochs"),
+    max_steps: Optional[int] = option(TrainConfig, "max_steps", "--max-steps"),
+    batch: int = option(TrainConfig, "batch_size", "--batch"),
+    grad_accum: int = option(TrainConfig, "grad_accum", "--grad-accum"),
+    max_len: int = option(TrainConfig, "max_len", "--max-len"),
+    seed: int = option(TrainConfig, "seed", "--seed"),
+    threads: Optional[int] = option(TrainConfig, "threads", "--threads"),
+    save_steps: int = option(TrainConfig, "save_steps", "--save-steps"),
+    thoughts: str = option(SftDataConfig, "thoughts", "--thoughts"),
+    k: int = option(SftDataConfig, "k", "--k"),
     no_knowledge_in_prompt: bool = typer.Option(False, "--no-knowledge-in-prompt",
                                                 help="Train without the set's knowledge in the instruction."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N training sessions per dataset."),
+    limit: Optional[int] = option(SftDataConfig, "limit", "--limit"),
     prepare: Optional[Path] = typer.Option(None, "--prepare", metavar="DIR",
                                            help="Do not train: write DIR for training on another machine "
                                                 "(accelerate launch / torchrun), then `kdbundle train-import DIR`."),
@@ -70,9 +71,9 @@ def train_cmd(
     db = ready_db(ctx)
     params = job_params(db, dataset=dataset, also=also, student=student, knowledge_set=knowledge_set,
                         formats=formats, rank=rank, alpha=alpha, target_modules=target_modules, lr=lr,
-                        epochs=epochs, max_steps=max_steps, batch=batch, grad_accum=grad_accum, max_len=max_len,
-                        seed=seed, threads=threads, save_steps=save_steps, thoughts=thoughts, k=k,
-                        knowledge_in_prompt=not no_knowledge_in_prompt, limit=limit)
+                        epochs=epochs, max_steps=max_steps, batch_size=batch, grad_accum=grad_accum,
+                        max_len=max_len, seed=seed, threads=threads, save_steps=save_steps, thoughts=thoughts,
+                        k=k, knowledge_in_prompt=not no_knowledge_in_prompt, limit=limit)
     if prepare is not None:
         _prepared(prepare_run(db, params, prepare), as_json)
         return
@@ -99,7 +100,7 @@ def _prepared(info: dict[str, Any], as_json: bool) -> None:
     console.print(f"1. copy {d} to the training machine (with kdbundle installed there)")
     console.print("2. there, train with N processes (GPUs); rerunning resumes:", soft_wrap=True)
     console.print(f"     sh {Path(d).name}/launch.sh N", soft_wrap=True)
-    console.print("   which runs: accelerate launch --multi_gpu --num_processes N -m kdbundle.engine.train "
+    console.print("   which runs: accelerate launch --multi_gpu --num_processes N -m kdbundle.engine.student.train "
                   f"--db {Path(d).name}/remote.db --config {Path(d).name}/config.json "
                   f"--examples {Path(d).name}/examples.jsonl --run-id {info['run_id']}", soft_wrap=True)
     console.print(f"3. copy the folder back here and run: kdbundle train-import {d}", soft_wrap=True)
@@ -129,9 +130,9 @@ def train_import_cmd(
 def export_cmd(
     ctx: typer.Context,
     run_id: int = typer.Argument(..., help="A finished training run."),
-    quant: str = typer.Option("q8_0", "--quant", help=" | ".join(QUANTS)),
-    adapter: bool = typer.Option(False, "--adapter", help="Export the LoRA alone (loaded over the base)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Registered model name (default: derived from the run)."),
+    quant: str = option(ExportConfig, "quant", "--quant", help=" | ".join(QUANTS)),
+    adapter: bool = option(ExportConfig, "adapter", "--adapter"),
+    name: Optional[str] = option(ExportConfig, "name", "--name"),
     out_dir: Optional[str] = typer.Option(None, "--out-dir", help="Folder for the .gguf (default: runs/<db name>/models beside the database)."),
     detach: bool = typer.Option(False, "--detach"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (model, path, size_bytes, quant)."),

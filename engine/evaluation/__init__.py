@@ -1,0 +1,1 @@
+"""Scoring: metrics (the one table of metrics), baselines, evaluate, difficulty, grids and reports."""

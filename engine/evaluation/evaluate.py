@@ -1,0 +1,273 @@
+"""Recipe: score a bundle generator on a dataset split with both metric families.
+
+Resumable: an `eval_runs` row is keyed by the identity of the inputs (config, dataset import,
+model file, knowledge set); each session's prediction is committed to `eval_results` as soon as
+it exists, and a rerun with the same inputs only predicts the sessions still missing.
+Methods go through a small predictor protocol: `predict(session) -> Prediction` and `close()`.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import random
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol
+
+import sqlite_utils
+
+from ...store.db import transaction
+from ..data.sessions import dataset_id, load_sessions
+from ..errors import InputError, KdError, NotFound
+from ..knowledge.patterns import MineConfig, load_patterns, mine_patterns, transactions
+from ..types import Bundle, Prediction, Session
+from .metrics import aggregate, error_label, score_session
+
+METHODS = ("patterns", "whole-session", "llm")
+UTILIZATIONS = ("zero-shot", "icl", "sft", "icl+sft")
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class EvalConfig:
+    dataset: str
+    """Dataset to score on."""
+    split: str = "test"
+    """train | valid | test; only sessions with ground-truth bundles are scored."""
+    method: str = "patterns"
+    """patterns (mined category patterns) | whole-session (trivial) | llm (a registered model)."""
+    model: str | None = None
+    """Model name for method llm (the registry's default student when None)."""
+    limit: int | None = None
+    """Score a seeded random sample of this many sessions instead of the whole split."""
+    seed: int = 0
+    """Seed of that sample (and of the model's sampling, for llm)."""
+    utilization: str = "zero-shot"
+    """How an llm uses knowledge: zero-shot | icl | sft | icl+sft."""
+    knowledge_set: str | None = None
+    """Named knowledge set for icl / icl+sft."""
+    min_support: float = 0.001
+    """Pattern baseline: minimum support of the train-split patterns it uses."""
+    eval_run_id: int | None = None
+    """Filled in by evaluate() so generations can point at their run; not part of the identity."""
+    job_id: int | None = None
+    """The job running this evaluation, if any; not part of the identity."""
+
+    def identity(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("eval_run_id", "job_id"):
+            d.pop(k)
+        if self.method != "patterns":
+            d.pop("min_support")
+        if self.method != "llm":
+            for k in ("model", "utilization", "knowledge_set"):
+                d.pop(k)
+        return d
+
+
+class Predictor(Protocol):
+    def predict(self, session: Session) -> Prediction: ...
+
+    def close(self) -> None: ...
+
+
+class EvalStopped(KdError):
+    """The caller asked the evaluation to stop; finished sessions are kept for a rerun."""
+
+
+def make_predictor(db: sqlite_utils.Database, cfg: EvalConfig) -> Predictor:
+    from .baselines import PatternPredictor, WholeSessionPredictor
+
+    if cfg.method == "whole-session":
+        return WholeSessionPredictor()
+    if cfg.method == "patterns":
+        mine_cfg = MineConfig(cfg.dataset, min_support=cfg.min_support)
+        # The same options always mine the same patterns: reuse stored ones, else mine in memory.
+        patterns, _ = load_patterns(db, cfg.dataset, mine_cfg.params())
+        if not patterns:
+            patterns = mine_patterns(transactions(db, cfg.dataset, mine_cfg.split), mine_cfg)
+        return PatternPredictor(patterns)
+    from .llm_predictor import make_llm_predictor  # heavy (llama.cpp); only when asked for
+
+    return make_llm_predictor(db, cfg)
+
+
+def _check(cfg: EvalConfig) -> None:
+    if cfg.method not in METHODS:
+        raise InputError(f"unknown method {cfg.method!r} (known: {', '.join(METHODS)})")
+    if cfg.split not in SPLITS:
+        raise InputError(f"unknown split {cfg.split!r} (known: {', '.join(SPLITS)})")
+    if cfg.utilization not in UTILIZATIONS:
+        raise InputError(f"unknown utilization {cfg.utilization!r} (known: {', '.join(UTILIZATIONS)})")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise InputError(f"limit must be at least 1, got {cfg.limit}")
+
+
+def select_sessions(db: sqlite_utils.Database, cfg: EvalConfig) -> list[Session]:
+    sessions = load_sessions(db, cfg.dataset, cfg.split, with_bundles_only=True)
+    if not sessions:
+        raise InputError(f"dataset {cfg.dataset!r} has no sessions with ground truth in split {cfg.split!r}")
+    if cfg.limit is not None and cfg.limit < len(sessions):
+        picked = set(random.Random(cfg.seed).sample([s.id for s in sessions], cfg.limit))
+        sessions = [s for s in sessions if s.id in picked]
+    return sessions
+
+
+def run_key(db: sqlite_utils.Database, cfg: EvalConfig) -> str:
+    """Hash of everything the scores depend on; a re-imported dataset or re-made model changes it."""
+    ds = db.execute("SELECT id, created_at FROM datasets WHERE id = ?", [dataset_id(db, cfg.dataset)]).fetchone()
+    ident: dict[str, Any] = {"config": cfg.identity(), "dataset": list(ds)}
+    if cfg.method == "llm":
+        from ..llm.prompts import PROMPT_VERSION
+        from ..llm.registry import get_model
+
+        # A changed prompt or a re-made model file must not reuse old answers.
+        ident["prompt"] = PROMPT_VERSION
+        if cfg.model:
+            info = get_model(db, cfg.model)
+            ident["model"] = [info.source, info.path, info.sha256, info.size_bytes, info.config]
+        if cfg.knowledge_set:
+            row = db.execute("SELECT id, created_at FROM knowledge_sets WHERE name = ?", [cfg.knowledge_set]).fetchone()
+            if row is None:
+                raise NotFound(f"no knowledge set named {cfg.knowledge_set!r}")
+            ident["knowledge_set"] = list(row)
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat()
+
+
+def _open_run(db: sqlite_utils.Database, cfg: EvalConfig, key: str) -> int:
+    with transaction(db):
+        row = db.execute("SELECT id FROM eval_runs WHERE key = ?", [key]).fetchone()
+        if row:
+            db.execute("UPDATE eval_runs SET status = 'running', job_id = COALESCE(?, job_id) WHERE id = ?",
+                       [cfg.job_id, row[0]])
+            return row[0]
+        cur = db.execute(
+            """INSERT INTO eval_runs (key, dataset, split, method, model, utilization, knowledge_set, params,
+               status, job_id, created_at) VALUES (?,?,?,?,?,?,?,?, 'running', ?, ?)""",
+            [key, cfg.dataset, cfg.split, cfg.method, cfg.model, cfg.utilization if cfg.method == "llm" else None,
+             cfg.knowledge_set, json.dumps(cfg.identity()), cfg.job_id, _now()],
+        )
+        return cur.lastrowid
+
+
+def _store(db: sqlite_utils.Database, run_id: int, session: Session, pred: Prediction, seconds: float) -> None:
+    predicted = [{"items": sorted(b.items), "intent": b.intent} for b in pred.bundles]
+    with transaction(db):
+        db.execute(
+            """INSERT OR REPLACE INTO eval_results (eval_run_id, session_id, predicted, errors, generation_id,
+               seconds, prompt_tokens, completion_tokens) VALUES (?,?,?,?,?,?,?,?)""",
+            [run_id, session.id, json.dumps(predicted, ensure_ascii=False), json.dumps([error_label(e) for e in pred.errors]),
+             pred.generation_id, seconds, pred.prompt_tokens, pred.completion_tokens],
+        )
+
+
+def evaluate(
+    db: sqlite_utils.Database,
+    cfg: EvalConfig,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """Score `cfg.method` on `cfg.split` of `cfg.dataset`; returns the metrics dict (see keys below).
+
+    Keys: precision, recall, coverage (AICL); strict_precision, strict_recall, strict_f1,
+    strict_jaccard; sessions, scored, errors (taxonomy counts); seconds (prediction time summed
+    over sessions), seconds_per_session, tokens_per_second, peak_rss_mb, model, intent_similarity;
+    and eval_run_id, dataset, split, method.
+    """
+    _check(cfg)
+    sessions = select_sessions(db, cfg)
+    run_id = _open_run(db, cfg, run_key(db, cfg))
+    cfg = replace(cfg, eval_run_id=run_id)
+    done = {sid for (sid,) in db.execute("SELECT session_id FROM eval_results WHERE eval_run_id = ?", [run_id])}
+    todo = [s for s in sessions if s.id not in done]
+    total, finished = len(sessions), len(sessions) - len(todo)
+    if progress:
+        progress(finished, total)
+    if todo:
+        predictor = make_predictor(db, cfg)
+        try:
+            for s in todo:
+                if should_stop and should_stop():
+                    raise EvalStopped(f"evaluation stopped after {finished}/{total} sessions; rerun to continue")
+                started = time.perf_counter()
+                pred = predictor.predict(s)
+                _store(db, run_id, s, pred, pred.seconds or (time.perf_counter() - started))
+                finished += 1
+                if progress:
+                    progress(finished, total)
+        finally:
+            predictor.close()
+    metrics = summarize(db, run_id, sessions, cfg)
+    with transaction(db):
+        db.execute("UPDATE eval_runs SET status = 'done', metrics = ?, finished_at = ? WHERE id = ?",
+                   [json.dumps(metrics), _now(), run_id])
+    return metrics
+
+
+def summarize(db: sqlite_utils.Database, run_id: int, sessions: list[Session], cfg: EvalConfig) -> dict[str, Any]:
+    """Metrics from the stored results of `run_id` over `sessions`."""
+    rows = {
+        sid: (json.loads(pred), json.loads(errs), secs or 0.0, ptok, ctok)
+        for sid, pred, errs, secs, ptok, ctok in db.execute(
+            """SELECT session_id, predicted, errors, seconds, prompt_tokens, completion_tokens
+               FROM eval_results WHERE eval_run_id = ?""",
+            [run_id],
+        )
+    }
+    scores, pred_intents, true_intents = [], [], []
+    seconds, completion_tokens, timed_tokens = 0.0, 0, 0.0
+    for s in sessions:
+        predicted, errors, secs, _, ctok = rows[s.id]
+        truth = [b.items for b in s.bundles]
+        sc = score_session([p["items"] for p in predicted], truth, n_items=s.n, extra_errors=errors)
+        scores.append(sc)
+        # Intents of one-to-one matched pairs, indexed among the valid predictions.
+        valid = [p for p in predicted if _valid(p["items"], s.n)]
+        for i, j, _ in sc.matches:
+            if valid[i].get("intent"):
+                pred_intents.append(valid[i]["intent"])
+                true_intents.append(s.bundles[j].intent or "")
+        seconds += secs
+        if ctok is not None:
+            completion_tokens += ctok
+            timed_tokens += secs
+    out = aggregate(scores)
+    out.update(
+        seconds=seconds,
+        seconds_per_session=seconds / len(sessions) if sessions else 0.0,
+        tokens_per_second=completion_tokens / timed_tokens if timed_tokens > 0 and completion_tokens else None,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        model=cfg.model if cfg.method == "llm" else cfg.method,
+        intent_similarity=_intent_similarity(pred_intents, true_intents),
+        eval_run_id=run_id, dataset=cfg.dataset, split=cfg.split, method=cfg.method,
+    )
+    return out
+
+
+def _valid(items: list, n: int) -> bool:
+    b = set(items)
+    return len(b) >= 2 and all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= n for x in b)
+
+
+def _intent_similarity(pred: list[str], truth: list[str]) -> float | None:
+    if not pred:
+        return None
+    from ..embeddings import intent_similarity  # sentence-transformers: only when intents exist
+
+    sims = intent_similarity(pred, truth)
+    if isinstance(sims, (int, float)):
+        return float(sims)
+    sims = list(sims)
+    return float(sum(sims) / len(sims)) if sims else None
+
+
+def prediction_from_stored(predicted: list[dict]) -> list[Bundle]:
+    """Stored `eval_results.predicted` back as bundles (for viewers of past runs)."""
+    return [Bundle(frozenset(p["items"]), p.get("intent") or "") for p in predicted]

@@ -1,0 +1,62 @@
+"""The `llm` method of `evaluate`: a registered model as a predictor (`predict(session) -> Prediction`).
+
+Utilization: zero-shot and sft prompt the model with the session alone (for sft the model *is*
+the fine-tuned student, named with --model). icl and icl+sft add a knowledge set to the prompt;
+the knowledge for each session comes from `icl.knowledge_provider(db, knowledge_set)` (the
+student-adaptation recipes), which returns a callable session -> PromptKnowledge.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+from ..errors import KdError
+from ..llm.generate import BundleGenerator, GenerateConfig
+from ..llm.prompts import PromptKnowledge
+from ..llm.registry import DEFAULT_STUDENT
+from ..types import Prediction, Session
+
+KnowledgeFor = Callable[[Session], PromptKnowledge | None]
+
+
+class LLMPredictor:
+    def __init__(self, generator: BundleGenerator, *, knowledge_for: KnowledgeFor | None = None,
+                 eval_run_id: int | None = None, job_id: int | None = None, extra_params: dict | None = None):
+        self.generator = generator
+        self.knowledge_for = knowledge_for
+        self.eval_run_id = eval_run_id
+        self.job_id = job_id
+        self.extra_params = extra_params or {}
+
+    def predict(self, session: Session) -> Prediction:
+        knowledge = self.knowledge_for(session) if self.knowledge_for else None
+        result = self.generator.generate(session, knowledge, purpose="eval", eval_run_id=self.eval_run_id,
+                                         job_id=self.job_id, extra_params=self.extra_params)
+        return result.prediction()
+
+    def close(self) -> None:
+        pass  # loaded models stay cached for the process (see backends.load_llama)
+
+
+def _knowledge_provider(db: sqlite_utils.Database, knowledge_set: str | None) -> KnowledgeFor:
+    if not knowledge_set:
+        raise KdError("utilization icl needs --knowledge-set NAME")
+    try:
+        from ..knowledge.icl import knowledge_provider
+    except ImportError:
+        raise KdError("in-context knowledge (utilization icl) is not available in this version") from None
+    return knowledge_provider(db, knowledge_set)
+
+
+def make_llm_predictor(db: sqlite_utils.Database, cfg, *, max_tokens: int | None = None) -> LLMPredictor:
+    """A predictor for `evaluate.EvalConfig` `cfg` (method llm)."""
+    gen_cfg = GenerateConfig(model=cfg.model or DEFAULT_STUDENT, seed=cfg.seed)
+    if max_tokens:
+        gen_cfg.max_tokens = max_tokens
+    knowledge_for = None
+    if cfg.utilization in ("icl", "icl+sft"):
+        knowledge_for = _knowledge_provider(db, cfg.knowledge_set)
+    generator = BundleGenerator(db, gen_cfg)
+    return LLMPredictor(generator, knowledge_for=knowledge_for, eval_run_id=cfg.eval_run_id, job_id=cfg.job_id,
+                        extra_params={"utilization": cfg.utilization, "knowledge_set": cfg.knowledge_set})

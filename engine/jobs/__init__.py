@@ -1,0 +1,1 @@
+"""Background jobs: the runner (runner.py) and one handler module per job kind (runner.JOB_KINDS)."""

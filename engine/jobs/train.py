@@ -1,0 +1,97 @@
+"""The "train" job: a knowledge set and datasets -> SFT examples -> a LoRA training run.
+
+Job params (what `kdbundle train` and experiment grids send):
+    {"datasets": ["electronic", ...], "student": "smollm2-135m", "knowledge_set": "name" | null,
+     "train": {TrainConfig fields}, "sft": {SftDataConfig fields other than datasets/knowledge_set/max_len}}
+
+Reuse by identity (student.runs): a finished run with the same inputs is reused, an unfinished one
+resumed, so `kdbundle jobs resume ID` and a rerun of the same command both continue.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from ..config import default
+from ..errors import InputError
+from ..knowledge.formats import FORMAT_NAMES
+from ..knowledge.sets import create_set, parse_list
+from ..student.examples import SftDataConfig, build_examples
+from ..student.runs import find_or_create_run, sft_config, token_counter, train_config
+from ..student.train import ADAPTER_DIR, TrainConfig, get_run, train
+from .runner import JobContext
+
+
+def formats_set(db: sqlite_utils.Database, formats: str | list[str], datasets: list[str]) -> str:
+    """The knowledge set for `--formats` without `--knowledge-set`: `<datasets>:<formats>`, created
+    from the newest knowledge of each format (no sampling) the first time it is asked for."""
+    fmts = parse_list(formats, "format", FORMAT_NAMES)
+    name = f"{'+'.join(datasets)}:{'+'.join(fmts)}"
+    if db.execute("SELECT 1 FROM knowledge_sets WHERE name = ?", [name]).fetchone() is None:
+        create_set(db, name, fmts, datasets)
+    return name
+
+
+# The options a train job records (the rest of TrainConfig / SftDataConfig keep their defaults).
+TRAIN_OPTIONS = ("rank", "alpha", "target_modules", "lr", "epochs", "max_steps", "batch_size", "grad_accum", "max_len",
+                 "seed", "threads", "save_steps")
+SFT_OPTIONS = ("thoughts", "k", "knowledge_in_prompt", "limit")
+
+
+def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tuple[str, ...] = (),
+               student: str | None = None, knowledge_set: str | None = None, formats: str | None = None,
+               **options: Any) -> dict[str, Any]:
+    """The "train" job's parameters from the user's options (the CLI and the TUI form both call this).
+
+    `options` are TrainConfig / SftDataConfig fields; one left out takes the dataclass's default.
+    """
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(TrainConfig)} - set(SFT_OPTIONS))
+    if unknown:
+        raise InputError(f"unknown training option(s): {', '.join(unknown)}")
+    datasets = list(dict.fromkeys([dataset, *also]))
+    if knowledge_set and formats:
+        raise InputError("give a knowledge set or formats, not both")
+    if formats:
+        knowledge_set = formats_set(db, formats, datasets)
+    train = {k: options.get(k, default(TrainConfig, k)) for k in TRAIN_OPTIONS}
+    train.update({k: v for k, v in options.items() if k not in SFT_OPTIONS})
+    return {
+        "datasets": datasets, "student": student or default(TrainConfig, "student"), "knowledge_set": knowledge_set,
+        "train": train,
+        "sft": {k: options.get(k, default(SftDataConfig, k)) for k in SFT_OPTIONS},
+    }
+
+
+def run_train_job(ctx: JobContext) -> dict[str, Any]:
+    db, params = ctx.db, ctx.params
+    if not params.get("knowledge_set") and params.get("formats"):
+        params = {**params, "knowledge_set": formats_set(db, params["formats"], list(params.get("datasets") or []))}
+    cfg = train_config(params)
+    data = sft_config(params, cfg)
+    data.check()
+    run_id, key, existed = find_or_create_run(db, cfg, data, ctx.job_id)
+    status = db.execute("SELECT status FROM train_runs WHERE id = ?", [run_id]).fetchone()[0]
+    ctx.log(f"training run {run_id} ({'reusing' if status == 'done' else 'resuming' if existed else 'new'}; key {key})")
+    if status == "done":
+        run = get_run(db, run_id)
+        if (Path(run["output_dir"] or "") / ADAPTER_DIR).is_dir():
+            ctx.progress(run["steps"], run["steps"])
+            return {"run_id": run_id, "status": "done", "steps": run["steps"], "final_loss": run["final_loss"],
+                    "seconds": run["seconds"], "output_dir": run["output_dir"],
+                    "adapter_dir": str(Path(run["output_dir"]) / ADAPTER_DIR), "key": key, "reused": True,
+                    "knowledge_set": data.knowledge_set, "datasets": data.datasets}
+    examples, stats = build_examples(db, data, count_tokens=token_counter(cfg, db) if data.knowledge_set else None)
+    ctx.log(f"examples: {json.dumps(stats.to_dict())}")
+
+    def on_step(row: dict) -> None:
+        ctx.progress(row["step"], row.get("total"))
+
+    result = train(db, cfg, examples, run_id=run_id, should_stop=ctx.should_stop, on_step=on_step)
+    ctx.progress(result.steps, result.steps if result.status == "done" else None)
+    return {**asdict(result), "key": key, "reused": False, "knowledge_set": data.knowledge_set,
+            "datasets": data.datasets, "example_stats": stats.to_dict()}

@@ -1,0 +1,98 @@
+"""Thoughts: the teacher sees a session and its true bundles and reasons in three steps (the products'
+meta-information, the shopper's intent, the bundle composition), then answers; a thought is kept
+only if that answer equals the ground truth and the steps are real reasoning (rejects keep the reason)."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import sqlite_utils
+
+from ...data.sessions import load_sessions
+from ...errors import NotFound
+from ...progress import Progress
+from ...types import Session
+from ..sampling import Difficulty, SampleConfig, sample_size
+from . import prompts as P
+from .common import _json_object, _norm, _open, _run_units, _selection, _Worker, answer_bundles
+
+
+def judge_thought(text: str, session: Session) -> tuple[str, str | None, list[str], list[dict]]:
+    """(status, reason, reasoning steps, parsed answer).
+
+    Accepted only if the JSON parses, the answer equals the ground truth as sets of products
+    (intents may differ), and the reasoning is more than one sentence repeated.
+    """
+    try:
+        obj = _json_object(text)
+    except ValueError as exc:
+        return "rejected", f"unparseable: {exc}", [], []
+    steps = [re.sub(r"\s+", " ", obj[k]).strip() if isinstance(obj.get(k), str) else "" for k in P.THOUGHT_STEPS]
+    answer, problems = answer_bundles(obj, session.n)
+    if problems:
+        return "rejected", "invalid answer: " + "; ".join(problems), steps, answer
+    if not all(steps):
+        missing = [k for k, x in zip(P.THOUGHT_STEPS, steps) if not x]
+        return "rejected", f"no reasoning steps ({', '.join(missing)} missing)", steps, answer
+    got = {frozenset(b["items"]) for b in answer}
+    truth = {b.items for b in session.bundles}
+    if got != truth:
+        fmt = lambda bs: "; ".join("{" + ", ".join(map(str, sorted(b))) + "}" for b in sorted(bs, key=sorted))
+        parts = []
+        if got - truth:
+            parts.append(f"bundles not in the ground truth: {fmt(got - truth)}")
+        if truth - got:
+            parts.append(f"ground-truth bundles missing: {fmt(truth - got)}")
+        return "rejected", "answer contradicts the ground truth (" + "; ".join(parts) + ")", steps, answer
+    distinct = len({_norm(x) for x in steps})
+    if distinct < 2 or sum(map(len, steps)) < 40:
+        # A small teacher can copy the answer while its "reasoning" repeats one sentence: no thought.
+        return "rejected", f"degenerate reasoning ({distinct} distinct of {len(steps)} steps)", steps, answer
+    return "accepted", None, steps, answer
+
+
+def thought_text(steps: Sequence[str]) -> str:
+    """The thought as students see it: "Products: ... Intent: ... Grouping: ..." on three lines."""
+    return "\n".join(f"{k.capitalize()}: {x}" for k, x in zip(P.THOUGHT_STEPS, steps) if x)
+
+
+def _think(w: _Worker, s: Session) -> None:
+    gid, text = w.call(s, "thought", 0, P.thought_messages(s), P.thought_schema(s.n))
+    status, reason, steps, answer = judge_thought(text, s)
+    body = thought_text(steps) if any(steps) else text[:2000]
+    data = {"steps": dict(zip(P.THOUGHT_STEPS, steps)), "answer": answer,
+            "ground_truth": [{"items": sorted(b.items), "intent": b.intent} for b in s.bundles]}
+    w.store(s, f"session:{s.id}", "thought", body, data, [gid], status, reason)
+
+
+def distill_thoughts(ctx: Progress, difficulty: Difficulty | None = None) -> dict[str, Any]:
+    cfg, w = _open(ctx, "thoughts")
+    ids = _selection(ctx, cfg, extra_units=0, difficulty=difficulty)
+    sessions = load_sessions(ctx.db, cfg.dataset, ids=ids)
+    _run_units(ctx, w, sessions, _think)
+    counts = dict(ctx.db.execute(
+        "SELECT status, COUNT(*) FROM knowledge WHERE job_id = ? AND kind = 'thought' GROUP BY status", [ctx.job_id]
+    ).fetchall())
+    reasons = Counter(r.split(":")[0].split(" (")[0] for (r,) in ctx.db.execute(
+        "SELECT reason FROM knowledge WHERE job_id = ? AND kind = 'thought' AND status = 'rejected'", [ctx.job_id]))
+    return {"sessions": len(ids), "teacher": w.teacher.name, "accepted": counts.get("accepted", 0),
+            "rejected": counts.get("rejected", 0), "reject_reasons": dict(reasons)}
+
+
+def pick_thoughts(db: sqlite_utils.Database, ds: int, dataset: str, sample: SampleConfig | None,
+                  order: list[int] | None) -> tuple[list[int], dict]:
+    """A knowledge set's thoughts: the newest accepted one per session, for the sampled sessions."""
+    newest: dict[int, int] = {}  # session id -> newest accepted thought
+    for kid, sid in db.execute(
+        """SELECT k.id, ks.session_id FROM knowledge k JOIN knowledge_sessions ks ON ks.knowledge_id = k.id
+           WHERE k.dataset_id = ? AND k.kind = 'thought' AND k.status = 'accepted' ORDER BY k.id""", [ds]):
+        newest[sid] = kid
+    if not newest:
+        raise NotFound(f"no accepted thoughts for dataset {dataset!r}: run `kdbundle distill thoughts --dataset {dataset}`")
+    if sample is None:
+        return [newest[s] for s in sorted(newest)], {"sessions": len(newest)}
+    picked = order[:sample_size(len(order), sample.ratio)]
+    have = [s for s in picked if s in newest]
+    return [newest[s] for s in have], {"sampled_sessions": len(picked), "missing_thoughts": len(picked) - len(have)}

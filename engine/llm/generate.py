@@ -1,0 +1,200 @@
+"""Recipe: generate bundles for a session with any registered model, parse strictly, log it.
+
+    gen = BundleGenerator(db, GenerateConfig(model="smollm2-135m"))
+    result = gen.generate(session, purpose="eval", eval_run_id=7)
+    result.bundles, result.errors, result.generation_id, result.completion.tokens_per_second
+
+Every call is logged in the `generations` table (model, purpose, the prompt as JSON messages, the
+schema, raw output, parsed bundles, errors, token counts, latency, tokens/s, parameters, time),
+so any number can be traced back to the exact text a model produced. `chat_logged` does the same
+for free-text calls (the distillation recipes' reflections, rules and thoughts).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from ...store.db import transaction
+from ..errors import InputError
+from ..types import Bundle, Prediction, Product, Session
+from .backends import Backend, Completion, GenParams, OnToken, open_backend
+from .parse import parse_bundles
+from .prompts import PROMPT_VERSION, Prompt, PromptKnowledge, fit_prompt
+from .registry import DEFAULT_STUDENT
+
+PURPOSES = ("demo", "eval", "distill", "arena", "generate", "benchmark")
+_WRITE_LOCK = threading.Lock()  # threads sharing one connection (concurrent endpoint calls) log one at a time
+
+
+@dataclass
+class GenerateConfig:
+    model: str = DEFAULT_STUDENT
+    """Registered model name (or a .gguf path)."""
+    max_tokens: int = 384
+    """Answer budget; a 10-product session's bundles need well under 300 tokens."""
+    temperature: float = 0.0
+    """0: greedy, reproducible."""
+    seed: int = 0
+    """Sampling seed (matters when temperature > 0)."""
+    n_ctx: int = 4096
+    """Context window to load local models with; prompts are fitted into it (see prompts.fit_prompt)."""
+    style: str | None = None
+    """Prompt style: chat | completion; None picks by whether the model has a chat template."""
+    strict_grammar: bool = True
+    """llama.cpp: decode with `prompts.answer_grammar` (increasing, unique product numbers)
+    instead of the plain JSON schema."""
+
+    def params(self) -> GenParams:
+        return GenParams(max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed)
+
+
+@dataclass
+class GenerationResult:
+    bundles: list[Bundle]
+    errors: list[dict[str, Any]]
+    """Taxonomy errors of rejected bundles ({"kind", "detail"})."""
+    warnings: list[str]
+    raw: str
+    completion: Completion
+    prompt: Prompt
+    generation_id: int | None
+    model: str
+
+    def prediction(self) -> Prediction:
+        c = self.completion
+        return Prediction(bundles=self.bundles, errors=list(self.errors), generation_id=self.generation_id,
+                          seconds=c.seconds, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat()
+
+
+def log_generation(
+    db: sqlite_utils.Database,
+    *,
+    model: str,
+    purpose: str,
+    messages: list[dict[str, str]],
+    completion: Completion,
+    response_schema: dict | None = None,
+    parsed: Any = None,
+    errors: list | None = None,
+    params: dict[str, Any] | None = None,
+    session_id: int | None = None,
+    comparison_id: str | None = None,
+    job_id: int | None = None,
+    eval_run_id: int | None = None,
+) -> int:
+    """Insert one `generations` row; returns its id. Nothing secret goes in (see backends)."""
+    if purpose not in PURPOSES:
+        raise InputError(f"unknown generation purpose {purpose!r} (known: {', '.join(PURPOSES)})")
+    row = {
+        "model": model, "purpose": purpose, "comparison_id": comparison_id, "job_id": job_id,
+        "eval_run_id": eval_run_id, "session_id": session_id,
+        "prompt": json.dumps(messages, ensure_ascii=False),
+        "response_schema": json.dumps(response_schema) if response_schema is not None else None,
+        "raw_output": completion.text,
+        "parsed": json.dumps(parsed, ensure_ascii=False) if parsed is not None else None,
+        "errors": json.dumps(errors or [], ensure_ascii=False),
+        "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
+        "prompt_seconds": completion.first_token_seconds, "latency_seconds": completion.seconds,
+        "tokens_per_second": completion.tokens_per_second,
+        "params": json.dumps({**(params or {}), "finish_reason": completion.finish_reason}, ensure_ascii=False),
+        "created_at": _now(),
+    }
+    with _WRITE_LOCK, transaction(db):
+        cur = db.execute(
+            f"INSERT INTO generations ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+        )
+        return cur.lastrowid
+
+
+def chat_logged(
+    db: sqlite_utils.Database,
+    backend: Backend,
+    messages: list[dict[str, str]],
+    *,
+    purpose: str,
+    params: GenParams | None = None,
+    schema: dict | None = None,
+    on_token: OnToken | None = None,
+    session_id: int | None = None,
+    job_id: int | None = None,
+    comparison_id: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[Completion, int]:
+    """A free-text (or schema-constrained) chat call, logged; returns the completion and its row id."""
+    params = params or GenParams()
+    c = backend.chat(messages, schema=schema, params=params, on_token=on_token)
+    gid = log_generation(
+        db, model=backend.name, purpose=purpose, messages=messages, completion=c, response_schema=schema,
+        params={**params.to_dict(), **backend.describe(), **(extra or {})}, session_id=session_id,
+        job_id=job_id, comparison_id=comparison_id,
+    )
+    return c, gid
+
+
+class BundleGenerator:
+    """One model, loaded once, generating bundles for many sessions."""
+
+    def __init__(self, db: sqlite_utils.Database, cfg: GenerateConfig | None = None, *, backend: Backend | None = None):
+        self.db = db
+        self.cfg = cfg or GenerateConfig()
+        self.backend = backend or open_backend(db, self.cfg.model, n_ctx=self.cfg.n_ctx)
+        self.style = self.cfg.style or ("chat" if self.backend.chat_template else "completion")
+
+    @property
+    def model(self) -> str:
+        return self.backend.name
+
+    def prompt(self, session: Session, knowledge: PromptKnowledge | None = None) -> Prompt:
+        return fit_prompt(session, knowledge, style=self.style, n_ctx=self.backend.n_ctx,
+                          max_tokens=self.cfg.max_tokens, count_tokens=self.backend.count_tokens)
+
+    def generate(
+        self,
+        session: Session,
+        knowledge: PromptKnowledge | None = None,
+        *,
+        purpose: str = "generate",
+        on_token: OnToken | None = None,
+        comparison_id: str | None = None,
+        job_id: int | None = None,
+        eval_run_id: int | None = None,
+        log: bool = True,
+        extra_params: dict[str, Any] | None = None,
+    ) -> GenerationResult:
+        prompt = self.prompt(session, knowledge)
+        params = self.cfg.params()
+        c = self.backend.chat(prompt.messages, schema=prompt.schema, params=params, on_token=on_token,
+                              grammar=prompt.grammar if self.cfg.strict_grammar else None)
+        parsed = parse_bundles(c.text, session.n)
+        gid = None
+        if log:
+            logged_params = {
+                **params.to_dict(), **self.backend.describe(), "prompt_version": PROMPT_VERSION, "style": self.style,
+                "constraint": "grammar" if self.cfg.strict_grammar else "schema",
+                "knowledge": prompt.knowledge.summary() if prompt.knowledge else None,
+                "dropped": {k: v for k, v in prompt.dropped.items() if v} or None,
+                "warnings": parsed.warnings or None, **(extra_params or {}),
+            }
+            gid = log_generation(
+                self.db, model=self.model, purpose=purpose, messages=prompt.messages, completion=c,
+                response_schema=prompt.schema, parsed=parsed.to_json(), errors=parsed.errors, params=logged_params,
+                session_id=session.id, comparison_id=comparison_id, job_id=job_id, eval_run_id=eval_run_id,
+            )
+        return GenerationResult(parsed.bundles, parsed.errors, parsed.warnings, c.text, c, prompt, gid, self.model)
+
+
+def typed_session(titles: list[str]) -> Session:
+    """A session from a typed list of product titles (no ids, no ground truth)."""
+    titles = [t.strip() for t in titles if t and t.strip()]
+    if len(titles) < 2:
+        raise InputError("give at least two product titles (separated by |)")
+    return Session(id=None, products=[Product(item_id=0, title=t) for t in titles])

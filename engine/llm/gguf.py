@@ -1,0 +1,55 @@
+"""Reading GGUF files before llama.cpp does: a cheap header check and a few metadata fields."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import KdError
+
+
+def gguf_metadata(path: Path) -> dict[str, Any]:
+    """A few header fields of a GGUF file (family, size label, file type, chat template present).
+
+    Raises KdError for a file that is not GGUF (wrong magic) or is cut short.
+    """
+    check_gguf(path)
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as exc:  # the gguf reader raises plain ValueError/IndexError on damage
+        raise KdError(f"{path}: not a readable GGUF file ({exc.__class__.__name__}: {str(exc)[:80]})") from None
+
+    def val(key: str) -> Any:
+        f = reader.get_field(key)
+        return f.contents() if f is not None else None
+
+    ftype = val("general.file_type")
+    quant = None
+    if ftype is not None:
+        try:
+            quant = gguf.LlamaFileType(int(ftype)).name.removeprefix("MOSTLY_")
+        except ValueError:
+            quant = str(ftype)
+    return {
+        "family": val("general.architecture"),
+        "params": val("general.size_label"),
+        "quant": quant,
+        "chat_template": val("tokenizer.chat_template") is not None,
+        "type": val("general.type"),
+    }
+
+
+def check_gguf(path: Path) -> None:
+    """Cheap sanity check before llama.cpp sees a file: exists, GGUF magic, a plausible header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except FileNotFoundError:
+        raise KdError(f"GGUF file {path} does not exist") from None
+    except OSError as exc:
+        raise KdError(f"cannot read {path}: {exc.strerror}") from None
+    if head[:4] != b"GGUF":
+        raise KdError(f"{path} is not a GGUF file (its first bytes are {head[:4]!r}, expected b'GGUF')")
+    if len(head) < 24:
+        raise KdError(f"{path} is truncated (only {len(head)} bytes)")

@@ -1,0 +1,1 @@
+"""The student: SFT examples and encoding, weights, training runs (local or remote), GGUF export."""

@@ -1,0 +1,172 @@
+"""Training examples for a student from datasets and a knowledge set (the SFT half of utilization).
+
+    examples, stats = build_examples(db, SftDataConfig(datasets=["electronic"], knowledge_set="el-rules"))
+
+Every training session with ground truth gives one *answer example*: the inference prompt ->
+the true bundles as the answer JSON (`prompts.answer_json`). The prompt is built by the same
+code as at inference (`prompts.fit_prompt` with knowledge from `icl.provider_from_set`), so:
+- no knowledge set: session -> answer (plain SFT; the student is then used "sft");
+- with `knowledge_in_prompt` the instruction carries the set's patterns and rules, and for a set
+  with thoughts the `k` retrieved worked examples (never the session itself), exactly what an
+  ICL+SFT student is shown at inference;
+- thoughts also teach the reasoning (`thoughts` option):
+  * "rationale" (default): each session with an accepted thought gives a second example whose
+    prompt ends with EXPLAIN_ASK instead of the usual request, answered by
+    "Reasoning: <thought>\nAnswer: <answer JSON>". This is multi-task rationale distillation:
+    the reasoning is learned as an auxiliary task while the answer task keeps the exact format
+    inference decodes under the strict grammar (`prompts.answer_grammar`) and parses strictly.
+  * "reasoning-json": the session's answer example answers {"reasoning": "...", "bundles": [...]}
+    (reasoning first, so the answer is conditioned on it). `parse.parse_bundles` accepts it (it
+    reads only "bundles"), but the default llama.cpp grammar forbids the "reasoning" key: decode
+    such a student with `reasoning_grammar(n)` (not wired into `generate` yet).
+  * "none": thoughts only serve as retrieved examples in the prompt.
+
+Context: the instruction is fitted into `max_len - (answer tokens)` with fit_prompt's policy
+(examples, then rules, then patterns dropped first), counting with the student's tokenizer when
+given (the train job does) or else fit_prompt's deliberately high estimate;
+student.encoding then drops any example whose prompt still fills max_len (counted, never silent).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlite_utils
+
+from ..data.sessions import load_sessions
+from ..errors import InputError, KdError
+from ..knowledge.icl import IclConfig, provider_from_set
+from ..knowledge.sets import load_set_knowledge
+from ..llm.prompts import ASK, PARTS, Prompt, answer_grammar, answer_json, build_messages, fit_prompt
+from ..types import Bundle, Session
+
+THOUGHT_MODES = ("rationale", "reasoning-json", "none")
+EXPLAIN_ASK = ("Explain step by step which products serve one shared purpose and why, "
+               "then give the bundles of this session as JSON.")
+
+
+@dataclass
+class SftDataConfig:
+    datasets: list[str]
+    """Datasets whose training sessions become examples (several: multi-domain training)."""
+    knowledge_set: str | None = None
+    """Named knowledge set; None trains on session -> answer only."""
+    split: str = "train"
+    """Split the sessions come from (never the evaluation split)."""
+    knowledge_in_prompt: bool = True
+    """Put the set's patterns/rules (and retrieved worked examples) into the instruction."""
+    thoughts: str = "rationale"
+    """How thoughts are learned: rationale | reasoning-json | none (see module docstring)."""
+    k: int = 2
+    """Worked examples per prompt for sets with thoughts (keep equal to inference's k)."""
+    max_len: int = 1024
+    """The training token limit the instruction must leave room within."""
+    limit: int | None = None
+    """Use only the first N sessions per dataset (quick runs and tests)."""
+
+    def check(self) -> None:
+        if not self.datasets:
+            raise InputError("training needs at least one dataset")
+        if self.thoughts not in THOUGHT_MODES:
+            raise InputError(f"unknown thoughts mode {self.thoughts!r} (known: {', '.join(THOUGHT_MODES)})")
+        if self.k < 0:
+            raise InputError(f"k must be 0 or more, got {self.k}")
+
+
+@dataclass
+class SftStats:
+    sessions: int = 0
+    answer_examples: int = 0
+    thought_examples: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PARTS, 0))
+    """Knowledge items left out of instructions to fit max_len (summed over examples)."""
+    unfit: int = 0
+    """Sessions whose instruction did not fit even without knowledge (left to student.encoding to drop)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sessions": self.sessions, "answer_examples": self.answer_examples,
+                "thought_examples": self.thought_examples, "dropped_knowledge": self.dropped, "unfit": self.unfit}
+
+
+def reasoning_answer(thought: str, bundles: Sequence[Bundle]) -> str:
+    """The "reasoning-json" answer: reasoning first, then the bundles, one JSON object."""
+    return json.dumps({"reasoning": " ".join(thought.split()),
+                       "bundles": json.loads(answer_json(bundles))["bundles"]}, ensure_ascii=False)
+
+
+def reasoning_grammar(n: int, *, max_words: int = 200) -> str:
+    """`prompts.answer_grammar(n)` with a leading "reasoning" string field (for reasoning-json students)."""
+    base = answer_grammar(n)
+    old_root = base.splitlines()[0]
+    if not old_root.startswith("root ::="):
+        raise KdError("prompts.answer_grammar changed shape: its first rule is no longer root")
+    root = ('root ::= "{" sp "\\"reasoning\\":" sp reasoning sp "," sp "\\"bundles\\":" sp "[" sp bundles sp "]" sp "}"')
+    extra = f'reasoning ::= "\\"" rword (" " rword){{0,{max_words - 1}}} "\\""\nrword ::= [^" \\\\\\x00-\\x1F]{{1,40}}'
+    return "\n".join([root, *base.splitlines()[1:], extra]) + "\n"
+
+
+def _prompt(session: Session, knowledge, answer: str, max_len: int, stats: SftStats,
+            count_tokens=None) -> list[dict[str, str]]:
+    answer_tokens = len(answer) // 3 + 8  # the same deliberately high estimate fit_prompt uses
+    try:
+        p: Prompt = fit_prompt(session, knowledge, style="chat", n_ctx=max_len, max_tokens=answer_tokens, reserve=4,
+                               count_tokens=count_tokens)
+    except KdError:
+        stats.unfit += 1
+        return build_messages(session, None, style="chat")
+    for part, n in p.dropped.items():
+        stats.dropped[part] += n
+    return p.messages
+
+
+def tokenizer_counter(tokenizer):
+    """count_tokens for fit_prompt from a transformers tokenizer with a chat template."""
+    def count(messages: list[dict[str, str]]) -> int:
+        out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True)
+        return len(out["input_ids"])
+    return count
+
+
+def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=None,
+                   count_tokens=None) -> tuple[list[dict], SftStats]:
+    """Chat examples ({"messages": [...]}, answer last) and what went into them.
+
+    `count_tokens` (messages -> prompt tokens, e.g. `tokenizer_counter(tok)`) makes the fitting
+    exact; without it fit_prompt's deliberately high estimate is used."""
+    cfg.check()
+    sk = load_set_knowledge(db, cfg.knowledge_set) if cfg.knowledge_set else None
+    knowledge_for = None
+    if sk is not None and cfg.knowledge_in_prompt:
+        knowledge_for = provider_from_set(sk, IclConfig(k=cfg.k), embedder)
+    thought_of = {t.session.id: t for t in (sk.thoughts if sk else [])} if cfg.thoughts != "none" else {}
+    examples: list[dict] = []
+    stats = SftStats()
+    for dataset in cfg.datasets:
+        sessions = load_sessions(db, dataset, cfg.split, with_bundles_only=True)
+        if cfg.limit is not None:
+            sessions = sessions[: cfg.limit]
+        if not sessions:
+            raise InputError(f"dataset {dataset!r} has no {cfg.split} sessions with ground truth to train on")
+        for s in sessions:
+            stats.sessions += 1
+            knowledge = knowledge_for(s) if knowledge_for else None
+            thought = thought_of.get(s.id)
+            if thought is not None and cfg.thoughts == "reasoning-json":
+                answer = reasoning_answer(thought.thought, s.bundles)
+            else:
+                answer = answer_json(s.bundles)
+            messages = _prompt(s, knowledge, answer, cfg.max_len, stats, count_tokens)
+            examples.append({"messages": [*messages, {"role": "assistant", "content": answer}]})
+            stats.answer_examples += 1
+            if thought is not None and cfg.thoughts == "rationale":
+                explained = f"Reasoning: {' '.join(thought.thought.split())}\nAnswer: {answer_json(s.bundles)}"
+                messages = _prompt(s, knowledge, explained, cfg.max_len, stats, count_tokens)
+                user = messages[-1]
+                if not user["content"].endswith(ASK):
+                    raise KdError("prompts.build_messages no longer ends the user message with ASK")
+                messages = [*messages[:-1], {"role": "user", "content": user["content"][: -len(ASK)] + EXPLAIN_ASK}]
+                examples.append({"messages": [*messages, {"role": "assistant", "content": explained}]})
+                stats.thought_examples += 1
+    return examples, stats

@@ -1,0 +1,81 @@
+"""A training run's identity: its configs from job parameters, and the key that makes a rerun reuse it.
+
+The run's `key` hashes everything the adapter depends on (student file, each dataset's import, the
+knowledge set's identity, the example options, the training options except where files go and how
+many threads run). Same key, finished run -> reused without training; same key, unfinished run
+(stopped, crashed, killed) -> resumed from its last checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import asdict
+from typing import Any
+
+import sqlite_utils
+
+from ..errors import InputError
+from .examples import SftDataConfig, tokenizer_counter
+from .train import TrainConfig, create_run
+from .weights import load_tokenizer, resolve_student
+
+# Options that change where or how fast a run goes, not what it learns.
+_NOT_IDENTITY = ("output_dir", "threads", "save_steps", "keep_checkpoints")
+
+
+def train_config(params: dict[str, Any]) -> TrainConfig:
+    raw = dict(params.get("train") or {})
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise InputError(f"unknown training option(s): {', '.join(unknown)}")
+    if params.get("student"):
+        raw["student"] = params["student"]
+    return TrainConfig(**raw)
+
+
+def sft_config(params: dict[str, Any], cfg: TrainConfig) -> SftDataConfig:
+    raw = dict(params.get("sft") or {})
+    known = {f.name for f in dataclasses.fields(SftDataConfig)} - {"datasets", "knowledge_set", "max_len"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise InputError(f"unknown example option(s): {', '.join(unknown)}")
+    datasets = list(params.get("datasets") or [])
+    return SftDataConfig(datasets=datasets, knowledge_set=params.get("knowledge_set"), max_len=cfg.max_len, **raw)
+
+
+def run_key(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig) -> str:
+    """Hash of the inputs of a training run (see module docstring)."""
+    student = resolve_student(cfg.student, db)
+    src = student.gguf_path
+    ident: dict[str, Any] = {
+        "student": [str(src), src.stat().st_size, src.stat().st_mtime_ns] if src else student.hf_id,
+        "datasets": [list(db.execute("SELECT name, created_at FROM datasets WHERE name = ?", [d]).fetchone() or [d])
+                     for d in data.datasets],
+        "knowledge_set": None,
+        "sft": {k: v for k, v in asdict(data).items() if k not in ("datasets", "knowledge_set")},
+        "train": {k: v for k, v in asdict(cfg).items() if k not in _NOT_IDENTITY},
+    }
+    if data.knowledge_set:
+        row = db.execute("SELECT id, created_at FROM knowledge_sets WHERE name = ?", [data.knowledge_set]).fetchone()
+        if row is None:
+            raise InputError(f"no knowledge set named {data.knowledge_set!r}")
+        ident["knowledge_set"] = [data.knowledge_set, *row]
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def find_or_create_run(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig,
+                       job_id: int | None = None) -> tuple[int, str, bool]:
+    """(run id, key, whether it existed): the run with these inputs, created if new."""
+    key = run_key(db, cfg, data)
+    row = db.execute("SELECT id FROM train_runs WHERE key = ?", [key]).fetchone()
+    if row:
+        return row[0], key, True
+    return create_run(db, cfg, datasets=data.datasets, knowledge_set=data.knowledge_set, key=key, job_id=job_id), key, False
+
+
+def token_counter(cfg: TrainConfig, db):
+    """Counts tokens with the student's tokenizer (to fit knowledge into its instruction)."""
+
+    return tokenizer_counter(load_tokenizer(resolve_student(cfg.student, db)))

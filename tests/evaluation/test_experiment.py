@@ -1,0 +1,103 @@
+"""Experiment grids: parsing, a real small grid on the demo data (resumable, cached), the report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kdbundle.engine.errors import InputError
+from kdbundle.engine.evaluation.experiment import ExperimentConfig, load_config
+from kdbundle.engine.evaluation.report import write_report
+from kdbundle.engine.jobs.experiment import run_experiment
+from kdbundle.engine.jobs.runner import JobCancelled
+from kdbundle.engine.knowledge.sets import load_set_knowledge
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "experiments"
+
+
+def test_shipped_grids_parse_and_expand():
+    small, full = load_config(ASSETS / "small.toml"), load_config(ASSETS / "full.toml")
+    labels = [(c.rq, c.label()) for c in small.cells()]
+    assert ("reference", "patterns") in labels and ("RQ3", "patterns / icl+sft") in labels
+    assert ("RQ2", "patterns / +demo-clothing / sft") in labels
+    cells = full.cells()
+    assert {c.dataset for c in cells} == {"electronic", "clothing"}
+    # strategy x ratio crossed; "also" never repeats the scored dataset (that cell is the plain one)
+    assert len([c for c in cells if c.rq == "RQ2-sampling" and c.dataset == "electronic"]) == 16
+    assert all(c.dataset not in c.also for c in cells)
+    assert len({(c.rq, c.key()) for c in cells}) == len(cells)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"name": "x", "datasets": ["d"], "bogus": 1}, "unknown key"),
+    ({"name": "x", "datasets": ["d"], "grid": [{"formats": ["rulez"]}]}, "unknown format"),
+    ({"name": "x", "datasets": ["d"], "grid": [{"utilization": "magic"}]}, "unknown utilization"),
+    ({"name": "x", "datasets": ["d"], "grid": [{"strategy": "random"}]}, "needs a ratio"),
+    ({"name": "x", "datasets": ["d"], "train": {"rnak": 2}}, "rnak"),
+    ({"datasets": ["d"]}, "needs name"),
+])
+def test_bad_grids_are_refused_before_running(bad, message):
+    with pytest.raises((InputError, TypeError), match=message):
+        ExperimentConfig.from_dict(bad)
+
+
+def test_bad_toml_names_the_file(tmp_path):
+    f = tmp_path / "g.toml"
+    f.write_text("name = [", encoding="utf-8")
+    with pytest.raises(InputError, match="g.toml: not valid TOML"):
+        load_config(f)
+
+
+@pytest.mark.slow
+def test_small_grid_runs_resumes_reuses_and_reports(db, tmp_path, monkeypatch):
+    monkeypatch.setenv("KDBUNDLE_THREADS", "1")
+    from kdbundle.engine.data.demo import load_demo
+
+    load_demo(db)
+    cfg = ExperimentConfig.from_dict({
+        "name": "t", "datasets": ["demo-electronics"], "limit": 2,
+        "train": {"max_steps": 1, "batch_size": 2, "max_len": 384, "threads": 1, "output_dir": None},
+        "grid": [{"rq": "RQ1", "formats": ["none", "patterns", "rules"], "utilization": "icl"},
+                 {"rq": "RQ3", "formats": "patterns", "utilization": ["sft"]}],
+    })
+    # Interrupted after the first cells: what finished stays, the rest runs on the next call.
+    def stop_after_three():
+        return db.execute("SELECT COUNT(*) FROM experiment_cells").fetchone()[0] >= 3
+
+    with pytest.raises(JobCancelled):
+        run_experiment(db, cfg, should_stop=stop_after_three, log=lambda m: None)
+    first = dict(db.execute("SELECT cell_key, eval_run_id FROM experiment_cells WHERE status = 'done'").fetchall())
+    assert len(first) == 3
+    gens_before = db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+
+    result = run_experiment(db, cfg, log=lambda m: None)
+    assert result == {"experiment": "t", "cells": 6, "done": 5, "failed": 1}
+    rows = {json.loads(c)["formats"] + "/" + json.loads(c)["utilization"]: (s, e, err, m, tr, mb)
+            for c, s, e, err, m, tr, mb in db.execute(
+                "SELECT cell, status, eval_run_id, error, model, train_seconds, model_bytes FROM experiment_cells")}
+    assert rows["rules/icl"][0] == "failed" and "no rules distilled" in rows["rules/icl"][2]
+    sft = rows["patterns/sft"]
+    assert sft[0] == "done" and sft[3].startswith("smollm2-135m-run") and sft[4] > 0 and sft[5] > 100e6
+    assert rows["patterns/icl"][3] == "smollm2-135m"
+    # The ICL cell really prompted with the set's patterns.
+    assert load_set_knowledge(db, "demo-electronics:patterns:all").patterns
+    prompt = db.execute("SELECT prompt FROM generations WHERE eval_run_id = ? LIMIT 1", [rows["patterns/icl"][1]]).fetchone()[0]
+    assert "Category patterns seen in past bundles" in prompt
+
+    # A third run computes nothing: same eval runs, no new generations, no new training.
+    gens = db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+    assert gens > gens_before
+    runs = db.execute("SELECT COUNT(*) FROM train_runs").fetchone()[0]
+    assert run_experiment(db, cfg, log=lambda m: None)["done"] == 5
+    assert db.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == gens
+    assert db.execute("SELECT COUNT(*) FROM train_runs").fetchone()[0] == runs == 1
+    for key, eval_run in first.items():
+        assert db.execute("SELECT eval_run_id FROM experiment_cells WHERE cell_key = ?", [key]).fetchone()[0] == eval_run
+
+    report = write_report(db, "t", tmp_path / "report")
+    md = Path(report["report"]).read_text()
+    assert report["failed"] == 1 and len(report["plots"]) == 2
+    assert all(Path(p).stat().st_size > 5000 and Path(p).read_bytes()[:4] == b"\x89PNG" for p in report["plots"])
+    for text in ("### Reference", "whole-session", "strict F1", "s/session", "model size", "patterns / sft", "failed: no rules"):
+        assert text in md

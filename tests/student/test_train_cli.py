@@ -1,0 +1,87 @@
+"""`kdbundle train`, `export` and `eval --method llm --utilization ...` end to end on the demo data
+with the real smollm2-135m student (a few steps; threads=1 on the shared 2-core machine)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from student_support import DATASET, make_set
+from typer.testing import CliRunner
+
+from kdbundle.engine.cli import app
+from kdbundle.store import open_db
+
+pytestmark = pytest.mark.slow
+QUICK = ["--max-steps", "2", "--batch", "2", "--max-len", "384", "--limit", "6", "--threads", "1", "--seed", "7"]
+
+
+def run(db_path, *args, ok=True):
+    result = CliRunner().invoke(app, ["--db", str(db_path), *args])
+    if ok:
+        assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    return result
+
+
+def _json(result) -> dict:
+    return json.loads(result.stdout[result.stdout.index("{"):])
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDBUNDLE_THREADS", "1")
+    path = tmp_path / "kd.db"
+    db = open_db(path)
+    make_set(db)
+    db.conn.close()
+    return path
+
+
+def test_train_export_eval_with_each_utilization(setup, tmp_path):
+    path = setup
+    out = _json(run(path, "train", "--dataset", DATASET, "--knowledge-set", "demo-all", *QUICK, "--json"))
+    assert {"run_id", "steps", "final_loss", "seconds"} <= set(out)
+    assert out["status"] == "done" and out["steps"] == 2 and out["final_loss"] > 0 and out["seconds"] > 0
+    assert out["example_stats"]["thought_examples"] > 0 and not out["reused"]
+    db = open_db(path)
+    row = db.execute("SELECT knowledge_set, datasets, status, key FROM train_runs WHERE id = ?", [out["run_id"]]).fetchone()
+    assert row == ("demo-all", json.dumps([DATASET]), "done", out["key"])
+    assert db.execute("SELECT COUNT(*) FROM train_metrics WHERE run_id = ?", [out["run_id"]]).fetchone()[0] == 2
+
+    # The same inputs again: the finished run is reused, not retrained.
+    again = _json(run(path, "train", "--dataset", DATASET, "--knowledge-set", "demo-all", *QUICK, "--json"))
+    assert again["run_id"] == out["run_id"] and again["reused"]
+    assert db.execute("SELECT COUNT(*) FROM train_runs").fetchone()[0] == 1
+
+    exp = _json(run(path, "export", str(out["run_id"]), "--out-dir", str(tmp_path / "models"), "--json"))
+    assert {"model", "path", "size_bytes", "quant"} <= set(exp) and exp["quant"] == "q8_0"
+    assert exp["model"] == f"smollm2-135m-run{out['run_id']}-q8_0" and exp["size_bytes"] > 100e6
+    exp2 = _json(run(path, "export", str(out["run_id"]), "--out-dir", str(tmp_path / "models"), "--json"))
+    assert exp2["reused"] and exp2["path"] == exp["path"]
+
+    scores = {}
+    for utilization, model in (("zero-shot", "smollm2-135m"), ("icl", "smollm2-135m"),
+                               ("sft", exp["model"]), ("icl+sft", exp["model"])):
+        m = _json(run(path, "eval", "--dataset", DATASET, "--method", "llm", "--model", model, "--utilization",
+                      utilization, "--knowledge-set", "demo-all", "--limit", "2", "--json"))
+        assert m["sessions"] == 2 and m["model"] == model
+        assert {"precision", "coverage", "strict_precision", "strict_f1", "seconds_per_session"} <= set(m)
+        scores[utilization] = m
+    # The knowledge really reached the prompt for icl and icl+sft, and not for the others.
+    for utilization, m in scores.items():
+        prompts = [json.loads(p)[-1]["content"] for (p,) in db.execute(
+            "SELECT prompt FROM generations WHERE eval_run_id = ?", [m["eval_run_id"]])]
+        assert len(prompts) == 2
+        has_rules = all("Rules learned from past sessions:" in p for p in prompts)
+        assert has_rules == (utilization in ("icl", "icl+sft")), utilization
+
+
+def test_bad_train_and_export_input(setup):
+    path = setup
+    r = run(path, "train", "--dataset", DATASET, "--knowledge-set", "demo-all", "--formats", "rules", ok=False)
+    assert r.exit_code != 0
+    r = run(path, "export", "999", "--json", ok=False)
+    assert r.exit_code == 1 and "no training run with id 999" in r.stderr
+    r = run(path, "export", "1", "--quant", "q3", ok=False)
+    assert r.exit_code != 0
+    r = run(path, "eval", "--dataset", DATASET, "--method", "llm", "--utilization", "icl", "--limit", "1", ok=False)
+    assert r.exit_code != 0 and "needs --knowledge-set" in str(r.exception)

@@ -1,0 +1,74 @@
+"""Models screen: the registry with installed state; delete asks first; export opens the job form."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.widgets import DataTable, Select
+from tui_support import demo_db, run, wait_for
+
+from kdbundle.engine.llm import registry
+from kdbundle.store import open_db
+from kdbundle.tui.app import KdApp
+from kdbundle.tui.base import ConfirmScreen
+from kdbundle.tui.launch import LaunchScreen
+from kdbundle.tui.models import ModelsScreen
+
+
+def test_registry_listed_delete_with_confirmation(tmp_path):
+    path = demo_db(tmp_path / "kd.db")
+    db = open_db(path)
+    smol = registry.model_file(db, registry.get_model(db, "smollm2-135m"))
+    registry.add_local(db, "my-student", smol)  # a user's own file: the registry entry goes, the file stays
+    names = [m.name for m in registry.list_models(db)]
+    db.conn.close()
+
+    async def scenario():
+        app = KdApp(path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("4")
+            screen = app.screen
+            assert isinstance(screen, ModelsScreen)
+            table = screen.query_one("#models", DataTable)
+            await wait_for(pilot, lambda: table.row_count == len(names), what="models listed")
+            assert [r.value for r in table.rows] == names
+            assert str(table.get_cell("smollm2-135m", "installed")) == "yes"
+
+            # A built-in that is installed: pull says so and changes nothing.
+            table.focus()
+            await pilot.press("p")
+            await pilot.pause(0.1)
+            assert not screen.query_one("#pull-progress").display
+
+            # A built-in single-file model has nothing of ours to delete: no dialog.
+            table.move_cursor(row=names.index("smollm2-135m"))
+            await pilot.press("delete")
+            await pilot.pause(0.2)
+            assert app.screen is screen
+
+            # Delete asks first, saying the user's file stays; "n" keeps the model.
+            table.move_cursor(row=names.index("my-student"))
+            await pilot.press("delete")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm dialog")
+            assert "my-student" in app.screen.question and "stays" in app.screen.question
+            await pilot.press("n")
+            await pilot.pause(0.2)
+            assert table.row_count == len(names)
+
+            # "y" deletes it.
+            await pilot.press("delete")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm dialog")
+            await pilot.press("y")
+            await wait_for(pilot, lambda: table.row_count == len(names) - 1, what="row removed")
+            assert "my-student" not in [r.value for r in table.rows]
+
+            # x opens the export form.
+            await pilot.press("x")
+            form = await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen) and app.screen.built and app.screen,
+                                  what="export form")
+            assert form.query_one("#kind", Select).value == "export"
+            await pilot.press("escape")
+
+    run(scenario())
+    db = open_db(path)
+    assert "my-student" not in [m.name for m in registry.list_models(db)]
+    assert Path(smol).is_file(), "a user's own GGUF file is never deleted"

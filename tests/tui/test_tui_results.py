@@ -1,0 +1,53 @@
+"""Results screen: evaluation runs with both metric families, a plot of the chosen metric."""
+from __future__ import annotations
+
+import json
+
+from textual.widgets import DataTable, Markdown, Select
+from tui_support import demo_db, run, run_eval_job, wait_for
+
+from kdbundle.store import open_db
+from kdbundle.tui.app import KdApp
+from kdbundle.tui.results import ResultsScreen
+
+
+def test_eval_runs_table_metric_switch_and_reports(tmp_path):
+    path = demo_db(tmp_path / "kd.db")
+    run_eval_job(path, dataset="demo-clothing", split="test", method="patterns")
+    run_eval_job(path, dataset="demo-clothing", split="test", method="whole-session")
+    run_eval_job(path, dataset="demo-electronics", split="test", method="whole-session")
+    db = open_db(path)
+    stored = {m: json.loads(x) for m, x in db.execute(
+        "SELECT method, metrics FROM eval_runs WHERE dataset = 'demo-clothing'")}
+    db.conn.close()
+
+    async def scenario():
+        app = KdApp(path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("6")
+            screen = app.screen
+            assert isinstance(screen, ResultsScreen)
+            table = screen.query_one("#runs", DataTable)
+            await wait_for(pilot, lambda: table.row_count == 3, what="three runs")
+            screen.query_one("#r-dataset", Select).value = "demo-clothing"
+            await wait_for(pilot, lambda: table.row_count == 2, what="clothing runs only")
+            for i in range(2):
+                row = table.get_row_at(i)
+                assert str(row[0]) == "demo-clothing/test"
+                m = stored[str(row[1])]
+                assert row[2] == f"{m['precision']:.2f}" and row[4] == f"{m['coverage']:.2f}"
+                assert row[5] == f"{m['strict_precision']:.2f}" and row[7] == f"{m['strict_f1']:.2f}"
+            metric = screen.query_one("#metric", Select)
+            assert metric.value == "strict_f1"
+            await pilot.press("m")
+            assert metric.value == "strict_precision"
+            expected = sorted(round(stored[k]["strict_precision"], 6) for k in stored)
+            await wait_for(pilot, lambda: sorted(round(v, 6) for _, v in screen.plotted) == expected,
+                           what="plot of strict precision")
+            await pilot.press("e")
+            report = screen.query_one("#report", Markdown)
+            assert report.display and not screen.query_one("#plot").display
+            await pilot.press("e")
+            assert screen.query_one("#plot").display
+
+    run(scenario())

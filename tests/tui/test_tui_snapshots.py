@@ -1,0 +1,119 @@
+"""SVG snapshots of every screen at 100x30 on the demo data (times frozen, so they do not drift).
+
+Update after an intended visual change with: .venv/bin/pytest tests/test_tui_snapshots.py --snapshot-update
+"""
+from __future__ import annotations
+
+import pytest
+from tui_support import demo_db, freeze_times, run_eval_job, wait_for
+
+from kdbundle.tui.app import KdApp
+
+SIZE = (100, 30)
+
+
+@pytest.fixture
+def demo_path(tmp_path):
+    return demo_db(tmp_path / "kd.db", patterns=True)
+
+
+def _rows(app, selector):
+    return app.screen.query_one(selector).row_count
+
+
+def test_sessions_screen(snap_compare, demo_path):
+    async def before(pilot):
+        app = pilot.app
+        await wait_for(pilot, lambda: _rows(app, "#sessions") > 0, what="sessions")
+        await pilot.press("down", "down")
+        await wait_for(pilot, lambda: app.screen.detail and _rows(app, "#products") == app.screen.detail.session.n,
+                       what="detail")
+
+    assert snap_compare(KdApp(demo_path), terminal_size=SIZE, run_before=before)
+
+
+def test_sessions_screen_at_80x24(snap_compare, demo_path):
+    async def before(pilot):
+        app = pilot.app
+        await wait_for(pilot, lambda: app.screen.detail and _rows(app, "#products") == app.screen.detail.session.n,
+                       what="detail")
+
+    assert snap_compare(KdApp(demo_path), terminal_size=(80, 24), run_before=before)
+
+
+def test_knowledge_screen(snap_compare, demo_path):
+    async def before(pilot):
+        await pilot.press("2")
+        await wait_for(pilot, lambda: {"pattern", "rule", "thought", "sets"} <= pilot.app.screen.loaded
+                       and _rows(pilot.app, "#patterns") > 0, what="all knowledge read")
+        await pilot.pause(0.2)
+
+    assert snap_compare(KdApp(demo_path), terminal_size=SIZE, run_before=before)
+
+
+def test_jobs_screen(snap_compare, demo_path):
+    job_id = run_eval_job(demo_path, dataset="demo-clothing", split="test", method="patterns")
+    freeze_times(demo_path)
+
+    async def before(pilot):
+        app = pilot.app
+        await pilot.press("3")
+        await wait_for(pilot, lambda: _rows(app, "#jobs") == 1, what="job row")
+        await wait_for(pilot, lambda: app.screen.query_one("#job-log").line_count > 0, what="log tail")
+        assert app.screen.selected == job_id
+
+    assert snap_compare(KdApp(demo_path), terminal_size=SIZE, run_before=before)
+
+
+def test_launch_form(snap_compare, demo_path):
+    async def before(pilot):
+        await pilot.press("3", "n")
+        await wait_for(pilot, lambda: getattr(pilot.app.screen, "built", False), what="form")
+
+    assert snap_compare(KdApp(demo_path), terminal_size=SIZE, run_before=before)
+
+
+def test_results_screen(snap_compare, demo_path):
+    run_eval_job(demo_path, dataset="demo-clothing", split="test", method="patterns")
+    run_eval_job(demo_path, dataset="demo-clothing", split="test", method="whole-session")
+    freeze_times(demo_path)
+
+    async def before(pilot):
+        await pilot.press("6")
+        await wait_for(pilot, lambda: _rows(pilot.app, "#runs") == 2, what="runs")
+        await wait_for(pilot, lambda: len(pilot.app.screen.plotted) == 2, what="plot")
+
+    assert snap_compare(KdApp(demo_path), terminal_size=SIZE, run_before=before)
+
+
+def test_help_screen(snap_compare, demo_path):
+    async def before(pilot):
+        await wait_for(pilot, lambda: pilot.app.screen.detail is not None, what="sessions")
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+
+    assert snap_compare(KdApp(demo_path), terminal_size=SIZE, run_before=before)
+
+
+def test_light_theme(snap_compare, demo_path):
+    async def before(pilot):
+        await wait_for(pilot, lambda: _rows(pilot.app, "#sessions") > 0, what="sessions")
+        await pilot.press("ctrl+t")
+        assert pilot.app.theme == "textual-light"
+
+    assert snap_compare(KdApp(demo_path), terminal_size=SIZE, run_before=before)
+
+
+def test_arena_screen(snap_compare, demo_path):
+    async def before(pilot):
+        app = pilot.app
+        await wait_for(pilot, lambda: app.screen.detail is not None, what="sessions")
+        await pilot.press("down", "a")
+        await wait_for(pilot, lambda: getattr(app.screen, "session", None) is not None, what="arena session")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.query_one("#student").value == "smollm2-135m", what="models")
+        # The default teacher depends on which models this machine has pulled: pin it.
+        screen.query_one("#teacher").value = "smollm2-135m"
+        await pilot.pause(0.1)
+
+    assert snap_compare(KdApp(demo_path), terminal_size=SIZE, run_before=before)
