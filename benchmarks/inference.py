@@ -286,7 +286,7 @@ def bench_student_inference(s: Settings) -> dict[str, Any]:
 
 def _quant_of(path: Path) -> str:
     try:
-        from kdbundle.engine.llm.registry import gguf_metadata
+        from kdbundle.engine.llm.gguf import gguf_metadata
 
         return str(gguf_metadata(path).get("quant") or "?")
     except Exception:

@@ -302,6 +302,15 @@ class EvalRunRow:
     created_at: str
 
     @property
+    def fields(self) -> str | None:
+        """What the method saw of each product (titles | titles+categories); None for old runs."""
+        return self.metrics.get("fields")
+
+    @property
+    def leaky(self) -> bool:
+        return bool(self.metrics.get("leaky"))
+
+    @property
     def label(self) -> str:
         """Short name of what was evaluated, for tables and plot axes."""
         if self.method != "llm":

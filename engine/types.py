@@ -3,6 +3,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+FIELDS = ("titles", "titles+categories")
+"""What a prompt (or a baseline) may show of each product: part of the scoring protocol. A dataset
+whose categories give the answer away (data.leak) defaults to titles; results computed with
+categories on such a dataset are marked leaky wherever they are shown."""
+
+
+def check_fields(fields: str) -> str:
+    from .errors import InputError
+
+    if fields not in FIELDS:
+        raise InputError(f"unknown fields {fields!r} (known: {' | '.join(FIELDS)})")
+    return fields
+
 
 @dataclass(frozen=True)
 class Product:

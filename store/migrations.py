@@ -342,3 +342,16 @@ def m008_experiments(db):
         PRIMARY KEY (experiment, cell_key)
     )
     """)
+
+
+@migration
+def m009_item_embeddings(db):
+    # Title embeddings per item and model, computed once: the title-similarity baselines re-read them.
+    _script(db, """
+    CREATE TABLE item_embeddings (
+        item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+        model TEXT NOT NULL,
+        vector BLOB NOT NULL,          -- float32, unit length
+        PRIMARY KEY (item_id, model)
+    )
+    """)

@@ -23,3 +23,8 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
     assert len(errors) == 1, proc.stderr
     assert proc.stderr.rstrip().endswith(errors[0]), proc.stderr
     return errors[0]
+
+
+def kdbundle(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the installed `kdbundle` command; output as text."""
+    return subprocess.run([KDBUNDLE, *args], capture_output=True, text=True, timeout=timeout)

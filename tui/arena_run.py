@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlite_utils
 
+from ..engine.data.leak import resolve_fields
 from ..engine.errors import KdError
 from ..engine.evaluation.metrics import aggregate, classify, score_session
 from ..engine.llm.generate import BundleGenerator, GenerateConfig
@@ -88,7 +89,9 @@ def run_pane(
     knowledge = None
     if utilization in KNOWLEDGE_UTILIZATIONS:
         knowledge = knowledge_for(db, settings.get("knowledge_set"), session)
-    generator = BundleGenerator(db, GenerateConfig(model=model), backend=backend)
+    # The dataset's protocol (titles only where its categories leak the answer); typed products: as typed.
+    fields = resolve_fields(db, session.dataset, None) if session.dataset else "titles+categories"
+    generator = BundleGenerator(db, GenerateConfig(model=model, fields=fields), backend=backend)
     try:
         result = generator.generate(
             session, knowledge, purpose="arena", on_token=on_token, comparison_id=comparison_id,

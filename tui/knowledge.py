@@ -16,7 +16,9 @@ from ..engine.knowledge.formats import FORMATS
 from .base import KdScreen
 from .messages import DatasetsLoaded, KnowledgeLoaded, KnowledgeSetsLoaded, PatternsMined, ProvenanceLoaded
 
-KINDS = tuple(f.record_kind for f in FORMATS)  # one tab per format
+# The formats this screen has a tab for (a format added to the table shows up in `knowledge list` first).
+FILLERS = ("pattern", "rule", "thought")
+KINDS = tuple(f.record_kind for f in FORMATS if f.record_kind in FILLERS)
 PATTERN_SORTS = ("support", "confidence", "itemset")
 
 
@@ -135,7 +137,7 @@ class KnowledgeScreen(KdScreen):
             return
         self.rows[msg.kind] = msg.rows
         self.loaded.add(msg.kind)
-        {"pattern": self._fill_patterns, "rule": self._fill_rules, "thought": self._fill_thoughts}[msg.kind]()
+        dict(zip(FILLERS, (self._fill_patterns, self._fill_rules, self._fill_thoughts)))[msg.kind]()
         self._summary()
 
     def _summary(self) -> None:

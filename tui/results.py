@@ -78,6 +78,7 @@ class ResultsScreen(KdScreen):
         table = self.query_one("#runs", DataTable)
         table.add_column("dataset/split", key="dataset", width=18)
         table.add_column("method", key="method", width=13)
+        table.add_column("fields", key="fields", width=7)
         for key in COLUMNS:
             table.add_column(metric(key).compact, key=key, width=4)
         table.add_column("s/ses", key="sps", width=5)
@@ -122,7 +123,9 @@ class ResultsScreen(KdScreen):
                 cells.append("-" if v is None else f"{v:.2f}")
             sps = metric_value(r, "seconds_per_session")
             status = "" if r.status in ("done", "complete") else f" ({r.status})"
-            table.add_row(Text(f"{r.dataset}/{r.split}"), Text(r.label + status), *cells,
+            shown = {"titles": "titles", "titles+categories": "+cats"}.get(r.fields or "", "-")
+            fields = Text(shown + " LEAKY", style="bold red") if r.leaky else Text(shown)
+            table.add_row(Text(f"{r.dataset}/{r.split}"), Text(r.label + status), fields, *cells,
                           "-" if sps is None else f"{sps:.2f}", key=str(r.id))
         table.border_title = (f"{len(runs)} evaluation run{'s' if len(runs) != 1 else ''}" if runs
                               else "no evaluation runs yet: launch an eval job (3, n)")

@@ -11,6 +11,7 @@ from rich.table import Table
 from ..data.datasets import delete_dataset, list_datasets
 from ..data.demo import ensure_demo
 from ..data.importers import FILE_FORMATS, ImportResult, import_dataset
+from ..data.leak import category_coverage
 from ..errors import InputError
 from . import app
 from .common import console, err_console, print_json, state
@@ -28,9 +29,12 @@ def ready_db(ctx: typer.Context):
     return db
 
 
-def _report(result: ImportResult, as_json: bool) -> None:
+def _report(db, result: ImportResult, as_json: bool) -> None:
+    cov = category_coverage(db, result.dataset)
+    if cov.leak:  # one line on stderr, also with --json (stdout stays one JSON object)
+        err_console.print(cov.warning(result.dataset), markup=False, highlight=False, soft_wrap=True)
     if as_json:
-        print_json(asdict(result))
+        print_json({**asdict(result), "category_leak": cov.leak, "category_coverage": cov.to_json()})
         return
     for w in result.warnings:
         err_console.print(f"[yellow]note:[/] {w}")
@@ -56,7 +60,7 @@ def import_cmd(
     if format is not None and format not in FILE_FORMATS:
         raise InputError(f"unknown format {format!r} (known: {', '.join(FILE_FORMATS)})")
     db = ready_db(ctx)
-    _report(import_dataset(db, path, name, format=format, replace=replace, seed=seed), as_json)
+    _report(db, import_dataset(db, path, name, format=format, replace=replace, seed=seed), as_json)
 
 
 @data_app.command("fetch")
@@ -75,7 +79,7 @@ def fetch_cmd(
     if source != "bundlerec":
         raise InputError(f"unknown source {source!r} (known: bundlerec)")
     db = ready_db(ctx)
-    _report(fetch_and_import(db, domain, name, replace=replace, seed=seed), as_json)
+    _report(db, fetch_and_import(db, domain, name, replace=replace, seed=seed), as_json)
 
 
 @data_app.command("list")
@@ -85,11 +89,13 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")):
     if as_json:
         print_json(rows)
         return
-    t = Table("name", "format", "sessions", "items", "bundles", "ground truth", "train", "valid", "test")
+    t = Table("name", "format", "sessions", "items", "bundles", "ground truth", "train", "valid", "test",
+              "categories")
     for r in rows:
         s = r["splits"]
+        cats = "leak the answer (titles only)" if r["category_leak"] else r["default_fields"]
         t.add_row(r["name"], r["format"], str(r["sessions"]), str(r["items"]), str(r["bundles"]),
-                  str(r["ground_truth"]), str(s["train"]), str(s["valid"]), str(s["test"]))
+                  str(r["ground_truth"]), str(s["train"]), str(s["valid"]), str(s["test"]), cats)
     console.print(t)
 
 

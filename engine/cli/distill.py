@@ -20,9 +20,10 @@ app.add_typer(distill_app, name="distill")
 
 def _run(ctx: typer.Context, kind: str, dataset: str, teacher: Optional[str], sample: str, ratio: float, seed: int,
          concurrency: int, max_rounds: int, limit: Optional[int], max_tokens: int,
-         difficulty_model: Optional[str], detach: bool, as_json: bool) -> None:
+         difficulty_model: Optional[str], fields: Optional[str], detach: bool, as_json: bool) -> None:
     cfg = DistillConfig(dataset, teacher=teacher, sample=sample, ratio=ratio, seed=seed, concurrency=concurrency,
-                        max_rounds=max_rounds, limit=limit, max_tokens=max_tokens, difficulty_model=difficulty_model)
+                        max_rounds=max_rounds, limit=limit, max_tokens=max_tokens, difficulty_model=difficulty_model,
+                        fields=fields)
     cfg.check()
     db = ready_db(ctx)
     total = planned_units(db, kind, cfg)  # also checks the dataset exists and has train sessions
@@ -70,11 +71,12 @@ def _command(kind: str, doc: str):
         limit: Optional[int] = option(DistillConfig, "limit", "--limit"),
         max_tokens: int = option(DistillConfig, "max_tokens", "--max-tokens"),
         difficulty_model: Optional[str] = option(DistillConfig, "difficulty_model", "--difficulty-model"),
+        fields: Optional[str] = option(DistillConfig, "fields", "--fields"),
         detach: bool = typer.Option(False, "--detach", help="Start in the background and print only the job id."),
         as_json: bool = typer.Option(False, "--json"),
     ):
         _run(ctx, kind, dataset, teacher, sample, ratio, seed, concurrency, max_rounds, limit, max_tokens,
-             difficulty_model, detach, as_json)
+             difficulty_model, fields, detach, as_json)
 
     command.__doc__ = doc
     command.__name__ = f"{kind}_cmd"

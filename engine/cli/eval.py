@@ -27,12 +27,14 @@ def eval_cmd(
     utilization: str = option(EvalConfig, "utilization", "--utilization", help=" | ".join(UTILIZATIONS)),
     knowledge_set: Optional[str] = option(EvalConfig, "knowledge_set", "--knowledge-set"),
     min_support: float = option(EvalConfig, "min_support", "--min-support"),
+    fields: Optional[str] = option(EvalConfig, "fields", "--fields", help="titles | titles+categories (default: the "
+                                   "dataset's; titles where its categories leak the answer)."),
     detach: bool = typer.Option(False, "--detach", help="Run as a background job; print its id."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the metrics."),
 ):
     """Score a method (resumable: rerunning the same evaluation continues where it stopped)."""
     cfg = EvalConfig(dataset, split=split, method=method, model=model, limit=limit, seed=seed,
-                     utilization=utilization, knowledge_set=knowledge_set, min_support=min_support)
+                     utilization=utilization, knowledge_set=knowledge_set, min_support=min_support, fields=fields)
     db = ready_db(ctx)
     if detach:
         from .jobs import launch
@@ -60,7 +62,9 @@ def _f(v: Any) -> str:
 
 
 def show_metrics(m: dict[str, Any]) -> None:
-    t = Table(title=f"{m['model']} on {m['dataset']} / {m['split']}  ({m['scored']}/{m['sessions']} sessions answered)")
+    leaky = "  LEAKY: it read categories that give the answer away" if m.get("leaky") else ""
+    t = Table(title=f"{m['model']} on {m['dataset']} / {m['split']}, fields {m.get('fields')}  "
+                    f"({m['scored']}/{m['sessions']} sessions answered){leaky}")
     rows = {"AICL-compatible": family_metrics("aicl"), "strict (one-to-one)": family_metrics("strict")}
     width = max(len(ms) for ms in rows.values())
     t.add_column("family")
@@ -79,3 +83,6 @@ def show_metrics(m: dict[str, Any]) -> None:
     sim = f", intent similarity {m['intent_similarity']:.3f}" if m.get("intent_similarity") is not None else ""
     console.print(f"{m['seconds']:.2f}s predicting ({m['seconds_per_session']:.3f} s/session{tps}), "
                   f"peak RSS {m['peak_rss_mb']:.0f} MB{sim}; eval run {m['eval_run_id']}")
+    if m.get("params") and m.get("method") != "llm":
+        console.print("parameters: " + ", ".join(f"{k} {v}" for k, v in m["params"].items() if not isinstance(v, list)),
+                      markup=False, highlight=False)

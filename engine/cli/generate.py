@@ -7,10 +7,12 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from ..data.leak import resolve_fields
 from ..data.sessions import dataset_id, load_sessions
 from ..errors import InputError, NotFound
 from ..llm.generate import BundleGenerator, GenerateConfig, typed_session
 from ..llm.registry import DEFAULT_STUDENT
+from ..types import check_fields
 from . import app
 from .common import console, print_json
 from .data import ready_db
@@ -38,6 +40,8 @@ def generate_cmd(
     temperature: float = typer.Option(0.0, "--temperature"),
     seed: int = typer.Option(0, "--seed"),
     stream: bool = typer.Option(False, "--stream", help="Show the raw answer as it is generated."),
+    fields: Optional[str] = typer.Option(None, "--fields", help="titles | titles+categories (default: the dataset's; "
+                                         "titles where its categories leak the answer)."),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Generate bundles with a model; the generation is logged."""
@@ -47,7 +51,9 @@ def generate_cmd(
         raise InputError("--session needs --dataset NAME")
     db = ready_db(ctx)
     s = _find_session(db, dataset, session) if session is not None else typed_session(items.split("|"))
-    gen = BundleGenerator(db, GenerateConfig(model=model, max_tokens=max_tokens, temperature=temperature, seed=seed))
+    shown = resolve_fields(db, dataset, fields) if dataset else check_fields(fields or "titles+categories")
+    gen = BundleGenerator(db, GenerateConfig(model=model, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                                             fields=shown))
     on_token = (lambda t: (sys.stderr.write(t), sys.stderr.flush())) if stream and not as_json else None
     r = gen.generate(s, purpose="generate", on_token=on_token)
     if on_token:

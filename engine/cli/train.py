@@ -59,6 +59,7 @@ def train_cmd(
     no_knowledge_in_prompt: bool = typer.Option(False, "--no-knowledge-in-prompt",
                                                 help="Train without the set's knowledge in the instruction."),
     limit: Optional[int] = option(SftDataConfig, "limit", "--limit"),
+    fields: Optional[str] = option(SftDataConfig, "fields", "--fields"),
     prepare: Optional[Path] = typer.Option(None, "--prepare", metavar="DIR",
                                            help="Do not train: write DIR for training on another machine "
                                                 "(accelerate launch / torchrun), then `kdbundle train-import DIR`."),
@@ -73,7 +74,7 @@ def train_cmd(
                         formats=formats, rank=rank, alpha=alpha, target_modules=target_modules, lr=lr,
                         epochs=epochs, max_steps=max_steps, batch_size=batch, grad_accum=grad_accum,
                         max_len=max_len, seed=seed, threads=threads, save_steps=save_steps, thoughts=thoughts,
-                        k=k, knowledge_in_prompt=not no_knowledge_in_prompt, limit=limit)
+                        k=k, knowledge_in_prompt=not no_knowledge_in_prompt, limit=limit, fields=fields)
     if prepare is not None:
         _prepared(prepare_run(db, params, prepare), as_json)
         return

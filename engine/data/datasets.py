@@ -6,6 +6,7 @@ from typing import Any
 import sqlite_utils
 
 from ...store.db import transaction
+from .leak import category_coverage
 from .sessions import dataset_id
 
 SPLITS = ("train", "valid", "test")
@@ -13,7 +14,8 @@ SPLITS = ("train", "valid", "test")
 
 def list_datasets(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     """One dict per dataset: name, sessions, bundles (raw, as annotated), ground_truth (kept for
-    scoring after dropping duplicates and supersets), items, splits {train, valid, test}, ..."""
+    scoring after dropping duplicates and supersets), items, splits {train, valid, test},
+    category_leak and category_coverage {bundle_products, other_products} (data.leak), default_fields, ..."""
     out = []
     rows = db.execute("SELECT id, name, format, domain, source, created_at FROM datasets ORDER BY name").fetchall()
     for ds, name, fmt, domain, source, created in rows:
@@ -27,6 +29,7 @@ def list_datasets(db: sqlite_utils.Database) -> list[dict[str, Any]]:
             "SELECT split, COUNT(*) FROM sessions WHERE dataset_id = ? AND split IS NOT NULL GROUP BY split", [ds]
         ):
             splits[split] = n
+        cov = category_coverage(db, name)
         out.append({
             "name": name,
             "sessions": db.execute("SELECT COUNT(*) FROM sessions WHERE dataset_id = ?", [ds]).fetchone()[0],
@@ -38,6 +41,9 @@ def list_datasets(db: sqlite_utils.Database) -> list[dict[str, Any]]:
             "domain": domain,
             "source": source,
             "created_at": created,
+            "category_leak": cov.leak,
+            "category_coverage": cov.to_json(),
+            "default_fields": cov.default_fields,
         })
     return out
 

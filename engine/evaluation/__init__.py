@@ -1,1 +1,2 @@
-"""Scoring: metrics (the one table of metrics), baselines, evaluate, difficulty, grids and reports."""
+"""Scoring: metrics (the one table of metrics), baselines (similarity.py: the titles-only ones), evaluate,
+difficulty, grids and reports."""

@@ -1,6 +1,8 @@
-"""Non-LLM bundle generators: the classic pattern-based one and the trivial whole-session one.
+"""Non-LLM bundle generators: the classic pattern-based one, leaf-category groups, the trivial whole session.
 
-Both implement the predictor protocol of `evaluate`: predict(session) -> Prediction.
+(The titles-only similarity baselines are in similarity.py.)
+
+All implement the predictor protocol of `evaluate`: predict(session) -> Prediction.
 """
 from __future__ import annotations
 
@@ -45,6 +47,27 @@ class PatternPredictor:
         started = time.perf_counter()
         bundles = [Bundle(b) for b in pattern_bundles(session, self.patterns)]
         return Prediction(bundles=bundles, seconds=time.perf_counter() - started)
+
+    def close(self) -> None:
+        pass
+
+
+class CategoryGroupsPredictor:
+    """Products grouped by leaf category: groups of two or more are bundles, else the whole session.
+    Reads categories, so on a dataset whose categories leak (data.leak) its results are leaky."""
+
+    params = {"grouping": "leaf category", "fallback": "whole session"}
+
+    def predict(self, session: Session) -> Prediction:
+        started = time.perf_counter()
+        by_cat: dict[str, set[int]] = {}
+        for pos, p in enumerate(session.products, start=1):
+            if p.category:
+                by_cat.setdefault(p.category, set()).add(pos)
+        bundles = [Bundle(frozenset(g)) for g in by_cat.values() if len(g) >= 2]
+        if not bundles and session.n >= 2:
+            bundles = [Bundle(frozenset(range(1, session.n + 1)))]
+        return Prediction(bundles=sorted(bundles, key=lambda b: sorted(b.items)), seconds=time.perf_counter() - started)
 
     def close(self) -> None:
         pass

@@ -20,13 +20,18 @@ from typing import Any, Protocol
 import sqlite_utils
 
 from ...store.db import transaction
+from ..data.leak import is_leaky, resolve_fields
 from ..data.sessions import dataset_id, load_sessions
 from ..errors import InputError, KdError, NotFound
 from ..knowledge.patterns import MineConfig, load_patterns, mine_patterns, transactions
-from ..types import Bundle, Prediction, Session
+from ..types import Bundle, Prediction, Session, check_fields
 from .metrics import aggregate, error_label, score_session
 
-METHODS = ("patterns", "whole-session", "llm")
+METHODS = ("patterns", "whole-session", "embedding-clusters", "pairwise", "category-groups", "llm")
+METHOD_FIELDS = {"patterns": "titles+categories", "category-groups": "titles+categories", "whole-session": "titles",
+                 "embedding-clusters": "titles", "pairwise": "titles"}
+"""What each non-LLM method reads of the products, whatever --fields says; an llm reads cfg.fields."""
+BASELINES = tuple(m for m in METHODS if m != "llm")
 UTILIZATIONS = ("zero-shot", "icl", "sft", "icl+sft")
 SPLITS = ("train", "valid", "test")
 
@@ -38,7 +43,8 @@ class EvalConfig:
     split: str = "test"
     """train | valid | test; only sessions with ground-truth bundles are scored."""
     method: str = "patterns"
-    """patterns (mined category patterns) | whole-session (trivial) | llm (a registered model)."""
+    """patterns (mined category patterns) | whole-session (trivial) | embedding-clusters | pairwise (titles-only
+    baselines) | category-groups (leaf categories) | llm (a registered model)."""
     model: str | None = None
     """Model name for method llm (the registry's default student when None)."""
     limit: int | None = None
@@ -49,6 +55,9 @@ class EvalConfig:
     """How an llm uses knowledge: zero-shot | icl | sft | icl+sft."""
     knowledge_set: str | None = None
     """Named knowledge set for icl / icl+sft."""
+    fields: str | None = None
+    """What prompts show of each product: titles | titles+categories (None: the dataset's default,
+    titles where its categories leak the answer)."""
     min_support: float = 0.001
     """Pattern baseline: minimum support of the train-split patterns it uses."""
     eval_run_id: int | None = None
@@ -63,7 +72,7 @@ class EvalConfig:
         if self.method != "patterns":
             d.pop("min_support")
         if self.method != "llm":
-            for k in ("model", "utilization", "knowledge_set"):
+            for k in ("model", "utilization", "knowledge_set", "fields"):
                 d.pop(k)
         return d
 
@@ -79,10 +88,16 @@ class EvalStopped(KdError):
 
 
 def make_predictor(db: sqlite_utils.Database, cfg: EvalConfig) -> Predictor:
-    from .baselines import PatternPredictor, WholeSessionPredictor
+    from .baselines import CategoryGroupsPredictor, PatternPredictor, WholeSessionPredictor
 
     if cfg.method == "whole-session":
         return WholeSessionPredictor()
+    if cfg.method == "category-groups":
+        return CategoryGroupsPredictor()
+    if cfg.method in ("embedding-clusters", "pairwise"):
+        from .similarity import EmbeddingClusters, Pairwise  # sentence embeddings; scikit-learn
+
+        return EmbeddingClusters(db, cfg.dataset) if cfg.method == "embedding-clusters" else Pairwise(db, cfg.dataset, cfg.seed)
     if cfg.method == "patterns":
         mine_cfg = MineConfig(cfg.dataset, min_support=cfg.min_support)
         # The same options always mine the same patterns: reuse stored ones, else mine in memory.
@@ -104,6 +119,10 @@ def _check(cfg: EvalConfig) -> None:
         raise InputError(f"unknown utilization {cfg.utilization!r} (known: {', '.join(UTILIZATIONS)})")
     if cfg.limit is not None and cfg.limit < 1:
         raise InputError(f"limit must be at least 1, got {cfg.limit}")
+    if cfg.fields is not None:
+        check_fields(cfg.fields)
+        if cfg.method != "llm" and cfg.fields != METHOD_FIELDS[cfg.method]:
+            raise InputError(f"method {cfg.method} reads {METHOD_FIELDS[cfg.method]}; --fields applies to --method llm")
 
 
 def select_sessions(db: sqlite_utils.Database, cfg: EvalConfig) -> list[Session]:
@@ -179,9 +198,12 @@ def evaluate(
     Keys: precision, recall, coverage (AICL); strict_precision, strict_recall, strict_f1,
     strict_jaccard; sessions, scored, errors (taxonomy counts); seconds (prediction time summed
     over sessions), seconds_per_session, tokens_per_second, peak_rss_mb, model, intent_similarity;
-    and eval_run_id, dataset, split, method.
+    eval_run_id, dataset, split, method; fields (what was shown of each product), leaky (it read
+    categories that give the answer away: data.leak) and params (the method's chosen parameters).
     """
     _check(cfg)
+    fields = resolve_fields(db, cfg.dataset, cfg.fields) if cfg.method == "llm" else METHOD_FIELDS[cfg.method]
+    cfg = replace(cfg, fields=fields)
     sessions = select_sessions(db, cfg)
     run_id = _open_run(db, cfg, run_key(db, cfg))
     cfg = replace(cfg, eval_run_id=run_id)
@@ -190,8 +212,10 @@ def evaluate(
     total, finished = len(sessions), len(sessions) - len(todo)
     if progress:
         progress(finished, total)
+    params = None
     if todo:
         predictor = make_predictor(db, cfg)
+        params = getattr(predictor, "params", None)
         try:
             for s in todo:
                 if should_stop and should_stop():
@@ -204,7 +228,15 @@ def evaluate(
                     progress(finished, total)
         finally:
             predictor.close()
+    if params is None and not todo:  # a finished run: its method's parameters were stored with it
+        row = db.execute("SELECT metrics FROM eval_runs WHERE id = ?", [run_id]).fetchone()
+        params = json.loads(row[0]).get("params") if row and row[0] else None
+    if params is None and cfg.method == "patterns":
+        params = {"min_support": cfg.min_support}
+    if params is None and cfg.method == "llm":
+        params = {"model": cfg.model, "utilization": cfg.utilization, "knowledge_set": cfg.knowledge_set}
     metrics = summarize(db, run_id, sessions, cfg)
+    metrics.update(fields=fields, leaky=is_leaky(db, cfg.dataset, fields == "titles+categories"), params=params)
     with transaction(db):
         db.execute("UPDATE eval_runs SET status = 'done', metrics = ?, finished_at = ? WHERE id = ?",
                    [json.dumps(metrics), _now(), run_id])

@@ -10,7 +10,8 @@ tables whose list-valued keys are crossed into cells:
     student = "smollm2-135m"
     datasets = ["demo-electronics"]
     split = "test"            # scored split; limit = N scores a seeded sample of N sessions
-    baselines = ["patterns", "whole-session"]
+    baselines = ["whole-session", "embedding-clusters", "pairwise"]   # any eval --method but llm
+    fields = "titles"         # titles | titles+categories; default: each dataset's (titles where categories leak)
     teacher = "qwen2.5-coder-1.5b"     # optional: its zero-shot numbers on the same sessions
     [train]   # TrainConfig fields          [sft]   # SftDataConfig options (thoughts, k)
     [distill] # optional DistillConfig fields: distil missing rules/thoughts with this teacher
@@ -50,7 +51,8 @@ from ..errors import InputError
 from ..knowledge.formats import FORMAT_NAMES
 from ..knowledge.sampling import STRATEGIES
 from ..student.train import TrainConfig
-from .evaluate import UTILIZATIONS
+from ..types import check_fields
+from .evaluate import BASELINES, UTILIZATIONS
 
 GRID_KEYS = ("formats", "utilization", "strategy", "ratio", "seed", "also")
 REFERENCE_RQ = "reference"
@@ -98,7 +100,8 @@ class ExperimentConfig:
     split: str = "test"
     limit: int | None = None
     seed: int = 0
-    baselines: list[str] = field(default_factory=lambda: ["patterns", "whole-session"])
+    baselines: list[str] = field(default_factory=lambda: ["whole-session", "embedding-clusters", "pairwise"])
+    fields: str | None = None
     teacher: str | None = None
     quant: str = "q8_0"
     k: int = 2
@@ -116,6 +119,8 @@ class ExperimentConfig:
         if not data.get("name") or not data.get("datasets"):
             raise InputError(f"{where}: needs name and datasets")
         cfg = cls(**data)
+        if cfg.fields is not None:
+            check_fields(cfg.fields)
         cfg.cells()  # validates the grid now, not halfway through a run
         TrainConfig(**{k: v for k, v in cfg.train.items()})
         return cfg
@@ -124,8 +129,8 @@ class ExperimentConfig:
         out: list[Cell] = []
         for ds in self.datasets:
             for b in self.baselines:
-                if b not in ("patterns", "whole-session"):
-                    raise InputError(f"unknown baseline {b!r} (patterns | whole-session)")
+                if b not in BASELINES:
+                    raise InputError(f"unknown baseline {b!r} ({' | '.join(BASELINES)})")
                 out.append(Cell(REFERENCE_RQ, ds, method=b, utilization="zero-shot", seed=self.seed))
             if self.teacher:
                 out.append(Cell(REFERENCE_RQ, ds, utilization="zero-shot", model=self.teacher, seed=self.seed))

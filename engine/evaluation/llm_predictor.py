@@ -39,24 +39,25 @@ class LLMPredictor:
         pass  # loaded models stay cached for the process (see backends.load_llama)
 
 
-def _knowledge_provider(db: sqlite_utils.Database, knowledge_set: str | None) -> KnowledgeFor:
+def _knowledge_provider(db: sqlite_utils.Database, knowledge_set: str | None, fields: str) -> KnowledgeFor:
     if not knowledge_set:
         raise KdError("utilization icl needs --knowledge-set NAME")
     try:
         from ..knowledge.icl import knowledge_provider
     except ImportError:
         raise KdError("in-context knowledge (utilization icl) is not available in this version") from None
-    return knowledge_provider(db, knowledge_set)
+    return knowledge_provider(db, knowledge_set, fields=fields)
 
 
 def make_llm_predictor(db: sqlite_utils.Database, cfg, *, max_tokens: int | None = None) -> LLMPredictor:
     """A predictor for `evaluate.EvalConfig` `cfg` (method llm)."""
-    gen_cfg = GenerateConfig(model=cfg.model or DEFAULT_STUDENT, seed=cfg.seed)
+    gen_cfg = GenerateConfig(model=cfg.model or DEFAULT_STUDENT, seed=cfg.seed, fields=cfg.fields)
     if max_tokens:
         gen_cfg.max_tokens = max_tokens
     knowledge_for = None
     if cfg.utilization in ("icl", "icl+sft"):
-        knowledge_for = _knowledge_provider(db, cfg.knowledge_set)
+        knowledge_for = _knowledge_provider(db, cfg.knowledge_set, cfg.fields)
     generator = BundleGenerator(db, gen_cfg)
     return LLMPredictor(generator, knowledge_for=knowledge_for, eval_run_id=cfg.eval_run_id, job_id=cfg.job_id,
-                        extra_params={"utilization": cfg.utilization, "knowledge_set": cfg.knowledge_set})
+                        extra_params={"utilization": cfg.utilization, "knowledge_set": cfg.knowledge_set,
+                                      "fields": cfg.fields})

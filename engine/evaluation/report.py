@@ -49,14 +49,16 @@ def _fmt(v: Any, digits: int = 3) -> str:
 def _row(d: dict[str, Any]) -> list[str]:
     m, c = d["metrics"], d["cell"]
     if d["status"] != "done":
-        return [c.label(), "failed: " + (d["error"] or "")[:90]] + [""] * (len(COLUMNS) + 3)
+        return [c.label(), "failed: " + (d["error"] or "")[:90]] + [""] * (len(COLUMNS) + 4)
     vals = [metric(k).fmt(m.get(k)) for k, _ in COLUMNS]
     size = f"{d['model_bytes'] / 1e6:.0f} MB" if d.get("model_bytes") else "–"
     train = f"{d['train_seconds']:.0f}" if d.get("train_seconds") is not None else "–"
-    return [c.label(), f"{m.get('scored', 0)}/{m.get('sessions', 0)}", *vals, size, train, str(d.get("eval_run_id") or "")]
+    fields = (m.get("fields") or "–") + (" (LEAKY)" if m.get("leaky") else "")
+    return [c.label(), fields, f"{m.get('scored', 0)}/{m.get('sessions', 0)}", *vals, size, train,
+            str(d.get("eval_run_id") or "")]
 
 
-HEAD = ["cell", "answered", *(h for _, h in COLUMNS), "model size", "train s", "eval run"]
+HEAD = ["cell", "fields", "answered", *(h for _, h in COLUMNS), "model size", "train s", "eval run"]
 
 
 def _table(rows: list[list[str]]) -> str:

@@ -44,6 +44,8 @@ def _distill_missing(ctx: Progress | None, db, cfg: ExperimentConfig, c: Cell, l
             continue
         for ds in (c.dataset, *c.also):
             params = {**(cfg.distill or {}), "dataset": ds}
+            if cfg.fields is not None:
+                params["fields"] = cfg.fields
             if c.strategy:
                 params.update(sample=c.strategy, ratio=c.ratio, seed=c.seed)
             job = db.execute("SELECT id, status FROM jobs WHERE kind = ? AND params = ? ORDER BY id DESC LIMIT 1",
@@ -90,7 +92,7 @@ def run_cell(db: sqlite_utils.Database, cfg: ExperimentConfig, c: Cell, *, ctx: 
     if c.method == "llm" and c.utilization in ("sft", "icl+sft"):
         tcfg = TrainConfig(**{**cfg.train, "student": cfg.student})
         data = SftDataConfig(datasets=[c.dataset, *c.also], knowledge_set=ks, max_len=tcfg.max_len,
-                             **{"k": cfg.k, "knowledge_in_prompt": True, **cfg.sft})
+                             **{"k": cfg.k, "knowledge_in_prompt": True, "fields": cfg.fields, **cfg.sft})
         run_id, _, _ = find_or_create_run(db, tcfg, data, ctx.job_id if ctx else None)
         status = db.execute("SELECT status FROM train_runs WHERE id = ?", [run_id]).fetchone()[0]
         if status != "done":
@@ -111,7 +113,8 @@ def run_cell(db: sqlite_utils.Database, cfg: ExperimentConfig, c: Cell, *, ctx: 
         utilization = {"icl": "zero-shot", "icl+sft": "sft"}.get(utilization, utilization)
     ecfg = EvalConfig(c.dataset, split=cfg.split, method=c.method, model=model if c.method == "llm" else None,
                       limit=cfg.limit, seed=cfg.seed, utilization=utilization,
-                      knowledge_set=ks if utilization in ("icl", "icl+sft") else None)
+                      knowledge_set=ks if utilization in ("icl", "icl+sft") else None,
+                      fields=cfg.fields if c.method == "llm" else None)
     try:
         metrics = evaluate(db, ecfg, should_stop=should_stop)
     except EvalStopped:

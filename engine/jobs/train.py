@@ -40,7 +40,7 @@ def formats_set(db: sqlite_utils.Database, formats: str | list[str], datasets: l
 # The options a train job records (the rest of TrainConfig / SftDataConfig keep their defaults).
 TRAIN_OPTIONS = ("rank", "alpha", "target_modules", "lr", "epochs", "max_steps", "batch_size", "grad_accum", "max_len",
                  "seed", "threads", "save_steps")
-SFT_OPTIONS = ("thoughts", "k", "knowledge_in_prompt", "limit")
+SFT_OPTIONS = ("thoughts", "k", "knowledge_in_prompt", "limit", "fields")
 
 
 def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tuple[str, ...] = (),

@@ -49,6 +49,8 @@ class IclConfig:
     """Rules shown (best ranked first)."""
     thought_chars: int = 1200
     """A worked example's reasoning is cut to this many characters (at a word boundary)."""
+    fields: str = "titles"
+    """What retrieval compares of each product (the run's fields: no categories in a titles run)."""
 
 
 def _cap(text: str, limit: int) -> str:
@@ -61,18 +63,19 @@ def _cap(text: str, limit: int) -> str:
 class ThoughtRetriever:
     """Nearest training sessions (with thoughts) to a query session, by embedding cosine similarity."""
 
-    def __init__(self, thoughts: list, embedder: Callable[[list[str]], np.ndarray] | None = None):
-        self.thoughts = thoughts
+    def __init__(self, thoughts: list, embedder: Callable[[list[str]], np.ndarray] | None = None,
+                 fields: str = "titles"):
+        self.thoughts, self.fields = thoughts, fields
         if embedder is None:
             from ..embeddings import embed as embedder  # sentence-transformers: only when thoughts are used
         self.embed = embedder
-        self.matrix = self.embed([session_text(t.session) for t in thoughts]) if thoughts else np.zeros((0, 384))
+        self.matrix = self.embed([session_text(t.session, fields) for t in thoughts]) if thoughts else np.zeros((0, 384))
         self._query_cache: dict[int, np.ndarray] = {}
 
     def _query(self, session: Session) -> np.ndarray:
         if session.id is not None and session.id in self._query_cache:
             return self._query_cache[session.id]
-        vec = self.embed([session_text(session)])[0]
+        vec = self.embed([session_text(session, self.fields)])[0]
         if session.id is not None:
             self._query_cache[session.id] = vec
         return vec
@@ -104,7 +107,7 @@ def provider_from_set(sk: SetKnowledge, cfg: IclConfig | None = None,
     """session -> PromptKnowledge for an already loaded set (see module docstring)."""
     cfg = cfg or IclConfig()
     patterns, rules = static_knowledge(sk, cfg)
-    retriever = ThoughtRetriever(sk.thoughts, embedder) if (sk.thoughts and cfg.k > 0) else None
+    retriever = ThoughtRetriever(sk.thoughts, embedder, cfg.fields) if (sk.thoughts and cfg.k > 0) else None
 
     def knowledge_for(session: Session) -> PromptKnowledge | None:
         examples = []

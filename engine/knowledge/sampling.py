@@ -62,8 +62,11 @@ def sample_size(n: int, ratio: float) -> int:
     return min(n, max(1, round(n * ratio))) if n else 0
 
 
-def session_text(s: Session) -> str:
-    """What the diversity strategy embeds: the products' titles with their leaf categories."""
+def session_text(s: Session, fields: str = "titles+categories") -> str:
+    """What the diversity strategy (training sessions) and ICL retrieval embed: the products' titles,
+    with their leaf categories when `fields` shows them (retrieval for a titles run never sees one)."""
+    if fields == "titles":
+        return "; ".join(p.title for p in s.products)
     return "; ".join(f"{p.title} ({p.category})" if p.category else p.title for p in s.products)
 
 

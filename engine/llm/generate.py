@@ -48,6 +48,8 @@ class GenerateConfig:
     strict_grammar: bool = True
     """llama.cpp: decode with `prompts.answer_grammar` (increasing, unique product numbers)
     instead of the plain JSON schema."""
+    fields: str = "titles"
+    """What the prompt shows of each product: titles | titles+categories (types.FIELDS)."""
 
     def params(self) -> GenParams:
         return GenParams(max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed)
@@ -155,7 +157,8 @@ class BundleGenerator:
 
     def prompt(self, session: Session, knowledge: PromptKnowledge | None = None) -> Prompt:
         return fit_prompt(session, knowledge, style=self.style, n_ctx=self.backend.n_ctx,
-                          max_tokens=self.cfg.max_tokens, count_tokens=self.backend.count_tokens)
+                          max_tokens=self.cfg.max_tokens, count_tokens=self.backend.count_tokens,
+                          fields=self.cfg.fields)
 
     def generate(
         self,
@@ -179,6 +182,7 @@ class BundleGenerator:
         if log:
             logged_params = {
                 **params.to_dict(), **self.backend.describe(), "prompt_version": PROMPT_VERSION, "style": self.style,
+                "fields": self.cfg.fields,
                 "constraint": "grammar" if self.cfg.strict_grammar else "schema",
                 "knowledge": prompt.knowledge.summary() if prompt.knowledge else None,
                 "dropped": {k: v for k, v in prompt.dropped.items() if v} or None,

@@ -1,8 +1,8 @@
 """Prompts for bundle generation, the per-session answer schema, and the context-window budget.
 
 All prompt wording lives here, in our own words. A prompt shows the session's products numbered
-1..n (title and category) and asks for `{"bundles": [{"intent": "...", "items": [numbers]}]}` (the
-intent comes first so the model names a purpose before choosing the products that serve it).
+1..n (titles, and categories when the run's fields show them: types.FIELDS) and asks for
+`{"bundles": [{"intent": "...", "items": [numbers]}]}` (the intent comes first so the model names a purpose before choosing the products that serve it).
 Optional knowledge slots in between the instructions and the session: mined patterns and distilled
 rules as short statements, and worked examples (retrieved training sessions with the teacher's
 thought and the true answer).
@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import KdError
-from ..types import Bundle, Product, Session
+from ..types import Bundle, Product, Session, check_fields
 
 PROMPT_VERSION = "bundles-v1"
 """Logged with every generation; bump it when the wording changes."""
@@ -99,15 +99,18 @@ def _clean(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def product_line(number: int, p: Product) -> str:
+def product_line(number: int, p: Product, fields: str = "titles") -> str:
+    """One numbered product; its category only when `fields` is titles+categories (types.FIELDS)."""
     title = _clean(p.title, TITLE_MAX) or "(no title)"
-    path = [c for c in p.category_path if c][-CATEGORY_LEVELS:] or ([p.category] if p.category else [])
-    cat = f" [category: {_clean(' > '.join(path), 80)}]" if path else ""
+    cat = ""
+    if check_fields(fields) == "titles+categories":
+        path = [c for c in p.category_path if c][-CATEGORY_LEVELS:] or ([p.category] if p.category else [])
+        cat = f" [category: {_clean(' > '.join(path), 80)}]" if path else ""
     return f"{number}. {title}{cat}"
 
 
-def product_list(products: Sequence[Product]) -> str:
-    return "\n".join(product_line(i, p) for i, p in enumerate(products, start=1))
+def product_list(products: Sequence[Product], fields: str = "titles") -> str:
+    return "\n".join(product_line(i, p, fields) for i, p in enumerate(products, start=1))
 
 
 def answer_json(bundles: Sequence[Bundle]) -> str:
@@ -117,15 +120,15 @@ def answer_json(bundles: Sequence[Bundle]) -> str:
     )
 
 
-def _example_block(i: int, ex: WorkedExample) -> str:
-    parts = [f"Example {i}:", product_list(ex.products)]
+def _example_block(i: int, ex: WorkedExample, fields: str) -> str:
+    parts = [f"Example {i}:", product_list(ex.products, fields)]
     if ex.thought:
         parts.append("Reasoning: " + ex.thought.strip())
     parts.append("Answer: " + answer_json(ex.bundles))
     return "\n".join(parts)
 
 
-def knowledge_text(k: PromptKnowledge | None) -> str:
+def knowledge_text(k: PromptKnowledge | None, fields: str = "titles") -> str:
     if k is None or k.is_empty():
         return ""
     blocks = []
@@ -134,16 +137,17 @@ def knowledge_text(k: PromptKnowledge | None) -> str:
     if k.rules:
         blocks.append(RULES_HEAD + "\n" + "\n".join(f"{i}. {_clean(t, 400)}" for i, t in enumerate(k.rules, 1)))
     if k.examples:
-        blocks.append(EXAMPLES_HEAD + "\n\n" + "\n\n".join(_example_block(i, e) for i, e in enumerate(k.examples, 1)))
+        blocks.append(EXAMPLES_HEAD + "\n\n" + "\n\n".join(_example_block(i, e, fields) for i, e in enumerate(k.examples, 1)))
     return "\n\n".join(blocks)
 
 
-def build_messages(session: Session, knowledge: PromptKnowledge | None = None, *, style: str = "chat") -> list[dict[str, str]]:
+def build_messages(session: Session, knowledge: PromptKnowledge | None = None, *, style: str = "chat",
+                   fields: str = "titles") -> list[dict[str, str]]:
     """The prompt for one session as chat messages. With style "completion" it is one user message
     holding plain text that ends where the answer starts (backends without a chat template send
-    message contents as they are)."""
-    know = knowledge_text(knowledge)
-    products = product_list(session.products)
+    message contents as they are). `fields`: what is shown of each product (types.FIELDS)."""
+    know = knowledge_text(knowledge, fields)
+    products = product_list(session.products, fields)
     if style == "chat":
         user = "\n\n".join(x for x in (know, f"{SESSION_HEAD}\n{products}", ASK) if x)
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
@@ -265,6 +269,7 @@ def fit_prompt(
     max_tokens: int = 512,
     count_tokens: Callable[[list[dict[str, str]]], int | None] | None = None,
     reserve: int = 16,
+    fields: str = "titles",
 ) -> Prompt:
     """Build the prompt and make it fit `n_ctx - max_tokens - reserve` tokens.
 
@@ -290,7 +295,7 @@ def fit_prompt(
         k = PromptKnowledge(list(knowledge.patterns), list(knowledge.rules), list(knowledge.examples),
                             knowledge.drop_order)
     dropped = {part: 0 for part in PARTS}
-    messages = build_messages(session, k, style=style)
+    messages = build_messages(session, k, style=style, fields=fields)
     if n_ctx is None:
         return Prompt(messages, schema, grammar, style, k, dropped, None)
     budget = n_ctx - max_tokens - reserve
@@ -302,7 +307,7 @@ def fit_prompt(
                 items.pop()
                 dropped[part] += 1
                 break
-        messages = build_messages(session, k, style=style)
+        messages = build_messages(session, k, style=style, fields=fields)
         used = count(messages)
     if used > budget:
         raise KdError(

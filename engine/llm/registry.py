@@ -34,9 +34,9 @@ from platformdirs import user_cache_dir
 from ...store.db import transaction
 from ..errors import InputError, KdError, NotFound
 from .catalogue import CATALOGUE, DEFAULT_STUDENT, DEFAULT_TEACHER, Builtin, Chunk
-from .gguf import check_gguf, gguf_metadata
+from .gguf import gguf_metadata
 
-__all__ = ["CATALOGUE", "DEFAULT_STUDENT", "DEFAULT_TEACHER", "SCHEMA_MODES", "check_gguf", "gguf_metadata"]
+__all__ = ["CATALOGUE", "DEFAULT_STUDENT", "DEFAULT_TEACHER", "SCHEMA_MODES"]
 
 SCHEMA_MODES = ("auto", "json_schema", "json_object", "none")
 """How an OpenAI-compatible endpoint is asked for JSON (a registered endpoint's `schema_mode`)."""

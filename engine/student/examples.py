@@ -35,12 +35,13 @@ from typing import Any
 
 import sqlite_utils
 
+from ..data.leak import resolve_fields
 from ..data.sessions import load_sessions
 from ..errors import InputError, KdError
 from ..knowledge.icl import IclConfig, provider_from_set
 from ..knowledge.sets import load_set_knowledge
 from ..llm.prompts import ASK, PARTS, Prompt, answer_grammar, answer_json, build_messages, fit_prompt
-from ..types import Bundle, Session
+from ..types import Bundle, Session, check_fields
 
 THOUGHT_MODES = ("rationale", "reasoning-json", "none")
 EXPLAIN_ASK = ("Explain step by step which products serve one shared purpose and why, "
@@ -65,6 +66,9 @@ class SftDataConfig:
     """The training token limit the instruction must leave room within."""
     limit: int | None = None
     """Use only the first N sessions per dataset (quick runs and tests)."""
+    fields: str | None = None
+    """What prompts show of each product: titles | titles+categories (None: each dataset's default,
+    titles where its categories leak the answer). Serve the student with the same fields."""
 
     def check(self) -> None:
         if not self.datasets:
@@ -73,6 +77,8 @@ class SftDataConfig:
             raise InputError(f"unknown thoughts mode {self.thoughts!r} (known: {', '.join(THOUGHT_MODES)})")
         if self.k < 0:
             raise InputError(f"k must be 0 or more, got {self.k}")
+        if self.fields is not None:
+            check_fields(self.fields)
 
 
 @dataclass
@@ -84,10 +90,13 @@ class SftStats:
     """Knowledge items left out of instructions to fit max_len (summed over examples)."""
     unfit: int = 0
     """Sessions whose instruction did not fit even without knowledge (left to student.encoding to drop)."""
+    fields: dict[str, str] = field(default_factory=dict)
+    """Per dataset, what the prompts showed of each product (resolved from SftDataConfig.fields)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"sessions": self.sessions, "answer_examples": self.answer_examples,
-                "thought_examples": self.thought_examples, "dropped_knowledge": self.dropped, "unfit": self.unfit}
+                "thought_examples": self.thought_examples, "dropped_knowledge": self.dropped, "unfit": self.unfit,
+                "fields": self.fields}
 
 
 def reasoning_answer(thought: str, bundles: Sequence[Bundle]) -> str:
@@ -108,14 +117,14 @@ def reasoning_grammar(n: int, *, max_words: int = 200) -> str:
 
 
 def _prompt(session: Session, knowledge, answer: str, max_len: int, stats: SftStats,
-            count_tokens=None) -> list[dict[str, str]]:
+            count_tokens=None, fields: str = "titles") -> list[dict[str, str]]:
     answer_tokens = len(answer) // 3 + 8  # the same deliberately high estimate fit_prompt uses
     try:
         p: Prompt = fit_prompt(session, knowledge, style="chat", n_ctx=max_len, max_tokens=answer_tokens, reserve=4,
-                               count_tokens=count_tokens)
+                               count_tokens=count_tokens, fields=fields)
     except KdError:
         stats.unfit += 1
-        return build_messages(session, None, style="chat")
+        return build_messages(session, None, style="chat", fields=fields)
     for part, n in p.dropped.items():
         stats.dropped[part] += n
     return p.messages
@@ -137,9 +146,6 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
     exact; without it fit_prompt's deliberately high estimate is used."""
     cfg.check()
     sk = load_set_knowledge(db, cfg.knowledge_set) if cfg.knowledge_set else None
-    knowledge_for = None
-    if sk is not None and cfg.knowledge_in_prompt:
-        knowledge_for = provider_from_set(sk, IclConfig(k=cfg.k), embedder)
     thought_of = {t.session.id: t for t in (sk.thoughts if sk else [])} if cfg.thoughts != "none" else {}
     examples: list[dict] = []
     stats = SftStats()
@@ -149,6 +155,11 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
             sessions = sessions[: cfg.limit]
         if not sessions:
             raise InputError(f"dataset {dataset!r} has no {cfg.split} sessions with ground truth to train on")
+        fields = resolve_fields(db, dataset, cfg.fields)
+        stats.fields[dataset] = fields
+        knowledge_for = None  # retrieval compares what the prompt shows (the dataset's fields)
+        if sk is not None and cfg.knowledge_in_prompt:
+            knowledge_for = provider_from_set(sk, IclConfig(k=cfg.k, fields=fields), embedder)
         for s in sessions:
             stats.sessions += 1
             knowledge = knowledge_for(s) if knowledge_for else None
@@ -157,12 +168,12 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
                 answer = reasoning_answer(thought.thought, s.bundles)
             else:
                 answer = answer_json(s.bundles)
-            messages = _prompt(s, knowledge, answer, cfg.max_len, stats, count_tokens)
+            messages = _prompt(s, knowledge, answer, cfg.max_len, stats, count_tokens, fields)
             examples.append({"messages": [*messages, {"role": "assistant", "content": answer}]})
             stats.answer_examples += 1
             if thought is not None and cfg.thoughts == "rationale":
                 explained = f"Reasoning: {' '.join(thought.thought.split())}\nAnswer: {answer_json(s.bundles)}"
-                messages = _prompt(s, knowledge, explained, cfg.max_len, stats, count_tokens)
+                messages = _prompt(s, knowledge, explained, cfg.max_len, stats, count_tokens, fields)
                 user = messages[-1]
                 if not user["content"].endswith(ASK):
                     raise KdError("prompts.build_messages no longer ends the user message with ASK")

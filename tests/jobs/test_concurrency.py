@@ -2,7 +2,7 @@
 
 Writers, all real code in their own processes:
   * two job drivers, each starting evaluation jobs back to back through the real job worker
-    (`jobs.create_job` + `jobs.start_job`, a detached `python -m kdbundle.engine.jobs.runner` process) on the
+    (`runner.create_job` + `runner.start_job`, a detached `python -m kdbundle.engine.jobs.runner` process) on the
     real Electronic data: patterns and whole-session, each session's result committed as it comes,
     with a progress update per session; the first job of both drivers has the same configuration,
     so two workers write the same evaluation run at once;

@@ -23,7 +23,7 @@ def test_provider_gives_rules_patterns_and_nearest_examples_never_itself(db):
     from kdbundle.engine.embeddings import embed
 
     thought_sessions = [t.session for t in sk.thoughts]
-    matrix = embed([session_text(s) for s in thought_sessions])
+    matrix = embed([session_text(s, "titles") for s in thought_sessions])
     for s in load_sessions(db, DATASET, with_bundles_only=True)[:12]:
         k = knowledge_for(s)
         assert k.rules == RULES and k.patterns == sk.patterns[:15]
@@ -31,7 +31,7 @@ def test_provider_gives_rules_patterns_and_nearest_examples_never_itself(db):
         chosen = [next(t for t in sk.thoughts if t.session.products == ex.products) for ex in k.examples]
         assert all(t.session.id != s.id for t in chosen)
         # The two chosen are the two most similar thought sessions other than s itself.
-        sims = matrix @ embed([session_text(s)])[0]
+        sims = matrix @ embed([session_text(s, "titles")])[0]
         ranked = [thought_sessions[i].id for i in np.argsort(-sims) if thought_sessions[i].id != s.id]
         assert [t.session.id for t in chosen] == ranked[:2]
         assert all(ex.thought and ex.bundles for ex in k.examples)

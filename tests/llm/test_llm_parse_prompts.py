@@ -97,7 +97,8 @@ def test_llama_cpp_accepts_the_grammar():
 
 def test_prompt_lists_products_by_number_with_category():
     s = session(3)
-    msgs = build_messages(s)
+    assert "category" not in build_messages(s)[1]["content"]  # titles only unless asked
+    msgs = build_messages(s, fields="titles+categories")
     assert [m["role"] for m in msgs] == ["system", "user"] and msgs[0]["content"] == SYSTEM
     assert "1. Product 1 [category: Audio > Cat]" in msgs[1]["content"]
     assert "3. Product 3" in msgs[1]["content"]

@@ -24,7 +24,8 @@ def test_plain_examples_are_the_inference_prompt_and_the_true_answer(db):
     sessions = _train_sessions(db)
     assert len(examples) == stats.answer_examples == stats.sessions == len(sessions)
     for ex, s in zip(examples, sessions):
-        assert ex["messages"][:-1] == build_messages(s, None, style="chat")
+        # The demo catalogue has a category on every product: its default fields show them.
+        assert ex["messages"][:-1] == build_messages(s, None, style="chat", fields="titles+categories")
         answer = ex["messages"][-1]
         assert answer["role"] == "assistant" and answer["content"] == answer_json(s.bundles)
         parsed = parse_bundles(answer["content"], s.n)
@@ -36,7 +37,7 @@ def test_rules_and_patterns_go_into_the_instruction_exactly_as_at_inference(db):
     examples, stats = build_examples(db, SftDataConfig([DATASET], knowledge_set="pr", max_len=4096))
     knowledge_for = knowledge_provider(db, "pr")
     for ex, s in zip(examples, _train_sessions(db)):
-        assert ex["messages"][:-1] == build_messages(s, knowledge_for(s), style="chat")
+        assert ex["messages"][:-1] == build_messages(s, knowledge_for(s), style="chat", fields="titles+categories")
         assert RULES[0] in ex["messages"][1]["content"]
     assert stats.thought_examples == 0 and sum(stats.dropped.values()) == 0
     # Without knowledge in the prompt the same set trains plain examples.

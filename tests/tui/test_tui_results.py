@@ -35,8 +35,10 @@ def test_eval_runs_table_metric_switch_and_reports(tmp_path):
                 row = table.get_row_at(i)
                 assert str(row[0]) == "demo-clothing/test"
                 m = stored[str(row[1])]
-                assert row[2] == f"{m['precision']:.2f}" and row[4] == f"{m['coverage']:.2f}"
-                assert row[5] == f"{m['strict_precision']:.2f}" and row[7] == f"{m['strict_f1']:.2f}"
+                # What each method read: the pattern baseline the categories, the trivial one nothing.
+                assert str(row[2]) == {"patterns": "+cats", "whole-session": "titles"}[str(row[1])]
+                assert row[3] == f"{m['precision']:.2f}" and row[5] == f"{m['coverage']:.2f}"
+                assert row[6] == f"{m['strict_precision']:.2f}" and row[8] == f"{m['strict_f1']:.2f}"
             metric = screen.query_one("#metric", Select)
             assert metric.value == "strict_f1"
             await pilot.press("m")

@@ -15,10 +15,11 @@ from typing import Any
 import sqlite_utils
 
 from ....store.db import open_db, transaction
+from ...data.leak import resolve_fields
 from ...data.sessions import dataset_id
 from ...errors import InputError
 from ...progress import JobCancelled, Progress, now
-from ...types import Session
+from ...types import Session, check_fields
 from ..sampling import Difficulty, SampleConfig, candidates, sample_size, select_sessions
 from ..teacher import Teacher, open_teacher
 
@@ -55,6 +56,9 @@ class DistillConfig:
     """Rules: at most this many distinct draft rules (most often stated first) go to consolidation."""
     difficulty_model: str | None = None
     """Difficulty sampling: the model whose zero-shot strict F1 ranks sessions (None: the teacher)."""
+    fields: str | None = None
+    """What the teacher is shown of each product: titles | titles+categories (None: the dataset's
+    default, titles where its categories leak the answer)."""
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> DistillConfig:
@@ -66,6 +70,8 @@ class DistillConfig:
 
     def check(self) -> None:
         self.sampling().check()
+        if self.fields is not None:
+            check_fields(self.fields)
         if self.concurrency < 1:
             raise InputError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.max_rounds < 0:
@@ -101,6 +107,7 @@ class _Worker:
 
     def __init__(self, ctx: Progress, teacher: Teacher, cfg: DistillConfig, kind: str):
         self.ctx, self.teacher, self.cfg, self.kind = ctx, teacher, cfg, kind
+        self.fields = resolve_fields(ctx.db, cfg.dataset, cfg.fields)
         self._local = threading.local()
         self._owner = threading.get_ident()
         self._opened: list[sqlite_utils.Database] = []
@@ -154,6 +161,7 @@ class _Worker:
     def store(self, session: Session, unit: str, kind: str, text: str, data: dict, generation_ids: Sequence[int],
               status: str = "accepted", reason: str | None = None) -> int:
         with transaction(self.db):
+            data = {**data, "fields": self.fields}  # what the teacher was shown: provenance for set building
             kid = _insert_knowledge(self.db, self.ctx, self.teacher.name, kind, text, data, status, reason,
                                     sessions=[session.id], generations=generation_ids,
                                     dataset=self.cfg.dataset)

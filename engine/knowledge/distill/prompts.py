@@ -19,8 +19,8 @@ TASK = SYSTEM.split("\nAnswer with JSON only")[0]
 """The task description the student's prompt uses, without its answer-format line."""
 
 
-def render_products(session: Session) -> str:
-    return product_list(session.products)
+def render_products(session: Session, fields: str = "titles") -> str:
+    return product_list(session.products, fields)
 
 
 def render_bundles(bundles: Sequence[Bundle]) -> str:
@@ -70,9 +70,9 @@ def thought_schema(n: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- rules by self-reflection
 
 
-def reflection_start(session: Session) -> list[dict[str, str]]:
+def reflection_start(session: Session, fields: str = "titles") -> list[dict[str, str]]:
     """The first turn is the student's own zero-shot prompt: the rules learned answer *that* task."""
-    return build_messages(session, style="chat")
+    return build_messages(session, style="chat", fields=fields)
 
 
 FEEDBACK_LINES = {
@@ -125,14 +125,14 @@ def consolidation_messages(drafts: Sequence[tuple[str, int]], max_rules: int, ev
 # ---------------------------------------------------------------- thoughts
 
 
-def thought_messages(session: Session) -> list[dict[str, str]]:
+def thought_messages(session: Session, fields: str = "titles") -> list[dict[str, str]]:
     covered = set().union(*(b.items for b in session.bundles)) if session.bundles else set()
     outside = [i for i in range(1, session.n + 1) if i not in covered]
     rest = (f", and why products {', '.join(map(str, outside))} stay out of every bundle" if outside else "")
     return [
         {"role": "system", "content": f"{TASK}\nYou explain how to arrive at a given correct answer, step by step."},
         {"role": "user", "content": (
-            f"Products in the session:\n{render_products(session)}\n\n"
+            f"Products in the session:\n{render_products(session, fields)}\n\n"
             f"The shopper's real bundles are:\n{render_bundles(session.bundles)}\n\n"
             "Explain how someone could find exactly these bundles from the product information alone. "
             "Do not question the real bundles; justify them. Answer with a JSON object with these fields, in order: "

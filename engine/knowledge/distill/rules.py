@@ -62,7 +62,7 @@ def feedback(parsed: ParseResult, session: Session) -> tuple[str, dict[str, Any]
 
 def _reflect(w: _Worker, s: Session) -> None:
     cfg = w.cfg
-    messages = P.reflection_start(s)
+    messages = P.reflection_start(s, w.fields)
     schema, grammar = P.bundles_schema(s.n), answer_grammar(s.n)
     rounds, gens = [], []
     round_ = 0

@@ -59,7 +59,7 @@ def thought_text(steps: Sequence[str]) -> str:
 
 
 def _think(w: _Worker, s: Session) -> None:
-    gid, text = w.call(s, "thought", 0, P.thought_messages(s), P.thought_schema(s.n))
+    gid, text = w.call(s, "thought", 0, P.thought_messages(s, w.fields), P.thought_schema(s.n))
     status, reason, steps, answer = judge_thought(text, s)
     body = thought_text(steps) if any(steps) else text[:2000]
     data = {"steps": dict(zip(P.THOUGHT_STEPS, steps)), "answer": answer,
