@@ -75,16 +75,17 @@ def _plot(path: Path, title: str, cells: list[dict], refs: list[dict]) -> None:
 
     done = [d for d in cells if d["status"] == "done"]
     labels = [d["cell"].label() for d in done]
-    f1 = [d["metrics"].get("strict_f1") or 0.0 for d in done]
-    prec = [d["metrics"].get("precision") or 0.0 for d in done]
+    bars = (metric("strict_f1"), metric("precision"))  # the headline of each family
+    f1 = [d["metrics"].get(bars[0].key) or 0.0 for d in done]
+    prec = [d["metrics"].get(bars[1].key) or 0.0 for d in done]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(done) + 2), 4.2))
     xs = range(len(done))
-    ax.bar([x - 0.2 for x in xs], f1, width=0.4, label="strict F1")
-    ax.bar([x + 0.2 for x in xs], prec, width=0.4, label="AICL precision")
+    ax.bar([x - 0.2 for x in xs], f1, width=0.4, label=bars[0].label)
+    ax.bar([x + 0.2 for x in xs], prec, width=0.4, label=bars[1].label)
     for d, style in zip(refs, ("--", ":", "-.", "-")):
         if d["status"] == "done":
-            ax.axhline(d["metrics"].get("strict_f1") or 0.0, linestyle=style, color="grey", linewidth=1,
-                       label=f"{d['cell'].label()} strict F1")
+            ax.axhline(d["metrics"].get(bars[0].key) or 0.0, linestyle=style, color="grey", linewidth=1,
+                       label=f"{d['cell'].label()} {bars[0].label}")
     ax.set_xticks(list(xs), labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_title(title)

@@ -19,6 +19,7 @@ from ..errors import KdError
 from ..evaluation.difficulty import difficulty_scores
 from ..evaluation.evaluate import EvalConfig, EvalStopped, evaluate
 from ..evaluation.experiment import Cell, ExperimentConfig, load_config
+from ..knowledge.formats import DISTILLED
 from ..knowledge.sampling import SampleConfig
 from ..knowledge.sets import create_set
 from ..progress import JobCancelled, Progress, now
@@ -39,7 +40,8 @@ def _set_name(cfg: ExperimentConfig, c: Cell) -> str | None:
 
 def _distill_missing(ctx: Progress | None, db, cfg: ExperimentConfig, c: Cell, log) -> None:
     """Run (in this process) the distillation jobs the cell's knowledge needs, when [distill] allows it."""
-    for kind in ("rules", "thoughts"):
+    for fmt in DISTILLED:  # the formats a teacher distils (knowledge.formats)
+        kind = fmt.name
         if kind not in c.formats.split("+"):
             continue
         for ds in (c.dataset, *c.also):
@@ -49,18 +51,18 @@ def _distill_missing(ctx: Progress | None, db, cfg: ExperimentConfig, c: Cell, l
             if c.strategy:
                 params.update(sample=c.strategy, ratio=c.ratio, seed=c.seed)
             job = db.execute("SELECT id, status FROM jobs WHERE kind = ? AND params = ? ORDER BY id DESC LIMIT 1",
-                             [f"distill-{kind}", json.dumps(params)]).fetchone()
+                             [fmt.job_kind, json.dumps(params)]).fetchone()
             if cfg.distill is None:
                 have = db.execute(
                     "SELECT 1 FROM knowledge k JOIN datasets d ON d.id = k.dataset_id WHERE d.name = ? AND k.kind = ?"
-                    " AND k.status = 'accepted' LIMIT 1", [ds, kind[:-1]]).fetchone()
+                    " AND k.status = 'accepted' LIMIT 1", [ds, fmt.record_kind]).fetchone()
                 if have:
                     continue  # knowledge_sets picks the distilled records that match the sampling best
                 raise KdError(f"no {kind} distilled for {ds}: run `kdbundle distill {kind} --dataset {ds}` "
                               f"or add a [distill] table to the grid file")
             if job and job[1] == "done":
                 continue
-            job_id = job[0] if job else create_job(db, f"distill-{kind}", params)
+            job_id = job[0] if job else create_job(db, fmt.job_kind, params)
             log(f"distilling {kind} for {ds} (job {job_id})")
             if run_job(ctx.db_path if ctx else _db_path(db), job_id) != "done":
                 raise KdError(f"distillation job {job_id} ({kind} for {ds}) did not finish: see `kdbundle jobs show {job_id}`")

@@ -2,7 +2,8 @@
 
 All prompt wording lives here, in our own words. A prompt shows the session's products numbered
 1..n (titles, and categories when the run's fields show them: types.FIELDS) and asks for
-`{"bundles": [{"intent": "...", "items": [numbers]}]}` (the intent comes first so the model names a purpose before choosing the products that serve it).
+`{"bundles": [{"intent": "...", "items": [numbers]}]}` (the intent comes first so the model names a
+purpose before choosing the products that serve it).
 Optional knowledge slots in between the instructions and the session: mined patterns and distilled
 rules as short statements, and worked examples (retrieved training sessions with the teacher's
 thought and the true answer).
