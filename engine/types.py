@@ -9,6 +9,20 @@ whose categories give the answer away (data.leak) defaults to titles; results co
 categories on such a dataset are marked leaky wherever they are shown."""
 
 
+def check_name(what: str, name: str) -> str:
+    """A user-chosen name (dataset, knowledge set): not empty, no control characters (ESC, newline, ...),
+    which would reach terminals raw."""
+    from .errors import InputError
+
+    if not name or not name.strip():
+        raise InputError(f"a {what} needs a name")
+    bad = sorted({f"U+{ord(c):04X}" for c in name if ord(c) < 32 or 127 <= ord(c) < 160})
+    if bad:
+        raise InputError(f"{what} name {name.encode('unicode_escape').decode()!r} has control characters "
+                         f"({', '.join(bad)}): use plain text")
+    return name
+
+
 def check_fields(fields: str) -> str:
     from .errors import InputError
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import sqlite_utils
 from platformdirs import user_data_dir
 
-from .migrations import migrate
+from .migrations import NewerSchema, migrate
 
 ENV_VAR = "KDBUNDLE_DB"
 
@@ -45,13 +45,36 @@ def open_db(path: str | os.PathLike | None = None, *, migrate_schema: bool = Tru
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = NORMAL")
         db = sqlite_utils.Database(conn)
+        _check_intact(conn, db_path)
         if migrate_schema:
             migrate(db)
+    except NewerSchema as exc:
+        raise StoreError(f"database {db_path}: {exc}") from None
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"cannot open database {db_path}: {exc}") from exc
+        raise StoreError(damaged_message(db_path, exc)) from exc
     except OSError as exc:
         raise StoreError(f"cannot create database {db_path}: {exc.strerror or exc}") from exc
     return db
+
+
+_CHECKED: set[str] = set()
+"""Database files this process has integrity-checked (once per process: it reads the whole file)."""
+
+
+def damaged_message(path, exc: BaseException | str) -> str:
+    return (f"database {path}: file is damaged ({str(exc)[:120]}); restore a copy, or start a new one with "
+            f"--db NEW.db")
+
+
+def _check_intact(conn: sqlite3.Connection, path: Path) -> None:
+    """PRAGMA quick_check before the first write of this process: a damaged file is refused, not written to."""
+    key = str(path.resolve())
+    if key in _CHECKED or not path.exists() or path.stat().st_size == 0:
+        return
+    rows = conn.execute("PRAGMA quick_check(1)").fetchall()
+    if not rows or rows[0][0] != "ok":
+        raise sqlite3.DatabaseError(f"PRAGMA quick_check: {rows[0][0] if rows else 'no answer'}")
+    _CHECKED.add(key)
 
 
 @contextlib.contextmanager

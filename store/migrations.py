@@ -18,8 +18,25 @@ def migration(fn: Callable[[sqlite_utils.Database], None]):
     return fn
 
 
+class NewerSchema(Exception):
+    """The database was migrated by a newer kdbundle: this version must not write to it."""
+
+
+def check_not_newer(db: sqlite_utils.Database) -> None:
+    """Refuse a database holding migrations this version does not know (or a higher user_version)."""
+    known = {fn.__name__ for fn in MIGRATIONS}
+    has_table = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone()
+    unknown = sorted({r[0] for r in db.execute("SELECT name FROM _migrations")} - known) if has_table else []
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if unknown or version > len(MIGRATIONS):
+        what = f"migration {unknown[-1]}" if unknown else f"schema version {version} (this version knows {len(MIGRATIONS)})"
+        raise NewerSchema(f"it was written by a newer kdbundle ({what}); upgrade kdbundle, or use another --db")
+
+
 def migrate(db: sqlite_utils.Database) -> list[str]:
-    """Apply every migration not yet recorded; return the names applied now."""
+    """Apply every migration not yet recorded; return the names applied now. A database from a newer
+    version (see check_not_newer) is refused before anything is written."""
+    check_not_newer(db)
     db.execute(
         "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
     )
@@ -45,6 +62,8 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
             raise
         conn.execute("COMMIT")
         applied.append(fn.__name__)
+    if db.execute("PRAGMA user_version").fetchone()[0] != len(MIGRATIONS):
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")  # a second marker older versions can read
     return applied
 
 

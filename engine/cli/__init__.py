@@ -1,13 +1,14 @@
 """The `kdbundle` command line (typer). One module per command group; each maps to engine recipes."""
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ...store.db import StoreError
+from ...store.db import StoreError, default_db_path
 from ..errors import KdError
 from .common import State
 
@@ -40,11 +41,35 @@ from . import models as _models  # noqa: E402,F401
 from . import train as _train  # noqa: E402,F401
 
 
+def one_line(exc: BaseException | str) -> str:
+    return " ".join(str(exc).split())
+
+
+def _db_arg(argv: list[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a == "--db" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--db="):
+            return a[len("--db="):]
+    return None
+
+
+def database_problem(exc: sqlite3.DatabaseError) -> str:
+    path = _db_arg(sys.argv[1:]) or default_db_path()
+    if "no such table" in str(exc) or "no such column" in str(exc):
+        return (f"database {path} does not have the tables this version of kdbundle expects ({exc}); "
+                "use a database kdbundle created, or start a new one with --db NEW.db")
+    return f"database {path}: file is damaged ({exc}); restore a copy, or start a new one with --db NEW.db"
+
+
 def main() -> None:
     try:
         app()
     except (KdError, StoreError) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
+        typer.secho(f"error: {one_line(exc)}", fg="red", err=True)
+        sys.exit(1)
+    except sqlite3.DatabaseError as exc:  # a damaged file or one from another schema, met after opening
+        typer.secho(f"error: {one_line(database_problem(exc))}", fg="red", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)

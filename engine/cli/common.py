@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import sqlite_utils
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ...store.db import default_db_path, open_db
 from .. import config
@@ -42,6 +44,15 @@ def option(cls: type, name: str, *flags: str, help: str | None = None, default: 
     """A typer option whose default and help are the config dataclass field's (engine.config)."""
     return typer.Option(config.default(cls, name) if default is ... else default, *flags,
                         help=help if help is not None else config.help_text(cls, name), **kw)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe(value: Any) -> str:
+    """Text from data or a user, ready for a rich console or table: markup escaped (a title like
+    "x[/bold]" prints as typed instead of crashing) and control characters (ESC, CR, ...) shown as "?"."""
+    return escape(_CONTROL.sub("?", "" if value is None else str(value)))
 
 
 def print_json(obj: Any) -> None:

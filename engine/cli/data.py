@@ -14,7 +14,7 @@ from ..data.importers import FILE_FORMATS, ImportResult, import_dataset
 from ..data.leak import category_coverage
 from ..errors import InputError
 from . import app
-from .common import console, err_console, print_json, state
+from .common import console, err_console, print_json, safe, state
 
 data_app = typer.Typer(help="Datasets: import BundleRec folders or JSONL catalogues, fetch, list.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -37,10 +37,10 @@ def _report(db, result: ImportResult, as_json: bool) -> None:
         print_json({**asdict(result), "category_leak": cov.leak, "category_coverage": cov.to_json()})
         return
     for w in result.warnings:
-        err_console.print(f"[yellow]note:[/] {w}")
+        err_console.print(f"[yellow]note:[/] {safe(w)}")
     s = result.splits
     console.print(
-        f"imported [bold]{result.dataset}[/]: {result.sessions} sessions, {result.items} items, "
+        f"imported [bold]{safe(result.dataset)}[/]: {result.sessions} sessions, {result.items} items, "
         f"{result.bundles} bundles ({result.ground_truth} ground truth after dropping duplicates and supersets); "
         f"split train {s['train']} / valid {s['valid']} / test {s['test']} in {result.seconds:.2f}s"
     )
@@ -90,11 +90,11 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")):
         print_json(rows)
         return
     t = Table("name", "format", "sessions", "items", "bundles", "ground truth", "train", "valid", "test",
-              "categories")
+              "cats")
     for r in rows:
         s = r["splits"]
-        cats = "leak the answer (titles only)" if r["category_leak"] else r["default_fields"]
-        t.add_row(r["name"], r["format"], str(r["sessions"]), str(r["items"]), str(r["bundles"]),
+        cats = "leaky" if r["category_leak"] else "ok"  # leaky: prompts default to titles only
+        t.add_row(safe(r["name"]), safe(r["format"]), str(r["sessions"]), str(r["items"]), str(r["bundles"]),
                   str(r["ground_truth"]), str(s["train"]), str(s["valid"]), str(s["test"]), cats)
     console.print(t)
 
@@ -103,7 +103,7 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")):
 def delete_cmd(ctx: typer.Context, name: str, yes: bool = typer.Option(False, "--yes", help="Do not ask.")):
     """Delete a dataset with everything derived from it (knowledge, results)."""
     db = state(ctx).db
-    if not yes and not typer.confirm(f"delete dataset {name!r} and its knowledge and results?"):
+    if not yes and not typer.confirm(f"delete dataset {safe(name)!r} and its knowledge and results?"):
         raise typer.Exit(1)
     delete_dataset(db, name)
-    console.print(f"deleted {name}")
+    console.print(f"deleted {safe(name)}")

@@ -9,7 +9,7 @@ from ..knowledge.distill import DistillConfig, planned_units
 from ..knowledge.formats import DISTILLED, get_format
 from ..knowledge.sampling import STRATEGIES
 from . import app
-from .common import console, option, print_json
+from .common import console, option, print_json, safe
 from .data import ready_db
 from .jobs import launch
 
@@ -42,13 +42,13 @@ def _run(ctx: typer.Context, kind: str, dataset: str, teacher: Optional[str], sa
                       f"`kdbundle jobs resume {job['id']}` continues it")
     elif kind == "thoughts":
         console.print(f"job {job['id']}: {r.get('accepted', 0)} thoughts accepted, {r.get('rejected', 0)} rejected "
-                      f"({r.get('reject_reasons') or {}}) from {r.get('sessions')} sessions by {r.get('teacher')}; "
-                      f"see `kdbundle knowledge list --dataset {dataset} --kind thought`")
+                      f"({safe(r.get('reject_reasons') or {})}) from {r.get('sessions')} sessions by {safe(r.get('teacher'))}; "
+                      f"see `kdbundle knowledge list --dataset {safe(dataset)} --kind thought`")
     elif kind == "rules":
         console.print(f"job {job['id']}: {r.get('rules', 0)} rules consolidated from {r.get('drafts', 0)} session "
-                      f"drafts by {r.get('teacher')}; see `kdbundle knowledge list --dataset {dataset} --kind rule`")
+                      f"drafts by {r.get('teacher')}; see `kdbundle knowledge list --dataset {safe(dataset)} --kind rule`")
     else:
-        console.print(f"job {job['id']} {job['status']}: {r}; see `kdbundle knowledge list --dataset {dataset} "
+        console.print(f"job {job['id']} {job['status']}: {safe(r)}; see `kdbundle knowledge list --dataset {safe(dataset)} "
                       f"--kind {get_format(kind).record_kind}`")
 
 

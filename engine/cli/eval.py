@@ -11,7 +11,7 @@ from rich.table import Table
 from ..evaluation.evaluate import METHODS, UTILIZATIONS, EvalConfig, evaluate
 from ..evaluation.metrics import TAXONOMY, family_metrics
 from . import app
-from .common import console, err_console, option, print_json
+from .common import console, err_console, option, print_json, safe
 from .data import ready_db
 
 
@@ -47,7 +47,7 @@ def eval_cmd(
         print_json(metrics)
         return
     with Progress(
-        TextColumn(f"[bold]eval[/] {method} on {dataset}/{split}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn(f"[bold]eval[/] {safe(method)} on {safe(dataset)}/{safe(split)}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console,
     ) as bar:
         task = bar.add_task("sessions", total=None)
@@ -63,7 +63,7 @@ def _f(v: Any) -> str:
 
 def show_metrics(m: dict[str, Any]) -> None:
     leaky = "  LEAKY: it read categories that give the answer away" if m.get("leaky") else ""
-    t = Table(title=f"{m['model']} on {m['dataset']} / {m['split']}, fields {m.get('fields')}  "
+    t = Table(title=f"{safe(m['model'])} on {safe(m['dataset'])} / {m['split']}, fields {m.get('fields')}  "
                     f"({m['scored']}/{m['sessions']} sessions answered){leaky}")
     rows = {"AICL-compatible": family_metrics("aicl"), "strict (one-to-one)": family_metrics("strict")}
     width = max(len(ms) for ms in rows.values())

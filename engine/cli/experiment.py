@@ -9,7 +9,7 @@ import typer
 from ..evaluation.experiment import load_config
 from ..jobs.experiment import job_params
 from . import app
-from .common import console, print_json
+from .common import console, print_json, safe
 from .data import ready_db
 from .jobs import launch
 
@@ -32,8 +32,8 @@ def run_cmd(ctx: typer.Context, file: Path = typer.Argument(..., help="Grid file
     if as_json:
         print_json(result)
         return
-    console.print(f"experiment {cfg.name}: {result.get('done', 0)}/{result.get('cells', '?')} cells done, "
-                  f"{result.get('failed', 0)} failed ({job['status']}); report: kdbundle experiment report {cfg.name}")
+    console.print(f"experiment {safe(cfg.name)}: {result.get('done', 0)}/{result.get('cells', '?')} cells done, "
+                  f"{result.get('failed', 0)} failed ({job['status']}); report: kdbundle experiment report {safe(cfg.name)}")
 
 
 @experiment_app.command("report")

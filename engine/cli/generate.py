@@ -14,7 +14,7 @@ from ..llm.generate import BundleGenerator, GenerateConfig, typed_session
 from ..llm.registry import DEFAULT_STUDENT
 from ..types import check_fields
 from . import app
-from .common import console, print_json
+from .common import console, print_json, safe
 from .data import ready_db
 
 
@@ -72,12 +72,12 @@ def generate_cmd(
     t.add_column("intent")
     t.add_column("products")
     for i, b in enumerate(bundles, 1):
-        t.add_row(str(i), b["intent"] or "-", "\n".join(f"{n}. {title[:80]}" for n, title in zip(b["items"], b["titles"])))
+        t.add_row(str(i), safe(b["intent"] or "-"), "\n".join(f"{n}. {safe(title[:80])}" for n, title in zip(b["items"], b["titles"])))
     console.print(t)
     if not bundles:
         console.print("[yellow]no valid bundle[/]")
     for e in r.errors:
-        console.print(f"[red]{e['kind']}[/]: {e['detail']}")
+        console.print(f"[red]{safe(e['kind'])}[/]: {safe(e['detail'])}")
     tps = f", {c.tokens_per_second:.1f} tokens/s" if c.tokens_per_second else ""
     first = f", first token {c.first_token_seconds:.2f}s" if c.first_token_seconds is not None else ""
     console.print(f"{c.seconds:.2f}s{first}; {c.prompt_tokens or '?'} prompt + {c.completion_tokens or '?'} answer "

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from ..jobs import runner as J
 from . import app
-from .common import console, err_console, print_json, state
+from .common import console, err_console, print_json, safe, state
 
 jobs_app = typer.Typer(help="Background jobs: list, follow, cancel, resume.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
@@ -63,7 +63,7 @@ def launch(ctx: typer.Context, kind: str, params: dict[str, Any], *, detach: boo
 
 
 def _fail(job: dict[str, Any]) -> int:
-    err_console.print(f"[red]error:[/] job {job['id']} failed: {job['error']}")
+    err_console.print(f"[red]error:[/] job {job['id']} failed: {safe(job['error'])}")
     return 1
 
 
@@ -78,7 +78,7 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"), 
     for j in rows:
         prog = f"{j['done']}/{j['total']}" if j["total"] else str(j["done"])
         eta = f"{j['eta_seconds']:.0f}s" if j["eta_seconds"] is not None else ""
-        t.add_row(str(j["id"]), j["kind"], j["status"], prog, eta, str(j["pid"] or ""), (j["error"] or "")[:60])
+        t.add_row(str(j["id"]), safe(j["kind"]), safe(j["status"]), prog, eta, str(j["pid"] or ""), safe((j["error"] or "")[:60]))
     console.print(t)
 
 
@@ -94,7 +94,7 @@ def show_cmd(ctx: typer.Context, job_id: int, as_json: bool = typer.Option(False
         print_json(job)
         return
     for k in ("id", "kind", "status", "done", "total", "pid", "error", "params", "result"):
-        console.print(f"[bold]{k}[/]: {job[k]}")
+        console.print(f"[bold]{k}[/]: {safe(job[k])}")
     for line in job["log"]:
         console.print(Text.assemble((line["ts"], "dim"), " ", line["message"]), highlight=False)
 

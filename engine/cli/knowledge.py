@@ -10,7 +10,7 @@ from rich.table import Table
 from ..knowledge.patterns import ALGORITHMS, MineConfig, mine
 from ..knowledge.records import KINDS, list_knowledge
 from . import app
-from .common import console, print_json
+from .common import console, print_json, safe
 from .data import ready_db
 
 knowledge_app = typer.Typer(help="Knowledge: mined patterns, distilled rules and thoughts.", no_args_is_help=True)
@@ -36,7 +36,7 @@ def mine_cmd(
         return
     state = "unchanged" if result.unchanged else "stored"
     console.print(f"{result.patterns} patterns from {result.transactions} training bundles of "
-                  f"[bold]{dataset}[/] ({algorithm}, min support {min_support}) {state} in {result.seconds:.2f}s")
+                  f"[bold]{safe(dataset)}[/] ({algorithm}, min support {min_support}) {state} in {result.seconds:.2f}s")
 
 
 @knowledge_app.command("list")
@@ -61,5 +61,5 @@ def list_cmd(
         d = r["data"]
         sup = f"{d['support']:.3f}" if "support" in d else ""
         conf = f"{d['confidence']:.2f}" if "confidence" in d else ""
-        t.add_row(str(r["id"]), r["kind"], r["text"], sup, conf, str(len(r["sessions"])), r["teacher"] or "")
+        t.add_row(str(r["id"]), safe(r["kind"]), safe(r["text"]), sup, conf, str(len(r["sessions"])), safe(r["teacher"]))
     console.print(t)

@@ -8,7 +8,6 @@ import json
 from typing import Any, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from ..errors import NotFound
@@ -16,7 +15,7 @@ from ..evaluation.difficulty import difficulty_scores
 from ..knowledge.formats import FORMAT_NAMES
 from ..knowledge.sampling import STRATEGIES, SampleConfig
 from ..knowledge.sets import create_set, delete_set, list_sets, show_set
-from .common import console, print_json
+from .common import console, print_json, safe
 from .data import ready_db
 from .knowledge import knowledge_app
 
@@ -62,11 +61,11 @@ def show_cmd(ctx: typer.Context, knowledge_id: int = typer.Argument(..., help="K
         return
     head = f"[bold]{rec['kind']} #{rec['id']}[/] ({rec['dataset']}, {rec['status']}"
     head += f", rank {rec['rank']}" if rec["rank"] else ""
-    head += f", teacher {escape(rec['teacher'])}" if rec["teacher"] else ""
+    head += f", teacher {safe(rec['teacher'])}" if rec["teacher"] else ""
     head += f", job {rec['job_id']})" if rec["job_id"] else ")"
     console.print(head)
     if rec["reason"]:
-        console.print(f"[red]rejected:[/] {escape(rec['reason'])}")
+        console.print(f"[red]rejected:[/] {safe(rec['reason'])}")
     console.print(rec["text"], markup=False, highlight=False)
     if rec["kind"] == "thought" and rec["data"].get("answer") is not None:
         ans = "; ".join(f"{b['items']} {b.get('intent', '')}" for b in rec["data"]["answer"])
@@ -78,7 +77,7 @@ def show_cmd(ctx: typer.Context, knowledge_id: int = typer.Argument(..., help="K
         p = g["params"]
         stage = f"{p.get('stage', '')} round {p.get('round', '')}" if p.get("stage") else ""
         raw = g["raw_output"] or ""
-        console.print(f"[bold]generation {g['id']}[/] {escape(g['model'])} {stage} session {g['session_id']}")
+        console.print(f"[bold]generation {g['id']}[/] {safe(g['model'])} {stage} session {g['session_id']}")
         console.print(raw if full or len(raw) <= 400 else raw[:400] + " …", markup=False, highlight=False)
 
 
@@ -112,13 +111,13 @@ def create_cmd(
 
 def _print_set(s: dict[str, Any]) -> None:
     sampling = f"{s['strategy']} {s['ratio']} seed {s['seed']}" if s["strategy"] else "all"
-    console.print(f"[bold]{escape(s['name'])}[/]: {', '.join(s['formats'])} from {', '.join(s['datasets'])}; "
+    console.print(f"[bold]{safe(s['name'])}[/]: {', '.join(s['formats'])} from {', '.join(s['datasets'])}; "
                   f"thought sampling: {sampling}")
     t = Table("dataset", "format", "records", "detail")
     for ds, info in s["spec"].get("per_dataset", {}).items():
         for fmt, d in info.items():
             detail = {k: v for k, v in d.items() if k != "count"}
-            t.add_row(ds, fmt, str(d["count"]), escape(json.dumps(detail)))
+            t.add_row(ds, fmt, str(d["count"]), safe(json.dumps(detail)))
     console.print(t)
 
 
@@ -132,7 +131,7 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")):
     t = Table("name", "formats", "datasets", "sampling", "members")
     for r in rows:
         sampling = f"{r['strategy']} {r['ratio']} seed {r['seed']}" if r["strategy"] else "all"
-        t.add_row(escape(r["name"]), ",".join(r["formats"]), ",".join(r["datasets"]), sampling,
+        t.add_row(safe(r["name"]), ",".join(r["formats"]), ",".join(r["datasets"]), sampling,
                   ", ".join(f"{k} {n}" for k, n in r["counts"].items()))
     console.print(t)
 
@@ -156,4 +155,4 @@ def show_set_cmd(ctx: typer.Context, name: str = typer.Argument(...), as_json: b
 def delete_cmd(ctx: typer.Context, name: str = typer.Argument(...)):
     """Delete a set (its knowledge records stay)."""
     delete_set(ready_db(ctx), name)
-    console.print(f"deleted knowledge set {escape(name)}")
+    console.print(f"deleted knowledge set {safe(name)}")

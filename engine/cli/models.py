@@ -11,7 +11,7 @@ from rich.table import Table
 from ..errors import InputError
 from ..llm import registry
 from . import app
-from .common import console, err_console, print_json, state
+from .common import console, err_console, print_json, safe, state
 
 models_app = typer.Typer(help="Models: built-in, local GGUF files, OpenAI-compatible endpoints, trained students.",
                          no_args_is_help=True)
@@ -42,8 +42,8 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")):
     for col in ("name", "family", "params", "format", "quant", "size", "installed", "source"):
         t.add_column(col, justify="right" if col in ("params", "size") else "left")
     for m in models:
-        t.add_row(m.name, m.family or "-", m.params or "-", m.format, m.quant or "-", _size(m.size_bytes),
-                  "[green]yes[/]" if m.installed else "[dim]no[/]", m.source)
+        t.add_row(safe(m.name), safe(m.family or "-"), safe(m.params or "-"), safe(m.format), safe(m.quant or "-"),
+                  _size(m.size_bytes), "[green]yes[/]" if m.installed else "[dim]no[/]", safe(m.source))
     console.print(t)
     console.print(f"defaults: teacher [bold]{registry.DEFAULT_TEACHER}[/], student [bold]{registry.DEFAULT_STUDENT}[/]")
 
@@ -63,7 +63,8 @@ def pull_cmd(
     if as_json:
         print_json({k: getattr(info, k) for k in LIST_KEYS})
         return
-    console.print(f"[green]ready[/]: {info.name} ({_size(info.size_bytes)}) at {info.path or registry.model_file(db, info)}")
+    console.print(f"[green]ready[/]: {safe(info.name)} ({_size(info.size_bytes)}) at "
+                  f"{safe(info.path or registry.model_file(db, info))}")
 
 
 @models_app.command("add")
@@ -97,7 +98,7 @@ def add_cmd(
     if as_json:
         print_json({k: getattr(info, k) for k in LIST_KEYS})
         return
-    console.print(f"registered [bold]{info.name}[/] ({info.format}, {info.source})")
+    console.print(f"registered [bold]{safe(info.name)}[/] ({safe(info.format)}, {safe(info.source)})")
 
 
 @models_app.command("remove")
@@ -108,4 +109,4 @@ def remove_cmd(
 ):
     """Unregister a model (a user's own GGUF file is never deleted)."""
     registry.delete_model(state(ctx).db, name, delete_files=not keep_files)
-    console.print(f"removed {name}")
+    console.print(f"removed {safe(name)}")

@@ -30,7 +30,7 @@ import sqlite_utils
 from ...store.db import transaction
 from ..data.sessions import dataset_id, load_sessions
 from ..errors import InputError, KdError, NotFound
-from ..types import Bundle, Session
+from ..types import Bundle, Session, check_name
 from .formats import DROP_ORDER, FORMAT_NAMES, get_format
 from .sampling import Difficulty, SampleConfig, order_sessions
 
@@ -58,9 +58,7 @@ def create_set(db: sqlite_utils.Database, name: str, formats: str | Sequence[str
                sample: SampleConfig | None = None, *, replace: bool = False,
                difficulty: Difficulty | None = None) -> dict[str, Any]:
     """Build and store the named set; returns show_set()'s summary. Nothing is written on error."""
-    name = name.strip()
-    if not name:
-        raise InputError("a knowledge set needs a name")
+    name = check_name("knowledge set", name).strip()
     formats = parse_list(formats, "format", FORMAT_NAMES)
     datasets = parse_list(datasets, "dataset")
     if sample is not None:

@@ -136,3 +136,21 @@ def test_cli_bad_input_is_one_line_with_nonzero_exit(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: bundle_item.csv row 6: bundle 999 is not in session_bundle.csv"]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"aicl_split.csv": "session ID,split\n1,train\n2,test\n1,test\n"}, "aicl_split.csv row 4: session 1 is 'test' here but 'train' in row 2"),
+    ({"item_categories.csv": GOOD["item_categories.csv"] + '10,"[[Electronics,Other]]"\n'}, "item_categories.csv row 4: item 10 has other categories than in row 2"),
+    ({"session_item.csv": "session ID,item ID\n"}, "no sessions"),
+])
+def test_conflicting_duplicates_and_empty_folders_are_refused(db, tmp_path, dump, changes, message):
+    before = dump(db)
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        import_dataset(db, make_folder(tmp_path, **changes), "d")
+    assert dump(db) == before
+
+
+def test_identical_duplicates_are_accepted(db, tmp_path):
+    folder = make_folder(tmp_path, **{"aicl_split.csv": GOOD["aicl_split.csv"] + "1,train\n",
+                                      "item_categories.csv": GOOD["item_categories.csv"] + GOOD["item_categories.csv"].splitlines()[1] + "\n"})
+    assert import_dataset(db, folder, "d").sessions == 3

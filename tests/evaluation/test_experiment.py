@@ -56,7 +56,7 @@ def test_small_grid_runs_resumes_reuses_and_reports(db, tmp_path, monkeypatch):
 
     load_demo(db)
     cfg = ExperimentConfig.from_dict({
-        "name": "t", "datasets": ["demo-electronics"], "limit": 2,
+        "name": "t", "datasets": ["demo-electronics"], "limit": 2, "baselines": ["patterns", "whole-session"],
         "train": {"max_steps": 1, "batch_size": 2, "max_len": 384, "threads": 1, "output_dir": None},
         "grid": [{"rq": "RQ1", "formats": ["none", "patterns", "rules"], "utilization": "icl"},
                  {"rq": "RQ3", "formats": "patterns", "utilization": ["sft"]}],

@@ -10,6 +10,7 @@ from pathlib import Path
 import sqlite_utils
 
 from ...errors import InputError
+from ...types import check_name
 from .bundlerec import parse_bundlerec, parse_categories
 from .common import ImportResult, ParsedDataset, ground_truth_reasons, seeded_split, write_dataset
 from .jsonl import parse_jsonl
@@ -38,6 +39,7 @@ def import_dataset(
     domain: str | None = None,
 ) -> ImportResult:
     """Import `path` (a BundleRec folder or a .jsonl file) as dataset `name`."""
+    check_name("dataset", name)
     path = Path(path).expanduser()
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")

@@ -107,6 +107,9 @@ def parse_bundlerec(folder: str | Path, *, seed: int = 0, domain: str | None = N
         seen_pairs.add((sid, iid))
         sessions.setdefault(sid, []).append(iid)
 
+    if not sessions:
+        raise InputError(f"{folder / 'session_item.csv'}: no sessions (only a header); nothing to import")
+
     bundle_session: dict[str, str] = {}
     for row, (sid, bid) in read_csv(folder / "session_bundle.csv", REQUIRED["session_bundle.csv"]):
         _need_ids(f"session_bundle.csv row {row}", sid, bid)
@@ -155,8 +158,15 @@ def parse_bundlerec(folder: str | Path, *, seed: int = 0, domain: str | None = N
             titles[iid] = html.unescape(title)  # the source escapes quotes and ampersands as HTML
 
     paths: dict[str, list[str]] = {}
+    cat_row: dict[str, tuple[int, str]] = {}
     if (folder / "item_categories.csv").is_file():
         for row, (iid, cats) in read_csv(folder / "item_categories.csv", OPTIONAL["item_categories.csv"]):
+            if iid in cat_row:  # the same row twice is harmless; two different ones are a conflict
+                if cat_row[iid][1] != cats:
+                    raise InputError(f"item_categories.csv row {row}: item {iid} has other categories than in "
+                                     f"row {cat_row[iid][0]}")
+                continue
+            cat_row[iid] = (row, cats)
             try:
                 paths[iid] = choose_path(parse_categories(cats))
             except ValueError as exc:
@@ -180,8 +190,15 @@ def parse_bundlerec(folder: str | Path, *, seed: int = 0, domain: str | None = N
         warnings.append(f"{untitled} session items have no title (no session_item_titles.csv row)")
 
     split: dict[str, str] = {}
+    split_row: dict[str, int] = {}
     if (folder / "aicl_split.csv").is_file():
         for row, (sid, sp) in read_csv(folder / "aicl_split.csv", OPTIONAL["aicl_split.csv"]):
+            if sid in split:
+                if split[sid] != sp:
+                    raise InputError(f"aicl_split.csv row {row}: session {sid} is {sp!r} here but {split[sid]!r} "
+                                     f"in row {split_row[sid]}")
+                continue
+            split_row[sid] = row
             if sid not in sessions:
                 raise InputError(f"aicl_split.csv row {row}: session {sid} is not in session_item.csv")
             if sp not in SPLITS:

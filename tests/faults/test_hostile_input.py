@@ -1,0 +1,87 @@
+"""Hostile names, damaged and foreign databases, conflicting rows: one clear line, nothing changed."""
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+
+import pytest
+from cli_support import kdbundle, one_error_line
+
+from kdbundle.engine.data.importers import import_dataset
+from kdbundle.engine.errors import InputError
+from kdbundle.store import open_db
+from kdbundle.store.db import StoreError
+
+HOSTILE = ["x[/bold]", "[bold red]x[/]", "a[/]b", "[link=file:///etc/passwd]p[/link]", "50% [dim]"]
+
+
+def _catalogue(path, title="camera", category="Photo > Cameras"):
+    rows = [{"items": [{"title": f"{title} {k}", "category": category}, {"title": f"card {k}", "category": category}],
+             "bundles": [{"items": [1, 2], "intent": "photos"}], "split": ["train", "valid", "test"][k % 3]}
+            for k in range(9)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_markup_in_names_and_data_prints_as_typed_through_every_table(tmp_path, name):
+    db = str(tmp_path / "kd.db")
+    imp = kdbundle("--db", db, "data", "import", str(_catalogue(tmp_path / "c.jsonl", title=name, category=name)),
+                   "--name", name)
+    assert imp.returncode == 0, imp.stderr
+    for args in (["data", "list"], ["knowledge", "mine", "--dataset", name], ["knowledge", "list", "--dataset", name],
+                 ["eval", "--dataset", name, "--method", "whole-session"], ["jobs", "list"], ["models", "list"]):
+        out = kdbundle("--db", db, *args)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, (args, out.stderr)
+    listed = kdbundle("--db", db, "data", "list", "--json").stdout
+    assert name in [r["name"] for r in json.loads(listed)]  # stored and listed as typed
+
+
+@pytest.mark.parametrize("name", ["evil\x1b[31mred", "two\nlines", "bell\x07"])
+def test_control_characters_in_names_are_refused(db, tmp_path, dump, name):
+    before = dump(db)
+    with pytest.raises(InputError, match="control characters"):
+        import_dataset(db, _catalogue(tmp_path / "c.jsonl"), name)
+    assert dump(db) == before
+
+
+def test_a_damaged_database_is_refused_in_one_line_and_not_written(tmp_path):
+    path = tmp_path / "kd.db"
+    assert kdbundle("--db", str(path), "data", "list").returncode == 0
+    c = sqlite3.connect(path)
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.close()
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(size // 2)
+        f.write(bytes(random.Random(1).randrange(256) for _ in range(4096)))
+    damaged = path.read_bytes()
+    for args in (["data", "list"], ["data", "import", str(_catalogue(tmp_path / "c.jsonl")), "--name", "x"]):
+        line = one_error_line(kdbundle("--db", str(path), *args))
+        assert "file is damaged" in line and str(path) in line and "--db" in line
+    assert path.read_bytes() == damaged
+
+
+def test_a_database_from_a_newer_version_is_refused(tmp_path):
+    path = tmp_path / "kd.db"
+    open_db(path).conn.close()
+    c = sqlite3.connect(path)
+    c.execute("INSERT INTO _migrations VALUES ('m999_from_the_future', 'x')")
+    c.commit()
+    c.close()
+    with pytest.raises(StoreError, match="newer kdbundle .*m999_from_the_future"):
+        open_db(path)
+    line = one_error_line(kdbundle("--db", str(path), "data", "list"))
+    assert "newer kdbundle" in line
+
+
+def test_a_database_of_another_schema_is_one_line(tmp_path):
+    path = tmp_path / "kd.db"
+    assert kdbundle("--db", str(path), "data", "list").returncode == 0
+    c = sqlite3.connect(path)
+    c.execute("ALTER TABLE datasets RENAME TO something_else")
+    c.commit()
+    c.close()
+    line = one_error_line(kdbundle("--db", str(path), "data", "list"))
+    assert "does not have the tables" in line and "no such table: datasets" in line
