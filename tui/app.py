@@ -76,6 +76,8 @@ class KdApp(App):
         Binding("question_mark,f1", "help", "Help"),
         Binding("ctrl+t", "toggle_theme", "Theme", show=False),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        # Plain q quits too; a focused text input takes the key first, so typing "q" in a field still works.
+        Binding("q", "quit", "Quit", show=False),
     ]
 
     def __init__(self, db_path: str | os.PathLike, *, poll_seconds: float = 1.0) -> None:

@@ -59,8 +59,18 @@ def import_cmd(
     """Import a dataset in one transaction (bad input changes nothing)."""
     if format is not None and format not in FILE_FORMATS:
         raise InputError(f"unknown format {format!r} (known: {', '.join(FILE_FORMATS)})")
+    st = state(ctx)
+    new_file = not st.path.exists()
     db = ready_db(ctx)
-    _report(db, import_dataset(db, path, name, format=format, replace=replace, seed=seed), as_json)
+    try:
+        result = import_dataset(db, path, name, format=format, replace=replace, seed=seed)
+    except Exception:
+        if new_file:  # a failed first import leaves no database behind (nor the demo data it was given)
+            db.conn.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(st.path) + suffix).unlink(missing_ok=True)
+        raise
+    _report(db, result, as_json)
 
 
 @data_app.command("fetch")

@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..evaluation.evaluate import METHODS, UTILIZATIONS, EvalConfig, evaluate
+from ..evaluation.evaluate import METHODS, UTILIZATIONS, EvalConfig, check_config, evaluate
 from ..evaluation.metrics import TAXONOMY, family_metrics
 from . import app
 from .common import console, err_console, option, print_json, safe
@@ -36,6 +36,7 @@ def eval_cmd(
     cfg = EvalConfig(dataset, split=split, method=method, model=model, limit=limit, seed=seed,
                      utilization=utilization, knowledge_set=knowledge_set, min_support=min_support, fields=fields)
     db = ready_db(ctx)
+    check_config(db, cfg)  # bad options: one line, before a job, a run row or a progress bar exists
     if detach:
         from .jobs import launch
 

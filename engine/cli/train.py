@@ -17,7 +17,7 @@ from ..student.examples import SftDataConfig
 from ..student.export import ExportConfig
 from ..student.gguf_write import QUANTS
 from ..student.remote import import_run, prepare_run
-from ..student.train import TrainConfig
+from ..student.train import TrainConfig, get_run
 from . import app
 from .common import console, option, print_json, state
 from .data import ready_db
@@ -139,7 +139,10 @@ def export_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (model, path, size_bytes, quant)."),
 ):
     """Merge a run's LoRA into its base and write a quantized GGUF (or the adapter alone); register it."""
-    ready_db(ctx)
+    db = ready_db(ctx)
+    run = get_run(db, run_id)  # an unknown or unfinished run is refused before a job exists
+    if run["status"] != "done":
+        raise InputError(f"training run {run_id} is {run['status']}, not done: resume or finish it before exporting")
     if not adapter and quant not in QUANTS:
         raise typer.BadParameter(f"unknown quantization {quant!r} (choose {', '.join(QUANTS)})")
     params = {"run_id": run_id, "quant": quant, "adapter": adapter, "name": name, "out_dir": out_dir}

@@ -119,10 +119,20 @@ def _check(cfg: EvalConfig) -> None:
         raise InputError(f"unknown utilization {cfg.utilization!r} (known: {', '.join(UTILIZATIONS)})")
     if cfg.limit is not None and cfg.limit < 1:
         raise InputError(f"limit must be at least 1, got {cfg.limit}")
+    if cfg.method == "patterns" and not 0 < cfg.min_support <= 1:
+        raise InputError(f"min support must be in (0, 1], got {cfg.min_support}")
     if cfg.fields is not None:
         check_fields(cfg.fields)
         if cfg.method != "llm" and cfg.fields != METHOD_FIELDS[cfg.method]:
             raise InputError(f"method {cfg.method} reads {METHOD_FIELDS[cfg.method]}; --fields applies to --method llm")
+
+
+def check_config(db: sqlite_utils.Database, cfg: EvalConfig) -> None:
+    """Every check evaluate() makes before it writes anything (the CLI runs it before a progress bar)."""
+    _check(cfg)
+    if cfg.method == "llm":
+        resolve_fields(db, cfg.dataset, cfg.fields)
+    select_sessions(db, cfg)
 
 
 def select_sessions(db: sqlite_utils.Database, cfg: EvalConfig) -> list[Session]:

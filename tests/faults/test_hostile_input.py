@@ -85,3 +85,29 @@ def test_a_database_of_another_schema_is_one_line(tmp_path):
     c.close()
     line = one_error_line(kdbundle("--db", str(path), "data", "list"))
     assert "does not have the tables" in line and "no such table: datasets" in line
+
+
+def test_validation_comes_before_any_row_job_or_file(tmp_path):
+    db = tmp_path / "kd.db"
+    assert "min support" in one_error_line(kdbundle("--db", str(db), "eval", "--dataset", "demo-clothing",
+                                                    "--min-support", "7"))
+    assert "no training run with id 999" in one_error_line(kdbundle("--db", str(db), "export", "999"))
+    d = open_db(db)
+    assert d.execute("SELECT COUNT(*) FROM eval_runs").fetchone()[0] == 0
+    assert d.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+    d.conn.close()
+    fresh = tmp_path / "new.db"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"items": "not a list"}\n')
+    line = one_error_line(kdbundle("--db", str(fresh), "data", "import", str(bad), "--name", "x"))
+    assert "must be a list of products, found str" in line
+    assert not fresh.exists() and not (tmp_path / "new.db-wal").exists()
+
+
+def test_control_characters_in_imported_titles_are_refused_with_the_row(db, tmp_path, dump):
+    p = tmp_path / "c.jsonl"
+    p.write_text(json.dumps({"items": [{"title": "a\u0000b"}, {"title": "c"}]}) + "\n")
+    before = dump(db)
+    with pytest.raises(InputError, match=r"line 1.*control characters \(U\+0000\)"):
+        import_dataset(db, p, "x")
+    assert dump(db) == before

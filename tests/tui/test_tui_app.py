@@ -109,3 +109,26 @@ def test_db_option_and_env_var(tmp_path):
             del os.environ["KDBUNDLE_DB"]
         else:
             os.environ["KDBUNDLE_DB"] = saved
+
+
+def test_q_quits_unless_a_text_field_has_focus(tmp_path):
+    from textual.widgets import Input
+
+    path = demo_db(tmp_path / "kd.db")
+
+    async def scenario():
+        app = KdApp(path)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("5", "t")  # the arena's typed-products field
+            await pilot.pause()
+            assert isinstance(app.focused, Input)
+            await pilot.press("q")
+            assert app.is_running and "q" in app.focused.value
+            await app.switch_mode("sessions")
+            await pilot.pause()
+            assert not isinstance(app.focused, Input)
+            await pilot.press("q")
+            await pilot.pause()
+            assert not app.is_running
+
+    run(scenario())

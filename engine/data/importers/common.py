@@ -175,4 +175,7 @@ def check_text(value: str, where: str, what: str) -> str:
     """A text field as stored: stripped, at most MAX_FIELD_CHARS."""
     if len(value) > MAX_FIELD_CHARS:
         raise InputError(f"{where}: {what} is {len(value)} characters long (limit {MAX_FIELD_CHARS})")
+    bad = sorted({f"U+{ord(c):04X}" for c in value if (ord(c) < 32 and c not in "\t\n\r") or 127 <= ord(c) < 160})
+    if bad:  # NUL, ESC, ...: would be stored, then reach terminals and prompts raw
+        raise InputError(f"{where}: {what} has control characters ({', '.join(bad)})")
     return value.strip()

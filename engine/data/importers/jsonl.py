@@ -74,7 +74,9 @@ def parse_jsonl(path: str | Path, *, seed: int = 0, domain: str | None = None) -
         session_ids.add(sid)
         session = ParsedSession(sid, [], [], _split(obj.get("split"), where))
         raw_items = obj.get("items")
-        if not isinstance(raw_items, list) or not raw_items:
+        if not isinstance(raw_items, list):
+            raise InputError(f"{where}: \"items\" must be a list of products, found {type(raw_items).__name__}")
+        if not raw_items:
             raise InputError(f"{where}: \"items\" must be a non-empty list of products (empty session)")
         for k, it in enumerate(raw_items, start=1):
             iwhere = f"{where} item {k}"
