@@ -16,7 +16,7 @@ training job (**3**, `n`), then compare teacher and student on a session (**5**)
 
 **Anywhere** — `1`…`6` switch screens (Sessions, Knowledge, Jobs, Models, Arena, Results) ·
 `ctrl+p` command palette (every main action) · `?` or `f1` this help · `ctrl+t` dark / light theme ·
-`ctrl+q` quit (jobs keep running in their own processes and are found again on start).
+`q` or `ctrl+q` quit (`q` types a q when a text field has focus) (jobs keep running in their own processes and are found again on start).
 
 **Sessions** — `/` filter by title, category or id · `s` cycle split · `enter` open the session's
 products · `a` send the session to the Arena · `d` load the demo dataset.
