@@ -114,10 +114,29 @@ def _choose(valid: Sequence[Session], candidates: Sequence[float], predict_at) -
     return best_t, best
 
 
+class _PairGrouping:
+    """What both baselines share: per session, join the pairs scoring above `threshold`, then group."""
+
+    db: sqlite_utils.Database
+    vectors: dict[int, np.ndarray]
+    threshold: float
+
+    def _at(self, s: Session, t: float) -> list[Bundle]:
+        raise NotImplementedError
+
+    def predict(self, session: Session) -> Prediction:
+        started = time.perf_counter()
+        self.vectors.update(session_vectors(self.db, [session]))
+        return Prediction(bundles=self._at(session, self.threshold), seconds=time.perf_counter() - started)
+
+    def close(self) -> None:
+        pass
+
+
 # ---------------------------------------------------------------- embedding-clusters
 
 
-class EmbeddingClusters:
+class EmbeddingClusters(_PairGrouping):
     """Products join when their titles' cosine similarity exceeds a threshold chosen on valid."""
 
     def __init__(self, db: sqlite_utils.Database, dataset: str):
@@ -135,13 +154,6 @@ class EmbeddingClusters:
         return {"threshold": self.threshold, "embedding": EMBEDDING_MODEL, "chosen_on": "valid",
                 "valid_strict_f1": None if self.valid_f1 is None else round(self.valid_f1, 4)}
 
-    def predict(self, session: Session) -> Prediction:
-        started = time.perf_counter()
-        self.vectors.update(session_vectors(self.db, [session]))
-        return Prediction(bundles=self._at(session, self.threshold), seconds=time.perf_counter() - started)
-
-    def close(self) -> None:
-        pass
 
 
 # ---------------------------------------------------------------- pairwise
@@ -185,7 +197,7 @@ def _labels(s: Session) -> list[int]:
     return [int(ij in together) for ij in _pairs(s.n)]
 
 
-class Pairwise:
+class Pairwise(_PairGrouping):
     """A classifier says, per product pair, how likely the two share a bundle; pairs above a valid-chosen
     probability are joined and grouped like embedding-clusters."""
 
@@ -226,10 +238,3 @@ class Pairwise:
                 "train_pairs": self.train_pairs, "train_positive_pairs": self.train_positive, "chosen_on": "valid",
                 "valid_strict_f1": None if self.valid_f1 is None else round(self.valid_f1, 4)}
 
-    def predict(self, session: Session) -> Prediction:
-        started = time.perf_counter()
-        self.vectors.update(session_vectors(self.db, [session]))
-        return Prediction(bundles=self._at(session, self.threshold), seconds=time.perf_counter() - started)
-
-    def close(self) -> None:
-        pass
