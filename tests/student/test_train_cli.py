@@ -80,7 +80,10 @@ def test_bad_train_and_export_input(setup):
     r = run(path, "train", "--dataset", DATASET, "--knowledge-set", "demo-all", "--formats", "rules", ok=False)
     assert r.exit_code != 0
     r = run(path, "export", "999", "--json", ok=False)
-    assert r.exit_code == 1 and "no training run with id 999" in r.stderr
+    # Refused before a job exists (the installed command prints it as one `error:` line: test_hostile_input).
+    assert r.exit_code == 1 and "no training run with id 999" in str(r.exception)
+    jobs = open_db(path).execute("SELECT COUNT(*) FROM jobs WHERE kind = 'export'").fetchone()[0]
+    assert jobs == 0
     r = run(path, "export", "1", "--quant", "q3", ok=False)
     assert r.exit_code != 0
     r = run(path, "eval", "--dataset", DATASET, "--method", "llm", "--utilization", "icl", "--limit", "1", ok=False)
