@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import InputError
+
 FIELDS = ("titles", "titles+categories")
 """What a prompt (or a baseline) may show of each product: part of the scoring protocol. A dataset
 whose categories give the answer away (data.leak) defaults to titles; results computed with
@@ -12,8 +14,6 @@ categories on such a dataset are marked leaky wherever they are shown."""
 def check_name(what: str, name: str) -> str:
     """A user-chosen name (dataset, knowledge set): not empty, no control characters (ESC, newline, ...),
     which would reach terminals raw."""
-    from .errors import InputError
-
     if not name or not name.strip():
         raise InputError(f"a {what} needs a name")
     bad = sorted({f"U+{ord(c):04X}" for c in name if ord(c) < 32 or 127 <= ord(c) < 160})
@@ -24,8 +24,6 @@ def check_name(what: str, name: str) -> str:
 
 
 def check_fields(fields: str) -> str:
-    from .errors import InputError
-
     if fields not in FIELDS:
         raise InputError(f"unknown fields {fields!r} (known: {' | '.join(FIELDS)})")
     return fields

@@ -39,7 +39,8 @@ def run(data: Path, db_path: Path) -> dict:
     for d in DOMAINS:
         if d not in have:
             import_dataset(db, data / d, d)
-        coverage[d] = {**category_coverage(db, d).to_json(), "leak": category_coverage(db, d).leak}
+        cov = category_coverage(db, d)
+        coverage[d] = {**cov.to_json(), "leak": cov.leak}
         for method in BASELINES:
             for split in ("valid", "test"):
                 started = time.perf_counter()

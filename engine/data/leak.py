@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
+from ..types import check_fields
 from .sessions import dataset_id
 
 BUNDLE_COVERAGE_MIN = 0.99
@@ -65,11 +66,5 @@ def category_coverage(db: sqlite_utils.Database, dataset: str) -> CategoryCovera
 
 def resolve_fields(db: sqlite_utils.Database, dataset: str, fields: str | None) -> str:
     """The fields a run uses: the given ones, else the dataset's default (titles where categories leak)."""
-    from ..types import check_fields
-
     return check_fields(fields) if fields is not None else category_coverage(db, dataset).default_fields
 
-
-def is_leaky(db: sqlite_utils.Database, dataset: str, uses_categories: bool) -> bool:
-    """Whether a result on `dataset` is leaky: it read categories, and they give the answer away."""
-    return uses_categories and category_coverage(db, dataset).leak

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import sqlite_utils
 
 from ...store.db import transaction
-from ..data.leak import is_leaky, resolve_fields
+from ..data.leak import category_coverage
 from ..data.sessions import dataset_id, load_sessions
 from ..errors import InputError, KdError, NotFound
 from ..knowledge.patterns import MineConfig, load_patterns, mine_patterns, transactions
@@ -129,9 +129,7 @@ def _check(cfg: EvalConfig) -> None:
 
 def check_config(db: sqlite_utils.Database, cfg: EvalConfig) -> None:
     """Every check evaluate() makes before it writes anything (the CLI runs it before a progress bar)."""
-    _check(cfg)
-    if cfg.method == "llm":
-        resolve_fields(db, cfg.dataset, cfg.fields)
+    _check(cfg)  # fields included: a default (None) needs no check
     select_sessions(db, cfg)
 
 
@@ -212,7 +210,8 @@ def evaluate(
     categories that give the answer away: data.leak) and params (the method's chosen parameters).
     """
     _check(cfg)
-    fields = resolve_fields(db, cfg.dataset, cfg.fields) if cfg.method == "llm" else METHOD_FIELDS[cfg.method]
+    coverage = category_coverage(db, cfg.dataset)  # once: the default fields and the leaky mark both read it
+    fields = (cfg.fields or coverage.default_fields) if cfg.method == "llm" else METHOD_FIELDS[cfg.method]
     cfg = replace(cfg, fields=fields)
     sessions = select_sessions(db, cfg)
     run_id = _open_run(db, cfg, run_key(db, cfg))
@@ -246,7 +245,7 @@ def evaluate(
     if params is None and cfg.method == "llm":
         params = {"model": cfg.model, "utilization": cfg.utilization, "knowledge_set": cfg.knowledge_set}
     metrics = summarize(db, run_id, sessions, cfg)
-    metrics.update(fields=fields, leaky=is_leaky(db, cfg.dataset, fields == "titles+categories"), params=params)
+    metrics.update(fields=fields, leaky=coverage.leak and fields == "titles+categories", params=params)
     with transaction(db):
         db.execute("UPDATE eval_runs SET status = 'done', metrics = ?, finished_at = ? WHERE id = ?",
                    [json.dumps(metrics), _now(), run_id])

@@ -58,8 +58,7 @@ def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tup
         raise InputError("give a knowledge set or formats, not both")
     if formats:
         knowledge_set = formats_set(db, formats, datasets)
-    train = {k: options.get(k, default(TrainConfig, k)) for k in TRAIN_OPTIONS}
-    train.update({k: v for k, v in options.items() if k not in SFT_OPTIONS})
+    train = {**{k: default(TrainConfig, k) for k in TRAIN_OPTIONS}, **{k: v for k, v in options.items() if k not in SFT_OPTIONS}}
     return {
         "datasets": datasets, "student": student or default(TrainConfig, "student"), "knowledge_set": knowledge_set,
         "train": train,
