@@ -73,14 +73,17 @@ def _teacher(r: dict) -> list[str]:
 
 def _training(r: dict) -> list[str]:
     rows = []
-    for name, c in r["students"].items():
+    for name, c in (r.get("configs") or r.get("students") or {}).items():
         if "skipped" in c:
-            rows.append([name, c["skipped"], "", "", "", ""])
+            rows.append([name, c["skipped"], "", "", "", "", "", ""])
         else:
-            rows.append([name, c["seconds_per_step"], c["tokens_per_second"], c["first_step_seconds"],
-                         c["peak_rss_mb"], c["steps_timed"]])
-    return [f"LoRA r16 all linear layers, batch {r['batch_size']}, max length {r['max_len']}, {r['threads']} threads", ""] + \
-        _table(["student", "s/step", "tokens/s", "first step s", "peak RSS MB", "steps timed"], rows)
+            rows.append([name, c["seconds_per_step"], c["tokens_per_second"], c.get("epoch_minutes"), c.get("gflops"),
+                         c.get("share_of_peak"), c["peak_rss_mb"], c["steps_timed"]])
+    head = (f"student recipe (compact prompt, letters answer, answer-only logits), batch {r['batch_size']}, max length "
+            f"{r['max_len']}, {r['threads']} threads; one epoch of Electronic train = {r.get('epoch_tokens')} tokens; "
+            f"peak {r.get('peak_gflops')} GFLOP/s")
+    return [head, ""] + _table(["configuration", "s/step", "tokens/s", "min/epoch", "GFLOP/s", "of peak", "peak RSS MB",
+                                "steps timed"], rows)
 
 
 def _tui(r: dict) -> list[str]:
@@ -92,7 +95,7 @@ SECTIONS = {
     "mining": ("Pattern mining as training bundles grow", _mining),
     "student_inference": ("Student inference: llama.cpp vs transformers", _inference),
     "teacher_vs_student": ("Teacher vs student cost per session", _teacher),
-    "lora_training": ("LoRA training", _training),
+    "lora_training": ("Student training", _training),
     "tui_latency": ("TUI key-press-to-render latency", _tui),
 }
 

@@ -280,6 +280,23 @@ def train_metrics(db: sqlite_utils.Database, run_id: int, since_step: int = -1) 
     ]
 
 
+@dataclass(frozen=True)
+class ValidPoint:
+    step: int
+    strict_precision: float | None
+    strict_f1: float | None
+
+
+def valid_points(db: sqlite_utils.Database, run_id: int) -> list[ValidPoint]:
+    """Every valid-split score of a training run (model selection), in step order."""
+    return [
+        ValidPoint(*r)
+        for r in db.execute(
+            "SELECT step, valid_strict_precision, valid_strict_f1 FROM train_metrics WHERE run_id = ? AND valid IS NOT NULL"
+            " ORDER BY step", [run_id])
+    ]
+
+
 def train_runs(db: sqlite_utils.Database) -> dict[int, dict[str, Any]]:
     """Training runs by id (to show which run a model came from)."""
     cur = db.execute("SELECT id, job_id, student, datasets, knowledge_set, status, steps, final_loss, seconds FROM train_runs")

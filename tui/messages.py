@@ -73,12 +73,13 @@ class JobDetailLoaded(Message):
     """New log lines and training points of the selected job since the last read."""
 
     def __init__(self, job_id: int, log: list[dict[str, Any]], points: list[browse.TrainPoint],
-                 run: dict[str, Any] | None) -> None:
+                 run: dict[str, Any] | None, valid: list[browse.ValidPoint] | None = None) -> None:
         super().__init__()
         self.job_id = job_id
         self.log = log
         self.points = points
         self.run = run  # the train_runs row of a train job, once it exists
+        self.valid = valid or []  # every valid score so far (a few rows: read whole each time)
 
 
 class JobLaunched(Message):

@@ -29,12 +29,17 @@ def eval_cmd(
     min_support: float = option(EvalConfig, "min_support", "--min-support"),
     fields: Optional[str] = option(EvalConfig, "fields", "--fields", help="titles | titles+categories (default: the "
                                    "dataset's; titles where its categories leak the answer)."),
+    prompt: Optional[str] = option(EvalConfig, "prompt", "--prompt"),
+    answer: Optional[str] = option(EvalConfig, "answer", "--answer"),
+    title_max: Optional[int] = option(EvalConfig, "title_max", "--title-max"),
+    hints: Optional[int] = option(EvalConfig, "hints", "--hints"),
     detach: bool = typer.Option(False, "--detach", help="Run as a background job; print its id."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the metrics."),
 ):
     """Score a method (resumable: rerunning the same evaluation continues where it stopped)."""
     cfg = EvalConfig(dataset, split=split, method=method, model=model, limit=limit, seed=seed,
-                     utilization=utilization, knowledge_set=knowledge_set, min_support=min_support, fields=fields)
+                     utilization=utilization, knowledge_set=knowledge_set, min_support=min_support, fields=fields,
+                     prompt=prompt, answer=answer, title_max=title_max, hints=hints)
     db = ready_db(ctx)
     check_config(db, cfg)  # bad options: one line, before a job, a run row or a progress bar exists
     if detach:

@@ -42,10 +42,12 @@ def train_cmd(
     knowledge_set: Optional[str] = typer.Option(None, "--knowledge-set", help="Named knowledge set."),
     formats: Optional[str] = typer.Option(None, "--formats",
                                           help="patterns,rules,thoughts: make (or reuse) a set of the newest knowledge."),
+    method: str = option(TrainConfig, "method", "--method"),
+    top_layers: Optional[int] = option(TrainConfig, "top_layers", "--top-layers"),
     rank: int = option(TrainConfig, "rank", "--rank"),
     alpha: float = option(TrainConfig, "alpha", "--alpha"),
     target_modules: str = option(TrainConfig, "target_modules", "--target-modules"),
-    lr: float = option(TrainConfig, "lr", "--lr"),
+    lr: Optional[float] = option(TrainConfig, "lr", "--lr"),
     epochs: float = option(TrainConfig, "epochs", "--epochs"),
     max_steps: Optional[int] = option(TrainConfig, "max_steps", "--max-steps"),
     batch: int = option(TrainConfig, "batch_size", "--batch"),
@@ -54,6 +56,13 @@ def train_cmd(
     seed: int = option(TrainConfig, "seed", "--seed"),
     threads: Optional[int] = option(TrainConfig, "threads", "--threads"),
     save_steps: int = option(TrainConfig, "save_steps", "--save-steps"),
+    valid: bool = option(TrainConfig, "valid", "--valid/--no-valid"),
+    eval_steps: Optional[int] = option(TrainConfig, "eval_steps", "--eval-steps"),
+    patience: int = option(TrainConfig, "patience", "--patience"),
+    prompt: str = option(SftDataConfig, "prompt", "--prompt"),
+    answer: str = option(SftDataConfig, "answer", "--answer"),
+    title_max: Optional[int] = option(SftDataConfig, "title_max", "--title-max"),
+    hints: int = option(SftDataConfig, "hints", "--hints"),
     thoughts: str = option(SftDataConfig, "thoughts", "--thoughts"),
     k: int = option(SftDataConfig, "k", "--k"),
     no_knowledge_in_prompt: bool = typer.Option(False, "--no-knowledge-in-prompt",
@@ -64,17 +73,20 @@ def train_cmd(
                                            help="Do not train: write DIR for training on another machine "
                                                 "(accelerate launch / torchrun), then `kdbundle train-import DIR`."),
     detach: bool = typer.Option(False, "--detach", help="Start in the background; print the job id."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (run_id, steps, final_loss, seconds)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (run_id, steps, final_loss, seconds, "
+                                                       "best_step, valid)."),
 ):
-    """Fine-tune a student with LoRA on a dataset's training sessions and a knowledge set."""
+    """Fine-tune a student (full for small students, else LoRA) on a dataset's training sessions, selecting on valid."""
     if prepare is not None and detach:
         raise InputError("--prepare writes a folder and starts nothing: drop --detach")
     db = ready_db(ctx)
     params = job_params(db, dataset=dataset, also=also, student=student, knowledge_set=knowledge_set,
-                        formats=formats, rank=rank, alpha=alpha, target_modules=target_modules, lr=lr,
+                        formats=formats, method=method, top_layers=top_layers, rank=rank, alpha=alpha, target_modules=target_modules, lr=lr,
                         epochs=epochs, max_steps=max_steps, batch_size=batch, grad_accum=grad_accum,
                         max_len=max_len, seed=seed, threads=threads, save_steps=save_steps, thoughts=thoughts,
-                        k=k, knowledge_in_prompt=not no_knowledge_in_prompt, limit=limit, fields=fields)
+                        k=k, knowledge_in_prompt=not no_knowledge_in_prompt, limit=limit, fields=fields,
+                        valid=valid, eval_steps=eval_steps, patience=patience, prompt=prompt, answer=answer,
+                        title_max=title_max, hints=hints)
     if prepare is not None:
         _prepared(prepare_run(db, params, prepare), as_json)
         return
@@ -87,6 +99,10 @@ def train_cmd(
     console.print(f"run {out['run_id']}: {out['status']} after {out['steps']} steps, final loss "
                   f"{out['final_loss'] if out['final_loss'] is None else round(out['final_loss'], 4)}, "
                   f"{out['seconds']:.1f}s{' (reused)' if out.get('reused') else ''}")
+    for v in out.get("valid") or []:
+        mark = " <- kept" if v["step"] == out.get("best_step") else ""
+        console.print(f"  valid at step {v['step']}: strict P {v.get('strict_precision') or 0:.3f}, "
+                      f"strict F1 {v.get('strict_f1') or 0:.3f}, collapse {v.get('collapse_rate') or 0:.2f}{mark}")
     console.print(f"export it: kdbundle export {out['run_id']}")
 
 

@@ -58,6 +58,14 @@ class EvalConfig:
     fields: str | None = None
     """What prompts show of each product: titles | titles+categories (None: the dataset's default,
     titles where its categories leak the answer)."""
+    prompt: str | None = None
+    """llm: full | compact prompt (None: the one the model was trained with; full for others)."""
+    answer: str | None = None
+    """llm: answer format json | letters (None: the model's own, as for prompt)."""
+    title_max: int | None = None
+    """llm: characters of each title shown (None: the model's own, else the prompt's default)."""
+    hints: int | None = None
+    """llm, compact prompt: similar title pairs shown (None: the model's own)."""
     min_support: float = 0.001
     """Pattern baseline: minimum support of the train-split patterns it uses."""
     eval_run_id: int | None = None
@@ -72,7 +80,7 @@ class EvalConfig:
         if self.method != "patterns":
             d.pop("min_support")
         if self.method != "llm":
-            for k in ("model", "utilization", "knowledge_set", "fields"):
+            for k in ("model", "utilization", "knowledge_set", "fields", "prompt", "answer", "title_max", "hints"):
                 d.pop(k)
         return d
 
@@ -130,6 +138,10 @@ def _check(cfg: EvalConfig) -> None:
 def check_config(db: sqlite_utils.Database, cfg: EvalConfig) -> None:
     """Every check evaluate() makes before it writes anything (the CLI runs it before a progress bar)."""
     _check(cfg)  # fields included: a default (None) needs no check
+    if cfg.method == "llm":
+        from .llm_predictor import llm_prompt_spec
+
+        llm_prompt_spec(db, cfg)
     select_sessions(db, cfg)
 
 
@@ -148,11 +160,15 @@ def run_key(db: sqlite_utils.Database, cfg: EvalConfig) -> str:
     ds = db.execute("SELECT id, created_at FROM datasets WHERE id = ?", [dataset_id(db, cfg.dataset)]).fetchone()
     ident: dict[str, Any] = {"config": cfg.identity(), "dataset": list(ds)}
     if cfg.method == "llm":
-        from ..llm.prompts import PROMPT_VERSION
+        from ..llm.prompts import PromptSpec
         from ..llm.registry import get_model
 
         # A changed prompt or a re-made model file must not reuse old answers.
-        ident["prompt"] = PROMPT_VERSION
+        from .llm_predictor import llm_prompt_spec
+
+        spec = llm_prompt_spec(db, cfg)
+        # (the full prompt keeps its old key, so evaluations made before prompt specs are still reused)
+        ident["prompt"] = spec.version if spec == PromptSpec() else [spec.version, spec.to_dict()]
         if cfg.model:
             info = get_model(db, cfg.model)
             ident["model"] = [info.source, info.path, info.sha256, info.size_bytes, info.config]
@@ -210,6 +226,10 @@ def evaluate(
     categories that give the answer away: data.leak) and params (the method's chosen parameters).
     """
     _check(cfg)
+    if cfg.method == "llm":
+        from .llm_predictor import llm_prompt_spec
+
+        llm_prompt_spec(db, cfg)  # a bad prompt/answer name fails before a run row exists
     coverage = category_coverage(db, cfg.dataset)  # once: the default fields and the leaky mark both read it
     fields = (cfg.fields or coverage.default_fields) if cfg.method == "llm" else METHOD_FIELDS[cfg.method]
     cfg = replace(cfg, fields=fields)

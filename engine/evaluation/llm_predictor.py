@@ -8,12 +8,13 @@ student-adaptation recipes), which returns a callable session -> PromptKnowledge
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import sqlite_utils
 
-from ..errors import KdError
-from ..llm.generate import BundleGenerator, GenerateConfig
-from ..llm.prompts import PromptKnowledge
+from ..errors import InputError, KdError
+from ..llm.generate import BundleGenerator, GenerateConfig, model_spec
+from ..llm.prompts import PromptKnowledge, PromptSpec
 from ..llm.registry import DEFAULT_STUDENT
 from ..types import Prediction, Session
 
@@ -49,9 +50,22 @@ def _knowledge_provider(db: sqlite_utils.Database, knowledge_set: str | None, fi
     return knowledge_provider(db, knowledge_set, fields=fields)
 
 
+def llm_prompt_spec(db: sqlite_utils.Database, cfg) -> PromptSpec:
+    """The prompt spec an llm evaluation uses: the model's own, with what cfg names replaced."""
+    own = model_spec(db, cfg.model or DEFAULT_STUDENT)
+    try:
+        return replace(own, prompt=cfg.prompt or own.prompt, answer=cfg.answer or own.answer,
+                       title_max=cfg.title_max if cfg.title_max is not None else own.title_max,
+                       hints=cfg.hints if cfg.hints is not None else own.hints).check()
+    except KdError as exc:
+        raise InputError(str(exc)) from None
+
+
+
 def make_llm_predictor(db: sqlite_utils.Database, cfg, *, max_tokens: int | None = None) -> LLMPredictor:
     """A predictor for `evaluate.EvalConfig` `cfg` (method llm)."""
-    gen_cfg = GenerateConfig(model=cfg.model or DEFAULT_STUDENT, seed=cfg.seed, fields=cfg.fields)
+    gen_cfg = GenerateConfig(model=cfg.model or DEFAULT_STUDENT, seed=cfg.seed, fields=cfg.fields,
+                             spec=llm_prompt_spec(db, cfg))
     if max_tokens:
         gen_cfg.max_tokens = max_tokens
     knowledge_for = None

@@ -16,6 +16,7 @@ Strict (ours; cannot be gamed by emitting all pairs or the whole session):
   strict precision = exact / predictions, strict recall = exact / ground truth (<= 1), strict F1
   per session; every session counts and one without valid output scores 0. `strict_jaccard` is
   the softer companion: summed Jaccard of the matched pairs / max(#predictions, #ground truth).
+  `collapse_rate`: the share of sessions answered with exactly one bundle of every product.
 """
 from __future__ import annotations
 
@@ -78,6 +79,8 @@ class SessionScore:
     jaccard_sum: float  # over one-to-one matched pairs
     errors: Counter = field(default_factory=Counter)
     matches: list[tuple[int, int, float]] = field(default_factory=list)  # indices into valid preds / truth
+    collapsed: bool = False
+    """The answer was one bundle holding the whole session (the trivial answer)."""
 
     @property
     def answered(self) -> bool:
@@ -142,6 +145,7 @@ def score_session(
     return SessionScore(
         n_pred=len(valid), n_truth=len(truth), hits=hits, coverage_sum=coverage_sum, exact=exact,
         jaccard_sum=sum(j for _, _, j in pairs), errors=errors, matches=pairs,
+        collapsed=n_items is not None and valid == [frozenset(range(1, n_items + 1))],
     )
 
 
@@ -162,6 +166,7 @@ def aggregate(scores: Sequence[SessionScore]) -> dict:
         "strict_f1": _mean([s.strict_f1 for s in scores]),
         "strict_jaccard": _mean([s.jaccard_sum / max(s.n_pred, s.n_truth) if s.n_pred and s.n_truth else 0.0
                                  for s in scores]),
+        "collapse_rate": _mean([1.0 if s.collapsed else 0.0 for s in scores]),
         "sessions": n,
         "scored": len(answered),
         "errors": dict(errors),
@@ -216,6 +221,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("strict_recall", "strict recall", "R", "strict"),
     Metric("strict_f1", "strict F1", "F1", "strict"),
     Metric("strict_jaccard", "strict Jaccard", "J", "strict", summary=False),
+    # Share of sessions answered with the whole session as one bundle: a student that learned the
+    # trivial answer scores like the whole-session baseline whatever its loss says.
+    Metric("collapse_rate", "collapse rate (whole session as one bundle)", "collapse", "strict", 2, summary=False),
     Metric("intent_similarity", "intent similarity", "intent sim", "intent", summary=False),
     Metric("seconds_per_session", "seconds/session", "s/session", "speed", 2, summary=False),
     Metric("tokens_per_second", "tokens/s", "tok/s", "speed", 1, summary=False),

@@ -18,54 +18,18 @@ from collections.abc import Sequence
 import numpy as np
 import sqlite_utils
 
-from ...store.db import transaction
 from ..data.sessions import load_sessions
+from ..embeddings import EMBEDDING_MODEL, session_vectors, similarity  # noqa: F401  (re-exported)
 from ..errors import InputError
 from ..types import Bundle, Prediction, Session
 from .metrics import score_session
 
-EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 THRESHOLDS = tuple(round(x, 2) for x in np.arange(0.20, 0.91, 0.05))
 """Cosine thresholds tried on valid (embedding-clusters)."""
 PROBABILITIES = tuple(round(x, 2) for x in np.arange(0.10, 0.91, 0.05))
 """Pair-probability thresholds tried on valid (pairwise)."""
 FEATURES = ("sim", "sim_minus_best_a", "sim_minus_best_b", "rank_min", "rank_max", "mutual_best", "n",
             "sim_minus_mean", "word_jaccard")
-
-
-# ---------------------------------------------------------------- embeddings, cached per item
-
-
-def _title(p) -> str:
-    return " ".join((p.title or "").split())[:300] or "(no title)"
-
-
-def session_vectors(db: sqlite_utils.Database, sessions: Sequence[Session]) -> dict[int, np.ndarray]:
-    """item id -> unit title embedding for every product of `sessions` (computed once, then read)."""
-    ids = sorted({p.item_id for s in sessions for p in s.products})
-    out: dict[int, np.ndarray] = {}
-    for k in range(0, len(ids), 500):
-        chunk = ids[k:k + 500]
-        for item_id, blob in db.execute(
-                f"SELECT item_id, vector FROM item_embeddings WHERE model = ? AND item_id IN ({','.join('?' * len(chunk))})",
-                [EMBEDDING_MODEL, *chunk]):
-            out[item_id] = np.frombuffer(blob, dtype=np.float32)
-    missing = {p.item_id: _title(p) for s in sessions for p in s.products if p.item_id not in out}
-    if missing:
-        from ..embeddings import embed  # sentence-transformers: only when something is not cached
-
-        keys = sorted(missing)
-        vecs = embed([missing[i] for i in keys])
-        with transaction(db):
-            db.conn.executemany("INSERT OR REPLACE INTO item_embeddings (item_id, model, vector) VALUES (?, ?, ?)",
-                                [(i, EMBEDDING_MODEL, v.astype(np.float32).tobytes()) for i, v in zip(keys, vecs)])
-        out.update(zip(keys, (np.asarray(v, dtype=np.float32) for v in vecs)))
-    return out
-
-
-def similarity(session: Session, vectors: dict[int, np.ndarray]) -> np.ndarray:
-    x = np.stack([vectors[p.item_id] for p in session.products])
-    return x @ x.T
 
 
 # ---------------------------------------------------------------- grouping

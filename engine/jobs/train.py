@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,18 @@ from typing import Any
 import sqlite_utils
 
 from ..config import default
+from ..data.sessions import load_sessions
 from ..errors import InputError
+from ..evaluation.evaluate import EvalConfig, evaluate
 from ..knowledge.formats import FORMAT_NAMES
 from ..knowledge.sets import create_set, parse_list
+from ..llm.backends import unload_llama
 from ..student.examples import SftDataConfig, build_examples
+from ..student.export import write_gguf
 from ..student.runs import find_or_create_run, sft_config, token_counter, train_config
+from ..student.selection import valid_curve
 from ..student.train import ADAPTER_DIR, TrainConfig, get_run, train
+from ..student.weights import resolve_student
 from .runner import JobContext
 
 
@@ -38,9 +45,9 @@ def formats_set(db: sqlite_utils.Database, formats: str | list[str], datasets: l
 
 
 # The options a train job records (the rest of TrainConfig / SftDataConfig keep their defaults).
-TRAIN_OPTIONS = ("rank", "alpha", "target_modules", "lr", "epochs", "max_steps", "batch_size", "grad_accum", "max_len",
-                 "seed", "threads", "save_steps")
-SFT_OPTIONS = ("thoughts", "k", "knowledge_in_prompt", "limit", "fields")
+TRAIN_OPTIONS = ("method", "top_layers", "rank", "alpha", "target_modules", "lr", "epochs", "max_steps", "batch_size", "grad_accum",
+                 "max_len", "seed", "threads", "save_steps", "valid", "eval_steps", "patience")
+SFT_OPTIONS = ("thoughts", "k", "knowledge_in_prompt", "limit", "fields", "prompt", "answer", "title_max", "hints")
 
 
 def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tuple[str, ...] = (),
@@ -66,6 +73,43 @@ def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tup
     }
 
 
+def make_validator(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig, ctx: JobContext | None = None):
+    """validate(weights dir, step) -> valid metrics: the weights exported to q8_0 GGUF and scored on
+    each dataset's valid split exactly as `kdbundle eval` scores a student (greedy, the answer
+    grammar, strict parsing, both metric families); several datasets are pooled by session."""
+    student = resolve_student(cfg.student, db)
+    spec = data.spec
+    utilization = "icl+sft" if data.knowledge_set and data.knowledge_in_prompt else "sft"
+    for d in data.datasets:
+        if not load_sessions(db, d, "valid", with_bundles_only=True):
+            raise InputError(f"dataset {d!r} has no valid sessions to select on: train with --no-valid")
+
+    def validate(weights: Path, step: int) -> dict[str, Any]:
+        t0 = time.monotonic()
+        # A unique name: eval results are keyed by the model file, and a resumed run re-scores a step.
+        gguf = weights.parent / f"valid-step{step}-{time.time_ns()}.gguf"
+        write_gguf(student, weights, gguf, quant="q8_0")
+        try:
+            runs = [evaluate(db, EvalConfig(dataset=d, split="valid", method="llm", model=str(gguf), utilization=utilization,
+                                            knowledge_set=data.knowledge_set if utilization == "icl+sft" else None,
+                                            fields=data.fields, prompt=spec.prompt, answer=spec.answer,
+                                            title_max=spec.title_max, hints=spec.hints, job_id=ctx.job_id if ctx else None))
+                    for d in data.datasets]
+        finally:
+            unload_llama(gguf)
+            gguf.unlink(missing_ok=True)
+        n = sum(r["sessions"] for r in runs) or 1
+        out = {k: sum((r.get(k) or 0.0) * r["sessions"] for r in runs) / n
+               for k in ("strict_precision", "strict_recall", "strict_f1", "collapse_rate", "precision", "seconds_per_session")}
+        out.update(sessions=n, seconds=round(time.monotonic() - t0, 1), eval_run_ids=[r["eval_run_id"] for r in runs])
+        if ctx:
+            ctx.log(f"valid step {step}: strict P {out['strict_precision']:.3f} F1 {out['strict_f1']:.3f} "
+                    f"collapse {out['collapse_rate']:.2f} ({out['seconds']:.0f} s)")
+        return out
+
+    return validate
+
+
 def run_train_job(ctx: JobContext) -> dict[str, Any]:
     db, params = ctx.db, ctx.params
     if not params.get("knowledge_set") and params.get("formats"):
@@ -81,6 +125,7 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
         if (Path(run["output_dir"] or "") / ADAPTER_DIR).is_dir():
             ctx.progress(run["steps"], run["steps"])
             return {"run_id": run_id, "status": "done", "steps": run["steps"], "final_loss": run["final_loss"],
+                    "best_step": run.get("best_step"), "valid": valid_curve(db, run_id),
                     "seconds": run["seconds"], "output_dir": run["output_dir"],
                     "adapter_dir": str(Path(run["output_dir"]) / ADAPTER_DIR), "key": key, "reused": True,
                     "knowledge_set": data.knowledge_set, "datasets": data.datasets}
@@ -90,7 +135,8 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
     def on_step(row: dict) -> None:
         ctx.progress(row["step"], row.get("total"))
 
-    result = train(db, cfg, examples, run_id=run_id, should_stop=ctx.should_stop, on_step=on_step)
+    validate = make_validator(db, cfg, data, ctx) if cfg.valid else None
+    result = train(db, cfg, examples, run_id=run_id, should_stop=ctx.should_stop, on_step=on_step, validate=validate)
     ctx.progress(result.steps, result.steps if result.status == "done" else None)
     return {**asdict(result), "key": key, "reused": False, "knowledge_set": data.knowledge_set,
             "datasets": data.datasets, "example_stats": stats.to_dict()}

@@ -133,6 +133,17 @@ _LOADED: dict[tuple, Any] = {}
 _LOAD_LOCK = threading.Lock()
 
 
+def unload_llama(path: Path) -> None:
+    """Drop every loaded copy of `path` (a training run's validation loads a new file each time)."""
+    target = str(Path(path).resolve())
+    with _LOAD_LOCK:
+        for key in [k for k in _LOADED if k[0] == target]:
+            llm = _LOADED.pop(key)
+            close = getattr(llm, "close", None)
+            if close:
+                close()
+
+
 def load_llama(path: Path, *, n_ctx: int = 4096, lora_path: Path | None = None, n_threads: int | None = None):
     """A llama_cpp.Llama for `path` (+ LoRA), loaded once per process and shared.
 

@@ -20,12 +20,13 @@ from typing import Any
 import sqlite_utils
 
 from ...store.db import transaction
-from ..errors import InputError
+from ..embeddings import similar_pairs
+from ..errors import InputError, KdError
 from ..types import Bundle, Prediction, Product, Session
+from .answers import get_answer
 from .backends import Backend, Completion, GenParams, OnToken, open_backend
-from .parse import parse_bundles
-from .prompts import PROMPT_VERSION, Prompt, PromptKnowledge, fit_prompt
-from .registry import DEFAULT_STUDENT
+from .prompts import FULL, Prompt, PromptKnowledge, PromptSpec, fit_prompt
+from .registry import DEFAULT_STUDENT, get_model
 
 PURPOSES = ("demo", "eval", "distill", "arena", "generate", "benchmark")
 _WRITE_LOCK = threading.Lock()  # threads sharing one connection (concurrent endpoint calls) log one at a time
@@ -50,6 +51,9 @@ class GenerateConfig:
     instead of the plain JSON schema."""
     fields: str = "titles"
     """What the prompt shows of each product: titles | titles+categories (types.FIELDS)."""
+    spec: PromptSpec | None = None
+    """Prompt and answer format; None: the one the model was trained with (an exported student's
+    registry entry records it), else the full prompt with JSON answers."""
 
     def params(self) -> GenParams:
         return GenParams(max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed)
@@ -150,15 +154,18 @@ class BundleGenerator:
         self.cfg = cfg or GenerateConfig()
         self.backend = backend or open_backend(db, self.cfg.model, n_ctx=self.cfg.n_ctx)
         self.style = self.cfg.style or ("chat" if self.backend.chat_template else "completion")
+        self.spec = self.cfg.spec or (model_spec(db, self.cfg.model) if backend is None else FULL)
+        self.answer = get_answer(self.spec.answer)
 
     @property
     def model(self) -> str:
         return self.backend.name
 
     def prompt(self, session: Session, knowledge: PromptKnowledge | None = None) -> Prompt:
+        hints = similar_pairs(self.db, session, self.spec.hints) if self.spec.hints else None
         return fit_prompt(session, knowledge, style=self.style, n_ctx=self.backend.n_ctx,
                           max_tokens=self.cfg.max_tokens, count_tokens=self.backend.count_tokens,
-                          fields=self.cfg.fields)
+                          fields=self.cfg.fields, spec=self.spec, hints=hints)
 
     def generate(
         self,
@@ -176,14 +183,15 @@ class BundleGenerator:
         prompt = self.prompt(session, knowledge)
         params = self.cfg.params()
         c = self.backend.chat(prompt.messages, schema=prompt.schema, params=params, on_token=on_token,
-                              grammar=prompt.grammar if self.cfg.strict_grammar else None)
-        parsed = parse_bundles(c.text, session.n)
+                              grammar=prompt.grammar if self.cfg.strict_grammar or prompt.schema is None else None)
+        parsed = self.answer.parse(c.text, session.n)
         gid = None
         if log:
             logged_params = {
-                **params.to_dict(), **self.backend.describe(), "prompt_version": PROMPT_VERSION, "style": self.style,
+                **params.to_dict(), **self.backend.describe(), "prompt_version": self.spec.version, "style": self.style,
+                "prompt_spec": self.spec.to_dict(),
                 "fields": self.cfg.fields,
-                "constraint": "grammar" if self.cfg.strict_grammar else "schema",
+                "constraint": "grammar" if self.cfg.strict_grammar or prompt.schema is None else "schema",
                 "knowledge": prompt.knowledge.summary() if prompt.knowledge else None,
                 "dropped": {k: v for k, v in prompt.dropped.items() if v} or None,
                 "warnings": parsed.warnings or None, **(extra_params or {}),
@@ -194,6 +202,15 @@ class BundleGenerator:
                 session_id=session.id, comparison_id=comparison_id, job_id=job_id, eval_run_id=eval_run_id,
             )
         return GenerationResult(parsed.bundles, parsed.errors, parsed.warnings, c.text, c, prompt, gid, self.model)
+
+
+def model_spec(db: sqlite_utils.Database, model: str) -> PromptSpec:
+    """The prompt spec a registered model was trained with (FULL for any other model)."""
+    try:
+        info = get_model(db, model)
+    except KdError:  # an unknown model fails where the backend opens it, with its own message
+        return FULL
+    return PromptSpec.from_dict((info.config or {}).get("prompt_spec"))
 
 
 def typed_session(titles: list[str]) -> Session:

@@ -11,29 +11,36 @@ thought and the true answer).
 Two styles: "chat" (system + user messages, for models with a chat template) and "completion"
 (one plain text that ends where the JSON answer begins, for base models such as gemma3-270m).
 
+Two prompts (`PromptSpec.prompt`, table `PROMPTS`): "full", the teacher's long instruction, and
+"compact", for fine-tuned students: one task line and the numbered products with titles cut to
+`title_max` characters (a student has learned the task; every prompt token costs training and
+serving time). The answer format (`PromptSpec.answer`: llm.answers) decides the grammar, the
+parser and how worked examples spell their answers. A training run records its spec and the
+exported student carries it, so eval/generate/arena prompt the student as it was trained.
+
 Product titles and knowledge texts are data. The instructions say so, but what really keeps the
 format is the schema-constrained decoding plus strict parsing: no title can make the model emit
 anything but the schema's JSON.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import KdError
 from ..types import Bundle, Product, Session, check_fields
+from .answers import INTENT_WORDS, answer_grammar, answer_json, get_answer  # noqa: F401  (answer_* re-exported)
 
 PROMPT_VERSION = "bundles-v1"
-"""Logged with every generation; bump it when the wording changes."""
+"""The full prompt's version, logged with every generation; bump it when the wording changes."""
+PROMPTS = {"full": PROMPT_VERSION, "compact": "compact-v1"}
+"""Prompt kinds and their versions (see the module docstring)."""
 TITLE_MAX = 160
 """Characters of a product title shown to the model (titles of thousands of characters exist)."""
 CATEGORY_LEVELS = 2
 """Deepest category levels shown (e.g. "Data Storage > Internal Hard Drives")."""
 INTENT_MAX = 60
 """Characters allowed for an intent by the schema (3-5 words fit easily)."""
-INTENT_WORDS = 8
-"""Words allowed for an intent by the llama.cpp grammar."""
 
 SYSTEM = """\
 You find product bundles in a customer's shopping session.
@@ -57,6 +64,65 @@ EXAMPLES_HEAD = "Solved example sessions:"
 SESSION_HEAD = "Products in this session:"
 ASK = "Return the bundles of this session as JSON."
 COMPLETION_ASK = "Answer (JSON):"
+COMPACT_TASK = {
+    "json": "Find the bundles (2+ products bought for one purpose) in this session. Answer in JSON.",
+    # Short on purpose: a fine-tuned student reads it in every example (measured: ~12 tokens, not ~30).
+    "letters": "Bundle letter per product (2+ bought for one purpose), - for none; then intents.",
+}
+"""The compact prompt's one task line, per answer format (llm.answers)."""
+COMPACT_TITLE_MAX = 80
+"""Compact prompt: characters of a title shown unless the spec says otherwise."""
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """Which prompt a model is given and how it answers (recorded by training, carried by exports)."""
+
+    prompt: str = "full"
+    """full (the teacher's instruction) | compact (one task line; for fine-tuned students)."""
+    answer: str = "json"
+    """Answer format: json | letters (llm.answers)."""
+    title_max: int | None = None
+    """Characters of each title shown; None: 160 for full, 80 for compact."""
+    hints: int = 0
+    """Compact prompt: show the session's N most similar title pairs (MiniLM cosine) after the
+    products, e.g. "Similar: 1-2 .81, 4-5 .62" (cheap knowledge; 0: none)."""
+
+    def check(self) -> PromptSpec:
+        if self.prompt not in PROMPTS:
+            raise KdError(f"unknown prompt {self.prompt!r} (known: {', '.join(PROMPTS)})")
+        get_answer(self.answer)
+        if self.title_max is not None and not 10 <= self.title_max <= 1000:
+            raise KdError(f"title_max must be 10..1000 characters (got {self.title_max})")
+        if not 0 <= self.hints <= 45:
+            raise KdError(f"hints must be 0..45 pairs (got {self.hints})")
+        if self.hints and self.prompt != "compact":
+            raise KdError("similar-pair hints go with the compact prompt")
+        return self
+
+    @property
+    def titles(self) -> int:
+        return self.title_max or (COMPACT_TITLE_MAX if self.prompt == "compact" else TITLE_MAX)
+
+    @property
+    def version(self) -> str:
+        """What generations log as prompt_version: prompt and answer versions."""
+        v = PROMPTS[self.prompt]
+        v = v if (self.prompt, self.answer) == ("full", "json") else f"{v}+{get_answer(self.answer).version}"
+        return f"{v}+hints{self.hints}" if self.hints else v
+
+    def to_dict(self) -> dict:
+        d = {"prompt": self.prompt, "answer": self.answer, "title_max": self.title_max}
+        return {**d, "hints": self.hints} if self.hints else d
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> PromptSpec:
+        data = data or {}
+        return cls(prompt=data.get("prompt") or "full", answer=data.get("answer") or "json",
+                   title_max=data.get("title_max"), hints=int(data.get("hints") or 0)).check()
+
+
+FULL = PromptSpec()
 
 
 @dataclass
@@ -100,9 +166,9 @@ def _clean(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def product_line(number: int, p: Product, fields: str = "titles") -> str:
+def product_line(number: int, p: Product, fields: str = "titles", title_max: int = TITLE_MAX) -> str:
     """One numbered product; its category only when `fields` is titles+categories (types.FIELDS)."""
-    title = _clean(p.title, TITLE_MAX) or "(no title)"
+    title = _clean(p.title, title_max) or "(no title)"
     cat = ""
     if check_fields(fields) == "titles+categories":
         path = [c for c in p.category_path if c][-CATEGORY_LEVELS:] or ([p.category] if p.category else [])
@@ -110,26 +176,20 @@ def product_line(number: int, p: Product, fields: str = "titles") -> str:
     return f"{number}. {title}{cat}"
 
 
-def product_list(products: Sequence[Product], fields: str = "titles") -> str:
-    return "\n".join(product_line(i, p, fields) for i, p in enumerate(products, start=1))
+def product_list(products: Sequence[Product], fields: str = "titles", title_max: int = TITLE_MAX) -> str:
+    return "\n".join(product_line(i, p, fields, title_max) for i, p in enumerate(products, start=1))
 
 
-def answer_json(bundles: Sequence[Bundle]) -> str:
-    """The answer as JSON text, in a form the answer grammar accepts (training targets, examples)."""
-    return json.dumps(
-        {"bundles": [{"intent": b.intent or "", "items": sorted(b.items)} for b in bundles]}, ensure_ascii=False
-    )
-
-
-def _example_block(i: int, ex: WorkedExample, fields: str) -> str:
-    parts = [f"Example {i}:", product_list(ex.products, fields)]
+def _example_block(i: int, ex: WorkedExample, fields: str, spec: PromptSpec) -> str:
+    parts = [f"Example {i}:", product_list(ex.products, fields, spec.titles)]
     if ex.thought:
         parts.append("Reasoning: " + ex.thought.strip())
-    parts.append("Answer: " + answer_json(ex.bundles))
+    answer = get_answer(spec.answer).render(ex.bundles, len(ex.products))
+    parts.append("Answer:" + ("\n" if "\n" in answer else " ") + answer)
     return "\n".join(parts)
 
 
-def knowledge_text(k: PromptKnowledge | None, fields: str = "titles") -> str:
+def knowledge_text(k: PromptKnowledge | None, fields: str = "titles", spec: PromptSpec = FULL) -> str:
     if k is None or k.is_empty():
         return ""
     blocks = []
@@ -138,17 +198,34 @@ def knowledge_text(k: PromptKnowledge | None, fields: str = "titles") -> str:
     if k.rules:
         blocks.append(RULES_HEAD + "\n" + "\n".join(f"{i}. {_clean(t, 400)}" for i, t in enumerate(k.rules, 1)))
     if k.examples:
-        blocks.append(EXAMPLES_HEAD + "\n\n" + "\n\n".join(_example_block(i, e, fields) for i, e in enumerate(k.examples, 1)))
+        blocks.append(EXAMPLES_HEAD + "\n\n" + "\n\n".join(_example_block(i, e, fields, spec) for i, e in enumerate(k.examples, 1)))
     return "\n\n".join(blocks)
 
 
+def hint_line(pairs: Sequence[tuple[int, int, float]]) -> str:
+    """ "Similar: 1-2 .81, 4-5 .62" (cosine to two digits, the leading zero dropped)."""
+    return "Similar: " + (", ".join(f"{a}-{b} {s:.2f}".replace(" 0.", " .") for a, b, s in pairs) or "none")
+
+
 def build_messages(session: Session, knowledge: PromptKnowledge | None = None, *, style: str = "chat",
-                   fields: str = "titles") -> list[dict[str, str]]:
+                   fields: str = "titles", spec: PromptSpec = FULL,
+                   hints: Sequence[tuple[int, int, float]] | None = None) -> list[dict[str, str]]:
     """The prompt for one session as chat messages. With style "completion" it is one user message
     holding plain text that ends where the answer starts (backends without a chat template send
-    message contents as they are). `fields`: what is shown of each product (types.FIELDS)."""
-    know = knowledge_text(knowledge, fields)
-    products = product_list(session.products, fields)
+    message contents as they are). `fields`: what is shown of each product (types.FIELDS);
+    `spec`: the full or compact prompt and the answer format."""
+    know = knowledge_text(knowledge, fields, spec)
+    products = product_list(session.products, fields, spec.titles)
+    if style not in ("chat", "completion"):
+        raise KdError(f"unknown prompt style {style!r} (chat | completion)")
+    if spec.prompt == "compact":
+        task = COMPACT_TASK[spec.answer]
+        if spec.hints:
+            products += "\n" + hint_line(hints or [])
+        if style == "chat":  # a system message, so templates with a default system text do not add theirs
+            return [{"role": "system", "content": task},
+                    {"role": "user", "content": "\n\n".join(x for x in (know, products) if x)}]
+        return [{"role": "user", "content": "\n\n".join(x for x in (task, know, products, "Answer:") if x) + "\n"}]
     if style == "chat":
         user = "\n\n".join(x for x in (know, f"{SESSION_HEAD}\n{products}", ASK) if x)
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
@@ -199,45 +276,6 @@ def response_schema(n: int, *, max_bundles: int | None = None, min_bundles: int 
     }
 
 
-def answer_grammar(n: int, *, max_bundles: int | None = None, min_bundles: int = 1) -> str:
-    """A llama.cpp GBNF grammar for the same answer as `response_schema(n)`, one step stricter:
-    the product numbers of a bundle must be strictly increasing, so a bundle can neither repeat a
-    product nor come out as "[1, 1, 1]" (a JSON schema cannot say "unique", and tiny models
-    otherwise repeat the first number). Rule `after_k` holds at least one more number above k,
-    `more_k` optionally more; that is O(n^2) alternatives, nothing for sessions of tens of products.
-    """
-    if n < 2:
-        raise KdError(f"a session needs at least 2 products to hold a bundle (this one has {n})")
-    max_bundles = max_bundles or max(1, n // 2)
-    lo = min(min_bundles, max_bundles)
-    rules = [
-        'root ::= "{" sp "\\"bundles\\":" sp "[" sp bundles sp "]" sp "}"',
-        # "{lo,hi}" repetition of the separator-led tail keeps the count within bounds.
-        "bundles ::= " + _bounded("bundle", lo, max_bundles),
-        # Intent before items: the model states the purpose, then picks the products that serve it
-        # (measured on 20 Electronic sessions with the 1.5B teacher: AICL precision 0.32 -> 0.43 and
-        # no repeated bundles, against items first).
-        'bundle ::= "{" sp "\\"intent\\":" sp intent sp "," sp "\\"items\\":" sp "[" items "]" sp "}"',
-        "items ::= " + " | ".join(f'"{k}" after{k}' for k in range(1, n)),
-        # Words, not characters: "char{1,60}" unrolls into 60 nested rules and slows every step.
-        f'intent ::= "\\"" word (" " word){{0,{INTENT_WORDS - 1}}} "\\""',
-        'word ::= [^" \\\\\\x00-\\x1F]{1,24}',
-        'sp ::= " "?',
-    ]
-    for k in range(1, n):
-        rules.append(f"after{k} ::= " + " | ".join(f'"," sp "{j}" more{j}' for j in range(k + 1, n + 1)))
-        if k > 1:
-            rules.append(f'more{k} ::= "" | after{k}')
-    rules.append(f'more{n} ::= ""')
-    return "\n".join(rules) + "\n"
-
-
-def _bounded(rule: str, lo: int, hi: int) -> str:
-    """GBNF for lo..hi comma-separated copies of `rule` (hi >= 1)."""
-    tail = f' (sp "," sp {rule}){{{max(lo - 1, 0)},{hi - 1}}}' if hi > 1 else ""
-    return f"{rule}{tail}" if lo >= 1 else f"({rule}{tail})?"
-
-
 # ---------------------------------------------------------------- context budget
 
 
@@ -246,7 +284,8 @@ class Prompt:
     """A ready prompt: messages, the session's schema, and what was left out to fit."""
 
     messages: list[dict[str, str]]
-    schema: dict
+    schema: dict | None
+    """The answer's JSON schema (None for answer formats no schema describes)."""
     grammar: str
     """The stricter llama.cpp grammar for the same answer (see `answer_grammar`)."""
     style: str
@@ -254,6 +293,7 @@ class Prompt:
     dropped: dict[str, int] = field(default_factory=dict)
     tokens: int | None = None
     """Prompt length (the backend's count, or the estimate when it has no tokenizer)."""
+    spec: PromptSpec = FULL
 
 
 def estimate_tokens(messages: list[dict[str, str]]) -> int:
@@ -271,6 +311,8 @@ def fit_prompt(
     count_tokens: Callable[[list[dict[str, str]]], int | None] | None = None,
     reserve: int = 16,
     fields: str = "titles",
+    spec: PromptSpec = FULL,
+    hints: Sequence[tuple[int, int, float]] | None = None,
 ) -> Prompt:
     """Build the prompt and make it fit `n_ctx - max_tokens - reserve` tokens.
 
@@ -289,16 +331,17 @@ def fit_prompt(
         n = count_tokens(msgs) if count_tokens else None
         return n if n is not None else estimate_tokens(msgs)
 
-    schema = response_schema(session.n)
-    grammar = answer_grammar(session.n)
+    answer = get_answer(spec.answer)
+    schema = response_schema(session.n) if answer.schema else None
+    grammar = answer.grammar(session.n)
     k = None
     if knowledge is not None and not knowledge.is_empty():
         k = PromptKnowledge(list(knowledge.patterns), list(knowledge.rules), list(knowledge.examples),
                             knowledge.drop_order)
     dropped = {part: 0 for part in PARTS}
-    messages = build_messages(session, k, style=style, fields=fields)
+    messages = build_messages(session, k, style=style, fields=fields, spec=spec, hints=hints)
     if n_ctx is None:
-        return Prompt(messages, schema, grammar, style, k, dropped, None)
+        return Prompt(messages, schema, grammar, style, k, dropped, None, spec)
     budget = n_ctx - max_tokens - reserve
     used = count(messages)
     while used > budget and k is not None and not k.is_empty():
@@ -308,11 +351,11 @@ def fit_prompt(
                 items.pop()
                 dropped[part] += 1
                 break
-        messages = build_messages(session, k, style=style, fields=fields)
+        messages = build_messages(session, k, style=style, fields=fields, spec=spec, hints=hints)
         used = count(messages)
     if used > budget:
         raise KdError(
             f"the prompt for session {session.source_id or session.id} needs {used} tokens but only {budget} fit "
             f"(context {n_ctx} - answer {max_tokens}): use a model with a longer context or a smaller --max-tokens"
         )
-    return Prompt(messages, schema, grammar, style, k, dropped, used)
+    return Prompt(messages, schema, grammar, style, k, dropped, used, spec)

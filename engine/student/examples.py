@@ -37,15 +37,19 @@ import sqlite_utils
 
 from ..data.leak import resolve_fields
 from ..data.sessions import load_sessions
+from ..embeddings import similar_pairs
 from ..errors import InputError, KdError
 from ..knowledge.icl import IclConfig, provider_from_set
 from ..knowledge.sets import load_set_knowledge
-from ..llm.prompts import ASK, PARTS, Prompt, answer_grammar, answer_json, build_messages, fit_prompt
+from ..llm.answers import ANSWER_NAMES, get_answer
+from ..llm.prompts import ASK, PARTS, PROMPTS, Prompt, PromptSpec, answer_grammar, answer_json, build_messages, fit_prompt
 from ..types import Bundle, Session, check_fields
 
 THOUGHT_MODES = ("rationale", "reasoning-json", "none")
 EXPLAIN_ASK = ("Explain step by step which products serve one shared purpose and why, "
                "then give the bundles of this session as JSON.")
+EXPLAIN_LINE = "Explain which products share one purpose, then answer."
+"""The compact prompt's rationale request: appended to the user message (compact has no ASK)."""
 
 
 @dataclass
@@ -69,6 +73,19 @@ class SftDataConfig:
     fields: str | None = None
     """What prompts show of each product: titles | titles+categories (None: each dataset's default,
     titles where its categories leak the answer). Serve the student with the same fields."""
+    prompt: str = "compact"
+    """Prompt the student learns with: compact (one task line + numbered titles) | full (the teacher's).
+    The run records it and the exported student is served with it."""
+    answer: str = "letters"
+    """Answer format the student learns: letters (each product's bundle letter or -) | json."""
+    title_max: int | None = None
+    """Characters of each title in the prompt (None: 80 for compact, 160 for full)."""
+    hints: int = 0
+    """Compact prompt: the session's N most similar title pairs shown after the products (0: none)."""
+
+    @property
+    def spec(self) -> PromptSpec:
+        return PromptSpec(self.prompt, self.answer, self.title_max, self.hints)
 
     def check(self) -> None:
         if not self.datasets:
@@ -79,6 +96,16 @@ class SftDataConfig:
             raise InputError(f"k must be 0 or more, got {self.k}")
         if self.fields is not None:
             check_fields(self.fields)
+        if self.prompt not in PROMPTS:
+            raise InputError(f"unknown prompt {self.prompt!r} (known: {', '.join(PROMPTS)})")
+        if self.answer not in ANSWER_NAMES:
+            raise InputError(f"unknown answer format {self.answer!r} (known: {', '.join(ANSWER_NAMES)})")
+        try:
+            self.spec.check()
+        except KdError as exc:
+            raise InputError(str(exc)) from None
+        if self.thoughts == "reasoning-json" and self.answer != "json":
+            raise InputError("thoughts mode reasoning-json writes JSON answers: use --answer json (or thoughts rationale)")
 
 
 @dataclass
@@ -117,17 +144,26 @@ def reasoning_grammar(n: int, *, max_words: int = 200) -> str:
 
 
 def _prompt(session: Session, knowledge, answer: str, max_len: int, stats: SftStats,
-            count_tokens=None, fields: str = "titles") -> list[dict[str, str]]:
+            count_tokens=None, fields: str = "titles", spec: PromptSpec = PromptSpec(), hints=None) -> list[dict[str, str]]:
     answer_tokens = len(answer) // 3 + 8  # the same deliberately high estimate fit_prompt uses
     try:
         p: Prompt = fit_prompt(session, knowledge, style="chat", n_ctx=max_len, max_tokens=answer_tokens, reserve=4,
-                               count_tokens=count_tokens, fields=fields)
+                               count_tokens=count_tokens, fields=fields, spec=spec, hints=hints)
     except KdError:
         stats.unfit += 1
-        return build_messages(session, None, style="chat", fields=fields)
+        return build_messages(session, None, style="chat", fields=fields, spec=spec, hints=hints)
     for part, n in p.dropped.items():
         stats.dropped[part] += n
     return p.messages
+
+
+def _explain(user: str, spec: PromptSpec) -> str:
+    """The user message of a rationale example: the request asks for reasoning before the answer."""
+    if spec.prompt == "compact":
+        return f"{user}\n\n{EXPLAIN_LINE}"
+    if not user.endswith(ASK):
+        raise KdError("prompts.build_messages no longer ends the user message with ASK")
+    return user[: -len(ASK)] + EXPLAIN_ASK
 
 
 def tokenizer_counter(tokenizer):
@@ -145,6 +181,8 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
     `count_tokens` (messages -> prompt tokens, e.g. `tokenizer_counter(tok)`) makes the fitting
     exact; without it fit_prompt's deliberately high estimate is used."""
     cfg.check()
+    spec = cfg.spec
+    render = get_answer(spec.answer).render
     sk = load_set_knowledge(db, cfg.knowledge_set) if cfg.knowledge_set else None
     thought_of = {t.session.id: t for t in (sk.thoughts if sk else [])} if cfg.thoughts != "none" else {}
     examples: list[dict] = []
@@ -167,17 +205,16 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
             if thought is not None and cfg.thoughts == "reasoning-json":
                 answer = reasoning_answer(thought.thought, s.bundles)
             else:
-                answer = answer_json(s.bundles)
-            messages = _prompt(s, knowledge, answer, cfg.max_len, stats, count_tokens, fields)
+                answer = render(s.bundles, s.n)
+            hints = similar_pairs(db, s, spec.hints) if spec.hints else None  # as BundleGenerator computes them
+            messages = _prompt(s, knowledge, answer, cfg.max_len, stats, count_tokens, fields, spec, hints)
             examples.append({"messages": [*messages, {"role": "assistant", "content": answer}]})
             stats.answer_examples += 1
             if thought is not None and cfg.thoughts == "rationale":
-                explained = f"Reasoning: {' '.join(thought.thought.split())}\nAnswer: {answer_json(s.bundles)}"
-                messages = _prompt(s, knowledge, explained, cfg.max_len, stats, count_tokens, fields)
-                user = messages[-1]
-                if not user["content"].endswith(ASK):
-                    raise KdError("prompts.build_messages no longer ends the user message with ASK")
-                messages = [*messages[:-1], {"role": "user", "content": user["content"][: -len(ASK)] + EXPLAIN_ASK}]
+                plain = render(s.bundles, s.n)
+                explained = f"Reasoning: {' '.join(thought.thought.split())}\nAnswer:{chr(10) if chr(10) in plain else ' '}{plain}"
+                messages = _prompt(s, knowledge, explained, cfg.max_len, stats, count_tokens, fields, spec, hints)
+                messages = [*messages[:-1], {"role": "user", "content": _explain(messages[-1]["content"], spec)}]
                 examples.append({"messages": [*messages, {"role": "assistant", "content": explained}]})
                 stats.thought_examples += 1
     return examples, stats

@@ -26,7 +26,7 @@ import sqlite_utils
 from ...store.db import transaction
 from ..errors import InputError, KdError
 from . import gguf_write
-from .train import ADAPTER_DIR, get_run, runs_dir
+from .train import ADAPTER_DIR, get_run, runs_dir, weights_kind
 from .weights import Student, load_model, load_tokenizer, resolve_student
 
 
@@ -69,8 +69,11 @@ def export_run(db, run_id: int, cfg: ExportConfig | None = None) -> ExportResult
         raise InputError(f"unknown quantization {cfg.quant!r} (choose {', '.join(gguf_write.QUANTS)})")
     run = get_run(db, run_id)
     adapter_dir = Path(run["output_dir"] or "") / ADAPTER_DIR
-    if run["status"] != "done" or not (adapter_dir / "adapter_config.json").is_file():
+    kind = weights_kind(adapter_dir)
+    if run["status"] != "done" or kind is None:
         raise KdError(f"training run {run_id} is {run['status']}, not done: resume it before exporting")
+    if cfg.adapter and kind != "lora":
+        raise InputError(f"training run {run_id} fine-tuned the whole model: there is no LoRA adapter to export (drop --adapter)")
     student = resolve_student(run["config"].get("student_source") or run["student"], db)
     if student.gguf_path is None:
         raise KdError(f"run {run_id}: export needs a GGUF student (metadata and tokenizer come from it); "
@@ -100,7 +103,7 @@ def export_run(db, run_id: int, cfg: ExportConfig | None = None) -> ExportResult
         format="gguf-lora" if cfg.adapter else "gguf", base_model=base_ref, run_id=run_id,
         seconds=round(time.monotonic() - t0, 3),
     )
-    _register(db, result, student)
+    _register(db, result, student, run["config"].get("prompt_spec"))
     return result
 
 
@@ -112,11 +115,33 @@ def _check_target(db, name: str, path: Path) -> None:
             raise KdError(f"{path} already exists and is not model {name!r} of this database: choose another out_dir or name")
 
 
-def _write_merged(student: Student, adapter_dir: Path, tmp: Path, name: str, quant: str, threads: int) -> None:
-    import torch
+def write_gguf(student: Student, weights: Path, out: Path, *, quant: str = "q8_0", threads: int = 0,
+               name: str | None = None) -> Path:
+    """Trained weights (a LoRA adapter dir or a full model dir) -> a merged GGUF at `out`, written
+    through a temporary file (the training run's validation calls this on every candidate)."""
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        _write_merged(student, weights, tmp, name or out.stem, quant, threads)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _load_trained(student: Student, weights: Path):
+    if weights_kind(weights) == "full":
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(str(weights))
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(load_model(student), str(adapter_dir)).merge_and_unload()
+    return PeftModel.from_pretrained(load_model(student), str(weights)).merge_and_unload()
+
+
+def _write_merged(student: Student, adapter_dir: Path, tmp: Path, name: str, quant: str, threads: int) -> None:
+    import torch
+
+    model = _load_trained(student, adapter_dir)
     text_config = model.config.get_text_config()
     tied = bool(getattr(text_config, "tie_word_embeddings", False) or getattr(model.config, "tie_word_embeddings", False))
     with torch.no_grad():
@@ -177,7 +202,7 @@ def _family_params(db, r: ExportResult, student: Student) -> tuple[str | None, s
     return gguf_write.field(reader, "general.basename"), gguf_write.field(reader, "general.size_label")
 
 
-def _register(db, r: ExportResult, student: Student) -> None:
+def _register(db, r: ExportResult, student: Student, prompt_spec: dict | None = None) -> None:
     family, params = _family_params(db, r, student)
     sha = hashlib.sha256()
     with open(r.path, "rb") as f:
@@ -188,7 +213,7 @@ def _register(db, r: ExportResult, student: Student) -> None:
             "INSERT OR REPLACE INTO models (name, family, params, format, quant, path, base_model, source,"
             " size_bytes, sha256, config, run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [r.model, family, params, r.format, r.quant, r.path, r.base_model, f"run:{r.run_id}", r.size_bytes, sha.hexdigest(),
-             json.dumps({"base_path": str(student.gguf_path)}), r.run_id,
+             json.dumps({"base_path": str(student.gguf_path), **({"prompt_spec": prompt_spec} if prompt_spec else {})}), r.run_id,
              _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")],
         )
 

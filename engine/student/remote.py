@@ -46,7 +46,7 @@ from ..llm import registry
 from .encoding import check_example
 from .examples import build_examples
 from .runs import run_key, sft_config, token_counter, train_config
-from .train import ADAPTER_DIR, _check_config, create_run
+from .train import ADAPTER_DIR, _check_config, create_run, weights_kind
 from .weights import resolve_student
 
 MANIFEST = "prepared.json"
@@ -199,7 +199,7 @@ def _local_output(folder: Path, remote_output: str | None) -> Path | None:
     parts = Path(remote_output).parts if remote_output else ()
     candidates += [folder.joinpath(*parts[-n:]) for n in range(1, len(parts))]
     for c in candidates:
-        if (c / ADAPTER_DIR / "adapter_config.json").is_file():
+        if weights_kind(c / ADAPTER_DIR):
             return c.resolve()
     return None
 

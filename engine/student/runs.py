@@ -72,7 +72,9 @@ def find_or_create_run(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDat
     row = db.execute("SELECT id FROM train_runs WHERE key = ?", [key]).fetchone()
     if row:
         return row[0], key, True
-    return create_run(db, cfg, datasets=data.datasets, knowledge_set=data.knowledge_set, key=key, job_id=job_id), key, False
+    extra = {"prompt_spec": data.spec.to_dict(), "fields": data.fields}
+    run_id = create_run(db, cfg, datasets=data.datasets, knowledge_set=data.knowledge_set, key=key, job_id=job_id, extra=extra)
+    return run_id, key, False
 
 
 def token_counter(cfg: TrainConfig, db):

@@ -1,12 +1,22 @@
-"""Recipe: LoRA supervised fine-tuning of a student on chat examples (peft + Hugging Face Trainer).
+"""Recipe: supervised fine-tuning of a student on chat examples (Hugging Face Trainer; LoRA via peft,
+or full fine-tuning for small students).
 
-    result = train(db, TrainConfig(student="smollm2-135m", max_steps=200), examples)
+    result = train(db, TrainConfig(student="smollm2-135m", max_steps=200), examples, validate=fn)
 
 Each example is {"messages": [...]} whose last message is the assistant's answer; the loss is on
-the answer's tokens only (see student.encoding). The run is a `train_runs` row; every optimizer step is
-a `train_metrics` row written as it happens. Checkpoints land in `output_dir/checkpoint-N` every
-`save_steps`; calling `train` again with the same `run_id` (after a crash, `kill -9`, or a stop)
-resumes from the last complete checkpoint. The finished adapter is saved in `output_dir/adapter`.
+the answer's tokens only (see student.encoding), and logits are computed only where an answer token
+is predicted: the full-vocabulary projection at every prompt position was most of the compute and
+memory of a step. Batches group examples of similar length (little padding).
+The run is a `train_runs` row; every optimizer step is a `train_metrics` row written as it happens.
+Checkpoints land in `output_dir/checkpoint-N` every `save_steps`; calling `train` again with the
+same `run_id` (after a crash, `kill -9`, or a stop) resumes from the last complete checkpoint.
+
+Model selection: with `validate` (weights dir, step -> valid metrics; the jobs layer builds it on
+the eval path: export to GGUF, greedy grammar-constrained decoding, strict scoring), the weights are
+scored after every epoch (or every `eval_steps`), each score is stored on its step in
+`train_metrics`, the best (strict F1) is kept in `output_dir/best`, and training stops after
+`patience` validations without improvement. The finished weights (the best, when validated) are
+saved in `output_dir/adapter`: a LoRA adapter, or the whole model for full fine-tuning.
 
 Scale-out: the same recipe runs under `torchrun`/`accelerate launch` with several processes
 (`python -m kdbundle.engine.student.train --db ... --config ... --examples ... --run-id N`); every rank
@@ -32,15 +42,30 @@ from platformdirs import user_data_dir
 from ...store.db import open_db, transaction
 from ..errors import InputError, KdError, NotFound
 from .encoding import check_example, encode_examples
+from .selection import BEST_DIR, selection_callback, valid_curve
 from .weights import load_model, load_tokenizer, resolve_student
 
 ADAPTER_DIR = "adapter"
+"""The finished weights: a peft adapter (LoRA) or a full Hugging Face model (full fine-tuning)."""
+METHODS = ("auto", "lora", "full")
+FULL_MAX_PARAMS = 300_000_000
+"""method auto: full fine-tuning up to this many parameters, LoRA above."""
+LR_DEFAULT = {"lora": 2e-4, "full": 5e-5}
+
+Validate = Callable[[Path, int], dict]
+"""(weights dir, step) -> valid metrics with at least strict_precision and strict_f1."""
 
 
 @dataclass
 class TrainConfig:
     student: str = "smollm2-135m"
     """Registered model name, a .gguf file, an HF weights directory or an HF hub id."""
+    method: str = "auto"
+    """lora | full | auto (full fine-tuning for students of at most 300M parameters, LoRA above)."""
+    top_layers: int | None = None
+    """Full fine-tuning: update only the top N transformer layers (and the final norm); the rest,
+    embeddings included, stay frozen, so the backward pass stops at layer N from the top (fewer FLOPs
+    per token). None: every weight."""
     rank: int = 16
     """LoRA rank r."""
     alpha: float = 32.0
@@ -49,14 +74,14 @@ class TrainConfig:
     """Dropout on the LoRA input during training."""
     target_modules: str = "all-linear"
     """peft target modules: "all-linear" or comma-separated module names (q_proj,v_proj,...)."""
-    lr: float = 2e-4
-    """Peak learning rate (AdamW)."""
+    lr: float | None = None
+    """Peak learning rate (AdamW); None: 2e-4 for LoRA, 5e-5 for full fine-tuning."""
     scheduler: str = "linear"
     """Learning-rate schedule after warm-up (any transformers scheduler name: linear, cosine, constant)."""
-    warmup_steps: int = 0
+    warmup_steps: int = 10
     """Steps of linear warm-up from 0 to `lr`."""
-    epochs: float = 1.0
-    """Passes over the examples (ignored when `max_steps` is set)."""
+    epochs: float = 4.0
+    """Passes over the examples (ignored when `max_steps` is set); validation may stop earlier."""
     max_steps: int | None = None
     """Stop after this many optimizer steps (overrides `epochs`)."""
     batch_size: int = 4
@@ -76,6 +101,15 @@ class TrainConfig:
     threads: int | None = None
     """CPU threads for torch (default: torch's choice). On a busy machine fewer threads than cores
     is much faster: oversubscribed threads spin-wait on each other."""
+    valid: bool = True
+    """Select on the valid split: score it after every epoch (greedy, grammar-constrained, strict
+    metric, as `eval` does), keep the best weights, stop when it stops improving."""
+    eval_steps: int | None = None
+    """Score the valid split every this many steps (None: after each epoch)."""
+    patience: int = 2
+    """Stop after this many validations without a better strict F1."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (less padding)."""
 
 
 @dataclass
@@ -93,6 +127,12 @@ class TrainResult:
     examples: int
     dropped_examples: int
     tokens: int
+    best_step: int | None = None
+    """The step whose weights were kept (best valid strict F1); None without validation."""
+    valid: list[dict] = dataclasses.field(default_factory=list)
+    """Every validation: {"step", "strict_precision", "strict_f1", ...}."""
+    method: str | None = None
+    """lora or full (what `auto` chose)."""
 
 
 def runs_dir(db=None) -> Path:
@@ -116,13 +156,14 @@ def _rank() -> tuple[int, int]:
 
 
 def create_run(db, cfg: TrainConfig, *, datasets: Sequence[str] = (), knowledge_set: str | None = None,
-               key: str | None = None, job_id: int | None = None) -> int:
-    """Insert the `train_runs` row for a run about to start; returns its id."""
+               key: str | None = None, job_id: int | None = None, extra: dict | None = None) -> int:
+    """Insert the `train_runs` row for a run about to start; returns its id. `extra` goes into its
+    config beside TrainConfig's fields (the prompt spec the examples used, which export carries on)."""
     with transaction(db):
         cur = db.execute(
             "INSERT INTO train_runs (key, job_id, student, datasets, knowledge_set, config, output_dir, status, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
-            [key, job_id, cfg.student, json.dumps(list(datasets)), knowledge_set, json.dumps(asdict(cfg)),
+            [key, job_id, cfg.student, json.dumps(list(datasets)), knowledge_set, json.dumps({**(extra or {}), **asdict(cfg)}),
              cfg.output_dir, _now()],
         )
         return cur.lastrowid
@@ -242,8 +283,9 @@ def _metrics_callback(db, run_id, should_stop, on_step, base_elapsed: float):
 
 def train(db, cfg: TrainConfig, examples: Sequence[dict], *, run_id: int | None = None,
           should_stop: Callable[[], bool] | None = None,
-          on_step: Callable[[dict], None] | None = None) -> TrainResult:
-    """Fine-tune `cfg.student` with LoRA on `examples`; resume run `run_id` when given."""
+          on_step: Callable[[dict], None] | None = None,
+          validate: Validate | None = None) -> TrainResult:
+    """Fine-tune `cfg.student` on `examples`; resume run `run_id` when given; select on `validate`."""
     rank, world = _rank()
     writer = rank == 0 and db is not None
     _check_config(cfg)
@@ -264,14 +306,17 @@ def train(db, cfg: TrainConfig, examples: Sequence[dict], *, run_id: int | None 
             _update_run(db, run_id, status="failed", finished_at=_now())
         raise KdError(f"{output_dir} already holds checkpoints of another run: resume that run or choose another output_dir")
     if run and run["status"] == "done" and (output_dir / ADAPTER_DIR).is_dir():
-        return _result_from_row(run, output_dir)
+        return _result_from_row(run, output_dir, db)
 
     student = resolve_student(cfg.student, db)
     if writer:
+        extra = {k: v for k, v in (run["config"] if run else {}).items() if k not in asdict(cfg)}  # e.g. prompt_spec
         _update_run(db, run_id, status="running", output_dir=str(output_dir), finished_at=None,
-                    config=json.dumps({**asdict(cfg), "student_source": student.source}))
+                    config=json.dumps({**extra, **asdict(cfg), "student_source": student.source}))
+    if world > 1 and validate is not None:
+        validate = None  # every rank would have to wait for rank 0's validation: select after training instead
     try:
-        return _train(db if writer else None, cfg, student, examples, run_id, output_dir, should_stop, on_step)
+        return _train(db if writer else None, cfg, student, examples, run_id, output_dir, should_stop, on_step, validate)
     except BaseException:
         if writer:
             _update_run(db, run_id, status="failed", finished_at=_now())
@@ -279,20 +324,31 @@ def train(db, cfg: TrainConfig, examples: Sequence[dict], *, run_id: int | None 
 
 
 def _check_config(cfg: TrainConfig) -> None:
-    for name in ("rank", "batch_size", "grad_accum", "max_len", "save_steps", "keep_checkpoints"):
+    for name in ("rank", "batch_size", "grad_accum", "max_len", "save_steps", "keep_checkpoints", "patience"):
         if getattr(cfg, name) < 1:
             raise InputError(f"train config: {name} must be at least 1 (got {getattr(cfg, name)})")
-    if cfg.lr <= 0:
+    if cfg.method not in METHODS:
+        raise InputError(f"train config: method must be one of {', '.join(METHODS)} (got {cfg.method!r})")
+    if cfg.eval_steps is not None and cfg.eval_steps < 1:
+        raise InputError(f"train config: eval_steps must be at least 1 (got {cfg.eval_steps})")
+    if cfg.lr is not None and cfg.lr <= 0:
         raise InputError(f"train config: lr must be positive (got {cfg.lr})")
     if cfg.max_steps is None and cfg.epochs <= 0:
         raise InputError(f"train config: epochs must be positive (got {cfg.epochs})")
 
 
-def _train(db, cfg, student, examples, run_id, output_dir: Path, should_stop, on_step) -> TrainResult:
+def choose_method(cfg: TrainConfig, n_params: int) -> str:
+    if cfg.method != "auto":
+        return cfg.method
+    return "full" if n_params <= FULL_MAX_PARAMS else "lora"
+
+
+def _train(db, cfg, student, examples, run_id, output_dir: Path, should_stop, on_step, validate) -> TrainResult:
     import torch
     import transformers
-    from peft import LoraConfig, get_peft_model
-    from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainingArguments
+    from transformers import DataCollatorForSeq2Seq, PrinterCallback, TrainingArguments
+
+    from .answer_loss import answer_trainer
 
     transformers.logging.set_verbosity_error()
     rank, world = _rank()
@@ -303,21 +359,19 @@ def _train(db, cfg, student, examples, run_id, output_dir: Path, should_stop, on
 
     transformers.set_seed(cfg.seed)  # before LoRA init, so the adapter starts the same every time
     model = load_model(student)
-    targets = cfg.target_modules if cfg.target_modules == "all-linear" else [
-        t.strip() for t in cfg.target_modules.split(",") if t.strip()]
-    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
-    try:
-        model = get_peft_model(model, lora)
-    except ValueError as exc:
-        raise InputError(f"train config: target_modules {cfg.target_modules!r}: {exc}") from exc
+    method = choose_method(cfg, sum(p.numel() for p in model.parameters()))
+    if method == "lora":
+        model = _with_lora(model, cfg)
+    elif cfg.top_layers:
+        _freeze_below(model, cfg.top_layers)
+    lr = cfg.lr if cfg.lr is not None else LR_DEFAULT[method]
 
     cuda = torch.cuda.is_available()
     args = TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr,
+        learning_rate=lr,
         lr_scheduler_type=cfg.scheduler,
         warmup_steps=cfg.warmup_steps,
         num_train_epochs=cfg.epochs,
@@ -328,6 +382,7 @@ def _train(db, cfg, student, examples, run_id, output_dir: Path, should_stop, on
         save_steps=cfg.save_steps,
         save_total_limit=cfg.keep_checkpoints,
         include_num_input_tokens_seen="non_padding",
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -339,13 +394,17 @@ def _train(db, cfg, student, examples, run_id, output_dir: Path, should_stop, on
     resume = last_checkpoint(output_dir, clean=rank == 0)
     base_elapsed = _elapsed_at(db, run_id, _checkpoint_step(resume)) if resume else 0.0
     callback = _metrics_callback(db, run_id, should_stop, on_step, base_elapsed)
-    trainer = Trainer(
+    callbacks = [callback]
+    selector = selection_callback(db, run_id, output_dir, validate, cfg, stopping=lambda: callback.stopped) if validate else None
+    if selector:
+        callbacks.append(selector)
+    trainer = answer_trainer()(
         model=model,
         args=args,
         train_dataset=encoded.features,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
         processing_class=tokenizer,
-        callbacks=[callback],
+        callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to the database, not stdout
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -353,23 +412,59 @@ def _train(db, cfg, student, examples, run_id, output_dir: Path, should_stop, on
     state = trainer.state
     status = "stopped" if callback.stopped and state.global_step < state.max_steps else "done"
     adapter_dir = output_dir / ADAPTER_DIR
+    if status == "done" and selector and selector.last_step != state.global_step:
+        selector.validate_now(state, trainer.control, trainer.model)  # max_steps ended mid-epoch: score the end too
+    best = output_dir / BEST_DIR
     if status == "done":
-        trainer.save_model(str(adapter_dir))  # rank 0 writes; peft saves only the adapter
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        if selector and best.is_dir():
+            shutil.copytree(best, adapter_dir)  # the selected weights are the run's result
+        else:
+            trainer.save_model(str(adapter_dir))  # rank 0 writes; peft saves only the adapter
     final_loss = callback.last_loss
     if final_loss is None and db is not None:
         row = db.execute("SELECT loss FROM train_metrics WHERE run_id = ? ORDER BY step DESC LIMIT 1", [run_id]).fetchone()
         final_loss = row[0] if row else None
+    curve = valid_curve(db, run_id)
+    best_step = selector.best["step"] if selector and selector.best else None
     result = TrainResult(
         run_id=run_id, status=status, steps=state.global_step, final_loss=final_loss,
         seconds=round(callback.elapsed(), 3), output_dir=str(output_dir),
         adapter_dir=str(adapter_dir) if status == "done" else None,
         examples=len(encoded.features), dropped_examples=encoded.dropped,
-        tokens=int(state.num_input_tokens_seen or 0),
+        tokens=int(state.num_input_tokens_seen or 0), best_step=best_step, valid=curve, method=method,
     )
     if db is not None and run_id is not None:
         _update_run(db, run_id, status=status, steps=result.steps, final_loss=result.final_loss,
-                    seconds=result.seconds, finished_at=_now() if status == "done" else None)
+                    seconds=result.seconds, finished_at=_now() if status == "done" else None, best_step=best_step)
     return result
+
+
+def _freeze_below(model, top: int) -> None:
+    """Train only the top `top` decoder layers and the final norm (embeddings, tied head and lower layers frozen)."""
+    layers = model.get_decoder().layers
+    if not 1 <= top <= len(layers):
+        raise InputError(f"train config: top_layers must be 1..{len(layers)} for this student (got {top})")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for layer in layers[len(layers) - top:]:
+        for p in layer.parameters():
+            p.requires_grad_(True)
+    for p in model.get_decoder().norm.parameters():
+        p.requires_grad_(True)
+
+
+def _with_lora(model, cfg: TrainConfig):
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.target_modules if cfg.target_modules == "all-linear" else [
+        t.strip() for t in cfg.target_modules.split(",") if t.strip()]
+    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:
+        raise InputError(f"train config: target_modules {cfg.target_modules!r}: {exc}") from exc
 
 
 def _elapsed_at(db, run_id, step) -> float:
@@ -381,12 +476,22 @@ def _elapsed_at(db, run_id, step) -> float:
     return float(row[0]) if row and row[0] is not None else 0.0
 
 
-def _result_from_row(run: dict, output_dir: Path) -> TrainResult:
+def _result_from_row(run: dict, output_dir: Path, db=None) -> TrainResult:
     return TrainResult(
         run_id=run["id"], status="done", steps=run["steps"] or 0, final_loss=run["final_loss"],
         seconds=run["seconds"] or 0.0, output_dir=str(output_dir), adapter_dir=str(output_dir / ADAPTER_DIR),
-        examples=0, dropped_examples=0, tokens=0,
+        examples=0, dropped_examples=0, tokens=0, best_step=run.get("best_step"), valid=valid_curve(db, run["id"]),
+        method=weights_kind(output_dir / ADAPTER_DIR),
     )
+
+
+def weights_kind(path: Path) -> str | None:
+    """lora (a peft adapter dir) | full (a whole HF model dir) | None (neither)."""
+    if (path / "adapter_config.json").is_file():
+        return "lora"
+    if (path / "config.json").is_file():
+        return "full"
+    return None
 
 
 # ---------------------------------------------------------------- command line (torchrun / accelerate launch)

@@ -50,6 +50,7 @@ def test_bad_toml_names_the_file(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_small_grid_runs_resumes_reuses_and_reports(db, tmp_path, monkeypatch):
     monkeypatch.setenv("KDBUNDLE_THREADS", "1")
     from kdbundle.engine.data.demo import load_demo

@@ -13,6 +13,8 @@ from kdbundle.engine.llm.parse import parse_bundles
 from kdbundle.engine.llm.prompts import answer_json, build_messages
 from kdbundle.engine.student.examples import EXPLAIN_ASK, SftDataConfig, build_examples, reasoning_grammar
 
+FULL = {"prompt": "full", "answer": "json"}  # the teacher's prompt and JSON answers (tests below that name it)
+
 
 def _train_sessions(db, dataset=DATASET):
     return load_sessions(db, dataset, "train", with_bundles_only=True)
@@ -20,7 +22,7 @@ def _train_sessions(db, dataset=DATASET):
 
 def test_plain_examples_are_the_inference_prompt_and_the_true_answer(db):
     make_set(db)
-    examples, stats = build_examples(db, SftDataConfig([DATASET]))
+    examples, stats = build_examples(db, SftDataConfig([DATASET], **FULL))
     sessions = _train_sessions(db)
     assert len(examples) == stats.answer_examples == stats.sessions == len(sessions)
     for ex, s in zip(examples, sessions):
@@ -34,20 +36,20 @@ def test_plain_examples_are_the_inference_prompt_and_the_true_answer(db):
 
 def test_rules_and_patterns_go_into_the_instruction_exactly_as_at_inference(db):
     make_set(db, "pr", "patterns,rules")
-    examples, stats = build_examples(db, SftDataConfig([DATASET], knowledge_set="pr", max_len=4096))
+    examples, stats = build_examples(db, SftDataConfig([DATASET], **FULL, knowledge_set="pr", max_len=4096))
     knowledge_for = knowledge_provider(db, "pr")
     for ex, s in zip(examples, _train_sessions(db)):
         assert ex["messages"][:-1] == build_messages(s, knowledge_for(s), style="chat", fields="titles+categories")
         assert RULES[0] in ex["messages"][1]["content"]
     assert stats.thought_examples == 0 and sum(stats.dropped.values()) == 0
     # Without knowledge in the prompt the same set trains plain examples.
-    plain, _ = build_examples(db, SftDataConfig([DATASET], knowledge_set="pr", knowledge_in_prompt=False))
+    plain, _ = build_examples(db, SftDataConfig([DATASET], **FULL, knowledge_set="pr", knowledge_in_prompt=False))
     assert all(RULES[0] not in ex["messages"][1]["content"] for ex in plain)
 
 
 def test_thoughts_as_rationale_examples(db):
     make_set(db)
-    examples, stats = build_examples(db, SftDataConfig([DATASET], knowledge_set="demo-all", max_len=4096))
+    examples, stats = build_examples(db, SftDataConfig([DATASET], **FULL, knowledge_set="demo-all", max_len=4096))
     assert stats.thought_examples == 8 and stats.answer_examples == len(_train_sessions(db))
     explained = [ex for ex in examples if ex["messages"][-1]["content"].startswith("Reasoning: ")]
     assert len(explained) == 8
@@ -67,13 +69,13 @@ def test_thoughts_as_rationale_examples(db):
 
 def test_tight_max_len_drops_knowledge_by_policy(db):
     make_set(db)
-    _, stats = build_examples(db, SftDataConfig([DATASET], knowledge_set="demo-all", max_len=400))
+    _, stats = build_examples(db, SftDataConfig([DATASET], **FULL, knowledge_set="demo-all", max_len=400))
     assert stats.dropped["examples"] > 0
 
 
 def test_reasoning_json_answers_parse_and_its_grammar_loads(db):
     make_set(db)
-    examples, stats = build_examples(db, SftDataConfig([DATASET], knowledge_set="demo-all", thoughts="reasoning-json"))
+    examples, stats = build_examples(db, SftDataConfig([DATASET], **FULL, knowledge_set="demo-all", thoughts="reasoning-json"))
     assert stats.thought_examples == 0
     with_reasoning = [json.loads(ex["messages"][-1]["content"]) for ex in examples]
     with_reasoning = [d for d in with_reasoning if "reasoning" in d]
@@ -96,3 +98,27 @@ def test_several_datasets_and_bad_options(db):
         build_examples(db, SftDataConfig(["nope"]))
     with pytest.raises(NotFound, match="no knowledge set"):
         build_examples(db, SftDataConfig([DATASET], knowledge_set="missing"))
+
+
+def test_compact_letters_examples_are_the_students_prompt(db):
+    from kdbundle.engine.llm.answers import letters_text, parse_letters
+    from kdbundle.engine.llm.prompts import PromptSpec
+    from kdbundle.engine.student.examples import EXPLAIN_LINE
+
+    make_set(db)
+    cfg = SftDataConfig([DATASET], knowledge_set="demo-all", max_len=4096, title_max=50, knowledge_in_prompt=False)
+    assert (cfg.prompt, cfg.answer) == ("compact", "letters")  # the student recipe is the default
+    examples, stats = build_examples(db, cfg)
+    spec = PromptSpec("compact", "letters", 50)
+    by_answer = [ex for ex in examples if not ex["messages"][-1]["content"].startswith("Reasoning: ")]
+    for ex, s in zip(by_answer, _train_sessions(db)):
+        assert ex["messages"][:-1] == build_messages(s, None, style="chat", fields="titles+categories", spec=spec)
+        assert ex["messages"][-1]["content"] == letters_text(s.bundles, s.n)
+        assert {b.items for b in parse_letters(ex["messages"][-1]["content"], s.n).bundles} == {b.items for b in s.bundles}
+    explained = [ex for ex in examples if ex["messages"][-1]["content"].startswith("Reasoning: ")]
+    assert len(explained) == stats.thought_examples == 8
+    assert all(ex["messages"][-2]["content"].endswith(EXPLAIN_LINE) for ex in explained)
+    with pytest.raises(InputError, match="reasoning-json"):
+        build_examples(db, SftDataConfig([DATASET], thoughts="reasoning-json"))
+    with pytest.raises(InputError, match="unknown answer format"):
+        build_examples(db, SftDataConfig([DATASET], answer="yaml"))

@@ -12,7 +12,8 @@ from kdbundle.engine.cli import app
 from kdbundle.store import open_db
 
 pytestmark = pytest.mark.slow
-QUICK = ["--max-steps", "2", "--batch", "2", "--max-len", "384", "--limit", "6", "--threads", "1", "--seed", "7"]
+QUICK = ["--max-steps", "2", "--batch", "2", "--max-len", "384", "--limit", "6", "--threads", "1", "--seed", "7",
+         "--top-layers", "2"]
 
 
 def run(db_path, *args, ok=True):
@@ -42,6 +43,10 @@ def test_train_export_eval_with_each_utilization(setup, tmp_path):
     assert {"run_id", "steps", "final_loss", "seconds"} <= set(out)
     assert out["status"] == "done" and out["steps"] == 2 and out["final_loss"] > 0 and out["seconds"] > 0
     assert out["example_stats"]["thought_examples"] > 0 and not out["reused"]
+    # The default recipe: full fine-tuning of the small student, selected on the valid split (3 demo
+    # sessions), scored through the eval path; training ended mid-epoch, so its last step was scored.
+    assert out["method"] == "full" and out["best_step"] == 2
+    assert [v["step"] for v in out["valid"]] == [2] and {"strict_precision", "strict_f1"} <= set(out["valid"][0])
     db = open_db(path)
     row = db.execute("SELECT knowledge_set, datasets, status, key FROM train_runs WHERE id = ?", [out["run_id"]]).fetchone()
     assert row == ("demo-all", json.dumps([DATASET]), "done", out["key"])
@@ -57,6 +62,8 @@ def test_train_export_eval_with_each_utilization(setup, tmp_path):
     assert exp["model"] == f"smollm2-135m-run{out['run_id']}-q8_0" and exp["size_bytes"] > 100e6
     exp2 = _json(run(path, "export", str(out["run_id"]), "--out-dir", str(tmp_path / "models"), "--json"))
     assert exp2["reused"] and exp2["path"] == exp["path"]
+    spec = json.loads(db.execute("SELECT config FROM models WHERE name = ?", [exp["model"]]).fetchone()[0])["prompt_spec"]
+    assert spec == {"prompt": "compact", "answer": "letters", "title_max": None}  # served as it was trained
 
     scores = {}
     for utilization, model in (("zero-shot", "smollm2-135m"), ("icl", "smollm2-135m"),
@@ -73,6 +80,9 @@ def test_train_export_eval_with_each_utilization(setup, tmp_path):
         assert len(prompts) == 2
         has_rules = all("Rules learned from past sessions:" in p for p in prompts)
         assert has_rules == (utilization in ("icl", "icl+sft")), utilization
+        logged = {json.loads(p)["prompt_spec"]["prompt"] for (p,) in db.execute(
+            "SELECT params FROM generations WHERE eval_run_id = ?", [m["eval_run_id"]])}
+        assert logged == ({"compact"} if "sft" in utilization else {"full"}), utilization
 
 
 def test_bad_train_and_export_input(setup):

@@ -204,7 +204,7 @@ def test_training_loss_curve_grows_live(tmp_path):
     examples = [{"messages": [{"role": "user", "content": "Bundles?\n" + product_list(s.products)},
                               {"role": "assistant", "content": answer_json(s.bundles)}]}
                 for s in load_sessions(db, "demo-clothing", "train", with_bundles_only=True)[:8]]
-    cfg = TrainConfig(student="smollm2-135m", max_steps=6, batch_size=2, max_len=256, rank=4, alpha=8, threads=1,
+    cfg = TrainConfig(student="smollm2-135m", method="lora", max_steps=6, batch_size=2, max_len=256, rank=4, alpha=8, threads=1,
                       save_steps=100, output_dir=str(tmp_path / "run"))
     job_id = J.create_job(db, "train", {"dataset": "demo-clothing", "student": "smollm2-135m", "max_steps": 6})
     # This test process is the job's worker: mark it running under our pid, as run_job does.
