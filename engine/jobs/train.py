@@ -29,7 +29,7 @@ from ..student.examples import SftDataConfig, build_examples
 from ..student.export import write_gguf
 from ..student.runs import find_or_create_run, sft_config, token_counter, train_config
 from ..student.selection import valid_curve
-from ..student.train import ADAPTER_DIR, TrainConfig, get_run, train
+from ..student.train import ADAPTER_DIR, TrainConfig, check_train_config, get_run, train
 from ..student.weights import resolve_student
 from .runner import JobContext
 
@@ -66,11 +66,15 @@ def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tup
     if formats:
         knowledge_set = formats_set(db, formats, datasets)
     train = {**{k: default(TrainConfig, k) for k in TRAIN_OPTIONS}, **{k: v for k, v in options.items() if k not in SFT_OPTIONS}}
-    return {
+    params = {
         "datasets": datasets, "student": student or default(TrainConfig, "student"), "knowledge_set": knowledge_set,
         "train": train,
         "sft": {k: options.get(k, default(SftDataConfig, k)) for k in SFT_OPTIONS},
     }
+    cfg = train_config(params)  # bad options fail here, in one line, before a job exists
+    check_train_config(cfg)
+    sft_config(params, cfg).check()
+    return params
 
 
 def make_validator(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig, ctx: JobContext | None = None):

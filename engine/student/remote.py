@@ -46,7 +46,7 @@ from ..llm import registry
 from .encoding import check_example
 from .examples import build_examples
 from .runs import run_key, sft_config, token_counter, train_config
-from .train import ADAPTER_DIR, _check_config, create_run, weights_kind
+from .train import ADAPTER_DIR, check_train_config, create_run, weights_kind
 from .weights import resolve_student
 
 MANIFEST = "prepared.json"
@@ -107,7 +107,7 @@ def prepare_run(db: sqlite_utils.Database, params: dict[str, Any], out_dir: str 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} already exists and is not an empty folder: choose a new one")
     cfg = train_config(params)
-    _check_config(cfg)
+    check_train_config(cfg)
     data = sft_config(params, cfg)
     data.check()
     key = run_key(db, cfg, data)

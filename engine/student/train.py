@@ -253,9 +253,12 @@ def _metrics_callback(db, run_id, should_stop, on_step, base_elapsed: float):
             if db is not None and run_id is not None:
                 with transaction(db):
                     # A resumed run repeats the steps after its checkpoint: the new values replace the old.
+                    # (an upsert, not a replace: a validation of this step may already have stored its scores)
                     db.execute(
-                        "INSERT OR REPLACE INTO train_metrics (run_id, step, loss, learning_rate, grad_norm, tokens, elapsed)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO train_metrics (run_id, step, loss, learning_rate, grad_norm, tokens, elapsed)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, step) DO UPDATE SET loss = excluded.loss,"
+                        " learning_rate = excluded.learning_rate, grad_norm = excluded.grad_norm, tokens = excluded.tokens,"
+                        " elapsed = excluded.elapsed",
                         [run_id, *row.values()],
                     )
                     db.execute("UPDATE train_runs SET steps = ? WHERE id = ?", [state.global_step, run_id])
@@ -288,7 +291,7 @@ def train(db, cfg: TrainConfig, examples: Sequence[dict], *, run_id: int | None 
     """Fine-tune `cfg.student` on `examples`; resume run `run_id` when given; select on `validate`."""
     rank, world = _rank()
     writer = rank == 0 and db is not None
-    _check_config(cfg)
+    check_train_config(cfg)
     if not examples:
         raise InputError("no training examples")
     for i, example in enumerate(examples):  # before any row is written: bad input changes nothing
@@ -323,7 +326,7 @@ def train(db, cfg: TrainConfig, examples: Sequence[dict], *, run_id: int | None 
         raise
 
 
-def _check_config(cfg: TrainConfig) -> None:
+def check_train_config(cfg: TrainConfig) -> None:
     for name in ("rank", "batch_size", "grad_accum", "max_len", "save_steps", "keep_checkpoints", "patience"):
         if getattr(cfg, name) < 1:
             raise InputError(f"train config: {name} must be at least 1 (got {getattr(cfg, name)})")

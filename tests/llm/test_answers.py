@@ -83,3 +83,16 @@ def test_compact_prompt_is_short_and_cuts_titles():
     assert len(" ".join(m["content"] for m in compact.messages)) < len(" ".join(m["content"] for m in full.messages)) / 3
     plain = build_messages(s, style="completion", spec=PromptSpec("compact", "letters"))
     assert plain[0]["content"].endswith("Answer:\n")
+
+
+def test_hint_line_and_spec_checks():
+    from kdbundle.engine.llm.prompts import hint_line
+
+    assert hint_line([(1, 2, 0.8123), (4, 5, 0.62)]) == "Similar: 1-2 .81, 4-5 .62"
+    assert hint_line([]) == "Similar: none"
+    s = Session(id=1, products=[Product(item_id=i, title=f"Product {i}") for i in range(1, 4)])
+    user = build_messages(s, spec=PromptSpec("compact", "letters", hints=2), hints=[(1, 3, 0.5)])[1]["content"]
+    assert user.endswith("\n3. Product 3\nSimilar: 1-3 .50")
+    assert PromptSpec("compact", "letters", hints=2).version == "compact-v1+letters-v1+hints2"
+    with pytest.raises(Exception, match="compact prompt"):
+        PromptSpec("full", hints=2).check()

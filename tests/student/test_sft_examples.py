@@ -118,6 +118,13 @@ def test_compact_letters_examples_are_the_students_prompt(db):
     explained = [ex for ex in examples if ex["messages"][-1]["content"].startswith("Reasoning: ")]
     assert len(explained) == stats.thought_examples == 8
     assert all(ex["messages"][-2]["content"].endswith(EXPLAIN_LINE) for ex in explained)
+    # Similar-pair hints come from the title embeddings, the same function the generator calls.
+    from kdbundle.engine.embeddings import similar_pairs
+    from kdbundle.engine.llm.prompts import hint_line
+
+    hinted, _ = build_examples(db, SftDataConfig([DATASET], hints=3, limit=2))
+    for ex, s in zip(hinted, _train_sessions(db)):
+        assert ex["messages"][1]["content"].endswith(hint_line(similar_pairs(db, s, 3)))
     with pytest.raises(InputError, match="reasoning-json"):
         build_examples(db, SftDataConfig([DATASET], thoughts="reasoning-json"))
     with pytest.raises(InputError, match="unknown answer format"):

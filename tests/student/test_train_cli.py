@@ -98,3 +98,15 @@ def test_bad_train_and_export_input(setup):
     assert r.exit_code != 0
     r = run(path, "eval", "--dataset", DATASET, "--method", "llm", "--utilization", "icl", "--limit", "1", ok=False)
     assert r.exit_code != 0 and "needs --knowledge-set" in str(r.exception)
+
+
+def test_bad_recipe_options_are_refused_before_a_job(setup):
+    path = setup
+    for args, message in ((["--answer", "yaml"], "unknown answer format"), (["--prompt", "tiny"], "unknown prompt"),
+                          (["--method", "qlora"], "method must be one of"), (["--hints", "3", "--prompt", "full"],
+                                                                            "compact prompt")):
+        r = run(path, "train", "--dataset", DATASET, *args, ok=False)
+        assert r.exit_code != 0 and message in str(r.exception), (args, r.exception)
+    r = run(path, "eval", "--dataset", DATASET, "--method", "llm", "--answer", "yaml", ok=False)
+    assert r.exit_code != 0 and "unknown answer format" in str(r.exception)
+    assert open_db(path).execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0

@@ -75,3 +75,18 @@ def test_selection_keeps_the_best_step_and_stops_on_patience(tmp_path):
 
     out = Path(r.output_dir)
     assert (out / BEST_DIR / "adapter_model.safetensors").read_bytes() == (out / ADAPTER_DIR / "adapter_model.safetensors").read_bytes()
+
+
+def test_a_stopped_run_is_not_scored_on_its_partial_epoch_and_resumes_to_select(tmp_path):
+    seen = []
+
+    def validate(weights, step):
+        seen.append(step)
+        return {"strict_precision": 0.5, "strict_f1": 0.5, "sessions": 3}
+
+    db = open_db(tmp_path / "t.db")
+    cfg = TrainConfig(**BASE, epochs=1, save_steps=1)  # 6 examples, batch 2: 3 steps per epoch
+    stopped = train(db, cfg, EXAMPLES, validate=validate, should_stop=lambda: True)
+    assert stopped.status == "stopped" and stopped.steps == 1 and seen == [] and stopped.best_step is None
+    done = train(db, cfg, EXAMPLES, run_id=stopped.run_id, validate=validate)
+    assert done.status == "done" and done.steps == 3 and seen == [3] and done.best_step == 3

@@ -247,3 +247,34 @@ def test_training_loss_curve_grows_live(tmp_path):
                 thread.join()
 
     run(scenario())
+
+
+def test_a_train_job_shows_its_valid_curve(tmp_path):
+    """The valid scores model selection stored draw as a second curve, with the best step named."""
+    import json as _json
+
+    from kdbundle.engine.student.train import TrainConfig, create_run
+
+    path = tmp_path / "kd.db"
+    db = open_db(path)
+    job_id = J.create_job(db, "train", {"dataset": "d", "student": "smollm2-135m"})
+    run_id = create_run(db, TrainConfig(), job_id=job_id)
+    for step, loss, f1 in ((10, 1.2, 0.31), (20, 0.9, 0.42), (30, 0.8, 0.40)):
+        db.execute("INSERT INTO train_metrics (run_id, step, loss, tokens, elapsed, valid_strict_precision,"
+                   " valid_strict_f1, valid) VALUES (?, ?, ?, 0, 0, ?, ?, ?)",
+                   [run_id, step, loss, f1, f1, _json.dumps({"strict_f1": f1})])
+    db.conn.commit()
+
+    async def scenario():
+        app = KdApp(path, poll_seconds=0.3)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("3")
+            screen = app.screen
+            await wait_for(pilot, lambda: screen.selected == job_id, what="train job selected")
+            spark = screen.query_one("#valid", Sparkline)
+            await wait_for(pilot, lambda: len(spark.data) == 3, what="valid curve")
+            assert screen.query_one("#valid-row").display
+            assert spark.data == [0.31, 0.42, 0.40]
+            assert "best 0.420@20" in str(screen.query_one("#valid-label", Static).render())
+
+    run(scenario())
