@@ -1,10 +1,14 @@
 """Reading GGUF files before llama.cpp does: a cheap header check and a few metadata fields."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import KdError
+
+PROMPT_SPEC_KEY = "kdbundle.prompt_spec"
+"""GGUF metadata key of the prompt spec a kdbundle student was trained with (JSON)."""
 
 
 def gguf_metadata(path: Path) -> dict[str, Any]:
@@ -31,7 +35,13 @@ def gguf_metadata(path: Path) -> dict[str, Any]:
             quant = gguf.LlamaFileType(int(ftype)).name.removeprefix("MOSTLY_")
         except ValueError:
             quant = str(ftype)
+    spec = val(PROMPT_SPEC_KEY)
+    try:
+        spec = json.loads(spec) if isinstance(spec, str) else None
+    except ValueError:
+        spec = None  # a damaged key is ignored: the model is then prompted like any other
     return {
+        "prompt_spec": spec if isinstance(spec, dict) else None,
         "family": val("general.architecture"),
         "params": val("general.size_label"),
         "quant": quant,

@@ -25,6 +25,7 @@ import sqlite_utils
 
 from ...store.db import transaction
 from ..errors import InputError, KdError
+from ..llm.gguf import PROMPT_SPEC_KEY
 from . import gguf_write
 from .train import ADAPTER_DIR, get_run, runs_dir, weights_kind
 from .weights import Student, load_model, load_tokenizer, resolve_student
@@ -93,7 +94,7 @@ def export_run(db, run_id: int, cfg: ExportConfig | None = None) -> ExportResult
         if cfg.adapter:
             _write_adapter(student, adapter_dir, tmp, name)
         else:
-            _write_merged(student, adapter_dir, tmp, name, quant, cfg.threads)
+            _write_merged(student, adapter_dir, tmp, name, quant, cfg.threads, run["config"].get("prompt_spec"))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -138,7 +139,8 @@ def _load_trained(student: Student, weights: Path):
     return PeftModel.from_pretrained(load_model(student), str(weights)).merge_and_unload()
 
 
-def _write_merged(student: Student, adapter_dir: Path, tmp: Path, name: str, quant: str, threads: int) -> None:
+def _write_merged(student: Student, adapter_dir: Path, tmp: Path, name: str, quant: str, threads: int,
+                  prompt_spec: dict | None = None) -> None:
     import torch
 
     model = _load_trained(student, adapter_dir)
@@ -147,7 +149,10 @@ def _write_merged(student: Student, adapter_dir: Path, tmp: Path, name: str, qua
     with torch.no_grad():
         state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     ftype = "f32" if quant == "f32" else "f16"
-    kwargs = dict(ftype=ftype, model_name=name, tied_embeddings=tied, chat_template=load_tokenizer(student).chat_template)
+    # The prompt spec travels inside the file, so a copied .gguf is still served as it was trained.
+    extra = {PROMPT_SPEC_KEY: json.dumps(prompt_spec)} if prompt_spec else None
+    kwargs = dict(ftype=ftype, model_name=name, tied_embeddings=tied, chat_template=load_tokenizer(student).chat_template,
+                  extra=extra)
     if quant in ("f16", "f32"):
         gguf_write.write_merged(student.gguf_path, state, tmp, **kwargs)
         return

@@ -122,8 +122,10 @@ def copy_metadata(reader, writer, overrides: Mapping[str, tuple]) -> None:
 
 
 def write_merged(base_path: Path, state_dict: Mapping[str, np.ndarray], out_path: Path, *,
-                 ftype: str, model_name: str, tied_embeddings: bool, chat_template: str | None = None) -> None:
-    """Write `state_dict` (HF names, fp32 numpy) as a GGUF with the base's layout; `ftype` f16 or f32."""
+                 ftype: str, model_name: str, tied_embeddings: bool, chat_template: str | None = None,
+                 extra: Mapping[str, str] | None = None) -> None:
+    """Write `state_dict` (HF names, fp32 numpy) as a GGUF with the base's layout; `ftype` f16 or f32.
+    `extra`: string metadata added to the file (e.g. the prompt spec the student was trained with)."""
     gguf = _gguf()
     reader, arch = read_base(base_path)
     n_head, n_head_kv = _head_counts(reader, arch)
@@ -150,6 +152,8 @@ def write_merged(base_path: Path, state_dict: Mapping[str, np.ndarray], out_path
     if chat_template and field(reader, gguf.Keys.Tokenizer.CHAT_TEMPLATE) is None:
         # The student was trained with this template; serve it with the same one.
         overrides[gguf.Keys.Tokenizer.CHAT_TEMPLATE] = (chat_template, gguf.GGUFValueType.STRING)
+    for key, value in (extra or {}).items():
+        overrides[key] = (value, gguf.GGUFValueType.STRING)
     copy_metadata(reader, writer, overrides)
     for t in reader.tensors:
         # Tensors without a torch counterpart (e.g. rope_freqs) keep the base's values.

@@ -64,6 +64,13 @@ def test_train_export_eval_with_each_utilization(setup, tmp_path):
     assert exp2["reused"] and exp2["path"] == exp["path"]
     spec = json.loads(db.execute("SELECT config FROM models WHERE name = ?", [exp["model"]]).fetchone()[0])["prompt_spec"]
     assert spec == {"prompt": "compact", "answer": "letters", "title_max": None}  # served as it was trained
+    from pathlib import Path
+
+    from kdbundle.engine.llm.gguf import gguf_metadata
+    from kdbundle.engine.llm.registry import get_model
+
+    assert gguf_metadata(Path(exp["path"]))["prompt_spec"] == spec  # the file carries it too (after quantizing)
+    assert get_model(db, exp["path"]).config["prompt_spec"] == spec  # so a bare path is served the same way
 
     scores = {}
     for utilization, model in (("zero-shot", "smollm2-135m"), ("icl", "smollm2-135m"),
