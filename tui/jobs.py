@@ -180,6 +180,7 @@ class JobsScreen(KdScreen):
             self._log_after, self._step_after, self._losses = 0, -1, []
             self.query_one("#job-log", Log).clear()
             self.query_one("#loss", Sparkline).data = []
+            self.query_one("#valid", Sparkline).data = []
             self._show_head()
             self._poll_detail()
 
@@ -207,7 +208,8 @@ class JobsScreen(KdScreen):
             f"ETA {fmt_seconds(job['eta_seconds'])} · {fmt_rate(job_rate(job))} · {fmt_seconds(elapsed)} elapsed"
         )
         self.query_one("#loss-row").display = job["kind"] == "train"
-        self.query_one("#valid-row").display = False  # until the run's first validation
+        # Shown once the run has a validation (the detail poll fills the curve).
+        self.query_one("#valid-row").display = job["kind"] == "train" and bool(self.query_one("#valid", Sparkline).data)
 
     # ------------------------------------------------------------ detail (log tail, loss curve)
 
@@ -267,6 +269,7 @@ class JobsScreen(KdScreen):
         """Highlight a job (e.g. the one just launched) once the poller has listed it."""
         self.selected = job_id
         self._log_after, self._step_after, self._losses = 0, -1, []
+        self.query_one("#valid", Sparkline).data = []
         self.query_one("#job-log", Log).clear()
         self._show_jobs(self.app.jobs)
 

@@ -255,9 +255,9 @@ def test_a_train_job_shows_its_valid_curve(tmp_path):
 
     from kdbundle.engine.student.train import TrainConfig, create_run
 
-    path = tmp_path / "kd.db"
+    path = demo_db(tmp_path / "kd.db")  # an empty database would open on the first-run dialog
     db = open_db(path)
-    job_id = J.create_job(db, "train", {"dataset": "d", "student": "smollm2-135m"})
+    job_id = J.create_job(db, "train", {"dataset": "demo-clothing", "student": "smollm2-135m"})
     run_id = create_run(db, TrainConfig(), job_id=job_id)
     for step, loss, f1 in ((10, 1.2, 0.31), (20, 0.9, 0.42), (30, 0.8, 0.40)):
         db.execute("INSERT INTO train_metrics (run_id, step, loss, tokens, elapsed, valid_strict_precision,"
