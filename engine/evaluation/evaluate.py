@@ -82,6 +82,9 @@ class EvalConfig:
         if self.method != "llm":
             for k in ("model", "utilization", "knowledge_set", "fields", "prompt", "answer", "title_max", "hints"):
                 d.pop(k)
+        for k in ("prompt", "answer", "title_max", "hints"):
+            if d.get(k, 0) is None:  # unset: the key stays what it was before these options existed
+                d.pop(k)
         return d
 
 
@@ -166,7 +169,7 @@ def run_key(db: sqlite_utils.Database, cfg: EvalConfig) -> str:
         # A changed prompt or a re-made model file must not reuse old answers.
         from .llm_predictor import llm_prompt_spec
 
-        spec = llm_prompt_spec(db, cfg)
+        spec = llm_prompt_spec(db, cfg)  # a bad prompt/answer name fails here, before a run row exists
         # (the full prompt keeps its old key, so evaluations made before prompt specs are still reused)
         ident["prompt"] = spec.version if spec == PromptSpec() else [spec.version, spec.to_dict()]
         if cfg.model:
@@ -226,10 +229,6 @@ def evaluate(
     categories that give the answer away: data.leak) and params (the method's chosen parameters).
     """
     _check(cfg)
-    if cfg.method == "llm":
-        from .llm_predictor import llm_prompt_spec
-
-        llm_prompt_spec(db, cfg)  # a bad prompt/answer name fails before a run row exists
     coverage = category_coverage(db, cfg.dataset)  # once: the default fields and the leaky mark both read it
     fields = (cfg.fields or coverage.default_fields) if cfg.method == "llm" else METHOD_FIELDS[cfg.method]
     cfg = replace(cfg, fields=fields)

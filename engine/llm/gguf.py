@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,19 @@ PROMPT_SPEC_KEY = "kdbundle.prompt_spec"
 
 
 def gguf_metadata(path: Path) -> dict[str, Any]:
-    """A few header fields of a GGUF file (family, size label, file type, chat template present).
+    """A few header fields of a GGUF file (family, size label, file type, chat template present,
+    kdbundle's prompt spec). Raises KdError for a file that is not GGUF (wrong magic) or is cut short.
 
-    Raises KdError for a file that is not GGUF (wrong magic) or is cut short.
+    Cached per file version (path, size, mtime): the reader parses every tensor's header (~3 s
+    for a 145 MB student) and a .gguf path is looked up several times per evaluation.
     """
     check_gguf(path)
+    st = Path(path).stat()
+    return dict(_metadata(str(Path(path).resolve()), st.st_size, st.st_mtime_ns))
+
+
+@lru_cache(maxsize=64)
+def _metadata(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
     import gguf
 
     try:

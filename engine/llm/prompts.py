@@ -180,12 +180,16 @@ def product_list(products: Sequence[Product], fields: str = "titles", title_max:
     return "\n".join(product_line(i, p, fields, title_max) for i, p in enumerate(products, start=1))
 
 
+def labelled_answer(answer: str) -> str:
+    """ "Answer: {json}" on one line, or "Answer:" then a multi-line (letters) answer below it."""
+    return "Answer:" + ("\n" if "\n" in answer else " ") + answer
+
+
 def _example_block(i: int, ex: WorkedExample, fields: str, spec: PromptSpec) -> str:
     parts = [f"Example {i}:", product_list(ex.products, fields, spec.titles)]
     if ex.thought:
         parts.append("Reasoning: " + ex.thought.strip())
-    answer = get_answer(spec.answer).render(ex.bundles, len(ex.products))
-    parts.append("Answer:" + ("\n" if "\n" in answer else " ") + answer)
+    parts.append(labelled_answer(get_answer(spec.answer).render(ex.bundles, len(ex.products))))
     return "\n".join(parts)
 
 

@@ -41,8 +41,8 @@ from ..embeddings import similar_pairs
 from ..errors import InputError, KdError
 from ..knowledge.icl import IclConfig, provider_from_set
 from ..knowledge.sets import load_set_knowledge
-from ..llm.answers import ANSWER_NAMES, get_answer
-from ..llm.prompts import ASK, PARTS, PROMPTS, Prompt, PromptSpec, answer_grammar, answer_json, build_messages, fit_prompt
+from ..llm.answers import get_answer
+from ..llm.prompts import ASK, PARTS, Prompt, PromptSpec, answer_grammar, answer_json, build_messages, fit_prompt, labelled_answer
 from ..types import Bundle, Session, check_fields
 
 THOUGHT_MODES = ("rationale", "reasoning-json", "none")
@@ -96,12 +96,8 @@ class SftDataConfig:
             raise InputError(f"k must be 0 or more, got {self.k}")
         if self.fields is not None:
             check_fields(self.fields)
-        if self.prompt not in PROMPTS:
-            raise InputError(f"unknown prompt {self.prompt!r} (known: {', '.join(PROMPTS)})")
-        if self.answer not in ANSWER_NAMES:
-            raise InputError(f"unknown answer format {self.answer!r} (known: {', '.join(ANSWER_NAMES)})")
         try:
-            self.spec.check()
+            self.spec.check()  # unknown prompt or answer names included
         except KdError as exc:
             raise InputError(str(exc)) from None
         if self.thoughts == "reasoning-json" and self.answer != "json":
@@ -211,8 +207,7 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
             examples.append({"messages": [*messages, {"role": "assistant", "content": answer}]})
             stats.answer_examples += 1
             if thought is not None and cfg.thoughts == "rationale":
-                plain = render(s.bundles, s.n)
-                explained = f"Reasoning: {' '.join(thought.thought.split())}\nAnswer:{chr(10) if chr(10) in plain else ' '}{plain}"
+                explained = f"Reasoning: {' '.join(thought.thought.split())}\n{labelled_answer(answer)}"
                 messages = _prompt(s, knowledge, explained, cfg.max_len, stats, count_tokens, fields, spec, hints)
                 messages = [*messages[:-1], {"role": "user", "content": _explain(messages[-1]["content"], spec)}]
                 examples.append({"messages": [*messages, {"role": "assistant", "content": explained}]})
