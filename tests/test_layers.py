@@ -20,7 +20,8 @@ TOPS = {"engine": "kdbundle.engine", "store": "kdbundle.store", "tui": "kdbundle
 LAYERS: dict[str, int] = {
     "kdbundle.store": 0,
     "kdbundle.engine.types": 0, "kdbundle.engine.errors": 0, "kdbundle.engine.progress": 0,
-    "kdbundle.engine.config": 0, "kdbundle.engine.embeddings": 0,
+    "kdbundle.engine.config": 0, "kdbundle.engine.embeddings": 0, "kdbundle.engine.pairs": 0,
+    "kdbundle.engine.threads": 0,
     "kdbundle.engine.data": 1,
     "kdbundle.engine.llm": 2,
     "kdbundle.engine.knowledge": 3,

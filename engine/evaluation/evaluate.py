@@ -27,9 +27,10 @@ from ..knowledge.patterns import MineConfig, load_patterns, mine_patterns, trans
 from ..types import Bundle, Prediction, Session, check_fields
 from .metrics import aggregate, error_label, score_session
 
-METHODS = ("patterns", "whole-session", "embedding-clusters", "pairwise", "category-groups", "llm")
+METHODS = ("patterns", "whole-session", "embedding-clusters", "pairwise", "pair-logistic", "category-groups", "llm")
 METHOD_FIELDS = {"patterns": "titles+categories", "category-groups": "titles+categories", "whole-session": "titles",
-                 "embedding-clusters": "titles", "pairwise": "titles"}
+                 "embedding-clusters": "titles", "pairwise": "titles",
+                 "pair-logistic": "titles"}
 """What each non-LLM method reads of the products, whatever --fields says; an llm reads cfg.fields."""
 BASELINES = tuple(m for m in METHODS if m != "llm")
 UTILIZATIONS = ("zero-shot", "icl", "sft", "icl+sft")
@@ -105,9 +106,11 @@ def make_predictor(db: sqlite_utils.Database, cfg: EvalConfig) -> Predictor:
         return WholeSessionPredictor()
     if cfg.method == "category-groups":
         return CategoryGroupsPredictor()
-    if cfg.method in ("embedding-clusters", "pairwise"):
-        from .similarity import EmbeddingClusters, Pairwise  # sentence embeddings; scikit-learn
+    if cfg.method in ("embedding-clusters", "pairwise", "pair-logistic"):
+        from .similarity import EmbeddingClusters, PairLogistic, Pairwise  # sentence embeddings; scikit-learn
 
+        if cfg.method == "pair-logistic":
+            return PairLogistic(db, cfg.dataset)
         return EmbeddingClusters(db, cfg.dataset) if cfg.method == "embedding-clusters" else Pairwise(db, cfg.dataset, cfg.seed)
     if cfg.method == "patterns":
         mine_cfg = MineConfig(cfg.dataset, min_support=cfg.min_support)

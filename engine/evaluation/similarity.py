@@ -4,6 +4,8 @@ embedding-clusters: embed each title (the shipped MiniLM model), join two produc
   similarity exceeds a threshold, bundles = connected groups of two or more, else the whole session.
 pairwise: a gradient-boosted classifier over pair features of the title embeddings (similarity, each
   product's best match, ranks, session size, word overlap), trained on the train split; same grouping.
+pair-logistic: a logistic regression over the same features (engine.pairs.PairModel): the group hint a
+  group-hint student carries, scored alone, so the student is always compared with its own hint.
 
 Both choose their threshold on the valid split (highest mean strict F1, the smaller threshold on a
 tie) and never look at the split they are scored on. Embeddings are cached per item in the database
@@ -11,7 +13,6 @@ tie) and never look at the split they are scored on. Embeddings are cached per i
 """
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 
@@ -21,6 +22,8 @@ import sqlite_utils
 from ..data.sessions import load_sessions
 from ..embeddings import EMBEDDING_MODEL, session_vectors, similarity  # noqa: F401  (re-exported)
 from ..errors import InputError
+from ..pairs import FEATURES, PairModel, groups, pair_features, pair_index
+from ..pairs import pair_labels as _labels
 from ..types import Bundle, Prediction, Session
 from .metrics import score_session
 
@@ -28,38 +31,6 @@ THRESHOLDS = tuple(round(x, 2) for x in np.arange(0.20, 0.91, 0.05))
 """Cosine thresholds tried on valid (embedding-clusters)."""
 PROBABILITIES = tuple(round(x, 2) for x in np.arange(0.10, 0.91, 0.05))
 """Pair-probability thresholds tried on valid (pairwise)."""
-FEATURES = ("sim", "sim_minus_best_a", "sim_minus_best_b", "rank_min", "rank_max", "mutual_best", "n",
-            "sim_minus_mean", "word_jaccard")
-
-
-# ---------------------------------------------------------------- grouping
-
-
-def groups(n: int, edges: Sequence[tuple[int, int]]) -> list[Bundle]:
-    """Connected groups of >= 2 products (1-based positions) over `edges`; the whole session when none."""
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    comp: dict[int, set[int]] = {}
-    for i in range(n):
-        comp.setdefault(find(i), set()).add(i + 1)
-    bundles = [Bundle(frozenset(c)) for c in comp.values() if len(c) >= 2]
-    if not bundles and n >= 2:
-        bundles = [Bundle(frozenset(range(1, n + 1)))]
-    return sorted(bundles, key=lambda b: sorted(b.items))
-
-
-def _pairs(n: int) -> list[tuple[int, int]]:
-    return [(i, j) for i in range(n) for j in range(i + 1, n)]
 
 
 def _mean_strict_f1(sessions: Sequence[Session], predict) -> float:
@@ -111,7 +82,7 @@ class EmbeddingClusters(_PairGrouping):
 
     def _at(self, s: Session, t: float) -> list[Bundle]:
         sim = similarity(s, self.vectors)
-        return groups(s.n, [(i, j) for i, j in _pairs(s.n) if sim[i, j] > t])
+        return groups(s.n, [(i, j) for i, j in pair_index(s.n) if sim[i, j] > t])
 
     @property
     def params(self) -> dict:
@@ -121,44 +92,6 @@ class EmbeddingClusters(_PairGrouping):
 
 
 # ---------------------------------------------------------------- pairwise
-
-
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def _words(title: str) -> set[str]:
-    return {w for w in _WORD.findall(title.lower()) if len(w) > 1}
-
-
-def pair_features(s: Session, sim: np.ndarray) -> np.ndarray:
-    """One row per product pair (i < j), columns FEATURES."""
-    n = s.n
-    off = sim.copy()
-    np.fill_diagonal(off, -np.inf)
-    best = off.max(axis=1)
-    # rank[i, j]: 1 when j is i's most similar product
-    rank = np.argsort(np.argsort(-off, axis=1), axis=1) + 1
-    mean = off[np.isfinite(off)].mean() if n > 1 else 0.0
-    words = [_words(p.title or "") for p in s.products]
-    rows = []
-    for i, j in _pairs(n):
-        wi, wj = words[i], words[j]
-        rows.append([
-            sim[i, j], sim[i, j] - best[i], sim[i, j] - best[j],
-            min(rank[i, j], rank[j, i]) / (n - 1), max(rank[i, j], rank[j, i]) / (n - 1),
-            float(rank[i, j] == 1 and rank[j, i] == 1), n, sim[i, j] - mean,
-            len(wi & wj) / len(wi | wj) if wi | wj else 0.0,
-        ])
-    return np.asarray(rows, dtype=np.float64).reshape(-1, len(FEATURES))
-
-
-def _labels(s: Session) -> list[int]:
-    """1 for a pair of products that share a ground-truth bundle."""
-    together = set()
-    for bundle in s.bundles:
-        pos = sorted(bundle.items)
-        together.update((pos[x] - 1, pos[y] - 1) for x in range(len(pos)) for y in range(x + 1, len(pos)))
-    return [int(ij in together) for ij in _pairs(s.n)]
 
 
 class Pairwise(_PairGrouping):
@@ -193,7 +126,7 @@ class Pairwise(_PairGrouping):
         if s.n < 2:
             return []
         p = self._proba(s)
-        return groups(s.n, [ij for ij, q in zip(_pairs(s.n), p) if q > t])
+        return groups(s.n, [ij for ij, q in zip(pair_index(s.n), p) if q > t])
 
     @property
     def params(self) -> dict:
@@ -202,3 +135,60 @@ class Pairwise(_PairGrouping):
                 "train_pairs": self.train_pairs, "train_positive_pairs": self.train_positive, "chosen_on": "valid",
                 "valid_strict_f1": None if self.valid_f1 is None else round(self.valid_f1, 4)}
 
+
+# ---------------------------------------------------------------- pair-logistic (the group hint alone)
+
+
+LOGISTIC_C = 1.0
+"""Inverse regularisation strength of the pair model's logistic regression (scikit-learn's default)."""
+
+
+def fit_logistic(sessions: Sequence[Session], vectors: dict[int, np.ndarray], threshold: float = 0.5) -> PairModel:
+    """A PairModel fitted on `sessions`' pairs (standardised features), grouping at `threshold`."""
+    from sklearn.linear_model import LogisticRegression
+
+    rows = [(pair_features(s, similarity(s, vectors)), _labels(s)) for s in sessions if s.n >= 2]
+    y = np.concatenate([np.asarray(r[1]) for r in rows]) if rows else np.zeros(0)
+    if len(set(y.tolist())) < 2:
+        raise InputError("a pair model needs train sessions with product pairs both in and out of bundles")
+    x = np.vstack([r[0] for r in rows])
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    lr = LogisticRegression(C=LOGISTIC_C, max_iter=5000).fit((x - mean) / scale, y)
+    return PairModel(tuple(float(w) for w in lr.coef_[0]), float(lr.intercept_[0]),
+                     tuple(float(m) for m in mean), tuple(float(v) for v in scale), threshold)
+
+
+def fit_pair_model(db: sqlite_utils.Database, datasets: Sequence[str]) -> PairModel:
+    """The pair model over `datasets` (pooled): fitted on train, threshold chosen on valid by mean
+    strict F1 as the other baselines choose theirs (0.5 without valid sessions)."""
+    train = [s for d in datasets for s in load_sessions(db, d, "train", with_bundles_only=True)]
+    valid = [s for d in datasets for s in load_sessions(db, d, "valid", with_bundles_only=True)]
+    vectors = session_vectors(db, [*train, *valid])
+    model = fit_logistic(train, vectors)
+    if not valid:
+        return model
+
+    def at(s: Session, t: float) -> list[Bundle]:
+        return PairModel(model.weights, model.bias, model.mean, model.scale, t).group(s, similarity(s, vectors))
+
+    threshold, _ = _choose(valid, PROBABILITIES, at)
+    return PairModel(model.weights, model.bias, model.mean, model.scale, float(threshold))
+
+
+class PairLogistic(_PairGrouping):
+    """The group hint alone: a logistic pair model fitted on train, threshold chosen on valid."""
+
+    def __init__(self, db: sqlite_utils.Database, dataset: str):
+        self.db = db
+        self.model = fit_pair_model(db, [dataset])
+        self.threshold = self.model.threshold
+        self.vectors = {}
+
+    def _at(self, s: Session, t: float) -> list[Bundle]:
+        return self.model.group(s, similarity(s, self.vectors))
+
+    @property
+    def params(self) -> dict:
+        return {"threshold": self.threshold, "model": "logistic regression (the group hint of a student)",
+                "features": list(FEATURES), "embedding": EMBEDDING_MODEL, "trained_on": "train", "chosen_on": "valid"}

@@ -27,6 +27,7 @@ from ..knowledge.sets import create_set, parse_list
 from ..llm.backends import unload_llama
 from ..student.examples import SftDataConfig, build_examples
 from ..student.export import write_gguf
+from ..student.group_hints import fit_pair_model
 from ..student.runs import find_or_create_run, sft_config, token_counter, train_config
 from ..student.selection import valid_curve
 from ..student.train import ADAPTER_DIR, TrainConfig, check_train_config, get_run, train
@@ -47,7 +48,7 @@ def formats_set(db: sqlite_utils.Database, formats: str | list[str], datasets: l
 # The options a train job records (the rest of TrainConfig / SftDataConfig keep their defaults).
 TRAIN_OPTIONS = ("method", "top_layers", "rank", "alpha", "target_modules", "lr", "epochs", "max_steps", "batch_size", "grad_accum",
                  "max_len", "seed", "threads", "save_steps", "valid", "eval_steps", "patience")
-SFT_OPTIONS = ("thoughts", "k", "knowledge_in_prompt", "limit", "fields", "prompt", "answer", "title_max", "hints")
+SFT_OPTIONS = ("thoughts", "k", "knowledge_in_prompt", "limit", "fields", "prompt", "answer", "title_max", "hints", "group_hints")
 
 
 def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tuple[str, ...] = (),
@@ -92,7 +93,8 @@ def make_validator(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataCon
         t0 = time.monotonic()
         # A unique name: eval results are keyed by the model file, and a resumed run re-scores a step.
         gguf = weights.parent / f"valid-step{step}-{time.time_ns()}.gguf"
-        write_gguf(student, weights, gguf, quant="q8_0")
+        # The spec rides in the file as in an export (a group-hint student's pair model is only there).
+        write_gguf(student, weights, gguf, quant="q8_0", prompt_spec=spec.to_dict())
         try:
             runs = [evaluate(db, EvalConfig(dataset=d, split="valid", method="llm", model=str(gguf), utilization=utilization,
                                             knowledge_set=data.knowledge_set if utilization == "icl+sft" else None,
@@ -121,6 +123,9 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
     cfg = train_config(params)
     data = sft_config(params, cfg)
     data.check()
+    if data.group_hints:  # before the run row: the run records the spec, pair model included
+        data.pair_model = fit_pair_model(db, data.datasets)
+        ctx.log(f"group hints: pair model fitted on train, threshold {data.pair_model.threshold} chosen on valid")
     run_id, key, existed = find_or_create_run(db, cfg, data, ctx.job_id)
     status = db.execute("SELECT status FROM train_runs WHERE id = ?", [run_id]).fetchone()[0]
     ctx.log(f"training run {run_id} ({'reusing' if status == 'done' else 'resuming' if existed else 'new'}; key {key})")

@@ -22,6 +22,7 @@ import sqlite_utils
 from ...store.db import transaction
 from ..embeddings import similar_pairs
 from ..errors import InputError, KdError
+from ..pairs import session_hint
 from ..types import Bundle, Prediction, Product, Session
 from .answers import get_answer
 from .backends import Backend, Completion, GenParams, OnToken, open_backend
@@ -163,9 +164,10 @@ class BundleGenerator:
 
     def prompt(self, session: Session, knowledge: PromptKnowledge | None = None) -> Prompt:
         hints = similar_pairs(self.db, session, self.spec.hints) if self.spec.hints else None
+        groups = session_hint(self.db, session, self.spec.groups) if self.spec.groups is not None else None
         return fit_prompt(session, knowledge, style=self.style, n_ctx=self.backend.n_ctx,
                           max_tokens=self.cfg.max_tokens, count_tokens=self.backend.count_tokens,
-                          fields=self.cfg.fields, spec=self.spec, hints=hints)
+                          fields=self.cfg.fields, spec=self.spec, hints=hints, groups=groups)
 
     def generate(
         self,

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import KdError
+from ..pairs import PairModel
 from ..types import Bundle, Product, Session, check_fields
 from .answers import INTENT_WORDS, answer_grammar, answer_json, get_answer  # noqa: F401  (answer_* re-exported)
 
@@ -87,6 +88,10 @@ class PromptSpec:
     hints: int = 0
     """Compact prompt: show the session's N most similar title pairs (MiniLM cosine) after the
     products, e.g. "Similar: 1-2 .81, 4-5 .62" (cheap knowledge; 0: none)."""
+    groups: PairModel | None = None
+    """Compact prompt, letters answer: the pair model whose grouping of the session is shown after the
+    products as a hint in the answer's own spelling with a confidence per product, e.g.
+    "Groups: 1 A .93, 2 A .93, 3 - .12" (engine.pairs; fitted by training, carried by the student)."""
 
     def check(self) -> PromptSpec:
         if self.prompt not in PROMPTS:
@@ -98,6 +103,8 @@ class PromptSpec:
             raise KdError(f"hints must be 0..45 pairs (got {self.hints})")
         if self.hints and self.prompt != "compact":
             raise KdError("similar-pair hints go with the compact prompt")
+        if self.groups is not None and (self.prompt, self.answer) != ("compact", "letters"):
+            raise KdError("group hints go with the compact prompt and the letters answer")
         return self
 
     @property
@@ -109,17 +116,20 @@ class PromptSpec:
         """What generations log as prompt_version: prompt and answer versions."""
         v = PROMPTS[self.prompt]
         v = v if (self.prompt, self.answer) == ("full", "json") else f"{v}+{get_answer(self.answer).version}"
-        return f"{v}+hints{self.hints}" if self.hints else v
+        v = f"{v}+hints{self.hints}" if self.hints else v
+        return f"{v}+groups1" if self.groups is not None else v
 
     def to_dict(self) -> dict:
         d = {"prompt": self.prompt, "answer": self.answer, "title_max": self.title_max}
-        return {**d, "hints": self.hints} if self.hints else d
+        d = {**d, "hints": self.hints} if self.hints else d
+        return {**d, "groups": self.groups.to_dict()} if self.groups is not None else d
 
     @classmethod
     def from_dict(cls, data: dict | None) -> PromptSpec:
         data = data or {}
         return cls(prompt=data.get("prompt") or "full", answer=data.get("answer") or "json",
-                   title_max=data.get("title_max"), hints=int(data.get("hints") or 0)).check()
+                   title_max=data.get("title_max"), hints=int(data.get("hints") or 0),
+                   groups=PairModel.from_dict(data["groups"]) if data.get("groups") else None).check()
 
 
 FULL = PromptSpec()
@@ -211,13 +221,20 @@ def hint_line(pairs: Sequence[tuple[int, int, float]]) -> str:
     return "Similar: " + (", ".join(f"{a}-{b} {s:.2f}".replace(" 0.", " .") for a, b, s in pairs) or "none")
 
 
+def group_line(hint: Sequence[tuple[int, str, float]]) -> str:
+    """ "Groups: 1 A .93, 2 A .93, 3 - .12": a pair model's grouping in the letters answer's spelling."""
+    return "Groups: " + ", ".join(f"{k} {tag} {c:.2f}".replace(" 0.", " .").replace(" 1.00", " .99") for k, tag, c in hint)
+
+
 def build_messages(session: Session, knowledge: PromptKnowledge | None = None, *, style: str = "chat",
                    fields: str = "titles", spec: PromptSpec = FULL,
-                   hints: Sequence[tuple[int, int, float]] | None = None) -> list[dict[str, str]]:
+                   hints: Sequence[tuple[int, int, float]] | None = None,
+                   groups: Sequence[tuple[int, str, float]] | None = None) -> list[dict[str, str]]:
     """The prompt for one session as chat messages. With style "completion" it is one user message
     holding plain text that ends where the answer starts (backends without a chat template send
     message contents as they are). `fields`: what is shown of each product (types.FIELDS);
-    `spec`: the full or compact prompt and the answer format."""
+    `spec`: the full or compact prompt and the answer format; `hints` / `groups`: the session's
+    similar pairs / group hint when the spec shows them (computed by the caller)."""
     know = knowledge_text(knowledge, fields, spec)
     products = product_list(session.products, fields, spec.titles)
     if style not in ("chat", "completion"):
@@ -226,6 +243,10 @@ def build_messages(session: Session, knowledge: PromptKnowledge | None = None, *
         task = COMPACT_TASK[spec.answer]
         if spec.hints:
             products += "\n" + hint_line(hints or [])
+        if spec.groups is not None:
+            if groups is None or len(groups) != session.n:
+                raise KdError("this prompt shows a group hint: compute it with pairs.session_hint")
+            products += "\n" + group_line(groups)
         if style == "chat":  # a system message, so templates with a default system text do not add theirs
             return [{"role": "system", "content": task},
                     {"role": "user", "content": "\n\n".join(x for x in (know, products) if x)}]
@@ -317,6 +338,7 @@ def fit_prompt(
     fields: str = "titles",
     spec: PromptSpec = FULL,
     hints: Sequence[tuple[int, int, float]] | None = None,
+    groups: Sequence[tuple[int, str, float]] | None = None,
 ) -> Prompt:
     """Build the prompt and make it fit `n_ctx - max_tokens - reserve` tokens.
 
@@ -343,7 +365,7 @@ def fit_prompt(
         k = PromptKnowledge(list(knowledge.patterns), list(knowledge.rules), list(knowledge.examples),
                             knowledge.drop_order)
     dropped = {part: 0 for part in PARTS}
-    messages = build_messages(session, k, style=style, fields=fields, spec=spec, hints=hints)
+    messages = build_messages(session, k, style=style, fields=fields, spec=spec, hints=hints, groups=groups)
     if n_ctx is None:
         return Prompt(messages, schema, grammar, style, k, dropped, None, spec)
     budget = n_ctx - max_tokens - reserve
@@ -355,7 +377,7 @@ def fit_prompt(
                 items.pop()
                 dropped[part] += 1
                 break
-        messages = build_messages(session, k, style=style, fields=fields, spec=spec, hints=hints)
+        messages = build_messages(session, k, style=style, fields=fields, spec=spec, hints=hints, groups=groups)
         used = count(messages)
     if used > budget:
         raise KdError(

@@ -43,7 +43,9 @@ from ..knowledge.icl import IclConfig, provider_from_set
 from ..knowledge.sets import load_set_knowledge
 from ..llm.answers import get_answer
 from ..llm.prompts import ASK, PARTS, Prompt, PromptSpec, answer_grammar, answer_json, build_messages, fit_prompt, labelled_answer
+from ..pairs import PairModel, session_hint
 from ..types import Bundle, Session, check_fields
+from .group_hints import fit_pair_model, train_hints
 
 THOUGHT_MODES = ("rationale", "reasoning-json", "none")
 EXPLAIN_ASK = ("Explain step by step which products serve one shared purpose and why, "
@@ -82,10 +84,16 @@ class SftDataConfig:
     """Characters of each title in the prompt (None: 80 for compact, 160 for full)."""
     hints: int = 0
     """Compact prompt: the session's N most similar title pairs shown after the products (0: none)."""
+    group_hints: bool = False
+    """Compact prompt, letters answer: show a small pair model's grouping of the session (title
+    embeddings; fitted on train, threshold on valid; the student carries it) as a hint line."""
+    pair_model: PairModel | None = None
+    """The fitted pair model behind group_hints (set by the train job; not an option)."""
 
     @property
     def spec(self) -> PromptSpec:
-        return PromptSpec(self.prompt, self.answer, self.title_max, self.hints)
+        return PromptSpec(self.prompt, self.answer, self.title_max, self.hints,
+                          self.pair_model if self.group_hints else None)
 
     def check(self) -> None:
         if not self.datasets:
@@ -96,6 +104,8 @@ class SftDataConfig:
             raise InputError(f"k must be 0 or more, got {self.k}")
         if self.fields is not None:
             check_fields(self.fields)
+        if self.group_hints and (self.prompt, self.answer) != ("compact", "letters"):
+            raise InputError("group hints go with --prompt compact and --answer letters")
         try:
             self.spec.check()  # unknown prompt or answer names included
         except KdError as exc:
@@ -140,14 +150,15 @@ def reasoning_grammar(n: int, *, max_words: int = 200) -> str:
 
 
 def _prompt(session: Session, knowledge, answer: str, max_len: int, stats: SftStats,
-            count_tokens=None, fields: str = "titles", spec: PromptSpec = PromptSpec(), hints=None) -> list[dict[str, str]]:
+            count_tokens=None, fields: str = "titles", spec: PromptSpec = PromptSpec(), hints=None,
+            groups=None) -> list[dict[str, str]]:
     answer_tokens = len(answer) // 3 + 8  # the same deliberately high estimate fit_prompt uses
     try:
         p: Prompt = fit_prompt(session, knowledge, style="chat", n_ctx=max_len, max_tokens=answer_tokens, reserve=4,
-                               count_tokens=count_tokens, fields=fields, spec=spec, hints=hints)
+                               count_tokens=count_tokens, fields=fields, spec=spec, hints=hints, groups=groups)
     except KdError:
         stats.unfit += 1
-        return build_messages(session, None, style="chat", fields=fields, spec=spec, hints=hints)
+        return build_messages(session, None, style="chat", fields=fields, spec=spec, hints=hints, groups=groups)
     for part, n in p.dropped.items():
         stats.dropped[part] += n
     return p.messages
@@ -177,6 +188,8 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
     `count_tokens` (messages -> prompt tokens, e.g. `tokenizer_counter(tok)`) makes the fitting
     exact; without it fit_prompt's deliberately high estimate is used."""
     cfg.check()
+    if cfg.group_hints and cfg.pair_model is None:
+        cfg.pair_model = fit_pair_model(db, cfg.datasets)
     spec = cfg.spec
     render = get_answer(spec.answer).render
     sk = load_set_knowledge(db, cfg.knowledge_set) if cfg.knowledge_set else None
@@ -194,8 +207,13 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
         knowledge_for = None  # retrieval compares what the prompt shows (the dataset's fields)
         if sk is not None and cfg.knowledge_in_prompt:
             knowledge_for = provider_from_set(sk, IclConfig(k=cfg.k, fields=fields), embedder)
+        # Out-of-fold group hints for the training split (student.group_hints says why); another
+        # split is hinted by the run's own model, as a served student is.
+        group_of = ((train_hints(db, sessions, spec.groups) if cfg.split == "train" else
+                     {s.id: session_hint(db, s, spec.groups) for s in sessions}) if spec.groups is not None else {})
         for s in sessions:
             stats.sessions += 1
+            groups = group_of.get(s.id)
             knowledge = knowledge_for(s) if knowledge_for else None
             thought = thought_of.get(s.id)
             if thought is not None and cfg.thoughts == "reasoning-json":
@@ -203,12 +221,12 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
             else:
                 answer = render(s.bundles, s.n)
             hints = similar_pairs(db, s, spec.hints) if spec.hints else None  # as BundleGenerator computes them
-            messages = _prompt(s, knowledge, answer, cfg.max_len, stats, count_tokens, fields, spec, hints)
+            messages = _prompt(s, knowledge, answer, cfg.max_len, stats, count_tokens, fields, spec, hints, groups)
             examples.append({"messages": [*messages, {"role": "assistant", "content": answer}]})
             stats.answer_examples += 1
             if thought is not None and cfg.thoughts == "rationale":
                 explained = f"Reasoning: {' '.join(thought.thought.split())}\n{labelled_answer(answer)}"
-                messages = _prompt(s, knowledge, explained, cfg.max_len, stats, count_tokens, fields, spec, hints)
+                messages = _prompt(s, knowledge, explained, cfg.max_len, stats, count_tokens, fields, spec, hints, groups)
                 messages = [*messages[:-1], {"role": "user", "content": _explain(messages[-1]["content"], spec)}]
                 examples.append({"messages": [*messages, {"role": "assistant", "content": explained}]})
                 stats.thought_examples += 1

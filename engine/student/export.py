@@ -117,12 +117,12 @@ def _check_target(db, name: str, path: Path) -> None:
 
 
 def write_gguf(student: Student, weights: Path, out: Path, *, quant: str = "q8_0", threads: int = 0,
-               name: str | None = None) -> Path:
+               name: str | None = None, prompt_spec: dict | None = None) -> Path:
     """Trained weights (a LoRA adapter dir or a full model dir) -> a merged GGUF at `out`, written
     through a temporary file (the training run's validation calls this on every candidate)."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        _write_merged(student, weights, tmp, name or out.stem, quant, threads)
+        _write_merged(student, weights, tmp, name or out.stem, quant, threads, prompt_spec)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -134,7 +134,10 @@ def prepare_run(db: sqlite_utils.Database, params: dict[str, Any], out_dir: str 
                 f.write(json.dumps(example, ensure_ascii=False) + "\n")
         rdb = open_db(tmp / REMOTE_DB)
         try:
-            run_id = create_run(rdb, remote_cfg, datasets=data.datasets, knowledge_set=data.knowledge_set, key=key)
+            # The prompt spec (and a group-hint student's fitted pair model) travels with the run, so the
+            # imported run is exported and served as it was trained, as a local run is (student.runs).
+            run_id = create_run(rdb, remote_cfg, datasets=data.datasets, knowledge_set=data.knowledge_set, key=key,
+                                extra={"prompt_spec": data.spec.to_dict(), "fields": data.fields})
             rdb.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             rdb.conn.close()

@@ -37,7 +37,7 @@ def train_config(params: dict[str, Any]) -> TrainConfig:
 
 def sft_config(params: dict[str, Any], cfg: TrainConfig) -> SftDataConfig:
     raw = dict(params.get("sft") or {})
-    known = {f.name for f in dataclasses.fields(SftDataConfig)} - {"datasets", "knowledge_set", "max_len"}
+    known = {f.name for f in dataclasses.fields(SftDataConfig)} - {"datasets", "knowledge_set", "max_len", "pair_model"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise InputError(f"unknown example option(s): {', '.join(unknown)}")
@@ -54,7 +54,8 @@ def run_key(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig) ->
         "datasets": [list(db.execute("SELECT name, created_at FROM datasets WHERE name = ?", [d]).fetchone() or [d])
                      for d in data.datasets],
         "knowledge_set": None,
-        "sft": {k: v for k, v in asdict(data).items() if k not in ("datasets", "knowledge_set")},
+        # pair_model is fitted from the datasets above (its floats may differ in the last bits elsewhere)
+        "sft": {k: v for k, v in asdict(data).items() if k not in ("datasets", "knowledge_set", "pair_model")},
         "train": {k: v for k, v in asdict(cfg).items() if k not in _NOT_IDENTITY},
     }
     if data.knowledge_set:

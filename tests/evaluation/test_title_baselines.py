@@ -40,7 +40,7 @@ def shop(db, tmp_path):
     return db
 
 
-@pytest.mark.parametrize("method", ["embedding-clusters", "pairwise"])
+@pytest.mark.parametrize("method", ["embedding-clusters", "pairwise", "pair-logistic"])
 def test_title_baselines_choose_on_valid_and_read_titles_only(shop, method):
     m = evaluate(shop, EvalConfig("shop", split="test", method=method))
     assert m["fields"] == "titles" and m["leaky"] is False

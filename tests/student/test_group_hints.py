@@ -1,0 +1,80 @@
+"""Group hints: the pair model is fitted on train (threshold on valid), training sessions get
+out-of-fold hints, and the exported student carries the model, so it is served with the same hint."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from student_support import DATASET
+from typer.testing import CliRunner
+
+from kdbundle.engine.cli import app
+from kdbundle.engine.data.demo import load_demo
+from kdbundle.engine.data.sessions import load_sessions
+from kdbundle.engine.embeddings import session_vectors, similarity
+from kdbundle.engine.errors import InputError
+from kdbundle.engine.evaluation.similarity import PROBABILITIES
+from kdbundle.engine.evaluation.similarity import fit_logistic as _fit
+from kdbundle.engine.llm.prompts import PromptSpec, build_messages, group_line
+from kdbundle.engine.pairs import session_hint
+from kdbundle.engine.student.examples import SftDataConfig, build_examples
+from kdbundle.engine.student.group_hints import K_FOLDS, train_hints
+from kdbundle.store import open_db
+
+
+def test_training_sessions_are_hinted_out_of_fold_and_served_sessions_by_the_carried_model(db):
+    load_demo(db)
+    cfg = SftDataConfig([DATASET], group_hints=True, title_max=50)
+    examples, stats = build_examples(db, cfg)
+    model = cfg.pair_model
+    assert model is not None and model.threshold in PROBABILITIES and cfg.spec.groups == model
+    sessions = load_sessions(db, DATASET, "train", with_bundles_only=True)
+    assert len(examples) == len(sessions) == stats.sessions
+    hints = train_hints(db, sessions, model)
+    for ex, s in zip(examples, sessions):
+        assert ex["messages"][:-1] == build_messages(s, None, style="chat", fields="titles+categories", spec=cfg.spec,
+                                                     groups=hints[s.id])
+        assert ex["messages"][1]["content"].endswith(group_line(hints[s.id]))
+    # Session 0 is hinted by a model that never saw fold 0, at the run model's threshold.
+    vectors = session_vectors(db, sessions)
+    held = set(range(0, len(sessions), K_FOLDS))
+    fold_model = _fit([s for i, s in enumerate(sessions) if i not in held], vectors, model.threshold)
+    first = sessions[0]
+    assert hints[first.id] == fold_model.hint(first, similarity(first, vectors))
+    assert fold_model.weights != model.weights
+    # Serving uses the run's own model, on any session.
+    test = load_sessions(db, DATASET, "test", with_bundles_only=True)[0]
+    assert session_hint(db, test, model) == model.hint(test, similarity(test, session_vectors(db, [test])))
+    with pytest.raises(InputError, match="group hints go with"):
+        build_examples(db, SftDataConfig([DATASET], group_hints=True, answer="json"))
+
+
+@pytest.mark.slow
+def test_a_group_hint_student_carries_its_pair_model_into_the_gguf_and_is_served_with_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDBUNDLE_THREADS", "1")
+    path = tmp_path / "kd.db"
+    load_demo(open_db(path))
+
+    def run(*args):
+        result = CliRunner().invoke(app, ["--db", str(path), *args])
+        assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+        return json.loads(result.stdout[result.stdout.index("{"):])
+
+    out = run("train", "--dataset", DATASET, "--group-hints", "--max-steps", "1", "--batch", "2", "--limit", "4",
+              "--threads", "1", "--top-layers", "1", "--no-valid", "--json")
+    db = open_db(path)
+    config = json.loads(db.execute("SELECT config FROM train_runs WHERE id = ?", [out["run_id"]]).fetchone()[0])
+    spec = PromptSpec.from_dict(config["prompt_spec"])
+    assert spec.groups is not None and spec.version == "compact-v1+letters-v1+groups1"
+    exp = run("export", str(out["run_id"]), "--out-dir", str(tmp_path / "models"), "--json")
+    from kdbundle.engine.llm.gguf import gguf_metadata
+
+    assert PromptSpec.from_dict(gguf_metadata(Path(exp["path"]))["prompt_spec"]) == spec
+    m = run("eval", "--dataset", DATASET, "--method", "llm", "--model", exp["path"], "--split", "test", "--limit", "2",
+            "--json")
+    rows = db.execute("SELECT prompt, session_id FROM generations WHERE eval_run_id = ?", [m["eval_run_id"]]).fetchall()
+    assert len(rows) == 2
+    by_id = {s.id: s for s in load_sessions(db, DATASET, "test")}
+    for prompt, session_id in rows:
+        assert json.loads(prompt)[-1]["content"].endswith(group_line(session_hint(db, by_id[session_id], spec.groups)))
