@@ -386,3 +386,9 @@ def m010_train_valid(db):
     ALTER TABLE train_metrics ADD COLUMN valid TEXT;
     ALTER TABLE train_runs ADD COLUMN best_step INTEGER
     """)
+
+
+@migration
+def m011_job_threads(db):
+    # The CPU threads a running job holds (engine.threads): later processes take what is left.
+    _script(db, "ALTER TABLE jobs ADD COLUMN threads INTEGER")

@@ -126,6 +126,7 @@ class JobsScreen(KdScreen):
         table.add_column("progress", key="progress", width=18)
         table.add_column("ETA", key="eta", width=6)
         table.add_column("rate", key="rate", width=7)
+        table.add_column("thr", key="threads", width=3)
         table.add_column("error", key="error")
         self.query_one("#loss-row").display = False
         self.query_one("#valid-row").display = False
@@ -153,12 +154,14 @@ class JobsScreen(KdScreen):
             cells_by_key[str(j["id"])] = (
                 str(j["id"]), j["kind"], Text(status, style=STATUS_STYLE.get(status, "")),
                 text_bar(j["done"] or 0, j["total"]), fmt_seconds(j["eta_seconds"]),
-                fmt_rate(job_rate(j, now)), Text((j["error"] or "").splitlines()[0] if j["error"] else "", style="red"),
+                fmt_rate(job_rate(j, now)),
+                str(j["threads"]) if j["status"] == "running" and j.get("threads") else "",  # cores it holds now
+                Text((j["error"] or "").splitlines()[0] if j["error"] else "", style="red"),
             )
         existing = [rk.value for rk in table.rows]
         if existing == list(cells_by_key):
             for key, cells in cells_by_key.items():  # update in place: no flicker, cursor kept
-                for col, value in zip(("id", "kind", "status", "progress", "eta", "rate", "error"), cells):
+                for col, value in zip(("id", "kind", "status", "progress", "eta", "rate", "threads", "error"), cells):
                     table.update_cell(key, col, value)
         else:
             table.clear()

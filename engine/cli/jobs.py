@@ -15,7 +15,7 @@ from .common import console, err_console, print_json, safe, state
 jobs_app = typer.Typer(help="Background jobs: list, follow, cancel, resume.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 
-_PUBLIC = ("id", "kind", "status", "done", "total", "pid", "error", "created_at", "started_at", "finished_at",
+_PUBLIC = ("id", "kind", "status", "done", "total", "threads", "pid", "error", "created_at", "started_at", "finished_at",
            "eta_seconds", "params", "result")
 
 
@@ -74,11 +74,13 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"), 
     if as_json:
         print_json([_public(j) for j in rows])
         return
-    t = Table("id", "kind", "status", "progress", "ETA", "pid", "error")
+    t = Table("id", "kind", "status", "progress", "ETA", "threads", "pid", "error")
     for j in rows:
         prog = f"{j['done']}/{j['total']}" if j["total"] else str(j["done"])
         eta = f"{j['eta_seconds']:.0f}s" if j["eta_seconds"] is not None else ""
-        t.add_row(str(j["id"]), safe(j["kind"]), safe(j["status"]), prog, eta, str(j["pid"] or ""), safe((j["error"] or "")[:60]))
+        held = str(j["threads"]) if j["status"] == "running" and j.get("threads") else ""
+        t.add_row(str(j["id"]), safe(j["kind"]), safe(j["status"]), prog, eta, held, str(j["pid"] or ""),
+                  safe((j["error"] or "")[:60]))
     console.print(t)
 
 
@@ -93,7 +95,7 @@ def show_cmd(ctx: typer.Context, job_id: int, as_json: bool = typer.Option(False
     if as_json:
         print_json(job)
         return
-    for k in ("id", "kind", "status", "done", "total", "pid", "error", "params", "result"):
+    for k in ("id", "kind", "status", "done", "total", "threads", "pid", "error", "params", "result"):
         console.print(f"[bold]{k}[/]: {safe(job[k])}")
     for line in job["log"]:
         console.print(Text.assemble((line["ts"], "dim"), " ", line["message"]), highlight=False)

@@ -28,6 +28,7 @@ from ...store.db import open_db, transaction
 from ..errors import KdError, NotFound
 from ..knowledge.formats import DISTILLED
 from ..progress import JobCancelled, now
+from ..threads import THREADS_ENV, thread_budget
 
 # kind -> "module:function", imported only when a job of that kind runs (keeps torch out of the CLI).
 JOB_KINDS: dict[str, str] = {
@@ -153,15 +154,27 @@ def start_job(db_path: str | os.PathLike, job_id: int) -> int:
     return proc.pid
 
 
+def requested_threads(params: dict[str, Any]) -> int | None:
+    """Threads a job's own options ask for (`--threads`), if any."""
+    for where in (params, params.get("train") or {}):
+        value = where.get("threads") if isinstance(where, dict) else None
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def run_job(db_path: str | os.PathLike, job_id: int) -> str:
     """Run a job in this process until it finishes, fails or is cancelled; returns the final status."""
     db = open_db(db_path)
     row = get_job(db, job_id)
-    with transaction(db):
+    with transaction(db):  # one write lock: two jobs starting together do not both take every core
+        threads = requested_threads(row["params"]) or thread_budget(db, exclude_job=job_id)
         db.execute(
-            "UPDATE jobs SET status = 'running', pid = ?, error = NULL, started_at = COALESCE(started_at, ?), updated_at = ? WHERE id = ?",
-            [os.getpid(), now(), now(), job_id],
+            "UPDATE jobs SET status = 'running', pid = ?, threads = ?, error = NULL, started_at = COALESCE(started_at, ?),"
+            " updated_at = ? WHERE id = ?",
+            [os.getpid(), threads, now(), now(), job_id],
         )
+    os.environ[THREADS_ENV] = str(threads)  # torch and llama.cpp in this worker take the job's share
     ctx = JobContext(db=db, db_path=str(db_path), job_id=job_id, params=row["params"], kind=row["kind"])
     module, fn = JOB_KINDS[row["kind"]].split(":")
     status, error, result = "done", None, None

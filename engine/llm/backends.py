@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import KdError
+from ..threads import THREADS_ENV, thread_budget  # noqa: F401  (THREADS_ENV re-exported)
 from . import registry
 from .gguf import check_gguf
 from .registry import SCHEMA_MODES
@@ -110,23 +111,14 @@ class Backend(Protocol):
 # ================================================================ llama.cpp
 
 
-THREADS_ENV = "KDBUNDLE_THREADS"
-
-
 def default_threads() -> int:
-    """`$KDBUNDLE_THREADS`, else every core this process may use.
+    """`$KDBUNDLE_THREADS`, else every physical core (without a database to ask: see engine.threads).
 
     On a machine shared with other busy processes, fewer threads can be much faster: llama.cpp's
     threads wait for each other at every step, and an oversubscribed core stalls them all
     (measured here: 1 thread 4x faster than 2 on 2 cores with 3 other busy processes).
     """
-    env = os.environ.get(THREADS_ENV)
-    if env and env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    return thread_budget(None)
 
 
 _LOADED: dict[tuple, Any] = {}
@@ -198,8 +190,13 @@ class LlamaCppBackend:
     """A GGUF model run in this process by llama-cpp-python."""
 
     def __init__(self, name: str, path: Path, *, lora_path: Path | None = None, n_ctx: int = 4096,
-                 n_threads: int | None = None, chat_template: bool | None = None):
+                 n_threads: int | None = None, chat_template: bool | None = None,
+                 budget: Callable[[], int] | None = None):
         self.name = name
+        # Without fixed threads, every call takes its share anew (engine.threads): a model loaded
+        # in the app keeps running at full speed when a training job starts beside it, on fewer threads.
+        self._budget = None if n_threads else budget
+        n_threads = n_threads or (budget() if budget else None)
         self.path = Path(path)
         self.lora_path = Path(lora_path) if lora_path else None
         self.llm = load_llama(self.path, n_ctx=n_ctx, lora_path=self.lora_path, n_threads=n_threads)
@@ -225,6 +222,16 @@ class LlamaCppBackend:
     def describe(self) -> dict[str, Any]:
         return {"backend": "llama.cpp", "path": str(self.path), "lora_path": str(self.lora_path) if self.lora_path else None,
                 "n_ctx": self.n_ctx, "n_threads": self.llm.n_threads}
+
+    def _fit_threads(self) -> None:
+        """Set the shared model's threads to the budget now (a no-op when it already matches)."""
+        if self._budget is None:
+            return
+        threads = self._budget()
+        ctx = getattr(self.llm, "_ctx", None)
+        if threads != self.llm.n_threads and ctx is not None and hasattr(ctx, "set_n_threads"):
+            ctx.set_n_threads(threads, threads)
+            self.llm.n_threads = self.llm.n_threads_batch = threads
 
     def _prompt(self, messages: list[dict[str, str]]) -> tuple[list[int], list[str]]:
         """Prompt tokens and stop strings: the model's chat template, or plain text for a base model."""
@@ -261,6 +268,7 @@ class LlamaCppBackend:
         max_tokens = min(params.max_tokens, room)
         grammar = self._grammar(schema, grammar) if (schema is not None or grammar) else None
         with self.llm._kd_lock:
+            self._fit_threads()
             started = time.perf_counter()
             first = None
             pieces: list[str] = []
@@ -405,8 +413,10 @@ class OpenAIBackend:
 
 
 def open_backend(db, model: str, *, n_ctx: int = 4096, n_threads: int | None = None) -> Backend:
-    """The backend for a registered model name (or a .gguf path)."""
+    """The backend for a registered model name (or a .gguf path); without `n_threads` it runs on the
+    database's thread budget (engine.threads), read again at every call."""
     info = registry.get_model(db, model)
+    budget = None if n_threads else (lambda: thread_budget(db))
     if info.format == "openai":
         c = info.config
         return OpenAIBackend(info.name, c["base_url"], c["api_model"], api_key_env=c.get("api_key_env"),
@@ -416,8 +426,8 @@ def open_backend(db, model: str, *, n_ctx: int = 4096, n_threads: int | None = N
             raise KdError(f"LoRA model {info.name} names no base model")
         base = registry.get_model(db, info.base_model)
         return LlamaCppBackend(info.name, registry.model_file(db, base), lora_path=registry.model_file(db, info),
-                               n_ctx=n_ctx, n_threads=n_threads, chat_template=base.chat_template)
+                               n_ctx=n_ctx, n_threads=n_threads, chat_template=base.chat_template, budget=budget)
     if info.format != "gguf":
         raise KdError(f"model {info.name} has format {info.format!r}, which cannot generate here")
     return LlamaCppBackend(info.name, registry.model_file(db, info), n_ctx=n_ctx, n_threads=n_threads,
-                           chat_template=info.chat_template)
+                           chat_template=info.chat_template, budget=budget)

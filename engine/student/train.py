@@ -41,6 +41,7 @@ from platformdirs import user_data_dir
 
 from ...store.db import open_db, transaction
 from ..errors import InputError, KdError, NotFound
+from ..threads import thread_budget
 from .encoding import check_example, encode_examples
 from .selection import BEST_DIR, selection_callback, valid_curve
 from .weights import load_model, load_tokenizer, resolve_student
@@ -355,8 +356,8 @@ def _train(db, cfg, student, examples, run_id, output_dir: Path, should_stop, on
 
     transformers.logging.set_verbosity_error()
     rank, world = _rank()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    # The job's share of the cores (engine.threads), split between the processes of a multi-process run.
+    torch.set_num_threads(cfg.threads or max(1, thread_budget() // world))
     tokenizer = load_tokenizer(student)
     encoded = encode_examples(tokenizer, examples, cfg.max_len)
 
