@@ -1,9 +1,20 @@
 """Plain domain types shared by every recipe (no I/O here)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import InputError
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(value: Any) -> str:
+    """Data or user text for a terminal: control characters (ESC, CR, ...) shown as "?", so no raw
+    escape sequence from a title or a name ever reaches the terminal. Markup is left to the caller:
+    the CLI escapes it (cli.common.safe), the app wraps it in a Text (tui.base.plain)."""
+    return _CONTROL.sub("?", "" if value is None else str(value))
 
 FIELDS = ("titles", "titles+categories")
 """What a prompt (or a baseline) may show of each product: part of the scoring protocol. A dataset

@@ -22,7 +22,7 @@ from textual.worker import get_current_worker
 from ..engine import browse
 from ..engine.types import Product, Session
 from .arena_run import KNOWLEDGE_UTILIZATIONS, GenerationStopped, Outcome, run_pane
-from .base import KdScreen, describe_error, metrics_line
+from .base import KdScreen, describe_error, metrics_line, plain
 from .messages import ArenaChoicesLoaded, GenerationFinished, SessionLoaded, SessionResolved, Token
 from .sessions import bundle_tag
 
@@ -45,10 +45,10 @@ class ArenaScreen(KdScreen):
     BINDINGS = [
         Binding("ctrl+r", "run", "Run"),
         Binding("escape", "stop", "Stop"),
-        Binding("u", "cycle_utilization", "Utilization"),
-        Binding("k", "cycle_kset", "Knowledge"),
-        Binding("s", "pick", "Session"),
-        Binding("t", "type_products", "Type products"),
+        Binding("u", "cycle_utilization", "Use"),
+        Binding("k", "cycle_kset", "Set"),
+        Binding("s", "pick", "Pick"),
+        Binding("t", "type_products", "Type"),
     ]
 
     def __init__(self) -> None:
@@ -119,7 +119,7 @@ class ArenaScreen(KdScreen):
         for sel_id, default in (("#teacher", DEFAULT_TEACHER), ("#student", DEFAULT_STUDENT)):
             select = self.query_one(sel_id, Select)
             current = select.value
-            select.set_options([(n if n in msg.installed else f"{n} (not installed)", n) for n in usable])
+            select.set_options([(plain(n if n in msg.installed else f"{n} (not installed)"), n) for n in usable])
             if current in usable:
                 select.value = current
             elif default in msg.installed:
@@ -129,7 +129,7 @@ class ArenaScreen(KdScreen):
         kset = self.query_one("#kset", Select)
         current = kset.value
         self.knowledge_sets = list(msg.knowledge_sets)
-        kset.set_options([(s, s) for s in msg.knowledge_sets])
+        kset.set_options([(plain(s), s) for s in msg.knowledge_sets])
         if current in msg.knowledge_sets:
             kset.value = current
         if msg.hint:

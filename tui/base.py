@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -13,7 +13,14 @@ from textual.worker import Worker, WorkerState
 
 from ..engine.errors import KdError
 from ..engine.evaluation.metrics import summary_parts
+from ..engine.types import printable
 from ..store.db import StoreError
+
+
+def plain(value) -> Text:
+    """Data or user text (a name, a title, an error) for any widget: a Text, which Textual never
+    reads as markup, so "x[/bold]" shows as typed; control characters are shown as "?"."""
+    return Text(printable(value))
 
 # mode name -> (key, title); the order is the order in the nav bar.
 SCREENS: dict[str, tuple[str, str]] = {
@@ -24,6 +31,9 @@ SCREENS: dict[str, tuple[str, str]] = {
     "arena": ("5", "Arena"),
     "results": ("6", "Results"),
 }
+SHORT_TITLES = {"sessions": "Sess", "knowledge": "Know", "jobs": "Jobs", "models": "Model", "arena": "Arena",
+                "results": "Res"}
+"""Nav-bar titles for narrow terminals."""
 
 
 def metrics_line(values: dict) -> Text:
@@ -52,9 +62,24 @@ class NavBar(Static):
         self.current = current
 
     def on_mount(self) -> None:
-        markup = "[b $text-accent]kdbundle[/] "
-        for mode, (key, title) in SCREENS.items():
-            item = f"[@click=app.switch_mode('{mode}')] [b]{key}[/b] {title} [/]"
+        self._draw()
+
+    def on_resize(self) -> None:
+        self._draw()
+
+    def _draw(self) -> None:
+        # The widest form that fits: full titles with the app name, without it, short titles, keys only
+        # (a 60-column terminal still shows every screen and its key).
+        width = self.size.width or 200
+        for brand, short in ((True, None), (False, None), (False, True), (False, False)):
+            titles = {m: t if short is None else (SHORT_TITLES[m] if short else "") for m, (_, t) in SCREENS.items()}
+            length = (9 if brand else 0) + sum(len(f" {k} {titles[m]} ".replace("  ", " ")) for m, (k, _) in SCREENS.items())
+            if length <= width:
+                break
+        markup = "[b $text-accent]kdbundle[/] " if brand else ""
+        for mode, (key, _) in SCREENS.items():
+            label = f" [b]{key}[/b] {titles[mode]} " if titles[mode] else f" [b]{key}[/b] "
+            item = f"[@click=app.switch_mode('{mode}')]{label}[/]"
             markup += f"[reverse]{item}[/reverse]" if mode == self.current else item
         self.update(Content.from_markup(markup))
 
@@ -110,6 +135,16 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def action_answer(self, value: bool) -> None:
         self.dismiss(value)
+
+    def on_key(self, event: events.Key) -> None:
+        # A modal screen hides the app's bindings: a global key (a screen number, q, help, theme)
+        # answers "no" and then does its own job, instead of being swallowed by the question.
+        for binding in type(self.app).BINDINGS:
+            if isinstance(binding, Binding) and event.key in binding.key.split(","):
+                event.stop()
+                self.dismiss(False)
+                self.app.call_after_refresh(self.app.run_action, binding.action)
+                return
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:

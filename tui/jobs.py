@@ -87,8 +87,8 @@ def result_summary(result: Any) -> Text:
 class JobsScreen(KdScreen):
     MODE = "jobs"
     BINDINGS = [
-        Binding("n", "new", "New job"),
-        Binding("c", "cancel_job", "Cancel job"),
+        Binding("n", "new", "New"),
+        Binding("c", "cancel_job", "Cancel"),
         Binding("r", "resume_job", "Resume"),
         Binding("l", "focus_log", "Log", show=False),
     ]

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Footer, Markdown, Select, Static, TabbedC
 
 from ..engine import browse
 from ..engine.knowledge.formats import FORMATS
-from .base import KdScreen
+from .base import KdScreen, plain
 from .messages import DatasetsLoaded, KnowledgeLoaded, KnowledgeSetsLoaded, PatternsMined, ProvenanceLoaded
 
 # The formats this screen has a tab for (a format added to the table shows up in `knowledge list` first).
@@ -37,10 +37,10 @@ def _num(value) -> float:
 class KnowledgeScreen(KdScreen):
     MODE = "knowledge"
     BINDINGS = [
-        Binding("m", "mine", "Mine patterns"),
+        Binding("m", "mine", "Mine"),
         Binding("o", "sort", "Sort"),
         Binding("p", "provenance", "Sources"),
-        Binding("f", "cycle_status", "Accepted/rejected"),
+        Binding("f", "cycle_status", "Status"),
         Binding("r", "reload", "Reload", show=False),
     ]
 
@@ -118,7 +118,7 @@ class KnowledgeScreen(KdScreen):
         select = self.query_one("#k-dataset", Select)
         current = select.value
         names = [d.name for d in msg.datasets]
-        select.set_options([(n, n) for n in names])
+        select.set_options([(plain(n), n) for n in names])
         if names:
             select.value = current if current in names else names[0]
         self.load_sets()

@@ -24,6 +24,7 @@ from ..engine.llm.catalogue import DEFAULT_STUDENT, DEFAULT_TEACHER
 from ..engine.student.export import ExportConfig
 from ..engine.student.gguf_write import QUANTS
 from ..engine.student.train import TrainConfig
+from .base import plain
 from .messages import FormChoicesLoaded
 
 
@@ -220,7 +221,7 @@ class LaunchScreen(ModalScreen[tuple[str, dict[str, Any]] | None]):
             wanted = self.defaults.get(f.name, f.default)
             if options:
                 default = wanted if wanted in options else ("" if f.optional else options[0])
-                widget = Select([(o, o) for o in options], value=default or Select.NULL, allow_blank=f.optional,
+                widget = Select([(plain(o), o) for o in options], value=default or Select.NULL, allow_blank=f.optional,
                                 id=f"f-{f.name}", compact=True, prompt="(none)")
             else:
                 widget = Input(wanted, placeholder="(optional)" if f.optional else "", id=f"f-{f.name}",

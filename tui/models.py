@@ -53,7 +53,7 @@ class ModelsScreen(KdScreen):
     MODE = "models"
     BINDINGS = [
         Binding("p", "pull", "Pull"),
-        Binding("x", "export", "Export run"),
+        Binding("x", "export", "Export"),
         Binding("delete", "delete", "Delete"),
         Binding("r", "reload", "Reload", show=False),
     ]

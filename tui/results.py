@@ -13,7 +13,7 @@ from textual_plotext import PlotextPlot
 
 from ..engine import browse
 from ..engine.evaluation.metrics import QUALITY, SUMMARY, metric
-from .base import KdScreen
+from .base import KdScreen, plain
 from .messages import ResultsLoaded
 
 # From the engine's table of metrics: strict ones first in the chooser, the summary ones as columns.
@@ -101,7 +101,7 @@ class ResultsScreen(KdScreen):
         select = self.query_one("#r-dataset", Select)
         current = select.value
         names = sorted({r.dataset for r in msg.runs})
-        select.set_options([(n, n) for n in names])
+        select.set_options([(plain(n), n) for n in names])
         if current in names:
             select.value = current
         self._fill()

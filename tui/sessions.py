@@ -9,7 +9,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Input, Select, Static
 
 from ..engine import browse
-from .base import ConfirmScreen, KdScreen
+from .base import ConfirmScreen, KdScreen, plain
 from .messages import DatasetsLoaded, OpenInArena, SessionLoaded, SessionsLoaded
 
 # One colour per ground-truth bundle of a session (wraps after six).
@@ -98,7 +98,7 @@ class SessionsScreen(KdScreen):
         self.datasets = msg.datasets
         select = self.query_one("#dataset", Select)
         current = select.value
-        select.set_options([(f"{d.name} ({d.sessions})", d.name) for d in msg.datasets])
+        select.set_options([(plain(f"{d.name} ({d.sessions})"), d.name) for d in msg.datasets])
         names = [d.name for d in msg.datasets]
         if names:
             select.value = current if current in names else names[0]
@@ -185,6 +185,17 @@ class SessionsScreen(KdScreen):
         for d in detail.dropped:
             lines.append(f"dropped ({d.reason}) {{{', '.join(map(str, sorted(d.items)))}}} {d.intent}\n", style="dim")
         bundles_view.update(lines)
+
+    def worker_failed(self, worker) -> None:
+        # A failed read (a damaged database, say) must not leave the previous dataset's rows on
+        # screen as if they were the answer: clear the list and the detail, and say what happened.
+        if worker.group in ("sessions", "sessions-list", "session-detail"):
+            table = self.query_one("#sessions", DataTable)
+            table.clear()
+            table.border_subtitle = "could not read"
+            self._show_detail(None)
+            self.query_one("#session-title", Static).update(Text("Could not read the database (see the message).",
+                                                                  style="red"))
 
     # ------------------------------------------------------------ actions
 

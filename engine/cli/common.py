@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from rich.markup import escape
 
 from ...store.db import default_db_path, open_db
 from .. import config
+from ..types import printable
 
 console = Console()
 err_console = Console(stderr=True)
@@ -46,13 +46,10 @@ def option(cls: type, name: str, *flags: str, help: str | None = None, default: 
                         help=help if help is not None else config.help_text(cls, name), **kw)
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def safe(value: Any) -> str:
     """Text from data or a user, ready for a rich console or table: markup escaped (a title like
     "x[/bold]" prints as typed instead of crashing) and control characters (ESC, CR, ...) shown as "?"."""
-    return escape(_CONTROL.sub("?", "" if value is None else str(value)))
+    return escape(printable(value))
 
 
 def print_json(obj: Any) -> None:

@@ -132,3 +132,50 @@ def test_q_quits_unless_a_text_field_has_focus(tmp_path):
             assert not app.is_running
 
     run(scenario())
+
+
+def test_the_first_run_question_lets_global_keys_through(tmp_path):
+    from kdbundle.tui.base import ConfirmScreen
+
+    path = tmp_path / "kd.db"
+    open_db(path).conn.close()  # empty: the app asks whether to load the demo
+
+    async def scenario():
+        app = KdApp(path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the demo question")
+            await pilot.press("3")  # a screen key answers "no" and switches
+            await wait_for(pilot, lambda: isinstance(app.screen, JobsScreen), what="the Jobs screen")
+            await pilot.press("1")
+            await wait_for(pilot, lambda: isinstance(app.screen, SessionsScreen), what="back on Sessions")
+            assert open_db(path).execute("SELECT COUNT(*) FROM datasets").fetchone()[0] == 0  # nothing loaded
+            await pilot.press("q")
+            await wait_for(pilot, lambda: not app.is_running, what="q to quit")
+
+    run(scenario())
+
+
+def test_a_60_by_15_terminal_still_shows_every_screen_key_and_the_help_key(tmp_path):
+    import html
+    import re
+
+    from kdbundle.tui.base import SCREENS, SHORT_TITLES
+
+    path = demo_db(tmp_path / "kd.db")
+
+    def drawn(app) -> str:
+        svg = re.sub(r"<style.*?</style>", "", app.export_screenshot(), flags=re.S)
+        return html.unescape(re.sub(r"<[^>]+>", "", svg)).replace("\xa0", " ")
+
+    async def scenario():
+        app = KdApp(path)
+        async with app.run_test(size=(60, 15)) as pilot:
+            for key in ("1", "2", "3", "4", "5", "6"):
+                await pilot.press(key)
+                await pilot.pause(0.2)
+                text = drawn(app)
+                for mode, (k, _) in SCREENS.items():
+                    assert f"{k} {SHORT_TITLES[mode]}" in text, (key, mode)
+                assert "? Help" in text, key
+
+    run(scenario())

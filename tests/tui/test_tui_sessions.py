@@ -112,3 +112,32 @@ def test_declining_the_demo_leaves_the_database_empty(tmp_path):
 
     run(scenario())
     assert _count(path, "SELECT COUNT(*) FROM datasets") == 0
+
+
+def test_a_database_error_clears_the_previous_dataset_from_the_screen(tmp_path, monkeypatch):
+    import sqlite3
+
+    from kdbundle.engine import browse
+
+    path = demo_db(tmp_path / "kd.db")
+    real = browse.list_sessions
+
+    def failing(db, dataset, **kw):
+        if dataset == "demo-electronics":
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        return real(db, dataset, **kw)
+
+    monkeypatch.setattr(browse, "list_sessions", failing)
+
+    async def scenario():
+        app = KdApp(path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            screen = app.screen
+            table = screen.query_one("#sessions", DataTable)
+            await wait_for(pilot, lambda: table.row_count > 0, what="clothing sessions listed")
+            screen.query_one("#dataset", Select).value = "demo-electronics"
+            await wait_for(pilot, lambda: table.row_count == 0, what="the stale rows cleared")
+            assert "Could not read" in str(screen.query_one("#session-title", Static).render())
+            assert screen.query_one("#products", DataTable).row_count == 0
+
+    run(scenario())
