@@ -47,14 +47,30 @@ def open_db(path: str | os.PathLike | None = None, *, migrate_schema: bool = Tru
         db = sqlite_utils.Database(conn)
         _check_intact(conn, db_path)
         if migrate_schema:
-            migrate(db)
-    except NewerSchema as exc:
-        raise StoreError(f"database {db_path}: {exc}") from None
+            try:
+                migrate(db)
+            except NewerSchema as exc:
+                # Reading stays allowed where the known tables are intact; any write fails at once
+                # (query_only) and is explained by `write_refused` instead of sqlite's bare message.
+                conn.execute("PRAGMA query_only = ON")
+                _READ_ONLY[str(db_path.resolve())] = f"database {db_path}: {exc}"
     except sqlite3.DatabaseError as exc:
         raise StoreError(damaged_message(db_path, exc)) from exc
     except OSError as exc:
         raise StoreError(f"cannot create database {db_path}: {exc.strerror or exc}") from exc
     return db
+
+
+_READ_ONLY: dict[str, str] = {}
+"""Database files this process opened read-only (written by a newer kdbundle) -> why, in one line."""
+
+
+def write_refused(exc: BaseException, path: str | os.PathLike | None = None) -> str | None:
+    """The one-line reason a write failed on a database this process may only read, else None."""
+    if "readonly database" not in str(exc) or not _READ_ONLY:
+        return None
+    key = str(Path(path).expanduser().resolve()) if path else None
+    return _READ_ONLY.get(key) if key in _READ_ONLY else next(iter(_READ_ONLY.values()))
 
 
 _CHECKED: set[str] = set()
@@ -116,4 +132,7 @@ def _raise_environment_error(exc: sqlite3.OperationalError, conn: sqlite3.Connec
             where = " " + conn.execute("PRAGMA database_list").fetchone()[2]
         except sqlite3.Error:
             where = ""
+        refused = write_refused(exc, where.strip() or None)  # written by a newer kdbundle: say so
+        if refused:
+            raise StoreError(refused) from exc
         raise StoreError(f"cannot write to the database{where}: {msg} (nothing was changed)") from exc

@@ -30,7 +30,8 @@ def check_not_newer(db: sqlite_utils.Database) -> None:
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if unknown or version > len(MIGRATIONS):
         what = f"migration {unknown[-1]}" if unknown else f"schema version {version} (this version knows {len(MIGRATIONS)})"
-        raise NewerSchema(f"it was written by a newer kdbundle ({what}); upgrade kdbundle, or use another --db")
+        raise NewerSchema(f"it was written by a newer kdbundle ({what}): this version reads it but never writes to it; "
+                          "upgrade kdbundle, or use another --db")
 
 
 def migrate(db: sqlite_utils.Database) -> list[str]:

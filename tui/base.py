@@ -14,7 +14,7 @@ from textual.worker import Worker, WorkerState
 from ..engine.errors import KdError
 from ..engine.evaluation.metrics import summary_parts
 from ..engine.types import printable
-from ..store.db import StoreError
+from ..store.db import StoreError, write_refused
 
 
 def plain(value) -> Text:
@@ -50,6 +50,9 @@ def describe_error(exc: BaseException | None) -> str:
         return "unknown error"
     if isinstance(exc, (KdError, StoreError)):
         return str(exc)
+    refused = write_refused(exc)  # a database from a newer kdbundle: readable, never written
+    if refused:
+        return refused
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 

@@ -63,17 +63,26 @@ def test_a_damaged_database_is_refused_in_one_line_and_not_written(tmp_path):
     assert path.read_bytes() == damaged
 
 
-def test_a_database_from_a_newer_version_is_refused(tmp_path):
+def test_a_database_from_a_newer_version_is_read_but_never_written(tmp_path):
     path = tmp_path / "kd.db"
-    open_db(path).conn.close()
+    assert kdbundle("--db", str(path), "data", "import", str(_catalogue(tmp_path / "c.jsonl")), "--name", "shop").returncode == 0
     c = sqlite3.connect(path)
     c.execute("INSERT INTO _migrations VALUES ('m999_from_the_future', 'x')")
     c.commit()
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     c.close()
-    with pytest.raises(StoreError, match="newer kdbundle .*m999_from_the_future"):
-        open_db(path)
-    line = one_error_line(kdbundle("--db", str(path), "data", "list"))
-    assert "newer kdbundle" in line
+    before = path.read_bytes()
+    db = open_db(path)  # opens, for reading
+    assert ("shop",) in db.execute("SELECT name FROM datasets").fetchall()
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        db.execute("DELETE FROM datasets")
+    db.conn.close()
+    listed = kdbundle("--db", str(path), "data", "list", "--json")
+    assert listed.returncode == 0 and "shop" in {d["name"] for d in json.loads(listed.stdout)}
+    for args in (["data", "import", str(_catalogue(tmp_path / "d.jsonl")), "--name", "other"], ["data", "delete", "shop", "--yes"]):
+        line = one_error_line(kdbundle("--db", str(path), *args))
+        assert "newer kdbundle" in line and "m999_from_the_future" in line and "never writes" in line, line
+    assert path.read_bytes() == before
 
 
 def test_a_database_of_another_schema_is_one_line(tmp_path):
