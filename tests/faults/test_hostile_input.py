@@ -11,7 +11,6 @@ from cli_support import kdbundle, one_error_line
 from kdbundle.engine.data.importers import import_dataset
 from kdbundle.engine.errors import InputError
 from kdbundle.store import open_db
-from kdbundle.store.db import StoreError
 
 HOSTILE = ["x[/bold]", "[bold red]x[/]", "a[/]b", "[link=file:///etc/passwd]p[/link]", "50% [dim]"]
 
