@@ -60,7 +60,7 @@ def markdown(runs: list[dict], baselines: list[dict], machine: dict, when: str) 
              f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, load average at start {machine.get('load_average_at_start')}. "
              "Rerun: `KDBUNDLE_DB=... .venv/bin/python -m reports.students --runs ...` (reads the database; trains nothing).", ""]
     for r in runs:
-        lines += [f"## Run {r['run_id']}: {', '.join(r['datasets'])} ({r['status']})", "",
+        lines += [f"## Run {r['run_id']}: {', '.join(r['datasets'])} ({r['status']}; reported {r.get('reported')})", "",
                   f"Recipe: {json.dumps(r['recipe'])}; prompt {json.dumps(r['prompt_spec'])}; knowledge set {r['knowledge_set']}.",
                   f"{r['steps']} steps in {_f(r['seconds'], 0)} s ({_f(r['tokens_per_second'], 0)} tokens/s); "
                   f"kept step {r['best_step']}; last loss {_f(r['final_loss'])}.", "",
@@ -88,14 +88,21 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, nargs="+", required=True)
     p.add_argument("--db", default=os.environ.get("KDBUNDLE_DB"))
+    p.add_argument("--fresh", action="store_true",
+                   help="Report only these runs (default: keep the runs of earlier reports, from other databases).")
     a = p.parse_args(argv)
     if not a.db:
         p.error("give --db or set KDBUNDLE_DB")
     db = open_db(a.db)
-    runs = [run_summary(db, r) for r in a.runs]
+    when = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    runs = [{**run_summary(db, r), "db": str(Path(a.db).resolve()), "reported": when} for r in a.runs]
+    old = {} if a.fresh or not (OUT / "students.json").exists() else json.loads((OUT / "students.json").read_text())
+    previous = [{"reported": old.get("when"), **r} for r in old.get("runs", [])]
+    # Earlier sessions trained in scratch databases that are gone: their rows are kept as they were reported.
+    mine = {(r["db"], r["run_id"]) for r in runs}
+    runs = [r for r in previous if (r.get("db"), r["run_id"]) not in mine] + runs
     base = json.loads((OUT / "baselines.json").read_text())
     baselines = base.get("result", base).get("rows", []) if isinstance(base, dict) else []
-    when = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = machine_info()
     (OUT / "students.json").write_text(json.dumps({"when": when, "machine": machine, "runs": runs}, indent=1, default=str))
     (OUT / "students.md").write_text(markdown(runs, baselines, machine, when))

@@ -77,6 +77,17 @@ _CHECKED: set[str] = set()
 """Database files this process has integrity-checked (once per process: it reads the whole file)."""
 
 
+def explain_database_error(exc: sqlite3.DatabaseError, path: str | os.PathLike) -> str:
+    """One line for an sqlite error met after opening (the CLI's top level and the app both say it)."""
+    refused = write_refused(exc, path)
+    if refused:
+        return refused
+    if "no such table" in str(exc) or "no such column" in str(exc):
+        return (f"database {path} does not have the tables this version of kdbundle expects ({exc}); "
+                "use a database kdbundle created, or start a new one with --db NEW.db")
+    return damaged_message(path, exc)
+
+
 def damaged_message(path, exc: BaseException | str) -> str:
     return (f"database {path}: file is damaged ({str(exc)[:120]}); restore a copy, or start a new one with "
             f"--db NEW.db")

@@ -152,7 +152,7 @@ class KdApp(App):
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:
-            self.notify(describe_error(event.worker.error), title=event.worker.description or "error",
+            self.notify(describe_error(event.worker.error, self.db_path), title=event.worker.description or "error",
                         severity="error", markup=False, timeout=8)
 
     # ------------------------------------------------------------ cross-screen actions

@@ -1,6 +1,8 @@
 """Pieces every screen shares: the top navigation bar, the worker-error handler, a confirm dialog."""
 from __future__ import annotations
 
+import sqlite3
+
 from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult
@@ -14,7 +16,7 @@ from textual.worker import Worker, WorkerState
 from ..engine.errors import KdError
 from ..engine.evaluation.metrics import summary_parts
 from ..engine.types import printable
-from ..store.db import StoreError, write_refused
+from ..store.db import StoreError, explain_database_error
 
 
 def plain(value) -> Text:
@@ -44,15 +46,15 @@ def metrics_line(values: dict) -> Text:
     return Text.assemble(*parts)
 
 
-def describe_error(exc: BaseException | None) -> str:
-    """One line for a notification: the user-facing message, or the exception type and text."""
+def describe_error(exc: BaseException | None, db_path=None) -> str:
+    """One line for a notification: the user-facing message, or the exception type and text. An sqlite
+    error (a damaged file, another schema, a newer kdbundle's database) names the file and what to do."""
     if exc is None:
         return "unknown error"
     if isinstance(exc, (KdError, StoreError)):
         return str(exc)
-    refused = write_refused(exc)  # a database from a newer kdbundle: readable, never written
-    if refused:
-        return refused
+    if isinstance(exc, sqlite3.DatabaseError):
+        return explain_database_error(exc, db_path or "in use")
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
@@ -103,7 +105,7 @@ class KdScreen(Screen):
     def _worker_failed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:
             self.app.notify(
-                describe_error(event.worker.error),
+                describe_error(event.worker.error, self.app.db_path),
                 title=event.worker.description or "error",
                 severity="error",
                 markup=False,

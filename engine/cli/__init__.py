@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ...store.db import StoreError, default_db_path, write_refused
+from ...store.db import StoreError, default_db_path, explain_database_error
 from ..errors import KdError
 from .common import State
 
@@ -55,14 +55,7 @@ def _db_arg(argv: list[str]) -> str | None:
 
 
 def database_problem(exc: sqlite3.DatabaseError) -> str:
-    path = _db_arg(sys.argv[1:]) or default_db_path()
-    refused = write_refused(exc, path)
-    if refused:
-        return refused
-    if "no such table" in str(exc) or "no such column" in str(exc):
-        return (f"database {path} does not have the tables this version of kdbundle expects ({exc}); "
-                "use a database kdbundle created, or start a new one with --db NEW.db")
-    return f"database {path}: file is damaged ({exc}); restore a copy, or start a new one with --db NEW.db"
+    return explain_database_error(exc, _db_arg(sys.argv[1:]) or default_db_path())
 
 
 def main() -> None:

@@ -59,6 +59,9 @@ BAD_CASES = {
     "huge field": ({"bundle_intent.csv": "bundle ID,intent\n100," + "x" * 20_000 + "\n"}, "bundle_intent.csv row 2", "limit"),
     "broken categories": ({"item_categories.csv": "item ID,categories\n10,Electronics > Cameras\n"}, "item_categories.csv row 2", "category"),
     "empty file": ({"bundle_intent.csv": ""}, "bundle_intent.csv row 1", "empty"),
+    # The quote opens on row 3 and swallows rows 4-5: the error names row 3, where it opened.
+    "unclosed quote": ({"item_titles.csv": 'item ID,titles\n10,Camera\n11,"SD card, 64GB\n20,USB cable\n21,Charger\n'},
+                       "item_titles.csv row 3", "quote opened on this row"),
 }
 
 
@@ -154,3 +157,19 @@ def test_identical_duplicates_are_accepted(db, tmp_path):
     folder = make_folder(tmp_path, **{"aicl_split.csv": GOOD["aicl_split.csv"] + "1,train\n",
                                       "item_categories.csv": GOOD["item_categories.csv"] + GOOD["item_categories.csv"].splitlines()[1] + "\n"})
     assert import_dataset(db, folder, "d").sessions == 3
+
+
+@pytest.mark.parametrize("kind", ["loop", "dangling"])
+def test_a_broken_symbolic_link_is_named_for_what_it_is(db, tmp_path, dump, kind):
+    before = dump(db)
+    link = tmp_path / "data.jsonl"
+    if kind == "loop":
+        (tmp_path / "other.jsonl").symlink_to(link)
+        link.symlink_to(tmp_path / "other.jsonl")
+    else:
+        link.symlink_to(tmp_path / "gone.jsonl")
+    with pytest.raises(InputError) as err:
+        import_dataset(db, link, "new")
+    assert str(err.value) == (f"{link}: a symbolic link loop (it leads back to itself)" if kind == "loop"
+                              else f"{link}: a symbolic link to a missing file or folder")
+    assert dump(db) == before

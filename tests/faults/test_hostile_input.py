@@ -119,3 +119,33 @@ def test_control_characters_in_imported_titles_are_refused_with_the_row(db, tmp_
     with pytest.raises(InputError, match=r"line 1.*control characters \(U\+0000\)"):
         import_dataset(db, p, "x")
     assert dump(db) == before
+
+
+def test_any_printable_name_and_title_goes_through_the_cli_tables_as_typed(tmp_path):
+    """Hypothesis over names and titles (in-process, so a hundred tries take seconds): every table
+    prints, nothing raises, and the name is listed exactly as it was given."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from typer.testing import CliRunner
+
+    from kdbundle.engine.cli import app
+
+    printable = st.text(st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="\u2028\u2029\x85"),
+                        min_size=1, max_size=24).filter(lambda s: s.strip())
+    counter = iter(range(10_000))
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(name=printable, title=printable)
+    def check(name, title):
+        db = str(tmp_path / f"kd{next(counter)}.db")
+        runner = CliRunner()
+        imp = runner.invoke(app, ["--db", db, "data", "import", str(_catalogue(tmp_path / "c.jsonl", title=title)),
+                                  "--name", name])
+        assert imp.exit_code == 0, (imp.stdout, imp.stderr, imp.exception)
+        for args in (["data", "list"], ["knowledge", "list", "--dataset", name], ["jobs", "list"]):
+            out = runner.invoke(app, ["--db", db, *args])
+            assert out.exit_code == 0 and out.exception is None, (args, out.stdout, out.exception)
+        listed = runner.invoke(app, ["--db", db, "data", "list", "--json"]).stdout
+        assert name in [r["name"] for r in json.loads(listed)]
+
+    check()

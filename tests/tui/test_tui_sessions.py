@@ -141,3 +141,14 @@ def test_a_database_error_clears_the_previous_dataset_from_the_screen(tmp_path, 
             assert screen.query_one("#products", DataTable).row_count == 0
 
     run(scenario())
+
+
+def test_database_errors_in_the_app_are_one_line_naming_the_file():
+    import sqlite3
+
+    from kdbundle.tui.base import describe_error
+
+    damaged = describe_error(sqlite3.DatabaseError("database disk image is malformed"), "/x/kd.db")
+    assert damaged.startswith("database /x/kd.db: file is damaged") and "--db NEW.db" in damaged and "\n" not in damaged
+    other = describe_error(sqlite3.OperationalError("no such table: datasets"), "/x/kd.db")
+    assert "does not have the tables" in other and "/x/kd.db" in other

@@ -42,6 +42,13 @@ def import_dataset(
     check_name("dataset", name)
     path = Path(path).expanduser()
     if not path.exists():
+        if path.is_symlink():  # exists() is False for a loop and for a dangling link alike
+            try:
+                path.resolve(strict=True)
+            except FileNotFoundError:
+                raise InputError(f"{path}: a symbolic link to a missing file or folder") from None
+            except (OSError, RuntimeError):
+                raise InputError(f"{path}: a symbolic link loop (it leads back to itself)") from None
         raise InputError(f"{path}: no such file or folder")
     fmt = format or guess_format(path)
     if fmt == "bundlerec":

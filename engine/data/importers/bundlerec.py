@@ -53,15 +53,22 @@ def read_csv(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, list[s
         names = [h.strip().lower() for h in header]
         if len(names) != len(columns) or any(n not in c.split("|") for n, c in zip(names, columns)):
             raise InputError(f"{path.name} row 1: expected columns {_show(columns)}, found {','.join(header)!r}")
+        start = reader.line_num + 1  # a record is named by the row it starts on, not where the reader stopped
         for fields in reader:
+            row, start = start, reader.line_num + 1
             if not fields or all(not f.strip() for f in fields):
                 continue
-            where = f"{path.name} row {reader.line_num}"
+            where = f"{path.name} row {row}"
+            if reader.line_num > row:
+                # No BundleRec field holds a line break: a record over several rows is a quote left open,
+                # which swallows the rows after it. Name the row where it opened, not where reading stopped.
+                raise InputError(f"{where}: a quote opened on this row is not closed on it "
+                                 f"(the field runs on to row {reader.line_num})")
             if len(fields) != len(columns):
                 raise InputError(f"{where}: expected {len(columns)} fields, found {len(fields)}")
-            yield reader.line_num, [check_text(f, where, names[i]) for i, f in enumerate(fields)]
+            yield row, [check_text(f, where, names[i]) for i, f in enumerate(fields)]
     except csv.Error as exc:
-        raise InputError(f"{path.name} row {reader.line_num}: malformed CSV ({exc})") from None
+        raise InputError(f"{path.name} row {start}: malformed CSV ({exc})") from None
 
 
 def _show(columns: tuple[str, ...]) -> str:
