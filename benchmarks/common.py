@@ -40,6 +40,10 @@ class Settings:
     """Key presses per TUI screen for the latency percentiles."""
     threads: int = 0
     """Threads for llama.cpp and torch (0: every core this process may use)."""
+    student: str | None = None
+    """serving: the fine-tuned student's GGUF (None: $KDBUNDLE_BENCH_STUDENT)."""
+    serving_sessions: int = 0
+    """serving: Electronic test sessions (0: the whole split)."""
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -91,12 +91,35 @@ def _tui(r: dict) -> list[str]:
     return [f"load: {r['load']}", ""] + _table(["screen: keys", "median ms", "p95 ms", "max ms", "presses"], rows)
 
 
+def _serving(r: dict) -> list[str]:
+    st, tok, mach = r["mean_stage_seconds"], r["mean_tokens"], r["machine"]
+    stages = [[k, st[k] * 1000, 100 * st[k] / r["seconds_per_session"]] for k in st]
+    return [f"`{r['student']}` ({r['spec']}), {r['sessions']} Electronic test sessions, {r['threads']} threads: "
+            f"**{_f(r['seconds_per_session'], 3)} s/session** ({_f(r['sessions_per_second'])} sessions/s), "
+            f"strict P {_f(r['quality']['strict_precision'], 3)}, peak RSS {_f(r['peak_rss_mb'], 0)} MB. "
+            f"Tokens per session: prompt {_f(tok['prompt'], 0)} (of them {_f(tok['reused_from_previous'], 0)} reused from the "
+            f"previous session's KV cache), answer {_f(tok['completion'], 1)}.", ""] + _table(
+        ["stage", "ms per session", "% of the session"], stages) + _table(
+        ["", "kdbundle", "llama.cpp alone", "machine limit"],
+        [["prefill tokens/s", r["prefill_tokens_per_second"], r["raw_prefill_tokens_per_second"],
+          mach["prefill_limit_tokens_per_second"]],
+         ["decode tokens/s", r["decode_tokens_per_second"], r["raw_decode_tokens_per_second"],
+          mach["decode_limit_tokens_per_second"]]]) + [
+        f"Decode overhead vs llama.cpp alone: {_f(r['decode_overhead_vs_raw'])}x. Limits: prefill = matmul "
+        f"{_f(mach['matmul_gflops'], 1)} GFLOP/s / (2 x {mach['parameters']:,} parameters); decode = memory bandwidth "
+        f"{_f(mach['memory_bandwidth_gbs'], 1)} GB/s / {mach['model_bytes'] / 2**20:,.0f} MB per token.", "",
+        (lambda w: f"While a training job runs (it holds {w['job_threads']} threads; the student takes {w['student_threads']} "
+                   f"from the budget): {_f(w['seconds_per_session'], 3)} s/session vs {_f(w['idle_seconds_per_session'], 3)} idle "
+                   f"({w['idle_threads']} threads), **{_f(w['slowdown'])}x**, first {w['sessions']} sessions.")(r["while_training"]), ""]
+
+
 SECTIONS = {
     "mining": ("Pattern mining as training bundles grow", _mining),
     "student_inference": ("Student inference: llama.cpp vs transformers", _inference),
     "teacher_vs_student": ("Teacher vs student cost per session", _teacher),
     "lora_training": ("Student training", _training),
     "tui_latency": ("TUI key-press-to-render latency", _tui),
+    "serving": ("Serving the fine-tuned student: where a session's time goes", _serving),
 }
 
 

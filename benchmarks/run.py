@@ -24,6 +24,7 @@ from benchmarks.common import REPO, RESULTS, Settings, Skip, machine_info
 from benchmarks.inference import bench_student_inference, bench_teacher_vs_student
 from benchmarks.mining import bench_mining
 from benchmarks.report import markdown
+from benchmarks.serving import bench_serving
 from benchmarks.training import bench_lora_training
 from benchmarks.tui_latency import bench_tui_latency
 
@@ -33,6 +34,7 @@ BENCHMARKS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "teacher_vs_student": bench_teacher_vs_student,
     "lora_training": bench_lora_training,
     "tui_latency": bench_tui_latency,
+    "serving": bench_serving,
 }
 
 
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher-sessions", type=int, default=8)
     ap.add_argument("--train-steps", type=int, default=8)
     ap.add_argument("--tui-presses", type=int, default=40)
+    ap.add_argument("--student", help="serving: a fine-tuned student's GGUF (kdbundle export); default $KDBUNDLE_BENCH_STUDENT")
+    ap.add_argument("--serving-sessions", type=int, default=0, help="serving: Electronic test sessions (0: all 180)")
     ap.add_argument("--threads", type=int, default=0, help="llama.cpp/torch threads (default: all usable cores)")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("KDBUNDLE_BUNDLEREC") or REPO.parent / "shared" / "data" / "bundlerec"))
     ap.add_argument("--work", type=Path, default=None, help="scratch dir (default: the user cache dir)")
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     s = Settings(work_dir=work, data_dir=args.data.expanduser(), sessions=args.sessions,
                  teacher_sessions=args.teacher_sessions, train_steps=args.train_steps, tui_presses=args.tui_presses,
-                 threads=args.threads)
+                 threads=args.threads, student=args.student, serving_sessions=args.serving_sessions)
     started = _dt.datetime.now()
     report: dict[str, Any] = {"started": started.isoformat(timespec="seconds"), "machine": machine_info(),
                               "settings": {k: str(v) for k, v in vars(s).items() if k != "notes"},

@@ -69,6 +69,10 @@ class Completion:
     """Time until the first generated text: prompt processing plus one decode step."""
     finish_reason: str | None = None
     """stop (the model ended) | length (max_tokens reached)."""
+    stages: dict[str, float] = field(default_factory=dict)
+    """Where a local call's time went (seconds): tokenize, grammar (compile or cache hit), wait (the
+    model's lock), first_token (prefill of the new prompt tokens + one decode step), decode; and
+    `reused_tokens`, the prompt prefix llama.cpp kept from the previous call (its KV cache)."""
 
     @property
     def decode_seconds(self) -> float | None:
@@ -261,14 +265,20 @@ class LlamaCppBackend:
 
     def chat(self, messages, *, schema=None, params=None, on_token=None, grammar=None) -> Completion:
         params = params or GenParams()
+        t0 = time.perf_counter()
         tokens, stop = self._prompt(messages)
+        t1 = time.perf_counter()
         room = self.n_ctx - len(tokens)
         if room < 1:
             raise KdError(f"prompt of {len(tokens)} tokens does not fit {self.name}'s context of {self.n_ctx}")
         max_tokens = min(params.max_tokens, room)
         grammar = self._grammar(schema, grammar) if (schema is not None or grammar) else None
+        t2 = time.perf_counter()
         with self.llm._kd_lock:
             self._fit_threads()
+            # llama.cpp keeps the KV cache of the longest prefix this prompt shares with the last one
+            kept = self.llm._input_ids[: self.llm.n_tokens]  # noqa: SLF001 - read only
+            reused = next((i for i, (a, b) in enumerate(zip(kept, tokens[:-1])) if a != b), min(len(kept), len(tokens) - 1))
             started = time.perf_counter()
             first = None
             pieces: list[str] = []
@@ -295,7 +305,9 @@ class LlamaCppBackend:
             # Tokens in the context after generation = prompt + every generated token that was fed back;
             # the last sampled token is not fed back when the length limit ends the run.
             completion_tokens = self.llm.n_tokens - len(tokens) + (1 if finish == "length" else 0)
-        return Completion("".join(pieces), len(tokens), max(completion_tokens, 0), seconds, first, finish)
+        stages = {"tokenize": t1 - t0, "grammar": t2 - t1, "wait": started - t2, "first_token": first or seconds,
+                  "decode": seconds - (first or seconds), "reused_tokens": float(reused)}
+        return Completion("".join(pieces), len(tokens), max(completion_tokens, 0), seconds, first, finish, stages)
 
 
 # ================================================================ OpenAI-compatible

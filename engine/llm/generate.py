@@ -14,7 +14,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlite_utils
@@ -71,6 +72,9 @@ class GenerationResult:
     prompt: Prompt
     generation_id: int | None
     model: str
+    timing: dict[str, float] = field(default_factory=dict)
+    """Seconds per stage of this session: prompt (building it, hints included), the backend's stages
+    (Completion.stages), parse and log; what the serving benchmark breaks a session down by."""
 
     def prediction(self) -> Prediction:
         c = self.completion
@@ -182,11 +186,15 @@ class BundleGenerator:
         log: bool = True,
         extra_params: dict[str, Any] | None = None,
     ) -> GenerationResult:
+        t0 = time.perf_counter()
         prompt = self.prompt(session, knowledge)
         params = self.cfg.params()
+        t1 = time.perf_counter()
         c = self.backend.chat(prompt.messages, schema=prompt.schema, params=params, on_token=on_token,
                               grammar=prompt.grammar if self.cfg.strict_grammar or prompt.schema is None else None)
+        t2 = time.perf_counter()
         parsed = self.answer.parse(c.text, session.n)
+        t3 = time.perf_counter()
         gid = None
         if log:
             logged_params = {
@@ -203,7 +211,8 @@ class BundleGenerator:
                 response_schema=prompt.schema, parsed=parsed.to_json(), errors=parsed.errors, params=logged_params,
                 session_id=session.id, comparison_id=comparison_id, job_id=job_id, eval_run_id=eval_run_id,
             )
-        return GenerationResult(parsed.bundles, parsed.errors, parsed.warnings, c.text, c, prompt, gid, self.model)
+        timing = {"prompt": t1 - t0, **c.stages, "parse": t3 - t2, "log": time.perf_counter() - t3}
+        return GenerationResult(parsed.bundles, parsed.errors, parsed.warnings, c.text, c, prompt, gid, self.model, timing)
 
 
 def model_spec(db: sqlite_utils.Database, model: str) -> PromptSpec:

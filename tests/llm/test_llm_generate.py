@@ -145,3 +145,16 @@ def test_generate_cli_with_typed_items(tmp_path):
     bad = subprocess.run([KDBUNDLE, "--db", str(tmp_path / "kd.db"), "generate", "--items", "only one"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "at least two" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_every_session_reports_where_its_time_went_and_the_reused_prefix(db):
+    gen = BundleGenerator(db, FAST)
+    first = gen.generate(typed_session(["USB-C charger", "USB-C cable", "Phone case"]))
+    second = gen.generate(typed_session(["Wool socks", "Hiking boots", "Rain jacket"]))
+    for r in (first, second):
+        stages = ("prompt", "tokenize", "grammar", "wait", "first_token", "decode", "parse", "log")
+        assert set(stages) <= set(r.timing) and all(r.timing[k] >= 0 for k in stages)
+        assert r.timing["first_token"] + r.timing["decode"] == pytest.approx(r.completion.seconds, abs=1e-6)
+    # Both prompts open with the same system instruction: llama.cpp keeps that prefix's KV cache.
+    assert second.timing["reused_tokens"] > 10 and second.timing["reused_tokens"] < second.completion.prompt_tokens
