@@ -196,21 +196,25 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
     thought_of = {t.session.id: t for t in (sk.thoughts if sk else [])} if cfg.thoughts != "none" else {}
     examples: list[dict] = []
     stats = SftStats()
+    by_dataset = {}
     for dataset in cfg.datasets:
         sessions = load_sessions(db, dataset, cfg.split, with_bundles_only=True)
         if cfg.limit is not None:
             sessions = sessions[: cfg.limit]
         if not sessions:
             raise InputError(f"dataset {dataset!r} has no {cfg.split} sessions with ground truth to train on")
+        by_dataset[dataset] = sessions
+    # Out-of-fold group hints for the training split, folds over all datasets pooled as the run's own
+    # model was fitted (student.group_hints says why); another split is hinted by the run's model.
+    pooled = [s for sessions in by_dataset.values() for s in sessions]
+    group_of = ((train_hints(db, pooled, spec.groups) if cfg.split == "train" else
+                 {s.id: session_hint(db, s, spec.groups) for s in pooled}) if spec.groups is not None else {})
+    for dataset, sessions in by_dataset.items():
         fields = resolve_fields(db, dataset, cfg.fields)
         stats.fields[dataset] = fields
         knowledge_for = None  # retrieval compares what the prompt shows (the dataset's fields)
         if sk is not None and cfg.knowledge_in_prompt:
             knowledge_for = provider_from_set(sk, IclConfig(k=cfg.k, fields=fields), embedder)
-        # Out-of-fold group hints for the training split (student.group_hints says why); another
-        # split is hinted by the run's own model, as a served student is.
-        group_of = ((train_hints(db, sessions, spec.groups) if cfg.split == "train" else
-                     {s.id: session_hint(db, s, spec.groups) for s in sessions}) if spec.groups is not None else {})
         for s in sessions:
             stats.sessions += 1
             groups = group_of.get(s.id)
