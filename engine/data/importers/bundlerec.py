@@ -45,7 +45,8 @@ def read_csv(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, list[s
     except UnicodeDecodeError as exc:
         row = raw[: exc.start].count(b"\n") + 1
         raise InputError(f"{path.name} row {row}: not valid UTF-8 (byte {raw[exc.start]:#04x})") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # strict: a quote left open fails at the end of the file instead of swallowing every row after it
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, None)
         if header is None:
@@ -58,17 +59,14 @@ def read_csv(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, list[s
             row, start = start, reader.line_num + 1
             if not fields or all(not f.strip() for f in fields):
                 continue
-            where = f"{path.name} row {row}"
-            if reader.line_num > row:
-                # No BundleRec field holds a line break: a record over several rows is a quote left open,
-                # which swallows the rows after it. Name the row where it opened, not where reading stopped.
-                raise InputError(f"{where}: a quote opened on this row is not closed on it "
-                                 f"(the field runs on to row {reader.line_num})")
+            where = f"{path.name} row {row}"  # a quoted field may hold line breaks (real intents do)
             if len(fields) != len(columns):
                 raise InputError(f"{where}: expected {len(columns)} fields, found {len(fields)}")
             yield row, [check_text(f, where, names[i]) for i, f in enumerate(fields)]
     except csv.Error as exc:
-        raise InputError(f"{path.name} row {start}: malformed CSV ({exc})") from None
+        # Named by the row the broken record starts on, not where the reader gave up (the end of the file).
+        why = "a quote opened on this row is never closed" if "end of data" in str(exc) else str(exc)
+        raise InputError(f"{path.name} row {start}: malformed CSV ({why})") from None
 
 
 def _show(columns: tuple[str, ...]) -> str:
