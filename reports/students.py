@@ -51,6 +51,13 @@ def run_summary(db, run_id: int) -> dict:
             "losses": [(s, loss) for s, loss, *_ in steps if loss is not None]}
 
 
+def _spec_line(spec: dict | None) -> dict | None:
+    """The prompt spec with a group hint's pair model summarised (its weights are in the JSON)."""
+    if not spec or not spec.get("groups"):
+        return spec
+    return {**spec, "groups": f"{spec['groups'].get('kind')} pair model, threshold {spec['groups'].get('threshold')}"}
+
+
 def _f(x, d=3):
     return "–" if x is None else (f"{x:.{d}f}" if isinstance(x, float) else str(x))
 
@@ -61,7 +68,7 @@ def markdown(runs: list[dict], baselines: list[dict], machine: dict, when: str) 
              "Rerun: `KDBUNDLE_DB=... .venv/bin/python -m reports.students --runs ...` (reads the database; trains nothing).", ""]
     for r in runs:
         lines += [f"## Run {r['run_id']}: {', '.join(r['datasets'])} ({r['status']}; reported {r.get('reported')})", "",
-                  f"Recipe: {json.dumps(r['recipe'])}; prompt {json.dumps(r['prompt_spec'])}; knowledge set {r['knowledge_set']}.",
+                  f"Recipe: {json.dumps(r['recipe'])}; prompt {json.dumps(_spec_line(r['prompt_spec']))}; knowledge set {r['knowledge_set']}.",
                   f"{r['steps']} steps in {_f(r['seconds'], 0)} s ({_f(r['tokens_per_second'], 0)} tokens/s); "
                   f"kept step {r['best_step']}; last loss {_f(r['final_loss'])}.", "",
                   "| valid after step | strict P | strict F1 | collapse rate | AICL P | s/session |", "|---|---|---|---|---|---|"]
