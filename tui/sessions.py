@@ -152,6 +152,10 @@ class SessionsScreen(KdScreen):
 
     @on(SessionLoaded)
     def _detail(self, msg: SessionLoaded) -> None:
+        # A read that finishes after the list changed (another dataset, a failed read) is stale.
+        table = self.query_one("#sessions", DataTable)
+        if msg.detail is not None and str(msg.detail.session.id) not in {rk.value for rk in table.rows}:
+            return
         self._show_detail(msg.detail)
 
     def _show_detail(self, detail: browse.SessionDetail | None) -> None:

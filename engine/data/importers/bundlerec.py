@@ -47,6 +47,7 @@ def read_csv(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, list[s
         raise InputError(f"{path.name} row {row}: not valid UTF-8 (byte {raw[exc.start]:#04x})") from None
     # strict: a quote left open fails at the end of the file instead of swallowing every row after it
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    start = 1  # the row the record being read starts on (the header first)
     try:
         header = next(reader, None)
         if header is None:
