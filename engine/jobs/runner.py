@@ -174,7 +174,9 @@ def run_job(db_path: str | os.PathLike, job_id: int) -> str:
             " updated_at = ? WHERE id = ?",
             [os.getpid(), threads, now(), now(), job_id],
         )
-    os.environ[THREADS_ENV] = str(threads)  # torch and llama.cpp in this worker take the job's share
+    # torch and llama.cpp in this worker take the job's share; restored afterwards for in-process callers
+    previous_threads = os.environ.get(THREADS_ENV)
+    os.environ[THREADS_ENV] = str(threads)
     ctx = JobContext(db=db, db_path=str(db_path), job_id=job_id, params=row["params"], kind=row["kind"])
     module, fn = JOB_KINDS[row["kind"]].split(":")
     status, error, result = "done", None, None
@@ -191,6 +193,11 @@ def run_job(db_path: str | os.PathLike, job_id: int) -> str:
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
         ctx.log(traceback.format_exc(), level="error")
+    finally:
+        if previous_threads is None:
+            os.environ.pop(THREADS_ENV, None)
+        else:
+            os.environ[THREADS_ENV] = previous_threads
     with transaction(db):
         db.execute(
             "UPDATE jobs SET status = ?, error = ?, result = COALESCE(?, result), finished_at = ?, updated_at = ? WHERE id = ?",

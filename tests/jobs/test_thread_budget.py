@@ -61,6 +61,7 @@ def test_a_job_records_its_share_and_runs_with_it(jdb, tmp_path, monkeypatch):
     jid = J.create_job(jdb, "eval", {})
     assert J.run_job(tmp_path / "jobs.db", jid) == "done"
     assert seen == {"env": "1", "row": 1}  # 4 cores, 3 held by the other job
+    assert os.environ.get(T.THREADS_ENV) == ""  # the caller's environment is left as it was
     monkeypatch.setenv(T.THREADS_ENV, "")
     asked = J.create_job(jdb, "eval", {"train": {"threads": 2}})
     assert J.run_job(tmp_path / "jobs.db", asked) == "done" and seen["row"] == 2  # --threads is kept
