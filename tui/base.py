@@ -77,13 +77,13 @@ class NavBar(Static):
         # (a 60-column terminal still shows every screen and its key).
         width = self.size.width or 200
         for brand, short in ((True, None), (False, None), (False, True), (False, False)):
-            titles = {m: t if short is None else (SHORT_TITLES[m] if short else "") for m, (_, t) in SCREENS.items()}
-            length = (9 if brand else 0) + sum(len(f" {k} {titles[m]} ".replace("  ", " ")) for m, (k, _) in SCREENS.items())
-            if length <= width:
+            labels = {m: f" {k} {t if short is None else SHORT_TITLES[m]} " if short is not False else f" {k} "
+                      for m, (k, t) in SCREENS.items()}
+            if (9 if brand else 0) + sum(map(len, labels.values())) <= width:
                 break
         markup = "[b $text-accent]kdbundle[/] " if brand else ""
         for mode, (key, _) in SCREENS.items():
-            label = f" [b]{key}[/b] {titles[mode]} " if titles[mode] else f" [b]{key}[/b] "
+            label = labels[mode].replace(f" {key} ", f" [b]{key}[/b] ", 1)
             item = f"[@click=app.switch_mode('{mode}')]{label}[/]"
             markup += f"[reverse]{item}[/reverse]" if mode == self.current else item
         self.update(Content.from_markup(markup))

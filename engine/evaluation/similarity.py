@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import sqlite_utils
@@ -22,7 +23,7 @@ import sqlite_utils
 from ..data.sessions import load_sessions
 from ..embeddings import EMBEDDING_MODEL, session_vectors, similarity  # noqa: F401  (re-exported)
 from ..errors import InputError
-from ..pairs import FEATURES, PairModel, groups, pair_features, pair_index
+from ..pairs import FEATURES, PairModel, grouped_at, groups, pair_features, pair_index
 from ..pairs import pair_labels as _labels
 from ..types import Bundle, Prediction, Session
 from .metrics import score_session
@@ -126,7 +127,7 @@ class Pairwise(_PairGrouping):
         if s.n < 2:
             return []
         p = self._proba(s)
-        return groups(s.n, [ij for ij, q in zip(pair_index(s.n), p) if q > t])
+        return grouped_at(s.n, p, t)
 
     @property
     def params(self) -> dict:
@@ -170,10 +171,10 @@ def fit_pair_model(db: sqlite_utils.Database, datasets: Sequence[str]) -> PairMo
         return model
 
     def at(s: Session, t: float) -> list[Bundle]:
-        return PairModel(model.weights, model.bias, model.mean, model.scale, t).group(s, similarity(s, vectors))
+        return replace(model, threshold=t).group(s, similarity(s, vectors))
 
     threshold, _ = _choose(valid, PROBABILITIES, at)
-    return PairModel(model.weights, model.bias, model.mean, model.scale, float(threshold))
+    return replace(model, threshold=float(threshold))
 
 
 class PairLogistic(_PairGrouping):
@@ -186,7 +187,7 @@ class PairLogistic(_PairGrouping):
         self.vectors = {}
 
     def _at(self, s: Session, t: float) -> list[Bundle]:
-        return self.model.group(s, similarity(s, self.vectors))
+        return replace(self.model, threshold=t).group(s, similarity(s, self.vectors))
 
     @property
     def params(self) -> dict:

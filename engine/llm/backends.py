@@ -277,7 +277,7 @@ class LlamaCppBackend:
         with self.llm._kd_lock:
             self._fit_threads()
             # llama.cpp keeps the KV cache of the longest prefix this prompt shares with the last one
-            kept = self.llm._input_ids[: self.llm.n_tokens]  # noqa: SLF001 - read only
+            kept = self.llm._input_ids  # noqa: SLF001 - read only; already cut at n_tokens
             reused = next((i for i, (a, b) in enumerate(zip(kept, tokens[:-1])) if a != b), min(len(kept), len(tokens) - 1))
             started = time.perf_counter()
             first = None
