@@ -44,6 +44,8 @@ class Settings:
     """serving: the fine-tuned student's GGUF (None: $KDBUNDLE_BENCH_STUDENT)."""
     serving_sessions: int = 0
     """serving: Electronic test sessions (0: the whole split)."""
+    compare_students: list[str] = field(default_factory=list)
+    """serving: other GGUF files of the same student (another quantization) served the same way."""
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -105,12 +105,46 @@ def _serving(r: dict) -> list[str]:
           mach["prefill_limit_tokens_per_second"]],
          ["decode tokens/s", r["decode_tokens_per_second"], r["raw_decode_tokens_per_second"],
           mach["decode_limit_tokens_per_second"]]]) + [
-        f"Decode overhead vs llama.cpp alone: {_f(r['decode_overhead_vs_raw'])}x. Limits: prefill = matmul "
+        f"Decode: {_f(r.get('mean_decode_calls'), 1)} llama.cpp calls per session (structured decoding feeds each "
+        f"product's fixed text with the previous decision in one call), {_f(r.get('decode_call_seconds', 0) * 1000, 1)} ms "
+        f"per call vs llama.cpp's own one-token step {_f(r.get('raw_step_seconds', 0) * 1000, 1)} ms: "
+        f"**{_f(r.get('decode_call_vs_raw_step'))}x**; per answer token {_f(r['decode_overhead_vs_raw'])}x llama.cpp "
+        f"alone. Limits: prefill = matmul "
         f"{_f(mach['matmul_gflops'], 1)} GFLOP/s / (2 x {mach['parameters']:,} parameters); decode = memory bandwidth "
         f"{_f(mach['memory_bandwidth_gbs'], 1)} GB/s / {mach['model_bytes'] / 2**20:,.0f} MB per token.", "",
+    ] + _floor(r) + _variants(r) + [
         (lambda w: f"While a training job runs (it holds {w['job_threads']} threads; the student takes {w['student_threads']} "
                    f"from the budget): {_f(w['seconds_per_session'], 3)} s/session vs {_f(w['idle_seconds_per_session'], 3)} idle "
                    f"({w['idle_threads']} threads), **{_f(w['slowdown'])}x**, first {w['sessions']} sessions.")(r["while_training"]), ""]
+
+
+def _floor(r: dict) -> list[str]:
+    f = r.get("floor_seconds_per_session")
+    if not f:
+        return []
+    return [f"Floor on this machine for these sessions: prefill of the new prompt tokens at the matmul limit "
+            f"{_f(f['prefill'], 3)} s + the decode calls at llama.cpp's own step {_f(f['decode_at_raw_speed'], 3)} s = "
+            f"**{_f(f['prefill'] + f['decode_at_raw_speed'], 3)} s/session**, against {_f(r['seconds_per_session'], 3)} "
+            f"measured.", ""]
+
+
+def _variants(r: dict) -> list[str]:
+    if "grammar" not in r:
+        return []
+    rows = [["structured decoding (default)", r["student"].rsplit("/", 1)[-1], r["seconds_per_session"],
+             r["mean_stage_seconds"]["first_token"], r["mean_stage_seconds"]["decode"], r["decode_tokens_per_second"],
+             r["quality"]["strict_precision"], r["quality"]["collapse_rate"]]]
+    for label, v in [("grammar decoding", r["grammar"])] + [("structured, another file", c) for c in r.get("compared", [])]:
+        rows.append([label, f"{v['student'].rsplit('/', 1)[-1]} ({v['size_bytes'] / 2**20:.0f} MB)", v["seconds_per_session"],
+                     v["prefill_seconds"], v["decode_seconds"], v["decode_tokens_per_second"],
+                     v["quality"]["strict_precision"], v["quality"]["collapse_rate"]])
+    out = _table(["decoding", "file", "s/session", "prefill s", "decode s", "decode tok/s", "strict P", "collapse"], rows)
+    ev = r.get("eval_throughput") or []
+    if ev:
+        out += _table(["`kdbundle eval`, whole split", "sessions/s", "wall s", "strict P"],
+                      [[f"{e['workers'] or 'default (one per thread)'} worker(s)" if e["workers"] != 1 else "one process",
+                        e["sessions_per_second"], e["wall_seconds"], e["strict_precision"]] for e in ev])
+    return out
 
 
 SECTIONS = {

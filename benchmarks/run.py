@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-steps", type=int, default=8)
     ap.add_argument("--tui-presses", type=int, default=40)
     ap.add_argument("--student", help="serving: a fine-tuned student's GGUF (kdbundle export); default $KDBUNDLE_BENCH_STUDENT")
+    ap.add_argument("--compare-student", action="append", default=[], metavar="GGUF",
+                    help="serving: another file of the same student (e.g. its q4_k_m export), served the same way")
     ap.add_argument("--serving-sessions", type=int, default=0, help="serving: Electronic test sessions (0: all 180)")
     ap.add_argument("--threads", type=int, default=0, help="llama.cpp/torch threads (default: all usable cores)")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("KDBUNDLE_BUNDLEREC") or REPO.parent / "shared" / "data" / "bundlerec"))
@@ -73,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     s = Settings(work_dir=work, data_dir=args.data.expanduser(), sessions=args.sessions,
                  teacher_sessions=args.teacher_sessions, train_steps=args.train_steps, tui_presses=args.tui_presses,
-                 threads=args.threads, student=args.student, serving_sessions=args.serving_sessions)
+                 threads=args.threads, student=args.student, serving_sessions=args.serving_sessions,
+                 compare_students=args.compare_student)
     started = _dt.datetime.now()
     report: dict[str, Any] = {"started": started.isoformat(timespec="seconds"), "machine": machine_info(),
                               "settings": {k: str(v) for k, v in vars(s).items() if k != "notes"},

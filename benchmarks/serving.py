@@ -33,7 +33,7 @@ def _student(s: Settings) -> Path:
     return path
 
 
-def serve_sessions(db_path: str, gguf: str, limit: int, threads: int) -> dict[str, Any]:
+def serve_sessions(db_path: str, gguf: str, limit: int, threads: int, decoding: str = "structured") -> dict[str, Any]:
     """Every (or the first `limit`) Electronic test session through one BundleGenerator, logged as eval does."""
     from kdbundle.engine.data.sessions import load_sessions
     from kdbundle.engine.evaluation.metrics import aggregate, score_session
@@ -44,7 +44,7 @@ def serve_sessions(db_path: str, gguf: str, limit: int, threads: int) -> dict[st
     db = open_db(db_path)
     sessions = load_sessions(db, DATASET, "test", with_bundles_only=True)[: limit or None]
     t0 = time.perf_counter()
-    cfg = GenerateConfig(model=gguf, spec=model_spec(db, gguf))
+    cfg = GenerateConfig(model=gguf, spec=model_spec(db, gguf), decoding=decoding)
     gen = BundleGenerator(db, cfg, backend=open_backend(db, gguf, n_ctx=cfg.n_ctx, n_threads=threads))
     load = time.perf_counter() - t0
     rows, scores = [], []
@@ -52,7 +52,7 @@ def serve_sessions(db_path: str, gguf: str, limit: int, threads: int) -> dict[st
     for s in sessions:
         r = gen.generate(s, purpose="generate")
         c = r.completion
-        rows.append({**r.timing, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+        rows.append({"decode_calls": 0.0, **r.timing, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
                      "seconds": c.seconds, "n": s.n})
         scores.append(score_session([b.items for b in r.bundles], [b.items for b in s.bundles], n_items=s.n,
                                     extra_errors=r.errors))
@@ -100,6 +100,36 @@ def serve_while_training(db_path: str, gguf: str, limit: int) -> dict[str, Any]:
         db.conn.close()
 
 
+def eval_throughput(db_path: str, gguf: str, workers: int, threads: int, limit: int) -> dict[str, Any]:
+    """`kdbundle eval` of the whole Electronic test split with `workers` processes (its own default
+    when 0), from nothing: sessions/s of the wall time and the strict precision it scored."""
+    from kdbundle.engine.evaluation.evaluate import EvalConfig, evaluate
+    from kdbundle.store import open_db
+    from kdbundle.store.db import transaction
+
+    if threads:
+        os.environ["KDBUNDLE_THREADS"] = str(threads)
+    db = open_db(db_path)
+    cfg = EvalConfig(DATASET, split="test", method="llm", model=gguf, workers=workers or None, limit=limit or None)
+    with transaction(db):  # the same evaluation again from nothing: forget earlier answers of it
+        db.execute("DELETE FROM eval_results WHERE eval_run_id IN (SELECT id FROM eval_runs WHERE model = ?)", [gguf])
+    t0 = time.perf_counter()
+    m = evaluate(db, cfg)
+    wall = time.perf_counter() - t0
+    db.conn.close()
+    return {"workers": workers, "sessions": m["sessions"], "wall_seconds": wall, "sessions_per_second": m["sessions"] / wall,
+            "strict_precision": m["strict_precision"]}
+
+
+def _summary(run: dict[str, Any], path: str) -> dict[str, Any]:
+    rows = run["rows"]
+    decode = sum(r["decode"] for r in rows)
+    return {"student": path, "size_bytes": Path(path).stat().st_size, "seconds_per_session": run["wall_seconds"] / len(rows),
+            "prefill_seconds": sum(r["first_token"] for r in rows) / len(rows), "decode_seconds": decode / len(rows),
+            "decode_tokens_per_second": sum(max(0, r["completion_tokens"] - 1) for r in rows) / decode if decode else None,
+            "quality": run["quality"]}
+
+
 def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
     """fp32 matrix-multiply speed of this process (numpy/BLAS on its threads): the prefill compute limit."""
     import numpy as np
@@ -129,7 +159,8 @@ def bench_serving(s: Settings) -> dict[str, Any]:
     run, peak = isolated(serve_sessions, db_path, str(student), limit, s.threads)
     rows = run["rows"]
     n = len(rows)
-    mean = {k: sum(r.get(k, 0.0) for r in rows) / n for k in (*STAGES, "reused_tokens", "prompt_tokens", "completion_tokens")}
+    mean = {k: sum(r.get(k, 0.0) for r in rows) / n
+            for k in (*STAGES, "reused_tokens", "prompt_tokens", "completion_tokens", "decode_calls")}
     prefill_tokens = sum(r["prompt_tokens"] - r.get("reused_tokens", 0) for r in rows)
     prefill_seconds = sum(r["first_token"] for r in rows)
     decode_tokens = sum(max(0, r["completion_tokens"] - 1) for r in rows)
@@ -143,6 +174,16 @@ def bench_serving(s: Settings) -> dict[str, Any]:
         params = _params(str(student))
     except Exception:  # the reader is optional; the limits then use the file size (q8_0: ~1 byte/parameter)
         params = size
+    say("the same sessions decoded with the grammar (the path before structured decoding)")
+    grammar, _ = isolated(serve_sessions, db_path, str(student), limit, s.threads, "grammar")
+    others = []
+    for other in s.compare_students:
+        say(f"another file of the same student: {Path(other).name}")
+        o, _ = isolated(serve_sessions, db_path, other, limit, s.threads)
+        others.append(_summary(o, other))
+    say("eval of the whole split: one process, then the default (one worker process per thread)")
+    one, _ = isolated(eval_throughput, db_path, str(student), 1, s.threads, limit)
+    many, _ = isolated(eval_throughput, db_path, str(student), 0, s.threads, limit)
     say("the same student while a training job runs (the arena while training), and idle on the same sessions")
     busy, _ = isolated(serve_while_training, db_path, str(student), 20)
     idle, _ = isolated(serve_sessions, db_path, str(student), 20, 0)
@@ -151,6 +192,9 @@ def bench_serving(s: Settings) -> dict[str, Any]:
     while_training["slowdown"] = while_training["seconds_per_session"] / while_training["idle_seconds_per_session"]
     ours_prefill = prefill_tokens / prefill_seconds if prefill_seconds else None
     ours_decode = decode_tokens / decode_seconds if decode_seconds else None
+    calls = sum(r["decode_calls"] for r in rows)
+    raw_step = 1 / raw["decode_tokens_per_second"]
+    prefill_limit = gflops * 1e9 / (2 * params)
     return {
         "student": str(student), "spec": run["spec"], "sessions": n, "threads": run["threads"],
         "seconds_per_session": run["wall_seconds"] / n, "sessions_per_second": n / run["wall_seconds"],
@@ -162,8 +206,19 @@ def bench_serving(s: Settings) -> dict[str, Any]:
         "raw_prefill_tokens_per_second": raw["prompt_tokens_per_second"],
         "raw_decode_tokens_per_second": raw["decode_tokens_per_second"],
         "decode_overhead_vs_raw": raw["decode_tokens_per_second"] / ours_decode if ours_decode else None,
+        "mean_decode_calls": mean["decode_calls"],
+        # a structured decode call feeds a product's fixed text with the previous decision (2-3 tokens):
+        # its cost against llama.cpp's own one-token step is the like-for-like overhead
+        "decode_call_seconds": decode_seconds / calls if calls else None,
+        "raw_step_seconds": raw_step,
+        "decode_call_vs_raw_step": decode_seconds / calls / raw_step if calls else None,
+        "floor_seconds_per_session": {  # the machine's limits applied to this session's work
+            "prefill": (prefill_tokens / n) / prefill_limit, "decode_at_raw_speed": (calls / n) * raw_step},
+        "grammar": _summary(grammar, str(student)),
+        "compared": others,
+        "eval_throughput": [one, many],
         "while_training": while_training,
         "machine": {"matmul_gflops": gflops, "memory_bandwidth_gbs": bandwidth, "model_bytes": size, "parameters": params,
-                    "prefill_limit_tokens_per_second": gflops * 1e9 / (2 * params),
+                    "prefill_limit_tokens_per_second": prefill_limit,
                     "decode_limit_tokens_per_second": bandwidth * 1e9 / size},
     }

@@ -10,9 +10,15 @@ and llama.cpp alike, uses the job's share.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psutil
+
+from ..store.db import transaction
 
 THREADS_ENV = "KDBUNDLE_THREADS"
 
@@ -47,3 +53,69 @@ def thread_budget(db=None, *, exclude_job: int | None = None) -> int:
         return override
     held = held_threads(db, exclude_job=exclude_job) if db is not None else 0
     return max(1, physical_cores() - held)
+
+
+# ---------------------------------------------------------------- interactive answers first
+#
+# A job takes its share when it starts; an arena answer that comes later finds no core free and
+# both slow down far more than the lost core explains (spin-waiting threads). So while an
+# interactive answer runs it records a hold, and a training job checks the holds between layers
+# and runs on its share minus them until the answer is done (measured in benchmarks/serving.py).
+
+HOLD_SECONDS = 600
+"""A hold older than this (or of a process that is gone) is ignored: a crashed app frees its cores."""
+
+
+@contextmanager
+def foreground(db, threads: int) -> Iterator[None]:
+    """Hold `threads` for an interactive answer while the block runs. No hold inside a job's own
+    process (it has its share) or where the database refuses writes (a newer schema, read-only)."""
+    hold = None
+    if db is not None and not env_threads():
+        try:
+            with transaction(db):
+                hold = db.execute("INSERT INTO thread_holds (pid, threads, created_at) VALUES (?, ?, ?)",
+                                  [os.getpid(), threads, _dt.datetime.now(_dt.UTC).isoformat()]).lastrowid
+        except Exception:  # never fail an answer for want of a hold
+            hold = None
+    try:
+        yield
+    finally:
+        if hold is not None:
+            try:
+                with transaction(db):
+                    db.execute("DELETE FROM thread_holds WHERE id = ?", [hold])
+            except Exception:
+                pass
+
+
+def foreground_threads(db) -> int:
+    """Threads held now by interactive answers of live processes."""
+    since = (_dt.datetime.now(_dt.UTC) - _dt.timedelta(seconds=HOLD_SECONDS)).isoformat()
+    try:
+        rows = db.execute("SELECT pid, threads FROM thread_holds WHERE created_at > ?", [since]).fetchall()
+    except Exception:  # a database from before the table: nobody holds anything
+        return 0
+    return sum(t for pid, t in rows if psutil.pid_exists(pid))
+
+
+class Yielder:
+    """Keeps a job's torch threads at its share minus the interactive holds; `check()` is cheap enough
+    to call before every layer (it reads the database at most every `every` seconds)."""
+
+    def __init__(self, db, share: int, every: float = 0.2):
+        self.db, self.share, self.every = db, share, every
+        self._next = 0.0
+        self.threads = share
+
+    def check(self, *_args) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.every
+        want = max(1, self.share - foreground_threads(self.db))
+        if want != self.threads:
+            import torch
+
+            torch.set_num_threads(want)
+            self.threads = want

@@ -393,3 +393,13 @@ def m010_train_valid(db):
 def m011_job_threads(db):
     # The CPU threads a running job holds (engine.threads): later processes take what is left.
     _script(db, "ALTER TABLE jobs ADD COLUMN threads INTEGER")
+
+
+@migration
+def m012_thread_holds(db):
+    # Threads an interactive answer (the arena, the app's generate) holds while it runs: running
+    # jobs give them up until it ends (engine.threads.foreground).
+    _script(db, """
+    CREATE TABLE thread_holds (id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, threads INTEGER NOT NULL,
+                               created_at TEXT NOT NULL)
+    """)

@@ -33,13 +33,16 @@ def eval_cmd(
     answer: Optional[str] = option(EvalConfig, "answer", "--answer"),
     title_max: Optional[int] = option(EvalConfig, "title_max", "--title-max"),
     hints: Optional[int] = option(EvalConfig, "hints", "--hints"),
+    decoding: Optional[str] = option(EvalConfig, "decoding", "--decoding"),
+    workers: Optional[int] = option(EvalConfig, "workers", "--workers"),
     detach: bool = typer.Option(False, "--detach", help="Run as a background job; print its id."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the metrics."),
 ):
     """Score a method (resumable: rerunning the same evaluation continues where it stopped)."""
     cfg = EvalConfig(dataset, split=split, method=method, model=model, limit=limit, seed=seed,
                      utilization=utilization, knowledge_set=knowledge_set, min_support=min_support, fields=fields,
-                     prompt=prompt, answer=answer, title_max=title_max, hints=hints)
+                     prompt=prompt, answer=answer, title_max=title_max, hints=hints,
+                     decoding=decoding, workers=workers)
     db = ready_db(ctx)
     check_config(db, cfg)  # bad options: one line, before a job, a run row or a progress bar exists
     if detach:

@@ -35,6 +35,8 @@ METHOD_FIELDS = {"patterns": "titles+categories", "category-groups": "titles+cat
 BASELINES = tuple(m for m in METHODS if m != "llm")
 UTILIZATIONS = ("zero-shot", "icl", "sft", "icl+sft")
 SPLITS = ("train", "valid", "test")
+DECODINGS = ("structured", "grammar")
+"""llm.generate.DECODINGS, repeated here so checking a config does not import the model stack."""
 
 
 @dataclass
@@ -67,6 +69,12 @@ class EvalConfig:
     """llm: characters of each title shown (None: the model's own, else the prompt's default)."""
     hints: int | None = None
     """llm, compact prompt: similar title pairs shown (None: the model's own)."""
+    decoding: str | None = None
+    """llm: structured (the letters answer decoded one decision per product, no grammar) | grammar
+    (None: structured where the answer format has a structured decoder)."""
+    workers: int | None = None
+    """llm on a local model: sessions answered at once, each worker a process with its share of the
+    threads (None: one worker per thread of the budget, the faster way on this machine; 1: one process)."""
     min_support: float = 0.001
     """Pattern baseline: minimum support of the train-split patterns it uses."""
     eval_run_id: int | None = None
@@ -76,14 +84,15 @@ class EvalConfig:
 
     def identity(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("eval_run_id", "job_id"):
+        for k in ("eval_run_id", "job_id", "workers"):  # how fast, not what: the answers are the same
             d.pop(k)
         if self.method != "patterns":
             d.pop("min_support")
         if self.method != "llm":
-            for k in ("model", "utilization", "knowledge_set", "fields", "prompt", "answer", "title_max", "hints"):
+            for k in ("model", "utilization", "knowledge_set", "fields", "prompt", "answer", "title_max", "hints",
+                      "decoding"):
                 d.pop(k)
-        for k in ("prompt", "answer", "title_max", "hints"):
+        for k in ("prompt", "answer", "title_max", "hints", "decoding"):
             if d.get(k, 0) is None:  # unset: the key stays what it was before these options existed
                 d.pop(k)
         return d
@@ -131,6 +140,10 @@ def _check(cfg: EvalConfig) -> None:
         raise InputError(f"unknown split {cfg.split!r} (known: {', '.join(SPLITS)})")
     if cfg.utilization not in UTILIZATIONS:
         raise InputError(f"unknown utilization {cfg.utilization!r} (known: {', '.join(UTILIZATIONS)})")
+    if cfg.decoding is not None and cfg.decoding not in DECODINGS:
+        raise InputError(f"unknown decoding {cfg.decoding!r} (known: {', '.join(DECODINGS)})")
+    if cfg.workers is not None and cfg.workers < 1:
+        raise InputError(f"workers must be at least 1, got {cfg.workers}")
     if cfg.limit is not None and cfg.limit < 1:
         raise InputError(f"limit must be at least 1, got {cfg.limit}")
     if cfg.method == "patterns" and not 0 < cfg.min_support <= 1:
@@ -166,6 +179,8 @@ def run_key(db: sqlite_utils.Database, cfg: EvalConfig) -> str:
     ds = db.execute("SELECT id, created_at FROM datasets WHERE id = ?", [dataset_id(db, cfg.dataset)]).fetchone()
     ident: dict[str, Any] = {"config": cfg.identity(), "dataset": list(ds)}
     if cfg.method == "llm":
+        from ..llm.answers import get_answer
+        from ..llm.structured import DECODERS
         from ..llm.prompts import PromptSpec
         from ..llm.registry import get_model
 
@@ -175,6 +190,8 @@ def run_key(db: sqlite_utils.Database, cfg: EvalConfig) -> str:
         spec = llm_prompt_spec(db, cfg)  # a bad prompt/answer name fails here, before a run row exists
         # (the full prompt keeps its old key, so evaluations made before prompt specs are still reused)
         ident["prompt"] = spec.version if spec == PromptSpec() else [spec.version, spec.to_dict()]
+        if get_answer(spec.answer).name in DECODERS:  # the decoding changes such answers (json keeps its key)
+            ident["decoding"] = cfg.decoding or "structured"
         if cfg.model:
             info = get_model(db, cfg.model)
             ident["model"] = [info.source, info.path, info.sha256, info.size_bytes, info.config]
@@ -244,6 +261,16 @@ def evaluate(
     if progress:
         progress(finished, total)
     params = None
+    workers, threads = _workers(db, cfg, len(todo))
+    if todo and workers > 1:
+        from .parallel import predict_in_workers
+
+        def count() -> int:
+            return db.execute("SELECT COUNT(*) FROM eval_results WHERE eval_run_id = ?", [run_id]).fetchone()[0]
+
+        if predict_in_workers(db, cfg, todo, workers, threads, _answer_shard, count, progress, total, should_stop):
+            raise EvalStopped(f"evaluation stopped after {count()}/{total} sessions; rerun to continue")
+        todo = []
     if todo:
         predictor = make_predictor(db, cfg)
         params = getattr(predictor, "params", None)
@@ -272,6 +299,45 @@ def evaluate(
         db.execute("UPDATE eval_runs SET status = 'done', metrics = ?, finished_at = ? WHERE id = ?",
                    [json.dumps(metrics), _now(), run_id])
     return metrics
+
+
+def _answer_shard(db_path: str, config: dict[str, Any], session_ids: list[int]) -> int:
+    """One worker process of a parallel evaluation (evaluation.parallel): answer these sessions and
+    commit each answer as it exists, exactly as the one-process loop does."""
+    from ...store import open_db
+    from .parallel import stop_requested
+
+    db = open_db(db_path)
+    cfg = EvalConfig(**config)
+    sessions = {s.id: s for s in select_sessions(db, cfg)}
+    predictor = make_predictor(db, cfg)
+    done = 0
+    try:
+        for sid in session_ids:
+            if stop_requested():
+                break
+            started = time.perf_counter()
+            pred = predictor.predict(sessions[sid])
+            _store(db, cfg.eval_run_id, sessions[sid], pred, pred.seconds or (time.perf_counter() - started))
+            done += 1
+    finally:
+        predictor.close()
+        db.conn.close()
+    return done
+
+
+def _workers(db: sqlite_utils.Database, cfg: EvalConfig, todo: int) -> tuple[int, int]:
+    """(worker processes, threads each) for this evaluation: several only for an llm on a local model
+    with a database file other processes can open, and more than one session to answer."""
+    from .parallel import database_file, plan_workers
+
+    if cfg.method != "llm" or todo < 2 or cfg.workers == 1 or database_file(db) is None:
+        return 1, 0
+    from ..llm.registry import DEFAULT_STUDENT, get_model
+
+    if get_model(db, cfg.model or DEFAULT_STUDENT).format not in ("gguf", "gguf-lora"):
+        return 1, 0  # an endpoint: its server decides how many requests it runs at once
+    return plan_workers(db, cfg.workers, todo)
 
 
 def summarize(db: sqlite_utils.Database, run_id: int, sessions: list[Session], cfg: EvalConfig) -> dict[str, Any]:

@@ -65,6 +65,7 @@ def llm_prompt_spec(db: sqlite_utils.Database, cfg) -> PromptSpec:
 def make_llm_predictor(db: sqlite_utils.Database, cfg, *, max_tokens: int | None = None) -> LLMPredictor:
     """A predictor for `evaluate.EvalConfig` `cfg` (method llm)."""
     gen_cfg = GenerateConfig(model=cfg.model or DEFAULT_STUDENT, seed=cfg.seed, fields=cfg.fields,
+                             decoding=getattr(cfg, "decoding", None) or "structured",
                              spec=llm_prompt_spec(db, cfg))
     if max_tokens:
         gen_cfg.max_tokens = max_tokens

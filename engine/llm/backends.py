@@ -17,6 +17,7 @@ never stored, logged or shown.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import threading
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import KdError
-from ..threads import THREADS_ENV, thread_budget  # noqa: F401  (THREADS_ENV re-exported)
+from ..threads import THREADS_ENV, foreground, thread_budget  # noqa: F401  (THREADS_ENV re-exported)
 from . import registry
 from .gguf import check_gguf
 from .registry import SCHEMA_MODES
@@ -96,10 +97,11 @@ class Backend(Protocol):
 
     def chat(self, messages: list[dict[str, str]], *, schema: dict | None = None,
              params: GenParams | None = None, on_token: OnToken | None = None,
-             grammar: str | None = None) -> Completion:
+             grammar: str | None = None, decoder: Any = None) -> Completion:
         """Generate a reply. `schema` constrains it to JSON of that schema; `grammar` (a llama.cpp
         GBNF text) is a stricter alternative that llama.cpp uses instead of the schema and other
-        backends ignore (they get the schema)."""
+        backends ignore (they get the schema); `decoder` (structured.LettersDecoder) replaces
+        sampling altogether on llama.cpp, where it applies."""
 
     def count_tokens(self, messages: list[dict[str, str]]) -> int | None:
         """Prompt length in tokens as the model will see it, or None when unknown."""
@@ -195,8 +197,11 @@ class LlamaCppBackend:
 
     def __init__(self, name: str, path: Path, *, lora_path: Path | None = None, n_ctx: int = 4096,
                  n_threads: int | None = None, chat_template: bool | None = None,
-                 budget: Callable[[], int] | None = None):
+                 budget: Callable[[], int] | None = None, hold: Callable[[int], Any] | None = None):
         self.name = name
+        # An answer on the budget holds its threads while it runs (engine.threads.foreground): a
+        # running training job gives them up instead of spin-waiting against it.
+        self._hold = hold if budget is not None and not n_threads else None
         # Without fixed threads, every call takes its share anew (engine.threads): a model loaded
         # in the app keeps running at full speed when a training job starts beside it, on fewer threads.
         self._budget = None if n_threads else budget
@@ -226,6 +231,9 @@ class LlamaCppBackend:
     def describe(self) -> dict[str, Any]:
         return {"backend": "llama.cpp", "path": str(self.path), "lora_path": str(self.lora_path) if self.lora_path else None,
                 "n_ctx": self.n_ctx, "n_threads": self.llm.n_threads}
+
+    def _held(self):
+        return self._hold(self._budget()) if self._hold else contextlib.nullcontext()
 
     def _fit_threads(self) -> None:
         """Set the shared model's threads to the budget now (a no-op when it already matches)."""
@@ -263,7 +271,7 @@ class LlamaCppBackend:
             self._grammars[key] = g
         return g
 
-    def chat(self, messages, *, schema=None, params=None, on_token=None, grammar=None) -> Completion:
+    def chat(self, messages, *, schema=None, params=None, on_token=None, grammar=None, decoder=None) -> Completion:
         params = params or GenParams()
         t0 = time.perf_counter()
         tokens, stop = self._prompt(messages)
@@ -272,9 +280,11 @@ class LlamaCppBackend:
         if room < 1:
             raise KdError(f"prompt of {len(tokens)} tokens does not fit {self.name}'s context of {self.n_ctx}")
         max_tokens = min(params.max_tokens, room)
+        if decoder is not None:
+            return self._decode(decoder, tokens, max_tokens, params, on_token, t1 - t0)
         grammar = self._grammar(schema, grammar) if (schema is not None or grammar) else None
         t2 = time.perf_counter()
-        with self.llm._kd_lock:
+        with self.llm._kd_lock, self._held():
             self._fit_threads()
             # llama.cpp keeps the KV cache of the longest prefix this prompt shares with the last one
             kept = self.llm._input_ids  # noqa: SLF001 - read only; already cut at n_tokens
@@ -308,6 +318,19 @@ class LlamaCppBackend:
         stages = {"tokenize": t1 - t0, "grammar": t2 - t1, "wait": started - t2, "first_token": first or seconds,
                   "decode": seconds - (first or seconds), "reused_tokens": float(reused)}
         return Completion("".join(pieces), len(tokens), max(completion_tokens, 0), seconds, first, finish, stages)
+
+
+    def _decode(self, decoder, tokens: list[int], max_tokens: int, params: GenParams, on_token, tokenize: float) -> Completion:
+        """A structured decoder's answer (structured.py): no grammar, no sampler chain."""
+        t2 = time.perf_counter()
+        with self.llm._kd_lock, self._held():
+            self._fit_threads()
+            started = time.perf_counter()
+            d = decoder.decode(self.llm, tokens, max_tokens=max_tokens, temperature=params.temperature,
+                               seed=params.seed, on_token=on_token)
+        stages = {"tokenize": tokenize, "grammar": 0.0, "wait": started - t2, "first_token": d.first_seconds,
+                  "decode": d.seconds - d.first_seconds, "reused_tokens": float(d.reused), "decode_calls": float(d.calls)}
+        return Completion(d.text, len(tokens), d.tokens, d.seconds, d.first_seconds, d.finish, stages)
 
 
 # ================================================================ OpenAI-compatible
@@ -357,7 +380,7 @@ class OpenAIBackend:
         text = text.replace(self._secret, "***") if self._secret else text
         return " ".join(text.split())
 
-    def chat(self, messages, *, schema=None, params=None, on_token=None, grammar=None) -> Completion:
+    def chat(self, messages, *, schema=None, params=None, on_token=None, grammar=None, decoder=None) -> Completion:
         import openai
 
         params = params or GenParams()
@@ -429,6 +452,7 @@ def open_backend(db, model: str, *, n_ctx: int = 4096, n_threads: int | None = N
     database's thread budget (engine.threads), read again at every call."""
     info = registry.get_model(db, model)
     budget = None if n_threads else (lambda: thread_budget(db))
+    hold = None if n_threads else (lambda threads: foreground(db, threads))
     if info.format == "openai":
         c = info.config
         return OpenAIBackend(info.name, c["base_url"], c["api_model"], api_key_env=c.get("api_key_env"),
@@ -438,8 +462,9 @@ def open_backend(db, model: str, *, n_ctx: int = 4096, n_threads: int | None = N
             raise KdError(f"LoRA model {info.name} names no base model")
         base = registry.get_model(db, info.base_model)
         return LlamaCppBackend(info.name, registry.model_file(db, base), lora_path=registry.model_file(db, info),
-                               n_ctx=n_ctx, n_threads=n_threads, chat_template=base.chat_template, budget=budget)
+                               n_ctx=n_ctx, n_threads=n_threads, chat_template=base.chat_template, budget=budget,
+                               hold=hold)
     if info.format != "gguf":
         raise KdError(f"model {info.name} has format {info.format!r}, which cannot generate here")
     return LlamaCppBackend(info.name, registry.model_file(db, info), n_ctx=n_ctx, n_threads=n_threads,
-                           chat_template=info.chat_template, budget=budget)
+                           chat_template=info.chat_template, budget=budget, hold=hold)

@@ -30,6 +30,7 @@ from .backends import Backend, Completion, GenParams, OnToken, open_backend
 from .prompts import FULL, Prompt, PromptKnowledge, PromptSpec, fit_prompt
 from .registry import DEFAULT_STUDENT, get_model
 
+DECODINGS = ("structured", "grammar")
 PURPOSES = ("demo", "eval", "distill", "arena", "generate", "benchmark")
 _WRITE_LOCK = threading.Lock()  # threads sharing one connection (concurrent endpoint calls) log one at a time
 
@@ -51,6 +52,9 @@ class GenerateConfig:
     strict_grammar: bool = True
     """llama.cpp: decode with `prompts.answer_grammar` (increasing, unique product numbers)
     instead of the plain JSON schema."""
+    decoding: str = "structured"
+    """structured: answers with a structured decoder (the letters answer) are decoded by it on llama.cpp,
+    one call per product and no grammar (llm.structured) | grammar: always the grammar (DECODINGS)."""
     fields: str = "titles"
     """What the prompt shows of each product: titles | titles+categories (types.FIELDS)."""
     spec: PromptSpec | None = None
@@ -161,10 +165,23 @@ class BundleGenerator:
         self.style = self.cfg.style or ("chat" if self.backend.chat_template else "completion")
         self.spec = self.cfg.spec or (model_spec(db, self.cfg.model) if backend is None else FULL)
         self.answer = get_answer(self.spec.answer)
+        if self.cfg.decoding not in DECODINGS:
+            raise InputError(f"unknown decoding {self.cfg.decoding!r} (known: {', '.join(DECODINGS)})")
 
     @property
     def model(self) -> str:
         return self.backend.name
+
+    def decoder(self, n: int):
+        """The structured decoder for an n-product answer, where this model and format use one (else None)."""
+        from .backends import LlamaCppBackend
+
+        from .structured import DECODERS
+
+        decoder = DECODERS.get(self.answer.name)
+        if self.cfg.decoding != "structured" or decoder is None or not isinstance(self.backend, LlamaCppBackend):
+            return None
+        return decoder(n)
 
     def prompt(self, session: Session, knowledge: PromptKnowledge | None = None) -> Prompt:
         hints = similar_pairs(self.db, session, self.spec.hints) if self.spec.hints else None
@@ -190,8 +207,11 @@ class BundleGenerator:
         prompt = self.prompt(session, knowledge)
         params = self.cfg.params()
         t1 = time.perf_counter()
+        decoder = self.decoder(session.n)
+        extra = {"decoder": decoder} if decoder is not None else {}  # backends without one keep their signature
         c = self.backend.chat(prompt.messages, schema=prompt.schema, params=params, on_token=on_token,
-                              grammar=prompt.grammar if self.cfg.strict_grammar or prompt.schema is None else None)
+                              grammar=prompt.grammar if self.cfg.strict_grammar or prompt.schema is None else None,
+                              **extra)
         t2 = time.perf_counter()
         parsed = self.answer.parse(c.text, session.n)
         t3 = time.perf_counter()
@@ -201,7 +221,8 @@ class BundleGenerator:
                 **params.to_dict(), **self.backend.describe(), "prompt_version": self.spec.version, "style": self.style,
                 "prompt_spec": self.spec.to_dict(),
                 "fields": self.cfg.fields,
-                "constraint": "grammar" if self.cfg.strict_grammar or prompt.schema is None else "schema",
+                "constraint": (decoder.name if decoder is not None
+                               else "grammar" if self.cfg.strict_grammar or prompt.schema is None else "schema"),
                 "knowledge": prompt.knowledge.summary() if prompt.knowledge else None,
                 "dropped": {k: v for k, v in prompt.dropped.items() if v} or None,
                 "warnings": parsed.warnings or None, **(extra_params or {}),

@@ -82,3 +82,31 @@ def test_a_loaded_model_follows_the_budget_call_by_call(jdb):
     jdb.execute("UPDATE jobs SET status = 'done' WHERE id = ?", [job])
     backend.chat([{"role": "user", "content": "Say hi."}])
     assert backend.llm.n_threads == 4
+
+
+def test_an_interactive_answer_holds_threads_that_a_training_job_gives_up(db, monkeypatch):
+    import torch
+
+    from kdbundle.engine.threads import Yielder, foreground, foreground_threads
+
+    monkeypatch.delenv("KDBUNDLE_THREADS", raising=False)
+    before = torch.get_num_threads()
+    yielder = Yielder(db, 2, every=0)
+    try:
+        with foreground(db, 1):
+            assert foreground_threads(db) == 1
+            yielder.check()
+            assert yielder.threads == 1 and torch.get_num_threads() == 1
+        assert foreground_threads(db) == 0
+        yielder.check()
+        assert yielder.threads == 2 and torch.get_num_threads() == 2
+        # a hold left by a process that is gone frees its threads
+        db.execute("INSERT INTO thread_holds (pid, threads, created_at) VALUES (?, 1, datetime('now'))", [2**22 + 7])
+        db.conn.commit()
+        assert foreground_threads(db) == 0
+        # inside a job's own process (its share set in the environment) an answer holds nothing
+        monkeypatch.setenv("KDBUNDLE_THREADS", "1")
+        with foreground(db, 1):
+            assert db.execute("SELECT COUNT(*) FROM thread_holds WHERE pid = ?", [os.getpid()]).fetchone()[0] == 0
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,81 @@
+"""Several sessions at once: an llm evaluation split over worker processes, each with its share of threads.
+
+Why processes: a small model's decode on llama.cpp is bound by the latency of each step, not by
+arithmetic, so two processes with one thread each answer more sessions per second than one process
+with two (measured on this 2-core machine with the group-hint student: 1.32 vs 1.15 sessions/s).
+Each worker opens the database itself, loads the model once, answers its share of the sessions
+(round-robin, so long and short sessions spread evenly) and commits each prediction as it exists,
+exactly as the one-process path does: a stopped or killed evaluation keeps every finished session
+and a rerun continues. The parent only watches: progress from the committed rows, and a stop flag
+the workers check before each session.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import asdict
+from typing import Any
+
+import sqlite_utils
+
+from ..threads import THREADS_ENV, thread_budget
+
+_STOP: Any = None  # the parent's stop flag, in each worker
+
+
+def database_file(db: sqlite_utils.Database) -> str | None:
+    """The file behind `db` (None for an in-memory database, which other processes cannot open)."""
+    for _, name, path in db.execute("PRAGMA database_list").fetchall():
+        if name == "main":
+            return path or None
+    return None
+
+
+def plan_workers(db: sqlite_utils.Database, requested: int | None, todo: int) -> tuple[int, int]:
+    """(workers, threads each): by default one worker per thread of the budget; never more workers than
+    the budget has threads (more would spin-wait against each other) or than sessions to answer."""
+    budget = thread_budget(db)
+    workers = max(1, min(requested or budget, budget, todo))
+    return workers, max(1, budget // workers)
+
+
+def _init(stop, threads: int) -> None:
+    global _STOP
+    _STOP = stop
+    os.environ[THREADS_ENV] = str(threads)
+
+
+def stop_requested() -> bool:
+    """In a worker: whether the parent asked the workers to stop (checked before each session)."""
+    return _STOP is not None and _STOP.is_set()
+
+
+def predict_in_workers(db: sqlite_utils.Database, cfg, todo: list, workers: int, threads: int,
+                       work: Callable[[str, dict[str, Any], list[int]], int], finished: Callable[[], int],
+                       progress: Callable[[int, int], None] | None, total: int,
+                       should_stop: Callable[[], bool] | None) -> bool:
+    """Answer `todo` in `workers` processes, each running `work(db_path, config, session_ids)` (a
+    module-level function, so a spawned process can find it); returns whether a stop was asked for."""
+    path = database_file(db)
+    ctx = mp.get_context("spawn")  # no fork of a process holding llama.cpp, torch or SQLite state
+    stop = ctx.Event()
+    shards = [[s.id for s in todo[k::workers]] for k in range(workers)]
+    stopped = False
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(stop, threads)) as pool:
+        futures = [pool.submit(work, path, asdict(cfg), shard) for shard in shards if shard]
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+            if progress:
+                progress(finished(), total)
+            if any(f.exception() for f in done):
+                stop.set()
+                break
+            if should_stop and should_stop() and not stop.is_set():
+                stop.set()
+                stopped = True
+        for f in futures:
+            f.result()  # a worker's error surfaces here, as the one-process path would raise it
+    return stopped
