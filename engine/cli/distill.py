@@ -1,4 +1,4 @@
-"""`kdbundle distill rules|thoughts`: start a distillation job and follow it (or --detach)."""
+"""`kdbundle distill rules|thoughts|answers`: start a distillation job and follow it (or --detach)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -13,17 +13,18 @@ from .common import console, option, print_json, safe
 from .data import ready_db
 from .jobs import launch
 
-distill_app = typer.Typer(help="Distil knowledge (rules, thoughts) from a teacher LLM as a resumable job.",
+distill_app = typer.Typer(help="Distil knowledge (rules, thoughts, answers) from a teacher LLM as a resumable job.",
                           no_args_is_help=True)
 app.add_typer(distill_app, name="distill")
 
 
 def _run(ctx: typer.Context, kind: str, dataset: str, teacher: Optional[str], sample: str, ratio: float, seed: int,
          concurrency: int, max_rounds: int, limit: Optional[int], max_tokens: int,
-         difficulty_model: Optional[str], fields: Optional[str], detach: bool, as_json: bool) -> None:
+         difficulty_model: Optional[str], fields: Optional[str], detach: bool, as_json: bool,
+         split: str = "train", votes: int = 1, temperature: float = 0.0) -> None:
     cfg = DistillConfig(dataset, teacher=teacher, sample=sample, ratio=ratio, seed=seed, concurrency=concurrency,
                         max_rounds=max_rounds, limit=limit, max_tokens=max_tokens, difficulty_model=difficulty_model,
-                        fields=fields)
+                        fields=fields, split=split, votes=votes, temperature=temperature)
     cfg.check()
     db = ready_db(ctx)
     total = planned_units(db, kind, cfg)  # also checks the dataset exists and has train sessions
@@ -44,6 +45,12 @@ def _run(ctx: typer.Context, kind: str, dataset: str, teacher: Optional[str], sa
         console.print(f"job {job['id']}: {r.get('accepted', 0)} thoughts accepted, {r.get('rejected', 0)} rejected "
                       f"({safe(r.get('reject_reasons') or {})}) from {r.get('sessions')} sessions by {safe(r.get('teacher'))}; "
                       f"see `kdbundle knowledge list --dataset {safe(dataset)} --kind thought`")
+    elif kind == "answers":
+        conf = r.get("mean_confidence")
+        console.print(f"job {job['id']}: {r.get('labelled', 0)} sessions labelled ({r.get('empty', 0)} with no bundle), "
+                      f"{r.get('rejected', 0)} unparseable, by {safe(r.get('teacher'))} with {r.get('votes')} vote(s)"
+                      + (f", mean confidence {conf:.2f}" if conf is not None else "")
+                      + f"; see `kdbundle knowledge list --dataset {safe(dataset)} --kind answer`")
     elif kind == "rules":
         console.print(f"job {job['id']}: {r.get('rules', 0)} rules consolidated from {r.get('drafts', 0)} session "
                       f"drafts by {r.get('teacher')}; see `kdbundle knowledge list --dataset {safe(dataset)} --kind rule`")
@@ -58,6 +65,7 @@ _SAMPLE_HELP = " | ".join(STRATEGIES)
 def _command(kind: str, doc: str):
     """One command per knowledge kind; the options are the same (DistillConfig's), so they are written once."""
     rounds_help = None if kind == "rules" else "(rules only; accepted for symmetry)"
+    answers_only = None if kind == "answers" else "(answers only; rules and thoughts read the train split's ground truth)"
 
     def command(
         ctx: typer.Context,
@@ -72,11 +80,14 @@ def _command(kind: str, doc: str):
         max_tokens: int = option(DistillConfig, "max_tokens", "--max-tokens"),
         difficulty_model: Optional[str] = option(DistillConfig, "difficulty_model", "--difficulty-model"),
         fields: Optional[str] = option(DistillConfig, "fields", "--fields"),
+        split: str = option(DistillConfig, "split", "--split", help=answers_only),
+        votes: int = option(DistillConfig, "votes", "--votes", help=answers_only),
+        temperature: float = option(DistillConfig, "temperature", "--temperature"),
         detach: bool = typer.Option(False, "--detach", help="Start in the background and print only the job id."),
         as_json: bool = typer.Option(False, "--json"),
     ):
         _run(ctx, kind, dataset, teacher, sample, ratio, seed, concurrency, max_rounds, limit, max_tokens,
-             difficulty_model, fields, detach, as_json)
+             difficulty_model, fields, detach, as_json, split, votes, temperature)
 
     command.__doc__ = doc
     command.__name__ = f"{kind}_cmd"

@@ -64,6 +64,8 @@ def train_cmd(
     title_max: Optional[int] = option(SftDataConfig, "title_max", "--title-max"),
     hints: int = option(SftDataConfig, "hints", "--hints"),
     group_hints: bool = option(SftDataConfig, "group_hints", "--group-hints/--no-group-hints"),
+    targets: str = option(SftDataConfig, "targets", "--targets"),
+    min_confidence: float = option(SftDataConfig, "min_confidence", "--min-confidence"),
     thoughts: str = option(SftDataConfig, "thoughts", "--thoughts"),
     k: int = option(SftDataConfig, "k", "--k"),
     no_knowledge_in_prompt: bool = typer.Option(False, "--no-knowledge-in-prompt",
@@ -87,7 +89,8 @@ def train_cmd(
                         max_len=max_len, seed=seed, threads=threads, save_steps=save_steps, thoughts=thoughts,
                         k=k, knowledge_in_prompt=not no_knowledge_in_prompt, limit=limit, fields=fields,
                         valid=valid, eval_steps=eval_steps, patience=patience, prompt=prompt, answer=answer,
-                        title_max=title_max, hints=hints, group_hints=group_hints)
+                        title_max=title_max, hints=hints, group_hints=group_hints, targets=targets,
+                        min_confidence=min_confidence)
     if prepare is not None:
         _prepared(prepare_run(db, params, prepare), as_json)
         return

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import InputError
+from .distill.answers import distill_answers, pick_answers
 from .distill.rules import distill_rules, pick_rules
 from .distill.thoughts import distill_thoughts, pick_thoughts
 from .patterns import pick_patterns
@@ -34,8 +35,9 @@ class KnowledgeFormat:
     """pick(db, dataset_id, dataset, sample, order) -> (knowledge ids, detail): a set's records."""
     distill: Callable | None
     """distill(ctx, difficulty=) -> job result; None for mined formats."""
-    prompt_part: str
-    """The PromptKnowledge part it fills: patterns | rules | examples."""
+    prompt_part: str | None
+    """The PromptKnowledge part it fills: patterns | rules | examples; None: no part of a prompt
+    (answers are training targets)."""
     drop_priority: int
     """Over-long prompts drop parts in this order, lowest first (worked examples go first)."""
     sample_order: bool = False
@@ -53,11 +55,15 @@ FORMATS: tuple[KnowledgeFormat, ...] = (
     KnowledgeFormat("thoughts", "thought", "distill-thoughts",
                     "step-by-step thoughts justifying the true bundles; kept only if the final answer matches",
                     pick_thoughts, distill_thoughts, "examples", 1, sample_order=True),
+    KnowledgeFormat("answers", "answer", "distill-answers",
+                    "the teacher's own bundles for sessions with or without ground truth (consensus of --votes), "
+                    "as training targets", pick_answers, distill_answers, None, 0),
 )
 FORMAT_NAMES: tuple[str, ...] = tuple(f.name for f in FORMATS)
 RECORD_KINDS: tuple[str, ...] = tuple(k for f in FORMATS for k in (f.record_kind, *f.other_kinds))
 DISTILLED: tuple[KnowledgeFormat, ...] = tuple(f for f in FORMATS if f.job_kind)
-DROP_ORDER: tuple[str, ...] = tuple(f.prompt_part for f in sorted(FORMATS, key=lambda f: f.drop_priority))
+DROP_ORDER: tuple[str, ...] = tuple(f.prompt_part for f in sorted(FORMATS, key=lambda f: f.drop_priority)
+                                    if f.prompt_part)
 
 
 def get_format(name: str) -> KnowledgeFormat:

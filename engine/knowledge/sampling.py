@@ -141,22 +141,28 @@ evaluation.difficulty.difficulty_scores in, so knowledge never imports the layer
 # ---------------------------------------------------------------- the entry point
 
 
-def candidates(db: sqlite_utils.Database, dataset: str, split: str = "train") -> list[Session]:
-    """Sessions a sample is drawn from: `split` sessions that have ground-truth bundles."""
-    sessions = load_sessions(db, dataset, split, with_bundles_only=True)
+def candidates(db: sqlite_utils.Database, dataset: str, split: str = "train", labelled_only: bool = True) -> list[Session]:
+    """Sessions a sample is drawn from: `split` sessions that have ground-truth bundles (or, for
+    teacher answers, every session of the split)."""
+    sessions = load_sessions(db, dataset, split, with_bundles_only=labelled_only)
     if not sessions:
-        raise InputError(f"dataset {dataset!r} has no {split} sessions with ground-truth bundles to sample")
+        what = "sessions with ground-truth bundles" if labelled_only else "sessions"
+        raise InputError(f"dataset {dataset!r} has no {split} {what} to sample")
     return sessions
 
 
 def order_sessions(db: sqlite_utils.Database, dataset: str, cfg: SampleConfig, *, split: str = "train",
+                   labelled_only: bool = True,
                    progress: Callable[[int, int], None] | None = None,
                    should_stop: Callable[[], bool] | None = None,
                    embedder: Callable[[Sequence[Session]], np.ndarray] = embed_sessions,
                    difficulty: Difficulty | None = None) -> list[int]:
     """All candidate session ids in the strategy's order (a sample is a prefix)."""
     cfg.check()
-    sessions = candidates(db, dataset, split)
+    sessions = candidates(db, dataset, split, labelled_only)
+    if cfg.strategy == "difficulty" and not all(s.bundles for s in sessions):
+        raise InputError("difficulty sampling ranks sessions by a model's score against ground truth: "
+                         f"{dataset!r} {split} has sessions without any; sample by random, length or diversity")
     if cfg.strategy == "random":
         return order_random([s.id for s in sessions], cfg.seed)
     if cfg.strategy == "length":

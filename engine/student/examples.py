@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlite_utils
@@ -87,6 +87,12 @@ class SftDataConfig:
     group_hints: bool = False
     """Compact prompt, letters answer: show a small pair model's grouping of the session (title
     embeddings; fitted on train, threshold on valid; the student carries it) as a hint line."""
+    targets: str = "truth"
+    """What the student learns to answer: truth (the ground-truth bundles) | answers (the knowledge
+    set's teacher answers, for every session they label, ground truth or not; others are left out) |
+    answers+truth (teacher answers where the set has them, ground truth for the other sessions)."""
+    min_confidence: float = 0.0
+    """Teacher answers: leave out labels whose vote agreement is below this (0..1)."""
     pair_model: PairModel | None = None
     """The fitted pair model behind group_hints (set by the train job; not an option)."""
 
@@ -110,8 +116,17 @@ class SftDataConfig:
             self.spec.check()  # unknown prompt or answer names included
         except KdError as exc:
             raise InputError(str(exc)) from None
+        if self.targets not in TARGETS:
+            raise InputError(f"unknown targets {self.targets!r} (known: {', '.join(TARGETS)})")
+        if self.targets != "truth" and not self.knowledge_set:
+            raise InputError("--targets answers needs a knowledge set holding teacher answers (kdbundle distill answers)")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise InputError(f"min confidence must be in [0, 1], got {self.min_confidence}")
         if self.thoughts == "reasoning-json" and self.answer != "json":
             raise InputError("thoughts mode reasoning-json writes JSON answers: use --answer json (or thoughts rationale)")
+
+
+TARGETS = ("truth", "answers", "answers+truth")
 
 
 @dataclass
@@ -125,11 +140,15 @@ class SftStats:
     """Sessions whose instruction did not fit even without knowledge (left to student.encoding to drop)."""
     fields: dict[str, str] = field(default_factory=dict)
     """Per dataset, what the prompts showed of each product (resolved from SftDataConfig.fields)."""
+    targets: dict[str, int] = field(default_factory=lambda: {"answers": 0, "truth": 0})
+    """Sessions whose target was a teacher answer / the ground truth."""
+    low_confidence: int = 0
+    """Teacher answers left out for a confidence below SftDataConfig.min_confidence."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"sessions": self.sessions, "answer_examples": self.answer_examples,
                 "thought_examples": self.thought_examples, "dropped_knowledge": self.dropped, "unfit": self.unfit,
-                "fields": self.fields}
+                "fields": self.fields, "targets": self.targets, "low_confidence": self.low_confidence}
 
 
 def reasoning_answer(thought: str, bundles: Sequence[Bundle]) -> str:
@@ -181,6 +200,20 @@ def tokenizer_counter(tokenizer):
     return count
 
 
+def teacher_targets(db: sqlite_utils.Database, sk, cfg: SftDataConfig) -> dict:
+    """Session id -> the set's teacher answer (bundles) at or above the confidence floor; under the
+    key None, (nothing, how many were left out for their confidence)."""
+    from ..knowledge.distill.answers import answer_targets
+
+    ids = [k for k in sk.knowledge_ids]
+    labels = answer_targets(db, [k for (k,) in db.execute(
+        f"SELECT id FROM knowledge WHERE kind = 'answer' AND id IN ({','.join('?' * len(ids))})", ids)]) if ids else {}
+    if not labels:
+        raise InputError(f"knowledge set {cfg.knowledge_set!r} holds no teacher answers: build it with --formats answers")
+    kept = {sid: bundles for sid, (bundles, conf) in labels.items() if conf >= cfg.min_confidence}
+    return {**kept, None: ([], len(labels) - len(kept))}
+
+
 def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=None,
                    count_tokens=None) -> tuple[list[dict], SftStats]:
     """Chat examples ({"messages": [...]}, answer last) and what went into them.
@@ -196,14 +229,24 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
     thought_of = {t.session.id: t for t in (sk.thoughts if sk else [])} if cfg.thoughts != "none" else {}
     examples: list[dict] = []
     stats = SftStats()
+    labels = teacher_targets(db, sk, cfg) if cfg.targets != "truth" else {}
+    _, stats.low_confidence = labels.pop(None, ([], 0))
     by_dataset = {}
     for dataset in cfg.datasets:
-        sessions = load_sessions(db, dataset, cfg.split, with_bundles_only=True)
+        sessions = load_sessions(db, dataset, cfg.split, with_bundles_only=cfg.targets == "truth")
+        if cfg.targets == "answers":
+            sessions = [s for s in sessions if s.id in labels]
+        elif cfg.targets == "answers+truth":
+            sessions = [s for s in sessions if s.id in labels or s.bundles]
+        sessions = [replace(s, bundles=labels[s.id]) if s.id in labels else s for s in sessions]
         if cfg.limit is not None:
             sessions = sessions[: cfg.limit]
         if not sessions:
-            raise InputError(f"dataset {dataset!r} has no {cfg.split} sessions with ground truth to train on")
+            what = "teacher answers" if cfg.targets == "answers" else "ground truth"
+            raise InputError(f"dataset {dataset!r} has no {cfg.split} sessions with {what} to train on")
         by_dataset[dataset] = sessions
+        for s in sessions:
+            stats.targets["answers" if s.id in labels else "truth"] += 1
     # Out-of-fold group hints for the training split, folds over all datasets pooled as the run's own
     # model was fitted (student.group_hints says why); another split is hinted by the run's model.
     pooled = [s for sessions in by_dataset.values() for s in sessions]
@@ -213,7 +256,7 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
         fields = resolve_fields(db, dataset, cfg.fields)
         stats.fields[dataset] = fields
         knowledge_for = None  # retrieval compares what the prompt shows (the dataset's fields)
-        if sk is not None and cfg.knowledge_in_prompt:
+        if sk is not None and cfg.knowledge_in_prompt and (sk.patterns or sk.rules or sk.thoughts):
             knowledge_for = provider_from_set(sk, IclConfig(k=cfg.k, fields=fields), embedder)
         for s in sessions:
             stats.sessions += 1

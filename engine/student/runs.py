@@ -55,7 +55,9 @@ def run_key(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig) ->
                      for d in data.datasets],
         "knowledge_set": None,
         # pair_model is fitted from the datasets above (its floats may differ in the last bits elsewhere)
-        "sft": {k: v for k, v in asdict(data).items() if k not in ("datasets", "knowledge_set", "pair_model")},
+        "sft": {k: v for k, v in asdict(data).items() if k not in ("datasets", "knowledge_set", "pair_model")
+                # at their defaults, options added later leave the keys of earlier runs as they were
+                and not (k == "targets" and v == "truth") and not (k == "min_confidence" and v == 0.0)},
         "train": {k: v for k, v in asdict(cfg).items() if k not in _NOT_IDENTITY},
     }
     if data.knowledge_set:
@@ -73,7 +75,8 @@ def find_or_create_run(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDat
     row = db.execute("SELECT id FROM train_runs WHERE key = ?", [key]).fetchone()
     if row:
         return row[0], key, True
-    extra = {"prompt_spec": data.spec.to_dict(), "fields": data.fields}
+    extra = {"prompt_spec": data.spec.to_dict(), "fields": data.fields, "targets": data.targets,
+             "min_confidence": data.min_confidence}
     run_id = create_run(db, cfg, datasets=data.datasets, knowledge_set=data.knowledge_set, key=key, job_id=job_id, extra=extra)
     return run_id, key, False
 

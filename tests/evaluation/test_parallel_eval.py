@@ -19,10 +19,11 @@ def answers(db, run_id):
 
 def test_worker_plan_follows_the_thread_budget(db, monkeypatch):
     monkeypatch.setenv("KDBUNDLE_THREADS", "4")
-    assert plan_workers(db, None, 100) == (4, 1)
-    assert plan_workers(db, 2, 100) == (2, 2)
-    assert plan_workers(db, 8, 100) == (4, 1)  # never more workers than threads
-    assert plan_workers(db, None, 3) == (3, 1)
+    assert plan_workers(db, None, 180) == (4, 1)
+    assert plan_workers(db, 2, 180) == (2, 2)
+    assert plan_workers(db, 8, 180) == (4, 1)  # never more workers than threads
+    assert plan_workers(db, None, 30) == (1, 4)  # a short evaluation: starting workers would not pay
+    assert plan_workers(db, 4, 3) == (3, 1)  # asked for: never more workers than sessions
 
 
 def test_bad_worker_count_is_one_line(real_db):

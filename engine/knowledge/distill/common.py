@@ -59,6 +59,12 @@ class DistillConfig:
     fields: str | None = None
     """What the teacher is shown of each product: titles | titles+categories (None: the dataset's
     default, titles where its categories leak the answer)."""
+    split: str = "train"
+    """Answers: the split whose sessions the teacher labels, with or without ground truth (rules and
+    thoughts always read the train split's ground truth)."""
+    votes: int = 1
+    """Answers: teacher answers per session; above 1 they are sampled at a temperature and the label is
+    their consensus, with the agreement as its confidence."""
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> DistillConfig:
@@ -80,6 +86,10 @@ class DistillConfig:
             raise InputError(f"limit must be at least 1, got {self.limit}")
         if self.max_tokens < 16:
             raise InputError(f"max tokens must be at least 16, got {self.max_tokens}")
+        if self.votes < 1:
+            raise InputError(f"votes must be at least 1, got {self.votes}")
+        if self.split not in ("train", "valid", "test"):
+            raise InputError(f"unknown split {self.split!r} (known: train, valid, test)")
 
     def sampling(self) -> SampleConfig:
         return SampleConfig(self.sample, self.ratio, self.seed, self.difficulty_model or self.teacher)
@@ -88,15 +98,25 @@ class DistillConfig:
         return asdict(self)
 
 
-def planned_sessions(db: sqlite_utils.Database, cfg: DistillConfig) -> int:
+def planned_sessions(db: sqlite_utils.Database, cfg: DistillConfig, kind: str = "thoughts") -> int:
     """How many sessions a job with `cfg` will distil (known before sampling)."""
-    n = sample_size(len(candidates(db, cfg.dataset)), cfg.ratio)
+    n = sample_size(len(candidates(db, cfg.dataset, *_pool(kind, cfg))), cfg.ratio)
     return min(n, cfg.limit) if cfg.limit else n
 
 
 def planned_units(db: sqlite_utils.Database, kind: str, cfg: DistillConfig) -> int:
     """Job units: the sample itself, one per session, and (rules) the consolidation."""
-    return 1 + planned_sessions(db, cfg) + (1 if kind == "rules" else 0)
+    return 1 + planned_sessions(db, cfg, kind) + (1 if kind == "rules" else 0)
+
+
+def _pool(kind: str, cfg: DistillConfig) -> tuple[str, bool]:
+    """(split, labelled only) of the sessions a kind samples from: answers label any session of their
+    split; rules and thoughts need the train split's ground truth."""
+    if kind == "answers":
+        return cfg.split, False
+    if cfg.split != "train":
+        raise InputError(f"{kind} are distilled from the train split's ground truth (--split is for answers)")
+    return "train", True
 
 
 # ---------------------------------------------------------------- job plumbing
@@ -139,7 +159,8 @@ class _Worker:
         return self.wctx.db
 
     def call(self, session: Session | None, stage: str, round_: int, messages: list[dict[str, str]],
-             schema: dict | None, grammar: str | None = None) -> tuple[int, str]:
+             schema: dict | None, grammar: str | None = None, *, temperature: float | None = None,
+             seed: int | None = None) -> tuple[int, str]:
         """(generation id, text): the logged answer of this job/session/stage/round, else a new one."""
         sid = session.id if session else None
         row = self.db.execute(
@@ -153,8 +174,8 @@ class _Worker:
         self.wctx.check_stop()
         return self.teacher.chat_logged(
             self.db, messages, schema=schema, grammar=grammar, max_tokens=self.cfg.max_tokens,
-            temperature=self.cfg.temperature,
-            seed=self.cfg.seed, job_id=self.ctx.job_id, session_id=sid,
+            temperature=self.cfg.temperature if temperature is None else temperature,
+            seed=self.cfg.seed if seed is None else seed, job_id=self.ctx.job_id, session_id=sid,
             extra_params={"stage": stage, "round": round_, "kind": self.kind},
         )
 
@@ -185,21 +206,23 @@ def _insert_knowledge(db, ctx: Progress, teacher: str, kind: str, text: str, dat
     return kid
 
 
-def _selection(ctx: Progress, cfg: DistillConfig, extra_units: int, difficulty: Difficulty | None) -> list[int]:
+def _selection(ctx: Progress, cfg: DistillConfig, extra_units: int, difficulty: Difficulty | None,
+               kind: str = "thoughts") -> list[int]:
     """The sampled session ids: computed once, then kept as the job's 'sample' unit."""
     done = ctx.done_units()
     if "sample" in done:
         ids = done["sample"]
     else:
-        ctx.log(f"sampling {cfg.ratio:g} of {cfg.dataset} train by {cfg.sample} (seed {cfg.seed})")
+        split, labelled = _pool(kind, cfg)
+        ctx.log(f"sampling {cfg.ratio:g} of {cfg.dataset} {split} by {cfg.sample} (seed {cfg.seed})")
 
         def pass_progress(i: int, n: int) -> None:
             ctx.progress(done=0, total=n)
             if i and (i % 10 == 0 or i == n):
                 ctx.log(f"difficulty pass: {i}/{n} sessions scored zero-shot")
 
-        ids = select_sessions(ctx.db, cfg.dataset, cfg.sampling(), limit=cfg.limit, difficulty=difficulty,
-                              progress=pass_progress, should_stop=ctx.should_stop)
+        ids = select_sessions(ctx.db, cfg.dataset, cfg.sampling(), split=split, labelled_only=labelled, limit=cfg.limit,
+                              difficulty=difficulty, progress=pass_progress, should_stop=ctx.should_stop)
         ctx.unit_done("sample", ids)
     ctx.progress(total=1 + len(ids) + extra_units)
     return ids
