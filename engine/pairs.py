@@ -148,9 +148,7 @@ class PairModel:
 def hint_from(n: int, proba: np.ndarray, threshold: float) -> list[tuple[int, str, float]]:
     """The grouping of `proba` at `threshold` as (position, letter, confidence), letters in order of
     each group's first product, as the letters answer spells bundles."""
-    p = np.zeros((n, n))
-    for (i, j), q in zip(pair_index(n), proba):
-        p[i, j] = p[j, i] = q
+    p = pair_matrix(n, proba)
     tag = ["-"] * n
     for k, bundle in enumerate(grouped_at(n, proba, threshold)[: len(string.ascii_uppercase)]):
         for pos in bundle.items:
@@ -160,6 +158,21 @@ def hint_from(n: int, proba: np.ndarray, threshold: float) -> list[tuple[int, st
         mates = [j for j in range(n) if j != i and (tag[i] == "-" or tag[j] == tag[i])]
         out.append((i + 1, tag[i], float(max((p[i, j] for j in mates), default=0.0))))
     return out
+
+
+def pair_matrix(n: int, proba: np.ndarray) -> np.ndarray:
+    """The n x n symmetric matrix of pair probabilities (zero diagonal) from `proba` over pair_index(n)."""
+    p = np.zeros((n, n))
+    for (i, j), q in zip(pair_index(n), proba):
+        p[i, j] = p[j, i] = q
+    return p
+
+
+def session_pairs(db, session: Session, model: PairModel) -> np.ndarray:
+    """The carried pair model's n x n pair probabilities for a session (cached title embeddings)."""
+    from .embeddings import session_vectors, similarity
+
+    return pair_matrix(session.n, model.proba(session, similarity(session, session_vectors(db, [session]))))
 
 
 def session_hint(db, session: Session, model: PairModel) -> list[tuple[int, str, float]]:

@@ -35,6 +35,7 @@ def eval_cmd(
     hints: Optional[int] = option(EvalConfig, "hints", "--hints"),
     decoding: Optional[str] = option(EvalConfig, "decoding", "--decoding"),
     workers: Optional[int] = option(EvalConfig, "workers", "--workers"),
+    hint_weight: Optional[float] = option(EvalConfig, "hint_weight", "--hint-weight"),
     detach: bool = typer.Option(False, "--detach", help="Run as a background job; print its id."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the metrics."),
 ):
@@ -42,7 +43,7 @@ def eval_cmd(
     cfg = EvalConfig(dataset, split=split, method=method, model=model, limit=limit, seed=seed,
                      utilization=utilization, knowledge_set=knowledge_set, min_support=min_support, fields=fields,
                      prompt=prompt, answer=answer, title_max=title_max, hints=hints,
-                     decoding=decoding, workers=workers)
+                     decoding=decoding, workers=workers, hint_weight=hint_weight)
     db = ready_db(ctx)
     check_config(db, cfg)  # bad options: one line, before a job, a run row or a progress bar exists
     if detach:

@@ -72,6 +72,9 @@ class EvalConfig:
     decoding: str | None = None
     """llm: structured (the letters answer decoded one decision per product, no grammar) | grammar
     (None: structured where the answer format has a structured decoder)."""
+    hint_weight: float | None = None
+    """llm, structured decoding of a group-hint student: weight of its carried pair model beside the student at
+    each product decision (None or 0: the student alone). Choose it on valid."""
     workers: int | None = None
     """llm on a local model: sessions answered at once, each worker a process with its share of the
     threads (None: one worker per thread of the budget, the faster way on this machine; 1: one process)."""
@@ -90,9 +93,9 @@ class EvalConfig:
             d.pop("min_support")
         if self.method != "llm":
             for k in ("model", "utilization", "knowledge_set", "fields", "prompt", "answer", "title_max", "hints",
-                      "decoding"):
+                      "decoding", "hint_weight"):
                 d.pop(k)
-        for k in ("prompt", "answer", "title_max", "hints", "decoding"):
+        for k in ("prompt", "answer", "title_max", "hints", "decoding", "hint_weight"):
             if d.get(k, 0) is None:  # unset: the key stays what it was before these options existed
                 d.pop(k)
         return d
@@ -142,6 +145,8 @@ def _check(cfg: EvalConfig) -> None:
         raise InputError(f"unknown utilization {cfg.utilization!r} (known: {', '.join(UTILIZATIONS)})")
     if cfg.decoding is not None and cfg.decoding not in DECODINGS:
         raise InputError(f"unknown decoding {cfg.decoding!r} (known: {', '.join(DECODINGS)})")
+    if cfg.hint_weight is not None and not 0 <= cfg.hint_weight <= 100:
+        raise InputError(f"hint weight must be in [0, 100], got {cfg.hint_weight}")
     if cfg.workers is not None and cfg.workers < 1:
         raise InputError(f"workers must be at least 1, got {cfg.workers}")
     if cfg.limit is not None and cfg.limit < 1:
@@ -180,9 +185,9 @@ def run_key(db: sqlite_utils.Database, cfg: EvalConfig) -> str:
     ident: dict[str, Any] = {"config": cfg.identity(), "dataset": list(ds)}
     if cfg.method == "llm":
         from ..llm.answers import get_answer
-        from ..llm.structured import DECODERS
         from ..llm.prompts import PromptSpec
         from ..llm.registry import get_model
+        from ..llm.structured import DECODERS
 
         # A changed prompt or a re-made model file must not reuse old answers.
         from .llm_predictor import llm_prompt_spec

@@ -66,6 +66,7 @@ def make_llm_predictor(db: sqlite_utils.Database, cfg, *, max_tokens: int | None
     """A predictor for `evaluate.EvalConfig` `cfg` (method llm)."""
     gen_cfg = GenerateConfig(model=cfg.model or DEFAULT_STUDENT, seed=cfg.seed, fields=cfg.fields,
                              decoding=getattr(cfg, "decoding", None) or "structured",
+                             hint_weight=getattr(cfg, "hint_weight", None) or 0.0,
                              spec=llm_prompt_spec(db, cfg))
     if max_tokens:
         gen_cfg.max_tokens = max_tokens

@@ -23,7 +23,7 @@ import sqlite_utils
 from ...store.db import transaction
 from ..embeddings import similar_pairs
 from ..errors import InputError, KdError
-from ..pairs import session_hint
+from ..pairs import session_hint, session_pairs
 from ..types import Bundle, Prediction, Product, Session
 from .answers import get_answer
 from .backends import Backend, Completion, GenParams, OnToken, open_backend
@@ -55,6 +55,9 @@ class GenerateConfig:
     decoding: str = "structured"
     """structured: answers with a structured decoder (the letters answer) are decoded by it on llama.cpp,
     one call per product and no grammar (llm.structured) | grammar: always the grammar (DECODINGS)."""
+    hint_weight: float = 0.0
+    """Structured decoding of a group-hint student: how much its carried pair model's probabilities
+    count beside the student's own at each product decision (0: the student alone). Choose it on valid."""
     fields: str = "titles"
     """What the prompt shows of each product: titles | titles+categories (types.FIELDS)."""
     spec: PromptSpec | None = None
@@ -172,15 +175,16 @@ class BundleGenerator:
     def model(self) -> str:
         return self.backend.name
 
-    def decoder(self, n: int):
+    def decoder(self, n: int, session: Session | None = None):
         """The structured decoder for an n-product answer, where this model and format use one (else None)."""
         from .backends import LlamaCppBackend
-
         from .structured import DECODERS
 
         decoder = DECODERS.get(self.answer.name)
         if self.cfg.decoding != "structured" or decoder is None or not isinstance(self.backend, LlamaCppBackend):
             return None
+        if self.cfg.hint_weight and self.spec.groups is not None and session is not None:
+            return decoder(n, session_pairs(self.db, session, self.spec.groups), self.cfg.hint_weight)
         return decoder(n)
 
     def prompt(self, session: Session, knowledge: PromptKnowledge | None = None) -> Prompt:
@@ -207,7 +211,7 @@ class BundleGenerator:
         prompt = self.prompt(session, knowledge)
         params = self.cfg.params()
         t1 = time.perf_counter()
-        decoder = self.decoder(session.n)
+        decoder = self.decoder(session.n, session)
         extra = {"decoder": decoder} if decoder is not None else {}  # backends without one keep their signature
         c = self.backend.chat(prompt.messages, schema=prompt.schema, params=params, on_token=on_token,
                               grammar=prompt.grammar if self.cfg.strict_grammar or prompt.schema is None else None,
@@ -221,6 +225,7 @@ class BundleGenerator:
                 **params.to_dict(), **self.backend.describe(), "prompt_version": self.spec.version, "style": self.style,
                 "prompt_spec": self.spec.to_dict(),
                 "fields": self.cfg.fields,
+                "hint_weight": self.cfg.hint_weight or None,
                 "constraint": (decoder.name if decoder is not None
                                else "grammar" if self.cfg.strict_grammar or prompt.schema is None else "schema"),
                 "knowledge": prompt.knowledge.summary() if prompt.knowledge else None,

@@ -108,8 +108,12 @@ class LettersDecoder:
 
     name = "letters-structured-v1"
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, pairs: np.ndarray | None = None, weight: float = 0.0):
         self.n = n
+        self.pairs = pairs
+        """Optional n x n pair probabilities (the student's carried pair model, pairs.session_pairs)."""
+        self.weight = weight
+        """How much those probabilities count beside the model's own at each product decision (0: not at all)."""
 
     def decode(self, llm: Any, prompt: list[int], *, max_tokens: int, temperature: float = 0.0, seed: int = 0,
                on_token=None) -> Decoded:
@@ -145,7 +149,8 @@ class LettersDecoder:
             allowed = [NONE_MARK, *LETTERS[:opened]]
             if opened < len(marks) - 1 and i < self.n:
                 allowed.append(LETTERS[opened])
-            choice = allowed[_choose(logits, [ids[c] for c in allowed], temperature, rng)]
+            prior = self._prior(i - 1, allowed, tags) if self.weight and self.pairs is not None else None
+            choice = allowed[_choose(logits, [ids[c] for c in allowed], temperature, rng, prior)]
             if first is None:
                 first = time.perf_counter() - started
             if choice != NONE_MARK and choice not in tags:
@@ -183,14 +188,34 @@ class LettersDecoder:
         return Decoded("".join(text), fed, finish, first or seconds, seconds, calls, reused)
 
 
+    def _prior(self, i: int, allowed: list[str], tags: list[str]) -> np.ndarray:
+        """weight x log of what the pair model says of each allowed choice for product i (0-based): "-" its
+        chance of belonging with no one, an opened letter its best pair with that letter's products, a new
+        letter its best pair with a product still to come (a new bundle needs one)."""
+        p = self.pairs
+        others = [p[i, j] for j in range(self.n) if j != i]
+        out = []
+        for c in allowed:
+            if c == NONE_MARK:
+                q = 1.0 - max(others, default=0.0)
+            else:
+                mates = [j for j, t in enumerate(tags) if t == c] or list(range(i + 1, self.n))
+                q = max((p[i, j] for j in mates), default=0.0)
+            out.append(np.log(max(q, 1e-3)))
+        return self.weight * np.asarray(out)
+
+
 DECODERS = {"letters": LettersDecoder}
 """Answer format name -> its structured decoder class (constructed with the session's product count);
 formats not named here decode with their grammar."""
 
 
-def _choose(logits: np.ndarray, ids: list[int], temperature: float, rng) -> int:
-    """Index into `ids` of the choice: the best logit, or a sample at `temperature`."""
+def _choose(logits: np.ndarray, ids: list[int], temperature: float, rng, prior: np.ndarray | None = None) -> int:
+    """Index into `ids` of the choice: the best logit, or a sample at `temperature`; with a `prior` (log
+    weights per id), the model's log-probabilities over `ids` plus the prior."""
     scores = logits[ids].astype(np.float64)
+    if prior is not None:
+        scores = scores - np.logaddexp.reduce(scores) + prior
     if temperature <= 0:
         return int(np.argmax(scores))
     p = np.exp((scores - scores.max()) / temperature)

@@ -82,3 +82,18 @@ def test_sampling_and_the_grammar_path_stay_valid_and_are_logged(db):
     assert rows == {"letters-structured-v1", "grammar"}
     with pytest.raises(Exception, match="unknown decoding"):
         generator(db, decoding="beam")
+
+
+def test_a_pair_prior_steers_each_decision_by_its_weight(db):
+    from kdbundle.engine.llm.structured import LettersDecoder
+
+    gen = generator(db)
+    session = typed_session(TITLES[:5])
+    messages = gen.prompt(session).messages
+    pairs = np.full((5, 5), 0.01)
+    pairs[0, 1] = pairs[1, 0] = pairs[2, 4] = pairs[4, 2] = 0.99
+    np.fill_diagonal(pairs, 0.0)
+    steered = gen.backend.chat(messages, decoder=LettersDecoder(5, pairs, 50.0)).text
+    assert steered.splitlines()[:5] == ["1 A", "2 A", "3 B", "4 -", "5 B"]  # the prior outweighs the model
+    alone = gen.backend.chat(messages, decoder=LettersDecoder(5)).text
+    assert gen.backend.chat(messages, decoder=LettersDecoder(5, pairs, 0.0)).text == alone  # weight 0: the model alone
