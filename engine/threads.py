@@ -74,6 +74,8 @@ def foreground(db, threads: int) -> Iterator[None]:
     if db is not None and not env_threads():
         try:
             with transaction(db):
+                # holds a crashed process left behind are dropped here, so the table stays small
+                db.execute("DELETE FROM thread_holds WHERE created_at < ?", [_since()])
                 hold = db.execute("INSERT INTO thread_holds (pid, threads, created_at) VALUES (?, ?, ?)",
                                   [os.getpid(), threads, _dt.datetime.now(_dt.UTC).isoformat()]).lastrowid
         except Exception:  # never fail an answer for want of a hold
@@ -89,11 +91,14 @@ def foreground(db, threads: int) -> Iterator[None]:
                 pass
 
 
+def _since() -> str:
+    return (_dt.datetime.now(_dt.UTC) - _dt.timedelta(seconds=HOLD_SECONDS)).isoformat()
+
+
 def foreground_threads(db) -> int:
     """Threads held now by interactive answers of live processes."""
-    since = (_dt.datetime.now(_dt.UTC) - _dt.timedelta(seconds=HOLD_SECONDS)).isoformat()
     try:
-        rows = db.execute("SELECT pid, threads FROM thread_holds WHERE created_at > ?", [since]).fetchall()
+        rows = db.execute("SELECT pid, threads FROM thread_holds WHERE created_at > ?", [_since()]).fetchall()
     except Exception:  # a database from before the table: nobody holds anything
         return 0
     return sum(t for pid, t in rows if psutil.pid_exists(pid))
