@@ -20,10 +20,12 @@ from typing import Any, Protocol
 import sqlite_utils
 
 from ...store.db import transaction
+from ..data.datasets import SPLITS
 from ..data.leak import category_coverage
 from ..data.sessions import dataset_id, load_sessions
 from ..errors import InputError, KdError, NotFound
 from ..knowledge.patterns import MineConfig, load_patterns, mine_patterns, transactions
+from ..llm.structured import DECODERS, DECODINGS  # numpy only: checking a config loads no model stack
 from ..types import Bundle, Prediction, Session, check_fields
 from .metrics import aggregate, error_label, score_session
 
@@ -34,9 +36,6 @@ METHOD_FIELDS = {"patterns": "titles+categories", "category-groups": "titles+cat
 """What each non-LLM method reads of the products, whatever --fields says; an llm reads cfg.fields."""
 BASELINES = tuple(m for m in METHODS if m != "llm")
 UTILIZATIONS = ("zero-shot", "icl", "sft", "icl+sft")
-SPLITS = ("train", "valid", "test")
-DECODINGS = ("structured", "grammar")
-"""llm.generate.DECODINGS, repeated here so checking a config does not import the model stack."""
 
 
 @dataclass
@@ -187,7 +186,6 @@ def run_key(db: sqlite_utils.Database, cfg: EvalConfig) -> str:
         from ..llm.answers import get_answer
         from ..llm.prompts import PromptSpec
         from ..llm.registry import get_model
-        from ..llm.structured import DECODERS
 
         # A changed prompt or a re-made model file must not reuse old answers.
         from .llm_predictor import llm_prompt_spec

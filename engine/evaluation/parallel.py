@@ -2,7 +2,8 @@
 
 Why processes: a small model's decode on llama.cpp is bound by the latency of each step, not by
 arithmetic, so two processes with one thread each answer more sessions per second than one process
-with two (measured on this 2-core machine with the group-hint student: 1.32 vs 1.15 sessions/s).
+with two (measured on this 2-core machine with the group-hint student, 180 Electronic test sessions:
+0.91 vs 0.85 sessions/s, benchmarks/results/20261202-141305).
 Each worker opens the database itself, loads the model once, answers its share of the sessions
 (round-robin, so long and short sessions spread evenly) and commits each prediction as it exists,
 exactly as the one-process path does: a stopped or killed evaluation keeps every finished session

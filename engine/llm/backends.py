@@ -232,8 +232,14 @@ class LlamaCppBackend:
         return {"backend": "llama.cpp", "path": str(self.path), "lora_path": str(self.lora_path) if self.lora_path else None,
                 "n_ctx": self.n_ctx, "n_threads": self.llm.n_threads}
 
-    def _held(self):
-        return self._hold(self._budget()) if self._hold else contextlib.nullcontext()
+    @contextlib.contextmanager
+    def _running(self):
+        """The model to oneself: its lock, its threads fitted to the budget, and (on a budget) a hold on
+        those threads for as long as the answer runs (engine.threads.foreground)."""
+        with self.llm._kd_lock:
+            self._fit_threads()
+            with self._hold(self.llm.n_threads) if self._hold else contextlib.nullcontext():
+                yield
 
     def _fit_threads(self) -> None:
         """Set the shared model's threads to the budget now (a no-op when it already matches)."""
@@ -284,8 +290,7 @@ class LlamaCppBackend:
             return self._decode(decoder, tokens, max_tokens, params, on_token, t1 - t0)
         grammar = self._grammar(schema, grammar) if (schema is not None or grammar) else None
         t2 = time.perf_counter()
-        with self.llm._kd_lock, self._held():
-            self._fit_threads()
+        with self._running():
             # llama.cpp keeps the KV cache of the longest prefix this prompt shares with the last one
             kept = self.llm._input_ids  # noqa: SLF001 - read only; already cut at n_tokens
             reused = next((i for i, (a, b) in enumerate(zip(kept, tokens[:-1])) if a != b), min(len(kept), len(tokens) - 1))
@@ -323,8 +328,7 @@ class LlamaCppBackend:
     def _decode(self, decoder, tokens: list[int], max_tokens: int, params: GenParams, on_token, tokenize: float) -> Completion:
         """A structured decoder's answer (structured.py): no grammar, no sampler chain."""
         t2 = time.perf_counter()
-        with self.llm._kd_lock, self._held():
-            self._fit_threads()
+        with self._running():
             started = time.perf_counter()
             d = decoder.decode(self.llm, tokens, max_tokens=max_tokens, temperature=params.temperature,
                                seed=params.seed, on_token=on_token)

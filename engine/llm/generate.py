@@ -29,8 +29,8 @@ from .answers import get_answer
 from .backends import Backend, Completion, GenParams, OnToken, open_backend
 from .prompts import FULL, Prompt, PromptKnowledge, PromptSpec, fit_prompt
 from .registry import DEFAULT_STUDENT, get_model
+from .structured import DECODINGS
 
-DECODINGS = ("structured", "grammar")
 PURPOSES = ("demo", "eval", "distill", "arena", "generate", "benchmark")
 _WRITE_LOCK = threading.Lock()  # threads sharing one connection (concurrent endpoint calls) log one at a time
 

@@ -58,6 +58,16 @@ class _Model:
 
     llm: Any
     pieces: dict[int, bytes] = field(default_factory=dict)
+    _is_eog: Any = None
+
+    def __post_init__(self) -> None:
+        import llama_cpp
+
+        # a chat template's end of turn is an end token too; looked up once, asked for each of the top tokens
+        is_eog = getattr(llama_cpp, "llama_vocab_is_eog", None)
+        vocab = getattr(getattr(self.llm, "_model", None), "vocab", None)
+        if is_eog is not None and vocab is not None:
+            self._is_eog = lambda token: bool(is_eog(vocab, token))
 
     def tokens(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
@@ -87,13 +97,7 @@ class _Model:
 
     def is_end(self, token: int) -> bool:
         """End of generation: eos, or another end token the vocabulary marks (a chat template's end of turn)."""
-        if token == self.llm.token_eos():
-            return True
-        import llama_cpp
-
-        is_eog = getattr(llama_cpp, "llama_vocab_is_eog", None)
-        vocab = getattr(getattr(self.llm, "_model", None), "vocab", None)
-        return bool(is_eog(vocab, token)) if is_eog and vocab is not None else False
+        return token == self.llm.token_eos() or (self._is_eog is not None and self._is_eog(token))
 
 
 def _single(m: _Model, text: str) -> int:
@@ -173,8 +177,9 @@ class LettersDecoder:
                     break
                 piece = m.piece(token)
                 if end:
-                    words += piece.split(b"\n")[0]
-                    emit(piece.split(b"\n")[0].decode("utf-8", "replace"))
+                    head = piece.split(b"\n")[0]
+                    words += head
+                    emit(head.decode("utf-8", "replace"))
                     break
                 words += piece
                 emit(piece.decode("utf-8", "replace"))
@@ -186,7 +191,6 @@ class LettersDecoder:
         fed += len(pending)
         seconds = time.perf_counter() - started
         return Decoded("".join(text), fed, finish, first or seconds, seconds, calls, reused)
-
 
     def _prior(self, i: int, allowed: list[str], tags: list[str]) -> np.ndarray:
         """weight x log of what the pair model says of each allowed choice for product i (0-based): "-" its
@@ -205,6 +209,8 @@ class LettersDecoder:
         return self.weight * np.asarray(out)
 
 
+DECODINGS = ("structured", "grammar")
+"""How answers are decoded: structured (the format's decoder below, where it has one) | grammar (GBNF)."""
 DECODERS = {"letters": LettersDecoder}
 """Answer format name -> its structured decoder class (constructed with the session's product count);
 formats not named here decode with their grammar."""

@@ -200,18 +200,16 @@ def tokenizer_counter(tokenizer):
     return count
 
 
-def teacher_targets(db: sqlite_utils.Database, sk, cfg: SftDataConfig) -> dict:
-    """Session id -> the set's teacher answer (bundles) at or above the confidence floor; under the
-    key None, (nothing, how many were left out for their confidence)."""
+def teacher_targets(db: sqlite_utils.Database, sk, cfg: SftDataConfig) -> tuple[dict[int, list[Bundle]], int]:
+    """(session id -> the set's teacher answer at or above the confidence floor, how many were left out for
+    their confidence)."""
     from ..knowledge.distill.answers import answer_targets
 
-    ids = [k for k in sk.knowledge_ids]
-    labels = answer_targets(db, [k for (k,) in db.execute(
-        f"SELECT id FROM knowledge WHERE kind = 'answer' AND id IN ({','.join('?' * len(ids))})", ids)]) if ids else {}
+    labels = answer_targets(db, sk.knowledge_ids)
     if not labels:
         raise InputError(f"knowledge set {cfg.knowledge_set!r} holds no teacher answers: build it with --formats answers")
     kept = {sid: bundles for sid, (bundles, conf) in labels.items() if conf >= cfg.min_confidence}
-    return {**kept, None: ([], len(labels) - len(kept))}
+    return kept, len(labels) - len(kept)
 
 
 def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=None,
@@ -229,8 +227,7 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
     thought_of = {t.session.id: t for t in (sk.thoughts if sk else [])} if cfg.thoughts != "none" else {}
     examples: list[dict] = []
     stats = SftStats()
-    labels = teacher_targets(db, sk, cfg) if cfg.targets != "truth" else {}
-    _, stats.low_confidence = labels.pop(None, ([], 0))
+    labels, stats.low_confidence = teacher_targets(db, sk, cfg) if cfg.targets != "truth" else ({}, 0)
     by_dataset = {}
     for dataset in cfg.datasets:
         sessions = load_sessions(db, dataset, cfg.split, with_bundles_only=cfg.targets == "truth")

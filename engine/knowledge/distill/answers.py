@@ -18,6 +18,7 @@ rejected only when no vote parses (recorded with the reason).
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -32,7 +33,7 @@ from ...llm.prompts import FULL, fit_prompt
 from ...progress import Progress
 from ...types import Bundle, Session
 from ..sampling import Difficulty, SampleConfig, order_random, sample_size
-from .common import _open, _run_units, _selection, _Worker
+from .common import _open, _run_units, _selection, _Worker, newest_accepted
 
 VOTE_TEMPERATURE = 0.7
 """Temperature of the votes when K > 1 and the job sets none (greedy votes would all agree)."""
@@ -93,26 +94,23 @@ def distill_answers(ctx: Progress, difficulty: Difficulty | None = None) -> dict
     sessions = load_sessions(ctx.db, cfg.dataset, ids=ids)
     _run_units(ctx, w, sessions, _label)
     rows = ctx.db.execute("SELECT status, data FROM knowledge WHERE job_id = ? AND kind = 'answer'", [ctx.job_id]).fetchall()
-    import json
-
-    conf = [json.loads(d).get("confidence", 0.0) for st, d in rows if st == "accepted"]
+    labels = [json.loads(d) for st, d in rows if st == "accepted"]
+    conf = [d.get("confidence", 0.0) for d in labels]
     return {"sessions": len(ids), "teacher": w.teacher.name, "votes": cfg.votes, "split": cfg.split,
-            "labelled": len(conf), "rejected": sum(1 for st, _ in rows if st != "accepted"),
-            "empty": sum(1 for st, d in rows if st == "accepted" and not json.loads(d).get("bundles")),
+            "labelled": len(labels), "rejected": len(rows) - len(labels),
+            "empty": sum(1 for d in labels if not d.get("bundles")),
             "mean_confidence": sum(conf) / len(conf) if conf else None}
 
 
 def answer_targets(db: sqlite_utils.Database, ids: Sequence[int]) -> dict[int, tuple[list[Bundle], float]]:
-    """Session id -> (the teacher's bundles, confidence) of these answer records."""
-    import json
-
+    """Session id -> (the teacher's bundles, confidence) of the answer records among `ids` (other kinds are skipped)."""
     out: dict[int, tuple[list[Bundle], float]] = {}
     if not ids:
         return out
     marks = ",".join("?" * len(ids))
     for data, sid in db.execute(
         f"""SELECT k.data, ks.session_id FROM knowledge k JOIN knowledge_sessions ks ON ks.knowledge_id = k.id
-            WHERE k.id IN ({marks}) ORDER BY k.id""", list(ids)):
+            WHERE k.kind = 'answer' AND k.id IN ({marks}) ORDER BY k.id""", list(ids)):
         d = json.loads(data)
         out[sid] = ([Bundle(frozenset(b["items"]), b.get("intent") or "") for b in d.get("bundles", [])],
                     float(d.get("confidence", 0.0)))
@@ -124,11 +122,7 @@ def pick_answers(db: sqlite_utils.Database, ds: int, dataset: str, sample: Sampl
     """A knowledge set's teacher answers: the newest accepted label per session (any split the
     teacher labelled). A set that samples takes a seeded random `ratio` of them: the labelling job
     already chose its sessions by its own strategy."""
-    newest: dict[int, int] = {}
-    for kid, sid in db.execute(
-        """SELECT k.id, ks.session_id FROM knowledge k JOIN knowledge_sessions ks ON ks.knowledge_id = k.id
-           WHERE k.dataset_id = ? AND k.kind = 'answer' AND k.status = 'accepted' ORDER BY k.id""", [ds]):
-        newest[sid] = kid
+    newest = newest_accepted(db, ds, "answer")
     if not newest:
         raise NotFound(f"no teacher answers for dataset {dataset!r}: run `kdbundle distill answers --dataset {dataset}`")
     if sample is None:

@@ -15,6 +15,7 @@ from typing import Any
 import sqlite_utils
 
 from ....store.db import open_db, transaction
+from ...data.datasets import SPLITS
 from ...data.leak import resolve_fields
 from ...data.sessions import dataset_id
 from ...errors import InputError
@@ -88,8 +89,8 @@ class DistillConfig:
             raise InputError(f"max tokens must be at least 16, got {self.max_tokens}")
         if self.votes < 1:
             raise InputError(f"votes must be at least 1, got {self.votes}")
-        if self.split not in ("train", "valid", "test"):
-            raise InputError(f"unknown split {self.split!r} (known: train, valid, test)")
+        if self.split not in SPLITS:
+            raise InputError(f"unknown split {self.split!r} (known: {', '.join(SPLITS)})")
 
     def sampling(self) -> SampleConfig:
         return SampleConfig(self.sample, self.ratio, self.seed, self.difficulty_model or self.teacher)
@@ -204,6 +205,16 @@ def _insert_knowledge(db, ctx: Progress, teacher: str, kind: str, text: str, dat
     db.conn.executemany("INSERT OR IGNORE INTO knowledge_generations (knowledge_id, generation_id) VALUES (?, ?)",
                         [(kid, g) for g in dict.fromkeys(generations)])
     return kid
+
+
+def newest_accepted(db: sqlite_utils.Database, ds: int, kind: str) -> dict[int, int]:
+    """Session id -> the newest accepted record of `kind` about it, for dataset id `ds` (what sets pick)."""
+    newest: dict[int, int] = {}
+    for kid, sid in db.execute(
+        """SELECT k.id, ks.session_id FROM knowledge k JOIN knowledge_sessions ks ON ks.knowledge_id = k.id
+           WHERE k.dataset_id = ? AND k.kind = ? AND k.status = 'accepted' ORDER BY k.id""", [ds, kind]):
+        newest[sid] = kid
+    return newest
 
 
 def _selection(ctx: Progress, cfg: DistillConfig, extra_units: int, difficulty: Difficulty | None,

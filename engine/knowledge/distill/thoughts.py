@@ -16,7 +16,7 @@ from ...progress import Progress
 from ...types import Session
 from ..sampling import Difficulty, SampleConfig, sample_size
 from . import prompts as P
-from .common import _json_object, _norm, _open, _run_units, _selection, _Worker, answer_bundles
+from .common import _json_object, _norm, _open, _run_units, _selection, _Worker, answer_bundles, newest_accepted
 
 
 def judge_thought(text: str, session: Session) -> tuple[str, str | None, list[str], list[dict]]:
@@ -84,11 +84,7 @@ def distill_thoughts(ctx: Progress, difficulty: Difficulty | None = None) -> dic
 def pick_thoughts(db: sqlite_utils.Database, ds: int, dataset: str, sample: SampleConfig | None,
                   order: list[int] | None) -> tuple[list[int], dict]:
     """A knowledge set's thoughts: the newest accepted one per session, for the sampled sessions."""
-    newest: dict[int, int] = {}  # session id -> newest accepted thought
-    for kid, sid in db.execute(
-        """SELECT k.id, ks.session_id FROM knowledge k JOIN knowledge_sessions ks ON ks.knowledge_id = k.id
-           WHERE k.dataset_id = ? AND k.kind = 'thought' AND k.status = 'accepted' ORDER BY k.id""", [ds]):
-        newest[sid] = kid
+    newest = newest_accepted(db, ds, "thought")
     if not newest:
         raise NotFound(f"no accepted thoughts for dataset {dataset!r}: run `kdbundle distill thoughts --dataset {dataset}`")
     if sample is None:
