@@ -66,6 +66,7 @@ def train_cmd(
     group_hints: bool = option(SftDataConfig, "group_hints", "--group-hints/--no-group-hints"),
     targets: str = option(SftDataConfig, "targets", "--targets"),
     min_confidence: float = option(SftDataConfig, "min_confidence", "--min-confidence"),
+    answered_only: bool = option(SftDataConfig, "answered_only", "--answered-only/--all-sessions"),
     thoughts: str = option(SftDataConfig, "thoughts", "--thoughts"),
     k: int = option(SftDataConfig, "k", "--k"),
     no_knowledge_in_prompt: bool = typer.Option(False, "--no-knowledge-in-prompt",
@@ -90,7 +91,7 @@ def train_cmd(
                         k=k, knowledge_in_prompt=not no_knowledge_in_prompt, limit=limit, fields=fields,
                         valid=valid, eval_steps=eval_steps, patience=patience, prompt=prompt, answer=answer,
                         title_max=title_max, hints=hints, group_hints=group_hints, targets=targets,
-                        min_confidence=min_confidence)
+                        min_confidence=min_confidence, answered_only=answered_only)
     if prepare is not None:
         _prepared(prepare_run(db, params, prepare), as_json)
         return

@@ -40,7 +40,7 @@ def _mean_strict_f1(sessions: Sequence[Session], predict) -> float:
     return float(np.mean(scores)) if scores else 0.0
 
 
-def _choose(valid: Sequence[Session], candidates: Sequence[float], predict_at) -> tuple[float, float]:
+def choose_threshold(valid: Sequence[Session], candidates: Sequence[float], predict_at) -> tuple[float, float]:
     """(threshold, valid strict F1): the best candidate on valid; the first (smallest) on ties."""
     best_t, best = candidates[0], -1.0
     for t in candidates:
@@ -79,7 +79,7 @@ class EmbeddingClusters(_PairGrouping):
         self.db = db
         valid = load_sessions(db, dataset, "valid", with_bundles_only=True)
         self.vectors = session_vectors(db, valid)
-        self.threshold, self.valid_f1 = _choose(valid, THRESHOLDS, self._at) if valid else (0.5, None)
+        self.threshold, self.valid_f1 = choose_threshold(valid, THRESHOLDS, self._at) if valid else (0.5, None)
 
     def _at(self, s: Session, t: float) -> list[Bundle]:
         sim = similarity(s, self.vectors)
@@ -118,7 +118,7 @@ class Pairwise(_PairGrouping):
                                                     l2_regularization=1.0, random_state=seed)
         self.model.fit(x, y)
         self.train_pairs, self.train_positive = len(y), int(y.sum())
-        self.threshold, self.valid_f1 = _choose(valid, PROBABILITIES, self._at) if valid else (0.5, None)
+        self.threshold, self.valid_f1 = choose_threshold(valid, PROBABILITIES, self._at) if valid else (0.5, None)
 
     def _proba(self, s: Session) -> np.ndarray:
         return self.model.predict_proba(pair_features(s, similarity(s, self.vectors)))[:, 1]
@@ -173,7 +173,7 @@ def fit_pair_model(db: sqlite_utils.Database, datasets: Sequence[str]) -> PairMo
     def at(s: Session, t: float) -> list[Bundle]:
         return replace(model, threshold=t).group(s, similarity(s, vectors))
 
-    threshold, _ = _choose(valid, PROBABILITIES, at)
+    threshold, _ = choose_threshold(valid, PROBABILITIES, at)
     return replace(model, threshold=float(threshold))
 
 

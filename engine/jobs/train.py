@@ -25,9 +25,8 @@ from ..evaluation.evaluate import EvalConfig, evaluate
 from ..knowledge.formats import FORMAT_NAMES
 from ..knowledge.sets import create_set, parse_list
 from ..llm.backends import unload_llama
-from ..student.examples import SftDataConfig, build_examples
+from ..student.examples import SftDataConfig, build_examples, student_pair_model
 from ..student.export import write_gguf
-from ..student.group_hints import fit_pair_model
 from ..student.runs import find_or_create_run, sft_config, token_counter, train_config
 from ..student.selection import valid_curve
 from ..student.train import ADAPTER_DIR, TrainConfig, check_train_config, get_run, train
@@ -49,7 +48,7 @@ def formats_set(db: sqlite_utils.Database, formats: str | list[str], datasets: l
 TRAIN_OPTIONS = ("method", "top_layers", "rank", "alpha", "target_modules", "lr", "epochs", "max_steps", "batch_size", "grad_accum",
                  "max_len", "seed", "threads", "save_steps", "valid", "eval_steps", "patience")
 SFT_OPTIONS = ("thoughts", "k", "knowledge_in_prompt", "limit", "fields", "prompt", "answer", "title_max", "hints", "group_hints",
-               "targets", "min_confidence")
+               "targets", "min_confidence", "answered_only")
 
 
 def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tuple[str, ...] = (),
@@ -125,8 +124,8 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
     data = sft_config(params, cfg)
     data.check()
     if data.group_hints:  # before the run row: the run records the spec, pair model included
-        data.pair_model = fit_pair_model(db, data.datasets)
-        ctx.log(f"group hints: pair model fitted on train, threshold {data.pair_model.threshold} chosen on valid")
+        data.pair_model, how = student_pair_model(db, data)
+        ctx.log(f"group hints: pair model {how}: threshold {data.pair_model.threshold}")
     run_id, key, existed = find_or_create_run(db, cfg, data, ctx.job_id)
     status = db.execute("SELECT status FROM train_runs WHERE id = ?", [run_id]).fetchone()[0]
     ctx.log(f"training run {run_id} ({'reusing' if status == 'done' else 'resuming' if existed else 'new'}; key {key})")

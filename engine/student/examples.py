@@ -45,7 +45,7 @@ from ..llm.answers import get_answer
 from ..llm.prompts import ASK, PARTS, Prompt, PromptSpec, answer_grammar, answer_json, build_messages, fit_prompt, labelled_answer
 from ..pairs import PairModel, session_hint
 from ..types import Bundle, Session, check_fields
-from .group_hints import fit_pair_model, train_hints
+from .group_hints import fit_on_targets, fit_pair_model, train_hints
 
 THOUGHT_MODES = ("rationale", "reasoning-json", "none")
 EXPLAIN_ASK = ("Explain step by step which products serve one shared purpose and why, "
@@ -86,13 +86,18 @@ class SftDataConfig:
     """Compact prompt: the session's N most similar title pairs shown after the products (0: none)."""
     group_hints: bool = False
     """Compact prompt, letters answer: show a small pair model's grouping of the session (title
-    embeddings; fitted on train, threshold on valid; the student carries it) as a hint line."""
+    embeddings; fitted on train, threshold on valid; on teacher answers, fitted on them; the student
+    carries it) as a hint line."""
     targets: str = "truth"
     """What the student learns to answer: truth (the ground-truth bundles) | answers (the knowledge
     set's teacher answers, for every session they label, ground truth or not; others are left out) |
     answers+truth (teacher answers where the set has them, ground truth for the other sessions)."""
     min_confidence: float = 0.0
     """Teacher answers: leave out labels whose vote agreement is below this (0..1)."""
+    answered_only: bool = False
+    """Train only on the sessions the set's teacher answers label (at or above min_confidence), whatever
+    the targets; with --targets truth: the same sessions on ground truth, to measure what the teacher's
+    labels cost. The group hints' pair model is then fitted on the run's own targets either way."""
     pair_model: PairModel | None = None
     """The fitted pair model behind group_hints (set by the train job; not an option)."""
 
@@ -118,8 +123,9 @@ class SftDataConfig:
             raise InputError(str(exc)) from None
         if self.targets not in TARGETS:
             raise InputError(f"unknown targets {self.targets!r} (known: {', '.join(TARGETS)})")
-        if self.targets != "truth" and not self.knowledge_set:
-            raise InputError("--targets answers needs a knowledge set holding teacher answers (kdbundle distill answers)")
+        if (self.targets != "truth" or self.answered_only) and not self.knowledge_set:
+            what = "--answered-only" if self.targets == "truth" else f"--targets {self.targets}"
+            raise InputError(f"{what} needs a knowledge set holding teacher answers (kdbundle distill answers)")
         if not 0.0 <= self.min_confidence <= 1.0:
             raise InputError(f"min confidence must be in [0, 1], got {self.min_confidence}")
         if self.thoughts == "reasoning-json" and self.answer != "json":
@@ -212,6 +218,46 @@ def teacher_targets(db: sqlite_utils.Database, sk, cfg: SftDataConfig) -> tuple[
     return kept, len(labels) - len(kept)
 
 
+def training_sessions(db: sqlite_utils.Database, cfg: SftDataConfig, sk=None
+                      ) -> tuple[dict[str, list[Session]], dict[int, list[Bundle]], int]:
+    """(dataset -> its sessions of cfg.split carrying the bundles the student learns, i.e. ground truth or the
+    set's teacher answers per cfg.targets; the teacher answers used; how many were left out for their confidence).
+    The one place that decides what a run learns from: the examples and the group hints' pair model read it."""
+    teacher = cfg.targets != "truth" or cfg.answered_only
+    if sk is None and teacher:
+        sk = load_set_knowledge(db, cfg.knowledge_set)
+    labels, low = teacher_targets(db, sk, cfg) if teacher else ({}, 0)
+    by_dataset = {}
+    for dataset in cfg.datasets:
+        sessions = load_sessions(db, dataset, cfg.split, with_bundles_only=cfg.targets == "truth")
+        if cfg.targets == "answers" or cfg.answered_only:
+            sessions = [s for s in sessions if s.id in labels]
+        elif cfg.targets == "answers+truth":
+            sessions = [s for s in sessions if s.id in labels or s.bundles]
+        if cfg.targets != "truth":  # with answered_only and truth the labels only chose the sessions
+            sessions = [replace(s, bundles=labels[s.id]) if s.id in labels else s for s in sessions]
+        if cfg.limit is not None:
+            sessions = sessions[: cfg.limit]
+        if not sessions:
+            what = "teacher answers" if cfg.targets == "answers" else "ground truth"
+            raise InputError(f"dataset {dataset!r} has no {cfg.split} sessions with {what} to train on")
+        by_dataset[dataset] = sessions
+    return by_dataset, labels if cfg.targets != "truth" else {}, low
+
+
+def student_pair_model(db: sqlite_utils.Database, cfg: SftDataConfig) -> tuple[PairModel, str]:
+    """The pair model a group-hint student carries, and how it was fitted (for the job's log). On ground truth:
+    fitted on train, threshold chosen on valid, as the pair-logistic baseline. On teacher answers the run must
+    learn from what the teacher said, nowhere from ground truth (a shop without labels has none): fitted on the
+    very sessions and targets the student learns from, threshold chosen on them out of fold."""
+    if cfg.targets == "truth" and not cfg.answered_only:
+        return fit_pair_model(db, cfg.datasets), "fitted on train, threshold chosen on valid"
+    by_dataset, _, _ = training_sessions(db, cfg)
+    sessions = [s for ss in by_dataset.values() for s in ss]
+    return (fit_on_targets(db, sessions),
+            f"fitted on the targets of the {len(sessions)} training sessions ({cfg.targets}), threshold chosen out of fold")
+
+
 def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=None,
                    count_tokens=None) -> tuple[list[dict], SftStats]:
     """Chat examples ({"messages": [...]}, answer last) and what went into them.
@@ -220,28 +266,15 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
     exact; without it fit_prompt's deliberately high estimate is used."""
     cfg.check()
     if cfg.group_hints and cfg.pair_model is None:
-        cfg.pair_model = fit_pair_model(db, cfg.datasets)
+        cfg.pair_model, _ = student_pair_model(db, cfg)
     spec = cfg.spec
     render = get_answer(spec.answer).render
     sk = load_set_knowledge(db, cfg.knowledge_set) if cfg.knowledge_set else None
     thought_of = {t.session.id: t for t in (sk.thoughts if sk else [])} if cfg.thoughts != "none" else {}
     examples: list[dict] = []
     stats = SftStats()
-    labels, stats.low_confidence = teacher_targets(db, sk, cfg) if cfg.targets != "truth" else ({}, 0)
-    by_dataset = {}
-    for dataset in cfg.datasets:
-        sessions = load_sessions(db, dataset, cfg.split, with_bundles_only=cfg.targets == "truth")
-        if cfg.targets == "answers":
-            sessions = [s for s in sessions if s.id in labels]
-        elif cfg.targets == "answers+truth":
-            sessions = [s for s in sessions if s.id in labels or s.bundles]
-        sessions = [replace(s, bundles=labels[s.id]) if s.id in labels else s for s in sessions]
-        if cfg.limit is not None:
-            sessions = sessions[: cfg.limit]
-        if not sessions:
-            what = "teacher answers" if cfg.targets == "answers" else "ground truth"
-            raise InputError(f"dataset {dataset!r} has no {cfg.split} sessions with {what} to train on")
-        by_dataset[dataset] = sessions
+    by_dataset, labels, stats.low_confidence = training_sessions(db, cfg, sk)
+    for sessions in by_dataset.values():
         for s in sessions:
             stats.targets["answers" if s.id in labels else "truth"] += 1
     # Out-of-fold group hints for the training split, folds over all datasets pooled as the run's own

@@ -57,7 +57,8 @@ def run_key(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig) ->
         # pair_model is fitted from the datasets above (its floats may differ in the last bits elsewhere)
         "sft": {k: v for k, v in asdict(data).items() if k not in ("datasets", "knowledge_set", "pair_model")
                 # at their defaults, options added later leave the keys of earlier runs as they were
-                and not (k == "targets" and v == "truth") and not (k == "min_confidence" and v == 0.0)},
+                and not (k == "targets" and v == "truth") and not (k == "min_confidence" and v == 0.0)
+                and not (k == "answered_only" and not v)},
         "train": {k: v for k, v in asdict(cfg).items() if k not in _NOT_IDENTITY},
     }
     if data.knowledge_set:

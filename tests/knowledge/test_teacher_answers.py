@@ -97,3 +97,40 @@ def test_a_shop_without_labels_gets_a_student(real_db, tmp_path):
                             "USB-C charger | USB-C cable | Phone case").stdout)
     lines = answer["raw"].splitlines()  # the student answers in its letters format, one decision per product
     assert [line.split(" ")[0] for line in lines[:3]] == ["1", "2", "3"] and answer["generation_id"]
+
+
+def test_a_group_hint_student_on_teacher_answers_fits_its_pair_model_on_them(real_db):
+    """A run learning from teacher answers reads no ground truth: its carried pair model is fitted on
+    the teacher's labels of its training sessions, the threshold chosen on them out of fold."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from kdbundle.engine.embeddings import session_vectors
+    from kdbundle.engine.evaluation.similarity import PROBABILITIES, fit_logistic, fit_pair_model
+    from kdbundle.engine.knowledge.distill.common import _insert_knowledge
+    from kdbundle.engine.knowledge.sets import create_set
+    from kdbundle.engine.student.examples import SftDataConfig, student_pair_model
+    from kdbundle.engine.student.group_hints import fit_on_targets
+
+    sessions = load_sessions(real_db, "electronic", "train", with_bundles_only=True)[:120]
+    # A teacher that differs from the truth: every true bundle of a session merged into one.
+    labels = {s.id: [B(set().union(*(b.items for b in s.bundles)), "merged")] for s in sessions}
+    ctx = SimpleNamespace(params={"test": True}, job_id=None)
+    for s in sessions:
+        bundles = [{"items": sorted(b.items), "intent": b.intent} for b in labels[s.id]]
+        _insert_knowledge(real_db, ctx, "teacher", "answer", "", {"bundles": bundles, "confidence": 1.0},
+                          "accepted", None, sessions=[s.id], generations=[], dataset="electronic")
+    create_set(real_db, "labels", "answers", "electronic")
+    cfg = SftDataConfig(datasets=["electronic"], knowledge_set="labels", targets="answers", group_hints=True)
+    model, how = student_pair_model(real_db, cfg)
+    taught = [replace(s, bundles=labels[s.id]) for s in sessions]
+    fitted = fit_logistic(taught, session_vectors(real_db, taught))
+    assert model.weights == fitted.weights and model.bias == fitted.bias  # learned from the teacher's labels
+    assert model.threshold in PROBABILITIES and "120 training sessions (answers)" in how
+    assert model == fit_on_targets(real_db, taught)
+    truth = fit_pair_model(real_db, ["electronic"])
+    assert model.weights != truth.weights  # not from the ground truth
+    assert student_pair_model(real_db, replace(cfg, targets="truth", knowledge_set=None))[0] == truth
+    # --answered-only --targets truth: the very sessions the teacher labelled, learned on their ground truth
+    same = replace(cfg, targets="truth", answered_only=True)
+    assert student_pair_model(real_db, same)[0] == fit_on_targets(real_db, sessions)
