@@ -42,7 +42,8 @@ def run_summary(db, run_id: int) -> dict:
         for ds, util, metrics in db.execute("SELECT dataset, utilization, metrics FROM eval_runs WHERE model = ? AND split = 'test'"
                                             " AND status = 'done'", [name]).fetchall():
             m = json.loads(metrics)
-            tests.append({"model": name, "dataset": ds, "utilization": util, **{k: m.get(k) for k in (*COLUMNS, "fields", "sessions")}})
+            tests.append({"model": name, "dataset": ds, "utilization": util,
+                          **{k: m.get(k) for k in (*COLUMNS, "fields", "sessions", "eval_run_id")}})
     return {"run_id": run_id, "status": row["status"], "datasets": json.loads(row["datasets"] or "[]"),
             "knowledge_set": row["knowledge_set"], "steps": row["steps"], "best_step": row.get("best_step"),
             "seconds": row["seconds"], "final_loss": row["final_loss"], "tokens_per_second": tps,
