@@ -245,14 +245,17 @@ def training_sessions(db: sqlite_utils.Database, cfg: SftDataConfig, sk=None
     return by_dataset, labels if cfg.targets != "truth" else {}, low
 
 
-def student_pair_model(db: sqlite_utils.Database, cfg: SftDataConfig) -> tuple[PairModel, str]:
+def student_pair_model(db: sqlite_utils.Database, cfg: SftDataConfig,
+                       by_dataset: dict[str, list[Session]] | None = None) -> tuple[PairModel, str]:
     """The pair model a group-hint student carries, and how it was fitted (for the job's log). On ground truth:
     fitted on train, threshold chosen on valid, as the pair-logistic baseline. On teacher answers the run must
     learn from what the teacher said, nowhere from ground truth (a shop without labels has none): fitted on the
-    very sessions and targets the student learns from, threshold chosen on them out of fold."""
+    very sessions and targets the student learns from, threshold chosen on them out of fold. `by_dataset`:
+    training_sessions' answer when the caller has it already."""
     if cfg.targets == "truth" and not cfg.answered_only:
         return fit_pair_model(db, cfg.datasets), "fitted on train, threshold chosen on valid"
-    by_dataset, _, _ = training_sessions(db, cfg)
+    if by_dataset is None:
+        by_dataset, _, _ = training_sessions(db, cfg)
     sessions = [s for ss in by_dataset.values() for s in ss]
     return (fit_on_targets(db, sessions),
             f"fitted on the targets of the {len(sessions)} training sessions ({cfg.targets}), threshold chosen out of fold")
@@ -265,15 +268,15 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
     `count_tokens` (messages -> prompt tokens, e.g. `tokenizer_counter(tok)`) makes the fitting
     exact; without it fit_prompt's deliberately high estimate is used."""
     cfg.check()
-    if cfg.group_hints and cfg.pair_model is None:
-        cfg.pair_model, _ = student_pair_model(db, cfg)
-    spec = cfg.spec
-    render = get_answer(spec.answer).render
     sk = load_set_knowledge(db, cfg.knowledge_set) if cfg.knowledge_set else None
     thought_of = {t.session.id: t for t in (sk.thoughts if sk else [])} if cfg.thoughts != "none" else {}
     examples: list[dict] = []
     stats = SftStats()
     by_dataset, labels, stats.low_confidence = training_sessions(db, cfg, sk)
+    if cfg.group_hints and cfg.pair_model is None:
+        cfg.pair_model, _ = student_pair_model(db, cfg, by_dataset)
+    spec = cfg.spec
+    render = get_answer(spec.answer).render
     for sessions in by_dataset.values():
         for s in sessions:
             stats.targets["answers" if s.id in labels else "truth"] += 1
