@@ -19,8 +19,13 @@ TASK = SYSTEM.split("\nAnswer with JSON only")[0]
 """The task description the student's prompt uses, without its answer-format line."""
 
 
+INCH = "\u2033"
+"""Stands in for '"' in titles shown to the teacher: a step is a JSON string, so the inch mark the
+teacher copies from `12" Laptop Sleeve` ended the step there (the grammar reads it as the closing quote)."""
+
+
 def render_products(session: Session, fields: str = "titles") -> str:
-    return product_list(session.products, fields)
+    return product_list(session.products, fields).replace('"', INCH)
 
 
 def render_bundles(bundles: Sequence[Bundle]) -> str:
@@ -138,7 +143,7 @@ def thought_messages(session: Session, fields: str = "titles") -> list[dict[str,
             "Do not question the real bundles; justify them. Answer with a JSON object with these fields, in order: "
             '"products": what kind of product each one is, in a few words each (do not copy the titles); '
             '"intent": what the shopper is trying to do; '
-            f'"grouping": which products go together and why{rest}; '
+            f'"grouping": which products go together, naming them by their numbers, and why{rest}; '
             '"bundles": the final answer, exactly the real bundles, each as '
             '{"items": [product numbers], "intent": "3-5 words"}. '
             "Write each explanation as one or two plain sentences."

@@ -1,6 +1,7 @@
 """Thoughts: the teacher sees a session and its true bundles and reasons in three steps (the products'
 meta-information, the shopper's intent, the bundle composition), then answers; a thought is kept
-only if that answer equals the ground truth and the steps are real reasoning (rejects keep the reason)."""
+only if that answer equals the ground truth, its grouping step names each true bundle's products by number,
+and the steps are real reasoning (rejects keep the reason)."""
 from __future__ import annotations
 
 import re
@@ -23,7 +24,9 @@ def judge_thought(text: str, session: Session) -> tuple[str, str | None, list[st
     """(status, reason, reasoning steps, parsed answer).
 
     Accepted only if the JSON parses, the answer equals the ground truth as sets of products
-    (intents may differ), and the reasoning is more than one sentence repeated.
+    (intents may differ), the grouping step names every product of every true bundle by its number
+    (a step that says "they go together" teaches a student nothing about which ones), and the
+    reasoning is more than one sentence repeated.
     """
     try:
         obj = _json_object(text)
@@ -46,11 +49,28 @@ def judge_thought(text: str, session: Session) -> tuple[str, str | None, list[st
         if truth - got:
             parts.append(f"ground-truth bundles missing: {fmt(truth - got)}")
         return "rejected", "answer contradicts the ground truth (" + "; ".join(parts) + ")", steps, answer
+    unnamed = sorted(set().union(*truth) - named_numbers(steps[P.THOUGHT_STEPS.index("grouping")]))
+    if unnamed:
+        return "rejected", f"grouping step does not name the bundles (products {', '.join(map(str, unnamed))} unnamed)", steps, answer
     distinct = len({_norm(x) for x in steps})
     if distinct < 2 or sum(map(len, steps)) < 40:
         # A small teacher can copy the answer while its "reasoning" repeats one sentence: no thought.
         return "rejected", f"degenerate reasoning ({distinct} distinct of {len(steps)} steps)", steps, answer
     return "accepted", None, steps, answer
+
+
+_RANGE = re.compile(r"\b(\d+)\s*(?:-|–|to)\s*(\d+)\b")
+
+
+def named_numbers(text: str) -> set[int]:
+    """The product numbers a step names: every whole number in it, with "2-4" / "2 to 4" as 2, 3, 4.
+    Numbers inside titles ("12″") count too: lenient, the answer check above is the strict one."""
+    named = {int(x) for x in re.findall(r"\b\d+\b", text)}
+    for a, b in _RANGE.findall(text):
+        lo, hi = int(a), int(b)
+        if lo < hi <= lo + 10:
+            named.update(range(lo, hi + 1))
+    return named
 
 
 def thought_text(steps: Sequence[str]) -> str:
