@@ -1,12 +1,15 @@
-"""`kdbundle knowledge ...`: mine category patterns and list knowledge records."""
+"""`kdbundle knowledge ...`: mine category patterns, list knowledge records, export and import them."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.table import Table
 
+from ..errors import InputError
 from ..knowledge.patterns import ALGORITHMS, MineConfig, mine
 from ..knowledge.records import KINDS, list_knowledge
 from . import app
@@ -49,8 +52,6 @@ def list_cmd(
 ):
     """Knowledge records with their provenance (source sessions, generations)."""
     if kind is not None and kind not in KINDS:
-        from ..errors import InputError
-
         raise InputError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
     rows = list_knowledge(ready_db(ctx), dataset, kind, limit=limit if (limit or as_json) else 30)
     if as_json:
@@ -63,3 +64,53 @@ def list_cmd(
         conf = f"{d['confidence']:.2f}" if "confidence" in d else ""
         t.add_row(str(r["id"]), safe(r["kind"]), safe(r["text"]), sup, conf, str(len(r["sessions"])), safe(r["teacher"]))
     console.print(t)
+
+
+@knowledge_app.command("export")
+def export_cmd(
+    ctx: typer.Context,
+    dataset: str = typer.Option(..., "--dataset"),
+    out: Path = typer.Option(..., "--out", help="JSON Lines file to write (replaced if it exists)."),
+    formats: Optional[str] = typer.Option(None, "--formats",
+                                          help="Distilled formats to export, comma-separated (default: all)."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Write a dataset's distilled records, their teacher generations and jobs to a file another database can import."""
+    from ..knowledge.sets import parse_list
+    from ..knowledge.transfer import export_knowledge
+
+    db = ready_db(ctx)
+    lines = [json.dumps(o, ensure_ascii=False) for o in
+             export_knowledge(db, dataset, parse_list(formats, "format") if formats else None)]
+    tmp = out.with_name(out.name + ".part")
+    try:
+        tmp.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+        tmp.replace(out)  # a half-written export never takes the name
+    except OSError as exc:
+        raise InputError(f"{out}: {exc.strerror or exc}") from None
+    result = {"file": str(out), "records": len(lines)}
+    if as_json:
+        print_json(result)
+        return
+    console.print(f"exported {len(lines)} records of [bold]{safe(dataset)}[/] to {safe(str(out))}")
+
+
+@knowledge_app.command("import")
+def import_cmd(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="A file written by `kdbundle knowledge export`."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Load exported knowledge (with its jobs and generations); a job already here is skipped."""
+    from ..knowledge.transfer import import_knowledge
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{file}: {getattr(exc, 'strerror', None) or exc}") from None
+    result = import_knowledge(ready_db(ctx), text.splitlines(), str(file))
+    if as_json:
+        print_json(result)
+        return
+    console.print(f"imported {result['records']} records in {result['jobs']} jobs from {safe(str(file))}"
+                  + (f"; {result['skipped_jobs']} jobs already here" if result["skipped_jobs"] else ""))

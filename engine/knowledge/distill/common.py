@@ -173,12 +173,38 @@ class _Worker:
         if row:
             return row[0], row[1] or ""
         self.wctx.check_stop()
+        constraint = "grammar" if grammar else ("schema" if schema else None)
+        reused = self._same_call_elsewhere(sid, messages, schema, constraint, stage, round_,
+                                           self.cfg.temperature if temperature is None else temperature,
+                                           self.cfg.seed if seed is None else seed)
+        if reused is not None:
+            return reused
         return self.teacher.chat_logged(
             self.db, messages, schema=schema, grammar=grammar, max_tokens=self.cfg.max_tokens,
             temperature=self.cfg.temperature if temperature is None else temperature,
             seed=self.cfg.seed if seed is None else seed, job_id=self.ctx.job_id, session_id=sid,
             extra_params={"stage": stage, "round": round_, "kind": self.kind},
         )
+
+    def _same_call_elsewhere(self, sid: int | None, messages: list[dict[str, str]], schema: dict | None,
+                             constraint: str | None, stage: str,
+                             round_: int, temperature: float, seed: int) -> tuple[int, str] | None:
+        """The answer another job got from this teacher to this very request (same messages, schema, stage,
+        round and decoding): a 10% sample of a 30% sample, or two strategies picking one session, cost the
+        teacher once. The record then links that generation (provenance stays exact)."""
+        if sid is None:
+            return None
+        for gid, raw, params in self.db.execute(
+                """SELECT id, raw_output, params FROM generations WHERE purpose = 'distill' AND model = ? AND session_id = ?
+                   AND job_id IS NOT ? AND prompt = ? AND response_schema IS ? ORDER BY id""",
+                [self.teacher.name, sid, self.ctx.job_id, json.dumps(messages, ensure_ascii=False),
+                 json.dumps(schema) if schema is not None else None]):
+            p = json.loads(params or "{}")
+            same = (p.get("stage"), p.get("round"), p.get("kind"), p.get("temperature"), p.get("seed"),
+                    p.get("max_tokens"), p.get("constraint"))
+            if same == (stage, round_, self.kind, temperature, seed, self.cfg.max_tokens, constraint):
+                return gid, raw or ""
+        return None
 
     def store(self, session: Session, unit: str, kind: str, text: str, data: dict, generation_ids: Sequence[int],
               status: str = "accepted", reason: str | None = None) -> int:
