@@ -67,6 +67,7 @@ def train_cmd(
     targets: str = option(SftDataConfig, "targets", "--targets"),
     min_confidence: float = option(SftDataConfig, "min_confidence", "--min-confidence"),
     answered_only: bool = option(SftDataConfig, "answered_only", "--answered-only/--all-sessions"),
+    thought_sessions_only: bool = option(SftDataConfig, "thought_sessions_only", "--thought-sessions-only"),
     thoughts: str = option(SftDataConfig, "thoughts", "--thoughts"),
     k: int = option(SftDataConfig, "k", "--k"),
     no_knowledge_in_prompt: bool = typer.Option(False, "--no-knowledge-in-prompt",
@@ -91,7 +92,8 @@ def train_cmd(
                         k=k, knowledge_in_prompt=not no_knowledge_in_prompt, limit=limit, fields=fields,
                         valid=valid, eval_steps=eval_steps, patience=patience, prompt=prompt, answer=answer,
                         title_max=title_max, hints=hints, group_hints=group_hints, targets=targets,
-                        min_confidence=min_confidence, answered_only=answered_only)
+                        min_confidence=min_confidence, answered_only=answered_only,
+                        thought_sessions_only=thought_sessions_only)
     if prepare is not None:
         _prepared(prepare_run(db, params, prepare), as_json)
         return

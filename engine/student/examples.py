@@ -98,6 +98,10 @@ class SftDataConfig:
     """Train only on the sessions the set's teacher answers label (at or above min_confidence), whatever
     the targets; with --targets truth: the same sessions on ground truth, to measure what the teacher's
     labels cost. The group hints' pair model is then fitted on the run's own targets either way."""
+    thought_sessions_only: bool = False
+    """Train only on the sessions the knowledge set holds thoughts for (its sample's accepted thoughts):
+    a quantity study (RQ2) then learns from the sampled share of the training data, each example with
+    its thought, instead of all sessions with thoughts on a few."""
     pair_model: PairModel | None = None
     """The fitted pair model behind group_hints (set by the train job; not an option)."""
 
@@ -123,6 +127,8 @@ class SftDataConfig:
             raise InputError(str(exc)) from None
         if self.targets not in TARGETS:
             raise InputError(f"unknown targets {self.targets!r} (known: {', '.join(TARGETS)})")
+        if self.thought_sessions_only and not self.knowledge_set:
+            raise InputError("--thought-sessions-only needs a knowledge set holding thoughts")
         if (self.targets != "truth" or self.answered_only) and not self.knowledge_set:
             what = "--answered-only" if self.targets == "truth" else f"--targets {self.targets}"
             raise InputError(f"{what} needs a knowledge set holding teacher answers (kdbundle distill answers)")
@@ -224,9 +230,12 @@ def training_sessions(db: sqlite_utils.Database, cfg: SftDataConfig, sk=None
     set's teacher answers per cfg.targets; the teacher answers used; how many were left out for their confidence).
     The one place that decides what a run learns from: the examples and the group hints' pair model read it."""
     teacher = cfg.targets != "truth" or cfg.answered_only
-    if sk is None and teacher:
+    if sk is None and (teacher or cfg.thought_sessions_only):
         sk = load_set_knowledge(db, cfg.knowledge_set)
     labels, low = teacher_targets(db, sk, cfg) if teacher else ({}, 0)
+    with_thoughts = {t.session.id for t in sk.thoughts} if cfg.thought_sessions_only else set()
+    if cfg.thought_sessions_only and not with_thoughts:
+        raise InputError(f"knowledge set {cfg.knowledge_set!r} holds no thoughts to choose the sessions by")
     by_dataset = {}
     for dataset in cfg.datasets:
         sessions = load_sessions(db, dataset, cfg.split, with_bundles_only=cfg.targets == "truth")
@@ -234,6 +243,8 @@ def training_sessions(db: sqlite_utils.Database, cfg: SftDataConfig, sk=None
             sessions = [s for s in sessions if s.id in labels]
         elif cfg.targets == "answers+truth":
             sessions = [s for s in sessions if s.id in labels or s.bundles]
+        if cfg.thought_sessions_only:
+            sessions = [s for s in sessions if s.id in with_thoughts]
         if cfg.targets != "truth":  # with answered_only and truth the labels only chose the sessions
             sessions = [replace(s, bundles=labels[s.id]) if s.id in labels else s for s in sessions]
         if cfg.limit is not None:

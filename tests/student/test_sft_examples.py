@@ -129,3 +129,20 @@ def test_compact_letters_examples_are_the_students_prompt(db):
         build_examples(db, SftDataConfig([DATASET], thoughts="reasoning-json"))
     with pytest.raises(InputError, match="unknown answer format"):
         build_examples(db, SftDataConfig([DATASET], answer="yaml"))
+
+
+def test_thought_sessions_only_learns_from_the_sampled_sessions_alone(db):
+    from student_support import make_knowledge
+
+    with_thoughts = {s.id for s in make_knowledge(db, thoughts=5)}
+    make_set(db, "t5", "thoughts")
+    cfg = SftDataConfig([DATASET], knowledge_set="t5", thought_sessions_only=True, knowledge_in_prompt=False)
+    examples, stats = build_examples(db, cfg)
+    assert stats.sessions == stats.answer_examples == stats.thought_examples == 5 < len(_train_sessions(db))
+    assert len(examples) == 10  # each sampled session: its answer and its rationale, nothing else
+    assert len(with_thoughts) == 5
+    with pytest.raises(InputError, match="needs a knowledge set holding thoughts"):
+        SftDataConfig([DATASET], thought_sessions_only=True).check()
+    make_set(db, "rules-only", "rules")
+    with pytest.raises(InputError, match="holds no thoughts"):
+        build_examples(db, SftDataConfig([DATASET], knowledge_set="rules-only", thought_sessions_only=True))
