@@ -403,3 +403,17 @@ def m012_thread_holds(db):
     CREATE TABLE thread_holds (id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, threads INTEGER NOT NULL,
                                created_at TEXT NOT NULL)
     """)
+
+
+@migration
+def m013_cell_session_scores(db):
+    # Each finished cell's per-session scores ({session source id: [predicted, true, AICL hits, exact]}):
+    # what a paired bootstrap needs, kept with the cell so a report (and an imported grid on another
+    # machine) computes intervals without the evaluation runs behind it; and the wall time the cell
+    # took here (knowledge, training, export, evaluation; reused pieces cost nothing); and where the
+    # grid's report was last written (the TUI's Results screen lists them).
+    _script(db, """
+    ALTER TABLE experiment_cells ADD COLUMN session_scores TEXT;
+    ALTER TABLE experiment_cells ADD COLUMN wall_seconds REAL;
+    ALTER TABLE experiments ADD COLUMN report_path TEXT
+    """)

@@ -13,6 +13,7 @@ from textual_plotext import PlotextPlot
 
 from ..engine import browse
 from ..engine.evaluation.metrics import QUALITY, SUMMARY, metric
+from ..engine.evaluation.report import list_reports
 from .base import KdScreen, plain
 from .messages import ResultsLoaded
 
@@ -33,15 +34,10 @@ def metric_value(run: browse.EvalRunRow, key: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def find_reports() -> list[dict[str, str]]:
-    """Experiment reports written by `kdbundle experiment report` (name and Markdown path), newest last,
+def find_reports(db) -> list[dict[str, str]]:
+    """Experiment reports written by `kdbundle experiment report` (name, Markdown path), newest last,
     with the newest one's text read here (in the worker) rather than on the event loop."""
-    try:
-        from ..engine.evaluation import experiment
-    except ImportError:
-        return []
-    lister = getattr(experiment, "list_reports", None)
-    reports = [dict(r) for r in lister()] if lister else []
+    reports = [dict(r) for r in list_reports(db)]
     if reports:
         path = Path(reports[-1]["path"])
         reports[-1]["text"] = path.read_text(encoding="utf-8") if path.is_file() else f"(missing: {path})"
@@ -54,6 +50,7 @@ class ResultsScreen(KdScreen):
         Binding("m", "cycle_metric", "Metric"),
         Binding("r", "reload", "Reload"),
         Binding("e", "toggle_reports", "Reports"),
+        Binding("o", "open_report", "Open report"),
     ]
 
     def __init__(self) -> None:
@@ -61,6 +58,7 @@ class ResultsScreen(KdScreen):
         self.runs: list[browse.EvalRunRow] = []
         self.reports: list[dict[str, str]] = []
         self.plotted: list[tuple[str, float]] = []  # (label, value) bars currently drawn
+        self.opened: str | None = None  # the report last handed to the system viewer
 
     def compose(self) -> ComposeResult:
         yield from self.compose_nav()
@@ -90,7 +88,8 @@ class ResultsScreen(KdScreen):
 
     @work(thread=True, group="results", description="Reading results", exclusive=True, exit_on_error=False)
     def load(self) -> None:
-        self.post_message(ResultsLoaded(browse.eval_runs(self.app.db()), find_reports()))
+        db = self.app.db()
+        self.post_message(ResultsLoaded(browse.eval_runs(db), find_reports(db)))
 
     def action_reload(self) -> None:
         self.load()
@@ -162,3 +161,14 @@ class ResultsScreen(KdScreen):
             else:
                 newest = self.reports[-1]
                 report.update(f"# {newest.get('name', 'report')}\n\n{newest.get('text', '')}")
+
+    def action_open_report(self) -> None:
+        """The terminal cannot draw the report's PNG figures: open the Markdown (figures embedded) in the
+        system's viewer / browser."""
+        if not self.reports:
+            self.notify("No experiment reports yet: `kdbundle experiment report NAME` writes one.", severity="warning")
+            return
+        path = Path(self.reports[-1]["path"])
+        self.opened = path.as_uri()
+        self.app.open_url(self.opened)
+        self.notify(f"opening {path}")

@@ -1,4 +1,4 @@
-"""`kdbundle experiment run FILE.toml` (a resumable job) and `kdbundle experiment report NAME`."""
+"""`kdbundle experiment run FILE.toml` (a resumable job), `experiment report NAME` and `experiment import FILE.json`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,3 +48,17 @@ def report_cmd(ctx: typer.Context, name: str = typer.Argument(...),
         print_json(result)
         return
     console.print(f"wrote {result['report']} ({result['cells']} cells, {len(result['plots'])} plots)")
+
+
+@experiment_app.command("import")
+def import_cmd(ctx: typer.Context, file: Path = typer.Argument(..., help="A report's JSON, e.g. reports/paper/paper.json."),
+               as_json: bool = typer.Option(False, "--json")):
+    """Carry a grid's finished cells (with their per-session scores) into this database; `run` then skips them."""
+    from ..evaluation.archive import import_report
+
+    result = import_report(ready_db(ctx), file)
+    if as_json:
+        print_json(result)
+        return
+    console.print(f"experiment {safe(result['experiment'])}: {result['imported']} cells imported, "
+                  f"{result['kept']} already done here")

@@ -43,6 +43,42 @@ def session_scores(db: sqlite_utils.Database, eval_run_id: int) -> dict[int, Ses
     return out
 
 
+def portable_scores(db: sqlite_utils.Database, eval_run_id: int) -> dict[str, list[int]]:
+    """An evaluation's per-session scores keyed by the dataset's own session ids, as plain lists
+    [predicted, true, AICL hits, exact]: all a bootstrap needs, storable as JSON and valid in any
+    database that imported the same dataset."""
+    source = dict(db.execute(
+        "SELECT s.id, s.source_id FROM eval_results r JOIN sessions s ON s.id = r.session_id WHERE r.eval_run_id = ?",
+        [eval_run_id]).fetchall())
+    return {source[sid]: [s.n_pred, s.n_truth, s.hits, s.exact]
+            for sid, s in session_scores(db, eval_run_id).items()}
+
+
+def from_portable(scores: Mapping[str, Sequence[int]]) -> dict[str, SessionScore]:
+    """portable_scores() read back (only the counts the bootstrap metrics use are filled in)."""
+    return {k: SessionScore(n_pred=v[0], n_truth=v[1], hits=v[2], coverage_sum=0.0, exact=v[3], jaccard_sum=0.0)
+            for k, v in scores.items()}
+
+
+def interval(scores: Mapping[Any, SessionScore], metric: str = "strict_f1", *, resamples: int = RESAMPLES,
+             seed: int = 0, level: float = LEVEL) -> dict[str, float]:
+    """One evaluation's metric with its `level` percentile bootstrap interval over sessions (plot whiskers)."""
+    if metric not in BOOTSTRAP_METRICS:
+        raise InputError(f"no bootstrap for metric {metric!r} (have: {', '.join(BOOTSTRAP_METRICS)})")
+    if not scores:
+        raise InputError("no scored session to resample")
+    v, w = _per_session(list(scores.values()), metric)
+    draws = np.random.default_rng(seed).integers(0, len(v), size=(resamples, len(v)))
+    values = _value(v, w, draws)
+    low, high = np.quantile(values, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"value": float(_value(v, w, np.arange(len(v)))), "low": float(low), "high": float(high)}
+
+
+def _value(v: np.ndarray, w: np.ndarray, idx) -> np.ndarray:
+    num, den = (v * w)[idx].sum(axis=-1), w[idx].sum(axis=-1)
+    return np.divide(num, den, out=np.zeros_like(num, dtype=float), where=den > 0)
+
+
 def _per_session(scores: Sequence[SessionScore], metric: str) -> tuple[np.ndarray, np.ndarray]:
     """(value, weight) per session: the metric is sum(value * weight) / sum(weight) over any resample."""
     if metric == "precision":  # AICL: over answered sessions only
@@ -51,7 +87,7 @@ def _per_session(scores: Sequence[SessionScore], metric: str) -> tuple[np.ndarra
     return np.array([getattr(s, metric) for s in scores]), np.ones(len(scores))
 
 
-def paired_bootstrap(a: Mapping[int, SessionScore], b: Mapping[int, SessionScore], metric: str = "strict_f1", *,
+def paired_bootstrap(a: Mapping[Any, SessionScore], b: Mapping[Any, SessionScore], metric: str = "strict_f1", *,
                      resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> dict[str, Any]:
     """B - A on the sessions both scored: the observed difference, its `level` percentile interval over
     `resamples` paired resamples (seeded: the same call gives the same interval), and whether it excludes 0."""
@@ -62,11 +98,7 @@ def paired_bootstrap(a: Mapping[int, SessionScore], b: Mapping[int, SessionScore
         raise InputError("the two evaluations share no session")
     va, wa = _per_session([a[s] for s in common], metric)
     vb, wb = _per_session([b[s] for s in common], metric)
-
-    def value(v: np.ndarray, w: np.ndarray, idx) -> np.ndarray:
-        num, den = (v * w)[idx].sum(axis=-1), w[idx].sum(axis=-1)
-        return np.divide(num, den, out=np.zeros_like(num, dtype=float), where=den > 0)
-
+    value = _value
     everything = np.arange(len(common))
     observed_a, observed_b = float(value(va, wa, everything)), float(value(vb, wb, everything))
     draws = np.random.default_rng(seed).integers(0, len(common), size=(resamples, len(common)))

@@ -19,11 +19,12 @@ tables whose list-valued keys are crossed into cells:
     rq = "RQ3"
     formats = ["patterns+rules"]       # "none", or formats joined by "+"
     utilization = ["icl", "sft", "icl+sft"]
-    strategy = ["random"]              # sampling of rules/thoughts (RQ2), with ratio and seed
-    ratio = [1.0]
+    strategy = ["random"]              # sampling of thoughts (RQ2), with ratio and seed; rules are
+    ratio = [1.0]                      #   distilled once from the [distill] table's sample
     also = [[], ["demo-clothing"]]     # extra domains accumulated into the knowledge set (RQ2)
+    sft = { thought_sessions_only = true }   # this table's SftDataConfig options over [sft]
 
-A cell = (dataset, formats, strategy, ratio, seed, also, utilization). Running it: its knowledge
+A cell = (dataset, formats, strategy, ratio, seed, also, utilization, sft options). Running it: its knowledge
 set (named from those inputs, created once; rules/thoughts distilled first when `[distill]` is
 given and none exist), for sft and icl+sft a training run (keyed by inputs: student.runs.run_key)
 and its q8_0 export (reused per run), then an evaluation (keyed by inputs: evaluate.run_key).
@@ -72,10 +73,18 @@ class Cell:
     method: str = "llm"
     """llm for student cells; patterns / whole-session for baselines; llm with `model` for the teacher."""
     model: str | None = None
+    sft: tuple[tuple[str, Any], ...] = ()
+    """The grid table's `sft` options over the file's [sft] table, as sorted (name, value) pairs."""
+
+    def __post_init__(self) -> None:  # read back from JSON: lists where tuples were
+        object.__setattr__(self, "also", tuple(self.also))
+        object.__setattr__(self, "sft", tuple(tuple(p) for p in self.sft))
 
     def key(self) -> str:
         d = asdict(self)
         d.pop("rq")  # the same cell in two RQs is one computation
+        if not self.sft:
+            d.pop("sft")  # cells of grids without per-table options keep the keys they had
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:24]
 
     def label(self) -> str:
@@ -84,10 +93,11 @@ class Cell:
         if self.model:
             return f"teacher {self.model}"
         parts = [self.formats]
-        if self.strategy:
+        if self.strategy and self.formats != "none":  # no knowledge: nothing was sampled
             parts.append(f"{self.strategy}@{self.ratio:g}")
         if self.also:
             parts.append("+" + "+".join(self.also))
+        parts += [k.replace("_", " ") if v is True else f"{k}={v}" for k, v in self.sft]
         parts.append(self.utilization)
         return " / ".join(parts)
 
@@ -135,9 +145,10 @@ class ExperimentConfig:
             if self.teacher:
                 out.append(Cell(REFERENCE_RQ, ds, utilization="zero-shot", model=self.teacher, seed=self.seed))
         for i, g in enumerate(self.grid, 1):
-            unknown = sorted(set(g) - {"rq", *GRID_KEYS})
+            unknown = sorted(set(g) - {"rq", "sft", *GRID_KEYS})
             if unknown:
                 raise InputError(f"grid {i}: unknown key(s) {', '.join(unknown)}")
+            _check_sft(g.get("sft"), f"grid {i}")
             values = {k: g.get(k) for k in GRID_KEYS}
             lists = {k: (v if isinstance(v, list) else [v]) for k, v in values.items() if v is not None}
             lists.setdefault("formats", ["none"])
@@ -154,10 +165,21 @@ class ExperimentConfig:
                 for combo in itertools.product(*(lists[k] for k in GRID_KEYS)):
                     values = dict(zip(GRID_KEYS, combo))
                     values["also"] = tuple(a for a in dict.fromkeys(values["also"]) if a != ds)
-                    c = Cell(str(g.get("rq", f"grid{i}")), ds, **values)
+                    c = Cell(str(g.get("rq", f"grid{i}")), ds, **values, sft=tuple(sorted((g.get("sft") or {}).items())))
                     _check_cell(c, f"grid {i}")
                     out.append(c)
         return list({(c.rq, c.key()): c for c in out}.values())
+
+
+def _check_sft(options: Any, where: str) -> None:
+    if options is None:
+        return
+    from ..student.examples import SftDataConfig
+
+    known = {f.name for f in dataclasses.fields(SftDataConfig)} - {"datasets", "knowledge_set", "pair_model"}
+    if not isinstance(options, dict) or set(options) - known:
+        bad = sorted(set(options) - known) if isinstance(options, dict) else [repr(options)]
+        raise InputError(f"{where}: unknown sft option(s) {', '.join(bad)} (known: {', '.join(sorted(known))})")
 
 
 def _check_cell(c: Cell, where: str) -> None:

@@ -1,24 +1,33 @@
-"""`kdbundle experiment report NAME`: Markdown tables and PNG plots from `experiment_cells`.
+"""`kdbundle experiment report NAME`: Markdown, PNG plots and the JSON of every number, from `experiment_cells`.
 
-One section per research question (and one for the reference rows: baselines and teacher) per
-dataset. Every row shows both metric families (AICL-compatible precision / recall / coverage and
-strict one-to-one precision / recall / F1), seconds per session, tokens per second, model size
-and training time. Each RQ plot shows strict F1 and AICL precision per cell with the reference
-rows as horizontal lines, so every cell is read against the baselines on the same sessions.
+One section per dataset: the reference rows (baselines and teacher), then per research question a
+table of its cells (both metric families, each cell's strict-F1 95% interval, s/session, model size,
+training and wall time), the one-sentence answer, the paired comparisons with their intervals
+(comparisons.py decides which pairs) and a figure: grouped bars with interval whiskers, or for a
+question that varies the ratio, one curve per sampling strategy over the ratio. The JSON holds the
+config, every cell with its per-session scores (so `kdbundle experiment import` can carry a grid to
+another database and a report can be rebuilt without the evaluations behind it), the comparisons and
+the answers.
 """
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from ...store.db import transaction
 from ..errors import NotFound
+from ..progress import now
+from .bootstrap import from_portable, interval
+from .comparisons import answer, rq_comparisons
 from .experiment import REFERENCE_RQ, Cell, ExperimentConfig
 from .metrics import METRICS, metric
 
 COLUMNS = [(m.key, m.header) for m in METRICS if m.summary or m.family == "speed"]
+REPORT_FORMAT = "kdbundle-experiment/1"
 
 
 def load_cells(db: sqlite_utils.Database, name: str) -> list[dict[str, Any]]:
@@ -34,6 +43,7 @@ def load_cells(db: sqlite_utils.Database, name: str) -> list[dict[str, Any]]:
         raw["also"] = tuple(raw.get("also") or ())
         d["cell"] = Cell(**raw)
         d["metrics"] = json.loads(d["metrics"]) if d["metrics"] else {}
+        d["session_scores"] = json.loads(d["session_scores"]) if d.get("session_scores") else None
         out.append(d)
     return out
 
@@ -46,82 +56,204 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def _ci(d: dict[str, Any]) -> str:
+    iv = d.get("interval")
+    return f"[{iv['low']:.3f}, {iv['high']:.3f}]" if iv else "–"
+
+
 def _row(d: dict[str, Any]) -> list[str]:
     m, c = d["metrics"], d["cell"]
     if d["status"] != "done":
-        return [c.label(), "failed: " + (d["error"] or "")[:90]] + [""] * (len(COLUMNS) + 4)
+        return [c.label(), "failed: " + (d["error"] or "")[:90]] + [""] * (len(HEAD) - 2)
     vals = [metric(k).fmt(m.get(k)) for k, _ in COLUMNS]
     size = f"{d['model_bytes'] / 1e6:.0f} MB" if d.get("model_bytes") else "–"
     train = f"{d['train_seconds']:.0f}" if d.get("train_seconds") is not None else "–"
+    wall = f"{d['wall_seconds']:.0f}" if d.get("wall_seconds") is not None else "–"
     fields = (m.get("fields") or "–") + (" (LEAKY)" if m.get("leaky") else "")
-    return [c.label(), fields, f"{m.get('scored', 0)}/{m.get('sessions', 0)}", *vals, size, train,
+    return [c.label(), fields, f"{m.get('scored', 0)}/{m.get('sessions', 0)}", *vals, _ci(d), size, train, wall,
             str(d.get("eval_run_id") or "")]
 
 
-HEAD = ["cell", "fields", "answered", *(h for _, h in COLUMNS), "model size", "train s", "eval run"]
+HEAD = ["cell", "fields", "answered", *(h for _, h in COLUMNS), "strict F1 95% CI", "model size", "train s",
+        "wall s", "eval run"]
 
 
-def _table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def _plot(path: Path, title: str, cells: list[dict], refs: list[dict]) -> None:
+def _comparison_rows(comps: list[dict[str, Any]]) -> list[list[str]]:
+    out = []
+    for c in comps:
+        cols = []
+        for m in ("strict_f1", "precision"):
+            d = c[m]
+            cols.append(f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+                        + ("" if d["significant"] else " n.s."))
+        out.append([c["b"], c["a"], c["varies"], *cols, str(c["strict_f1"]["sessions"])])
+    return out
+
+
+COMPARISON_HEAD = ["B", "A (base)", "varies", "Δ strict F1 (B−A) 95% CI", "Δ AICL P (B−A) 95% CI", "sessions"]
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _whiskers(done: list[dict], key: str) -> tuple[list[float], list[list[float]]]:
+    vals, err = [], [[], []]
+    for d in done:
+        v = d["metrics"].get(key) or 0.0
+        iv = d.get("intervals", {}).get(key)
+        vals.append(v)
+        err[0].append(max(0.0, v - iv["low"]) if iv else 0.0)
+        err[1].append(max(0.0, iv["high"] - v) if iv else 0.0)
+    return vals, err
+
+
+def _references(ax, refs: list[dict]) -> None:
+    for d, style in zip([r for r in refs if r["status"] == "done"], ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)))):
+        ax.axhline(d["metrics"].get("strict_f1") or 0.0, linestyle=style, color="grey", linewidth=1,
+                   label=f"{d['cell'].label()} strict F1")
+
+
+def _plot_bars(path: Path, title: str, cells: list[dict], refs: list[dict]) -> None:
+    plt = _pyplot()
     done = [d for d in cells if d["status"] == "done"]
-    labels = [d["cell"].label() for d in done]
-    bars = (metric("strict_f1"), metric("precision"))  # the headline of each family
-    f1 = [d["metrics"].get(bars[0].key) or 0.0 for d in done]
-    prec = [d["metrics"].get(bars[1].key) or 0.0 for d in done]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(done) + 2), 4.2))
-    xs = range(len(done))
-    ax.bar([x - 0.2 for x in xs], f1, width=0.4, label=bars[0].label)
-    ax.bar([x + 0.2 for x in xs], prec, width=0.4, label=bars[1].label)
-    for d, style in zip(refs, ("--", ":", "-.", "-")):
-        if d["status"] == "done":
-            ax.axhline(d["metrics"].get(bars[0].key) or 0.0, linestyle=style, color="grey", linewidth=1,
-                       label=f"{d['cell'].label()} {bars[0].label}")
-    ax.set_xticks(list(xs), labels, rotation=30, ha="right", fontsize=8)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(done) + 2), 4.4))
+    xs = list(range(len(done)))
+    for offset, key in ((-0.2, "strict_f1"), (0.2, "precision")):
+        vals, err = _whiskers(done, key)
+        ax.bar([x + offset for x in xs], vals, width=0.4, yerr=err, capsize=3, label=metric(key).label)
+    _references(ax, refs)
+    ax.set_xticks(xs, [d["cell"].label() for d in done], rotation=30, ha="right", fontsize=8)
+    _save(plt, fig, ax, path, title)
+
+
+def _plot_ratio(path: Path, title: str, cells: list[dict], refs: list[dict]) -> None:
+    plt = _pyplot()
+    done = [d for d in cells if d["status"] == "done" and d["cell"].ratio is not None]
+    fig, ax = plt.subplots(figsize=(6.5, 4.4))
+    for strategy in dict.fromkeys(d["cell"].strategy for d in done):
+        line = sorted((d for d in done if d["cell"].strategy == strategy), key=lambda d: d["cell"].ratio)
+        vals, err = _whiskers(line, "strict_f1")
+        others = {d["cell"].utilization for d in line}
+        label = f"{strategy}" + (f" ({', '.join(sorted(others))})" if len(others) > 1 else "")
+        ax.errorbar([d["cell"].ratio for d in line], vals, yerr=err, marker="o", capsize=3, label=label)
+    _references(ax, refs)
+    ax.set_xlabel("ratio of training sessions with distilled knowledge")
+    ax.set_ylabel("strict F1")
+    _save(plt, fig, ax, path, title)
+
+
+def _save(plt, fig, ax, path: Path, title: str) -> None:
     ax.set_ylim(0, 1)
-    ax.set_title(title)
+    ax.set_title(title + " (whiskers: 95% bootstrap interval)", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+# ---------------------------------------------------------------- the report
+
+
+def _machine() -> str:
+    import os
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def _seconds(cells: list[dict]) -> float:
+    return sum(d.get("wall_seconds") or 0.0 for d in cells)
+
+
 def write_report(db: sqlite_utils.Database, name: str, out_dir: str | Path) -> dict[str, Any]:
-    """Write `<out_dir>/<name>.md` and one PNG per (dataset, RQ); returns their paths."""
+    """Write `<out_dir>/<name>.md`, `<name>.json` and one PNG per (dataset, RQ); returns their paths."""
     cells = load_cells(db, name)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = json.loads(db.execute("SELECT config FROM experiments WHERE name = ?", [name]).fetchone()[0])
     order = {(c.rq, c.key()): i for i, c in enumerate(ExperimentConfig.from_dict(config).cells())}
     cells.sort(key=lambda d: order.get((d["cell"].rq, d["cell"].key()), len(order)))
+    for d in cells:
+        if d["status"] == "done" and d["session_scores"]:
+            scores = from_portable(d["session_scores"])
+            d["intervals"] = {m: interval(scores, m) for m in ("strict_f1", "precision")}
+            d["interval"] = d["intervals"]["strict_f1"]
+    comps = rq_comparisons(cells)
+    hours = _seconds(cells) / 3600
     lines = [f"# Experiment {name}", "",
              f"Student {config['student']}, split {config['split']}"
              + (f" (seeded sample of {config['limit']} sessions)" if config.get("limit") else "")
              + f", export {config['quant']}. AICL-compatible P/R/Cov average over answered sessions; "
-             "strict P/R/F1 match one-to-one and count unanswered sessions as zero.", ""]
+             "strict P/R/F1 match one-to-one and count unanswered sessions as zero. Intervals are 95% paired "
+             "bootstrap intervals over the scored sessions (2000 resamples); \"n.s.\": the interval holds 0.",
+             "", f"Wall time of the cells as run (reused pieces count once): {hours:.2f} h. "
+             f"Report written {now()[:19]} on {_machine()}.", ""]
+    answers: dict[str, dict[str, str]] = {}
     pngs = []
-    for ds in dict.fromkeys(d["cell"].dataset for d in cells):
+    datasets = list(dict.fromkeys(d["cell"].dataset for d in cells))
+    rqs = list(dict.fromkeys(d["cell"].rq for d in cells if d["cell"].rq != REFERENCE_RQ))
+    if rqs:
+        lines += ["## Answers", ""]
+        for rq in rqs:
+            answers[rq] = {ds: answer(rq, ds, cells, comps) for ds in datasets}
+            lines += [f"- {answers[rq][ds]}" for ds in datasets]
+        lines.append("")
+    for ds in datasets:
         mine = [d for d in cells if d["cell"].dataset == ds]
         refs = [d for d in mine if d["cell"].rq == REFERENCE_RQ]
-        lines += [f"## {ds}", "", "### Reference (baselines and teacher)", "", _table([_row(d) for d in refs]), ""]
+        lines += [f"## {ds}", "", "### Reference (baselines and teacher)", "", _table(HEAD, [_row(d) for d in refs]), ""]
         for rq in dict.fromkeys(d["cell"].rq for d in mine if d["cell"].rq != REFERENCE_RQ):
             group = [d for d in mine if d["cell"].rq == rq]
             png = out / f"{name}-{ds}-{rq}.png".replace("/", "_")
-            _plot(png, f"{rq} on {ds}", group, refs)
+            ratios = {d["cell"].ratio for d in group if d["cell"].ratio is not None}
+            (_plot_ratio if len(ratios) > 1 else _plot_bars)(png, f"{rq} on {ds}", group, refs)
             pngs.append(str(png))
-            lines += [f"### {rq}", "", _table([_row(d) for d in group]), "", f"![{rq} on {ds}]({png.name})", ""]
+            mine_comps = [c for c in comps if c["rq"] == rq and c["dataset"] == ds]
+            lines += [f"### {rq}", "", answers.get(rq, {}).get(ds, ""), "", _table(HEAD, [_row(d) for d in group]), "",
+                      f"![{rq} on {ds}]({png.name})", ""]
+            if mine_comps:
+                lines += ["Paired comparisons (B − A):", "", _table(COMPARISON_HEAD, _comparison_rows(mine_comps)), ""]
     failed = [d for d in cells if d["status"] != "done"]
     if failed:
         lines += [f"{len(failed)} cell(s) failed; fix the cause and rerun `kdbundle experiment run` to fill them.", ""]
     md = out / f"{name}.md"
     md.write_text("\n".join(lines), encoding="utf-8")
-    return {"report": str(md), "plots": pngs, "cells": len(cells), "failed": len(failed)}
+    data = {"format": REPORT_FORMAT, "experiment": name, "config": config, "wall_hours": hours,
+            "machine": _machine(), "answers": answers, "comparisons": comps,
+            "cells": [_portable(d) for d in cells]}
+    js = out / f"{name}.json"
+    js.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    with transaction(db):
+        db.execute("UPDATE experiments SET report_path = ? WHERE name = ?", [str(md.resolve()), name])
+    return {"report": str(md), "json": str(js), "plots": pngs, "cells": len(cells), "failed": len(failed)}
+
+
+_CELL_COLUMNS = ("cell_key", "status", "error", "knowledge_set", "train_run_id", "model", "eval_run_id",
+                 "train_seconds", "model_bytes", "wall_seconds", "updated_at")
+
+
+def _portable(d: dict[str, Any]) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {**{k: d.get(k) for k in _CELL_COLUMNS}, "cell": asdict(d["cell"]), "metrics": d["metrics"],
+            "intervals": d.get("intervals"), "session_scores": d["session_scores"]}
+
+
+def list_reports(db: sqlite_utils.Database) -> list[dict[str, str]]:
+    """Experiments whose report was written (name, Markdown path), oldest first."""
+    return [{"name": n, "path": p} for n, p in db.execute(
+        "SELECT name, report_path FROM experiments WHERE report_path IS NOT NULL ORDER BY updated_at, name")]

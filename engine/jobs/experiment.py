@@ -7,6 +7,7 @@ module docstring), and a finished cell is recorded in `experiment_cells` and ski
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -16,6 +17,7 @@ import sqlite_utils
 
 from ...store.db import transaction
 from ..errors import KdError
+from ..evaluation.bootstrap import portable_scores
 from ..evaluation.difficulty import difficulty_scores
 from ..evaluation.evaluate import EvalConfig, EvalStopped, evaluate
 from ..evaluation.experiment import Cell, ExperimentConfig, load_config
@@ -48,7 +50,9 @@ def _distill_missing(ctx: Progress | None, db, cfg: ExperimentConfig, c: Cell, l
             params = {**(cfg.distill or {}), "dataset": ds}
             if cfg.fields is not None:
                 params["fields"] = cfg.fields
-            if c.strategy:
+            if c.strategy and fmt.sample_order:
+                # Only per-session knowledge (thoughts) is sampled per cell; a rule set is distilled once,
+                # from the [distill] table's sample, and shared by every cell that uses rules.
                 params.update(sample=c.strategy, ratio=c.ratio, seed=c.seed)
             job = db.execute("SELECT id, status FROM jobs WHERE kind = ? AND params = ? ORDER BY id DESC LIMIT 1",
                              [fmt.job_kind, json.dumps(params)]).fetchone()
@@ -80,7 +84,9 @@ def _knowledge_set(ctx, db, cfg: ExperimentConfig, c: Cell, log) -> str | None:
     if name is None or db.execute("SELECT 1 FROM knowledge_sets WHERE name = ?", [name]).fetchone():
         return name
     _distill_missing(ctx, db, cfg, c, log)
-    sample = SampleConfig(c.strategy, c.ratio, c.seed) if c.strategy else None
+    # The set samples exactly as its distillation did (the [distill] table's difficulty model included).
+    sample = (SampleConfig(c.strategy, c.ratio, c.seed, (cfg.distill or {}).get("difficulty_model"))
+              if c.strategy else None)
     create_set(db, name, c.formats.split("+"), [c.dataset, *c.also], sample, difficulty=difficulty_scores)
     log(f"knowledge set {name} created")
     return name
@@ -94,7 +100,8 @@ def run_cell(db: sqlite_utils.Database, cfg: ExperimentConfig, c: Cell, *, ctx: 
     if c.method == "llm" and c.utilization in ("sft", "icl+sft"):
         tcfg = TrainConfig(**{**cfg.train, "student": cfg.student})
         data = SftDataConfig(datasets=[c.dataset, *c.also], knowledge_set=ks, max_len=tcfg.max_len,
-                             **{"k": cfg.k, "knowledge_in_prompt": True, "fields": cfg.fields, **cfg.sft})
+                             **{"k": cfg.k, "knowledge_in_prompt": True, "fields": cfg.fields, **cfg.sft,
+                                **dict(c.sft)})
         run_id, _, _ = find_or_create_run(db, tcfg, data, ctx.job_id if ctx else None)
         status = db.execute("SELECT status FROM train_runs WHERE id = ?", [run_id]).fetchone()[0]
         if status != "done":
@@ -136,7 +143,9 @@ def _record(db, name: str, c: Cell, status: str, fields: dict[str, Any], error: 
            "error": error, "knowledge_set": fields.get("knowledge_set"), "train_run_id": fields.get("train_run_id"),
            "model": fields.get("model"), "eval_run_id": fields.get("eval_run_id"),
            "metrics": json.dumps(fields["metrics"]) if fields.get("metrics") else None,
-           "train_seconds": fields.get("train_seconds"), "model_bytes": fields.get("model_bytes"), "updated_at": now()}
+           "train_seconds": fields.get("train_seconds"), "model_bytes": fields.get("model_bytes"), "updated_at": now(),
+           "wall_seconds": fields.get("wall_seconds"),
+           "session_scores": json.dumps(portable_scores(db, fields["eval_run_id"])) if fields.get("eval_run_id") else None}
     with transaction(db):
         db.execute(f"INSERT OR REPLACE INTO experiment_cells ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                    list(row.values()))
@@ -164,6 +173,7 @@ def run_experiment(db: sqlite_utils.Database, cfg: ExperimentConfig, *, ctx: Pro
         if should_stop and should_stop():
             raise JobCancelled()
         log(f"cell {i + 1}/{len(cells)}: {c.rq} {c.dataset} {c.label()}")
+        started = time.monotonic()
         try:
             fields = run_cell(db, cfg, c, ctx=ctx, should_stop=should_stop, log=log)
         except (JobCancelled, KeyboardInterrupt):
@@ -173,7 +183,7 @@ def run_experiment(db: sqlite_utils.Database, cfg: ExperimentConfig, *, ctx: Pro
             log(f"cell failed: {exc}")
             failed += 1
             continue
-        _record(db, cfg.name, c, "done", fields)
+        _record(db, cfg.name, c, "done", {**fields, "wall_seconds": time.monotonic() - started})
         done += 1
     if progress:
         progress(len(cells), len(cells))

@@ -52,3 +52,24 @@ def test_two_real_evaluations_compare_as_their_own_metrics_say(real_db):
     other = evaluate(real_db, EvalConfig("clothing", split="valid", method="whole-session"))
     with pytest.raises(InputError, match="different sessions"):
         compare_runs(real_db, a["eval_run_id"], other["eval_run_id"])
+
+
+def test_portable_scores_give_the_same_intervals_as_the_evaluation(real_db):
+    from kdbundle.engine.evaluation.bootstrap import from_portable, interval, portable_scores, session_scores
+
+    run = evaluate(real_db, EvalConfig("electronic", split="valid", method="embedding-clusters"))
+    portable = portable_scores(real_db, run["eval_run_id"])
+    assert len(portable) == run["sessions"] and all(isinstance(k, str) for k in portable)
+    here, carried = session_scores(real_db, run["eval_run_id"]), from_portable(portable)
+    for m in ("strict_f1", "precision"):
+        a, b = interval(here, m), interval(carried, m)
+        assert a == b and a["value"] == pytest.approx(run[m]) and a["low"] <= a["value"] <= a["high"]
+
+
+def test_an_interval_narrows_with_more_sessions():
+    few, many = scores([[{1, 2}]] * 5 + [[{3, 4}]] * 5), scores([[{1, 2}]] * 100 + [[{3, 4}]] * 100)
+    from kdbundle.engine.evaluation.bootstrap import interval
+
+    a, b = interval(few), interval(many)
+    assert a["value"] == b["value"] == 0.5
+    assert (b["high"] - b["low"]) < (a["high"] - a["low"]) / 2

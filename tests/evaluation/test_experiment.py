@@ -102,3 +102,58 @@ def test_small_grid_runs_resumes_reuses_and_reports(db, tmp_path, monkeypatch):
     assert all(Path(p).stat().st_size > 5000 and Path(p).read_bytes()[:4] == b"\x89PNG" for p in report["plots"])
     for text in ("### Reference", "whole-session", "strict F1", "s/session", "model size", "patterns / sft", "failed: no rules"):
         assert text in md
+
+
+@pytest.mark.slow
+def test_a_report_gives_intervals_answers_and_json_that_carries_the_grid_to_another_database(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from kdbundle.engine.cli import app
+    from kdbundle.engine.data.demo import load_demo
+    from kdbundle.engine.evaluation.archive import import_report
+    from kdbundle.engine.evaluation.report import list_reports
+    from kdbundle.store import open_db
+
+    monkeypatch.setenv("KDBUNDLE_THREADS", "1")
+    grid = tmp_path / "g.toml"
+    grid.write_text('name = "g"\ndatasets = ["demo-electronics"]\nlimit = 4\n'
+                    'baselines = ["whole-session", "embedding-clusters"]\n'
+                    '[[grid]]\nrq = "RQ1"\nformats = ["none", "patterns"]\nutilization = "icl"\n', encoding="utf-8")
+    here, there = open_db(tmp_path / "a.db"), open_db(tmp_path / "b.db")
+    for d in (here, there):
+        load_demo(d)
+    run_experiment(here, load_config(grid), log=lambda m: None)
+    report = write_report(here, "g", tmp_path / "out")
+    data = json.loads(Path(report["json"]).read_text())
+    cells = {c["cell_key"]: c for c in data["cells"]}
+    assert len(cells) == 4 and all(c["status"] == "done" and len(c["session_scores"]) == 4 for c in cells.values())
+    for c in cells.values():  # each cell's own interval holds its value
+        iv = c["intervals"]["strict_f1"]
+        assert iv["low"] <= c["metrics"]["strict_f1"] <= iv["high"]
+        assert iv["value"] == pytest.approx(c["metrics"]["strict_f1"])
+    varied = [c for c in data["comparisons"] if c["varies"] == "formats"]
+    assert len(varied) == 1 and (varied[0]["a"], varied[0]["b"]) == ("none / icl", "patterns / icl")
+    d = varied[0]["strict_f1"]
+    assert d["diff"] == pytest.approx(cells[varied[0]["b_key"]]["metrics"]["strict_f1"]
+                                      - cells[varied[0]["a_key"]]["metrics"]["strict_f1"])
+    assert len([c for c in data["comparisons"] if c["varies"] == "best reference"]) == 2
+    md = Path(report["report"]).read_text()
+    assert "## Answers" in md and data["answers"]["RQ1"]["demo-electronics"] in md
+    assert "Paired comparisons" in md and "strict F1 95% CI" in md and "Wall time of the cells" in md
+    assert list_reports(here) == [{"name": "g", "path": str(Path(report["report"]).resolve())}]
+
+    # Another database: the cells come in with their scores; nothing is recomputed; the report is the same.
+    res = CliRunner().invoke(app, ["--db", str(tmp_path / "b.db"), "experiment", "import", report["json"], "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == {"experiment": "g", "imported": 4, "kept": 0}
+    assert import_report(there, report["json"]) == {"experiment": "g", "imported": 0, "kept": 4}
+    gens = there.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+    assert run_experiment(there, load_config(grid), log=lambda m: None)["done"] == 4
+    assert there.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == gens == 0
+    again = json.loads(Path(write_report(there, "g", tmp_path / "out2")["json"]).read_text())
+    assert again["answers"] == data["answers"] and again["comparisons"] == data["comparisons"]
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "something else"}', encoding="utf-8")
+    with pytest.raises(InputError, match="not a report written by"):
+        import_report(there, bad)

@@ -53,3 +53,34 @@ def test_eval_runs_table_metric_switch_and_reports(tmp_path):
             assert screen.query_one("#plot").display
 
     run(scenario())
+
+
+def test_the_newest_experiment_report_shows_and_opens_in_the_system_viewer(tmp_path):
+    from kdbundle.engine.evaluation.experiment import ExperimentConfig
+    from kdbundle.engine.evaluation.report import write_report
+    from kdbundle.engine.jobs.experiment import run_experiment
+
+    path = demo_db(tmp_path / "kd.db")
+    db = open_db(path)
+    cfg = ExperimentConfig.from_dict({"name": "refs", "datasets": ["demo-clothing"], "limit": 4,
+                                      "baselines": ["whole-session", "embedding-clusters"]})
+    run_experiment(db, cfg, log=lambda m: None)
+    report = write_report(db, "refs", tmp_path / "reports")
+    db.conn.close()
+
+    async def scenario():
+        app = KdApp(path)
+        opened = []
+        app.open_url = lambda url, **kw: opened.append(url)  # the system's viewer, not launched in a test
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("6")
+            screen = app.screen
+            await wait_for(pilot, lambda: screen.reports, what="the report listed")
+            await pilot.press("e")
+            text = screen.query_one("#report", Markdown)
+            assert text.display and "Reference (baselines and teacher)" in text.source
+            await pilot.press("o")
+            assert opened == [screen.opened] and screen.opened.endswith("/reports/refs.md")
+            assert screen.opened.startswith("file://") and report["report"].endswith("refs.md")
+
+    run(scenario())
