@@ -27,6 +27,12 @@ def test_shipped_grids_parse_and_expand():
     assert len([c for c in cells if c.rq == "RQ2-sampling" and c.dataset == "electronic"]) == 16
     assert all(c.dataset not in c.also for c in cells)
     assert len({(c.rq, c.key()) for c in cells}) == len(cells)
+    paper = load_config(ASSETS / "paper.toml").cells()
+    assert paper[0].rq == "reference" and {c.dataset for c in paper} == {"electronic", "clothing"}
+    ratio = [c for c in paper if c.rq == "RQ2-sampling" and c.dataset == "clothing"]
+    assert len(ratio) == 12 and all(dict(c.sft) == {"thought_sessions_only": True} for c in ratio)
+    assert "thought sessions only" in ratio[0].label()
+    assert all(c.sft == () for c in paper if c.rq != "RQ2-sampling")  # keys as before where no table sets options
 
 
 @pytest.mark.parametrize("bad, message", [
