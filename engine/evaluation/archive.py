@@ -36,7 +36,7 @@ def import_report(db: sqlite_utils.Database, path: str | Path) -> dict[str, Any]
     rows = []
     for i, c in enumerate(data["cells"], 1):
         try:
-            cell = Cell(**{**c["cell"], "also": tuple(c["cell"].get("also") or ())})
+            cell = Cell(**c["cell"])
             key, status = c["cell_key"], c["status"]
         except (KeyError, TypeError) as exc:
             raise InputError(f"{p}: cell {i} is malformed ({exc})") from None

@@ -39,9 +39,7 @@ def load_cells(db: sqlite_utils.Database, name: str) -> list[dict[str, Any]]:
     out = []
     for r in cur.fetchall():
         d = dict(zip(cols, r))
-        raw = json.loads(d["cell"])
-        raw["also"] = tuple(raw.get("also") or ())
-        d["cell"] = Cell(**raw)
+        d["cell"] = Cell(**json.loads(d["cell"]))  # Cell turns JSON lists back into tuples
         d["metrics"] = json.loads(d["metrics"]) if d["metrics"] else {}
         d["session_scores"] = json.loads(d["session_scores"]) if d.get("session_scores") else None
         out.append(d)
