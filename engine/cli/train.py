@@ -59,6 +59,7 @@ def train_cmd(
     valid: bool = option(TrainConfig, "valid", "--valid/--no-valid"),
     eval_steps: Optional[int] = option(TrainConfig, "eval_steps", "--eval-steps"),
     patience: int = option(TrainConfig, "patience", "--patience"),
+    precision: str = option(TrainConfig, "precision", "--precision"),
     prompt: str = option(SftDataConfig, "prompt", "--prompt"),
     answer: str = option(SftDataConfig, "answer", "--answer"),
     title_max: Optional[int] = option(SftDataConfig, "title_max", "--title-max"),
@@ -90,7 +91,7 @@ def train_cmd(
                         epochs=epochs, max_steps=max_steps, batch_size=batch, grad_accum=grad_accum,
                         max_len=max_len, seed=seed, threads=threads, save_steps=save_steps, thoughts=thoughts,
                         k=k, knowledge_in_prompt=not no_knowledge_in_prompt, limit=limit, fields=fields,
-                        valid=valid, eval_steps=eval_steps, patience=patience, prompt=prompt, answer=answer,
+                        valid=valid, eval_steps=eval_steps, patience=patience, precision=precision, prompt=prompt, answer=answer,
                         title_max=title_max, hints=hints, group_hints=group_hints, targets=targets,
                         min_confidence=min_confidence, answered_only=answered_only,
                         thought_sessions_only=thought_sessions_only)

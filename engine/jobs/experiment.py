@@ -92,6 +92,16 @@ def _knowledge_set(ctx, db, cfg: ExperimentConfig, c: Cell, log) -> str | None:
     return name
 
 
+def _untrained_spec(cfg: ExperimentConfig, c: Cell) -> dict[str, Any]:
+    """How the untrained student is prompted in icl and zero-shot cells: the prompt and answer format its
+    trained cells learn ([sft]), so ICL and SFT differ in training alone (the full prompt's JSON answer
+    takes a 135M model seconds a session to fill, and it has no structured decoder). No group hint: the
+    pair model behind it is fitted by training."""
+    opts = {**cfg.sft, **dict(c.sft)}
+    data = SftDataConfig(datasets=[c.dataset], **{k: opts[k] for k in ("prompt", "answer", "title_max") if k in opts})
+    return {"prompt": data.prompt, "answer": data.answer, "title_max": data.title_max}
+
+
 def run_cell(db: sqlite_utils.Database, cfg: ExperimentConfig, c: Cell, *, ctx: Progress | None = None,
              should_stop: Callable[[], bool] | None = None, log=print) -> dict[str, Any]:
     """Compute one cell (reusing every keyed piece that exists); returns its experiment_cells fields."""
@@ -123,7 +133,8 @@ def run_cell(db: sqlite_utils.Database, cfg: ExperimentConfig, c: Cell, *, ctx: 
     ecfg = EvalConfig(c.dataset, split=cfg.split, method=c.method, model=model if c.method == "llm" else None,
                       limit=cfg.limit, seed=cfg.seed, utilization=utilization,
                       knowledge_set=ks if utilization in ("icl", "icl+sft") else None,
-                      fields=cfg.fields if c.method == "llm" else None)
+                      fields=cfg.fields if c.method == "llm" else None,
+                      **(_untrained_spec(cfg, c) if c.method == "llm" and run_id is None and not c.model else {}))
     try:
         metrics = evaluate(db, ecfg, should_stop=should_stop)
     except EvalStopped:

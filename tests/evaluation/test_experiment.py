@@ -12,6 +12,7 @@ from kdbundle.engine.evaluation.report import write_report
 from kdbundle.engine.jobs.experiment import run_experiment
 from kdbundle.engine.jobs.runner import JobCancelled
 from kdbundle.engine.knowledge.sets import load_set_knowledge
+from kdbundle.engine.llm.prompts import COMPACT_TASK
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "experiments"
 
@@ -91,6 +92,11 @@ def test_small_grid_runs_resumes_reuses_and_reports(db, tmp_path, monkeypatch):
     assert load_set_knowledge(db, "demo-electronics:patterns:all").patterns
     prompt = db.execute("SELECT prompt FROM generations WHERE eval_run_id = ? LIMIT 1", [rows["patterns/icl"][1]]).fetchone()[0]
     assert "Category patterns seen in past bundles" in prompt
+    # The untrained student answers in the format its trained cells learn ([sft]: compact, letters), so the
+    # icl and sft cells differ in training alone.
+    assert COMPACT_TASK["letters"] in prompt
+    run_cfg = json.loads(db.execute("SELECT params FROM eval_runs WHERE id = ?", [rows["patterns/icl"][1]]).fetchone()[0])
+    assert (run_cfg["prompt"], run_cfg["answer"]) == ("compact", "letters")
 
     # A third run computes nothing: same eval runs, no new generations, no new training.
     gens = db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]

@@ -111,7 +111,8 @@ def test_bad_recipe_options_are_refused_before_a_job(setup):
     path = setup
     for args, message in ((["--answer", "yaml"], "unknown answer format"), (["--prompt", "tiny"], "unknown prompt"),
                           (["--method", "qlora"], "method must be one of"), (["--hints", "3", "--prompt", "full"],
-                                                                            "compact prompt")):
+                                                                            "compact prompt"),
+                          (["--precision", "fp8"], "precision must be one of")):
         r = run(path, "train", "--dataset", DATASET, *args, ok=False)
         assert r.exit_code != 0 and message in str(r.exception), (args, r.exception)
     r = run(path, "eval", "--dataset", DATASET, "--method", "llm", "--answer", "yaml", ok=False)

@@ -51,6 +51,30 @@ def test_full_fine_tuning_of_the_top_layers_leaves_the_rest_untouched(tmp_path):
         train(db, TrainConfig(**{**BASE, "method": "full"}, top_layers=99, max_steps=1), EXAMPLES)
 
 
+def test_bf16_training_follows_fp32_and_is_its_own_run(tmp_path):
+    # bf16 is a different computation: same first loss to a few digits, weights still fp32, and a run key
+    # of its own (fp32 runs keep the keys they had before the option existed).
+    from kdbundle.engine.student.examples import SftDataConfig
+    from kdbundle.engine.student.runs import run_key
+
+    db = open_db(tmp_path / "t.db")
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        cfg = TrainConfig(**{**BASE, "method": "full", "lr": 1e-4}, top_layers=2, max_steps=1, precision=precision,
+                          output_dir=str(tmp_path / precision))
+        r = train(db, cfg, EXAMPLES)
+        assert r.status == "done" and weights_kind(tmp_path / r.adapter_dir) == "full"
+        losses[precision] = r.final_loss
+    assert abs(losses["bf16"] - losses["fp32"]) < 0.05 * losses["fp32"]
+    from transformers import AutoModelForCausalLM
+    import torch
+
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "bf16" / ADAPTER_DIR).dtype == torch.float32
+    data = SftDataConfig(datasets=[])
+    fp32, bf16 = (run_key(db, TrainConfig(precision=p), data) for p in ("fp32", "bf16"))
+    assert fp32 != bf16
+
+
 def test_selection_keeps_the_best_step_and_stops_on_patience(tmp_path):
     # The score of each validation comes from this list (the jobs layer scores real valid splits:
     # tests/student/test_train_cli.py); what is tested here is what the recipe does with the scores.
