@@ -57,14 +57,9 @@ def machine_info() -> dict[str, Any]:
     """Cores, RAM, CPU model, OS and the versions that matter for the figures."""
     import importlib.metadata as md
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from kdbundle.engine.machine import cpu_model
+
+    cpu = cpu_model()
     try:
         import psutil
 

@@ -417,3 +417,10 @@ def m013_cell_session_scores(db):
     ALTER TABLE experiment_cells ADD COLUMN wall_seconds REAL;
     ALTER TABLE experiments ADD COLUMN report_path TEXT
     """)
+
+
+@migration
+def m014_cell_machine(db):
+    # The machine a cell ran on ("AMD EPYC, 2 cores"): a grid runs over several sittings, maybe on
+    # different machines, and its report states the time each machine spent.
+    _script(db, "ALTER TABLE experiment_cells ADD COLUMN machine TEXT")

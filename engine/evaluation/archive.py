@@ -55,11 +55,11 @@ def import_report(db: sqlite_utils.Database, path: str | Path) -> dict[str, Any]
                 continue
             db.execute(
                 """INSERT OR REPLACE INTO experiment_cells (experiment, cell_key, cell, status, error, knowledge_set,
-                   metrics, train_seconds, model_bytes, wall_seconds, session_scores, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   metrics, train_seconds, model_bytes, wall_seconds, machine, session_scores, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [cfg.name, key, json.dumps(c["cell"]), c["status"], c.get("error"), c.get("knowledge_set"),
                  json.dumps(c.get("metrics") or {}), c.get("train_seconds"), c.get("model_bytes"),
-                 c.get("wall_seconds"), json.dumps(c["session_scores"]) if c.get("session_scores") else None,
+                 c.get("wall_seconds"), c.get("machine"), json.dumps(c["session_scores"]) if c.get("session_scores") else None,
                  c.get("updated_at") or now()])
             imported += 1
     return {"experiment": cfg.name, "imported": imported, "kept": kept}

@@ -83,8 +83,10 @@ def rq_comparisons(rows: Sequence[Mapping[str, Any]], **kw: Any) -> list[dict[st
 
 
 def answer(rq: str, dataset: str, rows: Sequence[Mapping[str, Any]], comps: Sequence[Mapping[str, Any]]) -> str:
-    """One sentence: the RQ's best cell on this dataset, what it gains over the question's base cell
-    and over the strongest reference, each with its interval and significance."""
+    """One sentence: the RQ's best cell on this dataset; for each input in which it differs from the
+    question's base cell (the first cell: every input at its first value), what it gains over the cell
+    that differs from it in that input alone, set back to the base value (so each gain is one input's
+    effect, with its interval); and what it gains over the strongest reference."""
     group = [r for r in rows if r["cell"].rq == rq and r["cell"].dataset == dataset and r["status"] == "done"]
     if not group:
         return f"{rq} on {dataset}: no finished cell."
@@ -93,27 +95,34 @@ def answer(rq: str, dataset: str, rows: Sequence[Mapping[str, Any]], comps: Sequ
     parts = [f"{rq} on {dataset}: the best cell is {best['cell'].label()} "
              f"(strict F1 {best['metrics'].get('strict_f1', 0.0):.3f})"]
 
-    def said(c: Mapping[str, Any]) -> str:
-        d = c["strict_f1"]
+    def said(d: Mapping[str, Any]) -> str:
         verdict = "significant" if d["significant"] else "not significant"
         return f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], {verdict}"
 
-    if best is not base:
-        over_base = next((c for c in comps if c["rq"] == rq and c["varies"] != "best reference"
-                          and {c["a_key"], c["b_key"]} == {base["cell_key"], best["cell_key"]}), None)
-        if over_base is not None:
-            sign = 1 if over_base["b_key"] == best["cell_key"] else -1
-            d = dict(over_base["strict_f1"])
-            if sign < 0:
-                d.update(diff=-d["diff"], low=-d["high"], high=-d["low"])
-            parts.append(f"vs {base['cell'].label()} {said({'strict_f1': d})}")
-        else:
-            parts.append(f"{best['metrics'].get('strict_f1', 0.0) - base['metrics'].get('strict_f1', 0.0):+.3f} "
-                         f"over {base['cell'].label()} (they differ in more than one input: no interval)")
-    else:
+    def gain_over(other: Mapping[str, Any]) -> str | None:
+        """best − other in strict F1, from the comparison of the two (either side), else None."""
+        c = next((c for c in comps if c["rq"] == rq and c["varies"] != "best reference"
+                  and {c["a_key"], c["b_key"]} == {other["cell_key"], best["cell_key"]}), None)
+        if c is None:
+            return None
+        d = dict(c["strict_f1"])
+        if c["a_key"] == best["cell_key"]:
+            d.update(diff=-d["diff"], low=-d["high"], high=-d["low"])
+        return said(d)
+
+    varied = [k for k in VARIED if getattr(best["cell"], k) != getattr(base["cell"], k)]
+    if not varied:
         parts.append("the question's base cell; no variant scores higher")
+    for key in varied:
+        twin = next((r for r in group if _differs_in(r["cell"], best["cell"]) == key
+                     and getattr(r["cell"], key) == getattr(base["cell"], key)), None)
+        said_gain = gain_over(twin) if twin is not None else None
+        if said_gain is not None:
+            parts.append(f"vs {twin['cell'].label()} {said_gain}")
+        elif twin is None:
+            parts.append(f"no finished cell differs from it in {key} alone")
     vs_ref = next((c for c in comps if c["rq"] == rq and c["varies"] == "best reference"
                    and c["b_key"] == best["cell_key"]), None)
     if vs_ref is not None:
-        parts.append(f"vs the best reference ({vs_ref['a']}) {said(vs_ref)}")
+        parts.append(f"vs the best reference ({vs_ref['a']}) {said(vs_ref['strict_f1'])}")
     return "; ".join(parts) + "."

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..knowledge.formats import FORMAT_NAMES
+from ..knowledge.formats import FORMAT_NAMES, get_format
 from ..knowledge.sampling import STRATEGIES
 from ..student.train import TrainConfig
 from ..types import check_fields
@@ -87,13 +87,18 @@ class Cell:
             d.pop("sft")  # cells of grids without per-table options keep the keys they had
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:24]
 
+    def sampled(self) -> bool:
+        """Whether the strategy and ratio choose anything: only formats distilled per session (thoughts)
+        are sampled; patterns are mined from all of train and a rule set from the [distill] sample."""
+        return self.formats != "none" and any(get_format(f).sample_order for f in self.formats.split("+"))
+
     def label(self) -> str:
         if self.method != "llm":
             return self.method
         if self.model:
             return f"teacher {self.model}"
         parts = [self.formats]
-        if self.strategy and self.formats != "none":  # no knowledge: nothing was sampled
+        if self.strategy and self.sampled():
             parts.append(f"{self.strategy}@{self.ratio:g}")
         if self.also:
             parts.append("+" + "+".join(self.also))

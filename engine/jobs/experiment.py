@@ -24,6 +24,7 @@ from ..evaluation.experiment import Cell, ExperimentConfig, load_config
 from ..knowledge.formats import DISTILLED
 from ..knowledge.sampling import SampleConfig
 from ..knowledge.sets import create_set
+from ..machine import describe
 from ..progress import JobCancelled, Progress, now
 from ..student.examples import SftDataConfig, build_examples, tokenizer_counter
 from ..student.export import ExportConfig, export_or_reuse
@@ -155,7 +156,7 @@ def _record(db, name: str, c: Cell, status: str, fields: dict[str, Any], error: 
            "model": fields.get("model"), "eval_run_id": fields.get("eval_run_id"),
            "metrics": json.dumps(fields["metrics"]) if fields.get("metrics") else None,
            "train_seconds": fields.get("train_seconds"), "model_bytes": fields.get("model_bytes"), "updated_at": now(),
-           "wall_seconds": fields.get("wall_seconds"),
+           "wall_seconds": fields.get("wall_seconds"), "machine": fields.get("machine"),
            "session_scores": json.dumps(portable_scores(db, fields["eval_run_id"])) if fields.get("eval_run_id") else None}
     with transaction(db):
         db.execute(f"INSERT OR REPLACE INTO experiment_cells ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
@@ -194,7 +195,7 @@ def run_experiment(db: sqlite_utils.Database, cfg: ExperimentConfig, *, ctx: Pro
             log(f"cell failed: {exc}")
             failed += 1
             continue
-        _record(db, cfg.name, c, "done", {**fields, "wall_seconds": time.monotonic() - started})
+        _record(db, cfg.name, c, "done", {**fields, "wall_seconds": time.monotonic() - started, "machine": describe()})
         done += 1
     if progress:
         progress(len(cells), len(cells))

@@ -115,7 +115,7 @@ class TrainConfig:
     precision: str = "fp32"
     """CPU training: fp32 | bf16 (matmuls in bfloat16 under autocast; weights, gradients' master copy and
     optimizer stay fp32). bf16 is ~1.9x faster per step on CPUs with native bf16 instructions (measured on
-    AMD EPYC with avx512_bf16; see `cpu_has_bf16`) and slower where they are emulated. A GPU uses bf16
+    AMD EPYC with avx512_bf16; see `engine.machine.has_native_bf16`) and slower where they are emulated. A GPU uses bf16
     wherever it supports it, whatever this says."""
 
 
@@ -348,14 +348,6 @@ def check_train_config(cfg: TrainConfig) -> None:
     if cfg.precision not in PRECISIONS:
         raise InputError(f"train config: precision must be one of {', '.join(PRECISIONS)} (got {cfg.precision!r})")
 
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (avx512_bf16 or AMX), where `precision = "bf16"` pays."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def choose_method(cfg: TrainConfig, n_params: int) -> str:

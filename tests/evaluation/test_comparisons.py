@@ -55,3 +55,26 @@ def test_the_answer_names_the_best_cell_its_gain_and_whether_the_interval_holds_
     close = answer("RQ1", "d", [_row(ref, 10), _row(none, 12), _row(rules, 13), _row(thoughts, 11)],
                    rq_comparisons([_row(ref, 10), _row(none, 12), _row(rules, 13), _row(thoughts, 11)]))
     assert "+0.025" in close and "not significant" in close
+
+
+def test_a_best_cell_that_differs_from_the_base_in_two_inputs_gets_one_interval_per_input():
+    # RQ1 crosses formats with utilization: the best cell (rules / sft) is set against rules / icl (the
+    # use alone) and none / sft (the format alone), never against none / icl (two inputs at once).
+    cells = _grid({"rq": "RQ1", "formats": ["none", "rules"], "utilization": ["icl", "sft"]})
+    ref = next(c for c in cells if c.rq == REFERENCE_RQ)
+    by = {c.label(): c for c in cells if c.rq == "RQ1"}
+    rows = [_row(ref, 5), _row(by["none / icl"], 4), _row(by["none / sft"], 10), _row(by["rules / icl"], 6),
+            _row(by["rules / sft"], 30)]
+    text = answer("RQ1", "d", rows, rq_comparisons(rows))
+    assert text.startswith("RQ1 on d: the best cell is rules / sft")
+    assert "vs none / sft +0.500" in text and "vs rules / icl +0.600" in text and "vs none / icl" not in text
+    assert "vs the best reference (whole-session) +0.625" in text
+    # Without the twin that isolates the use, the answer says so instead of comparing two inputs at once.
+    partial = [r for r in rows if r["cell"] is not by["rules / icl"]]
+    assert "no finished cell differs from it in utilization alone" in answer("RQ1", "d", partial, rq_comparisons(partial))
+
+
+def test_labels_name_a_sample_only_where_the_knowledge_is_sampled():
+    cells = {c.label() for c in _grid({"rq": "RQ1", "formats": ["patterns", "rules", "patterns+thoughts"],
+                                       "strategy": "length", "ratio": 0.2, "utilization": "icl"}) if c.rq == "RQ1"}
+    assert cells == {"patterns / icl", "rules / icl", "patterns+thoughts / length@0.2 / icl"}

@@ -151,7 +151,12 @@ def test_a_report_gives_intervals_answers_and_json_that_carries_the_grid_to_anot
     assert len([c for c in data["comparisons"] if c["varies"] == "best reference"]) == 2
     md = Path(report["report"]).read_text()
     assert "## Answers" in md and data["answers"]["RQ1"]["demo-electronics"] in md
-    assert "Paired comparisons" in md and "strict F1 95% CI" in md and "Wall time of the cells" in md
+    assert "Paired comparisons" in md and "strict F1 95% CI" in md and "wall time of the cells" in md
+    # Where the time went: each cell names the machine it ran on, the report sums per machine.
+    from kdbundle.engine.machine import describe
+
+    assert all(c["machine"] == describe() for c in cells.values()) and "4 of 4 cells done" in md
+    assert f"h on {describe()})" in md
     assert list_reports(here) == [{"name": "g", "path": str(Path(report["report"]).resolve())}]
 
     # Another database: the cells come in with their scores; nothing is recomputed; the report is the same.
@@ -164,6 +169,7 @@ def test_a_report_gives_intervals_answers_and_json_that_carries_the_grid_to_anot
     assert there.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == gens == 0
     again = json.loads(Path(write_report(there, "g", tmp_path / "out2")["json"]).read_text())
     assert again["answers"] == data["answers"] and again["comparisons"] == data["comparisons"]
+    assert [c["machine"] for c in again["cells"]] == [c["machine"] for c in data["cells"]]
 
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "something else"}', encoding="utf-8")
