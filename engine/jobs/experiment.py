@@ -33,11 +33,17 @@ from ..student.train import TrainConfig, train
 from .runner import create_job, run_job
 
 
+def _domains(c: Cell) -> list[str]:
+    """The datasets a cell's knowledge and training draw on, in one order whichever of them the cell scores:
+    the electronic cell with clothing and the clothing cell with electronic share one set and one student."""
+    return [c.dataset] if not c.also else sorted({c.dataset, *c.also})
+
+
 def _set_name(cfg: ExperimentConfig, c: Cell) -> str | None:
     if c.formats == "none":
         return None
     sample = f"{c.strategy}-{c.ratio:g}-s{c.seed}" if c.strategy else "all"
-    domains = "+".join([c.dataset, *c.also])
+    domains = "+".join(_domains(c))
     return f"{domains}:{c.formats}:{sample}"
 
 
@@ -47,7 +53,7 @@ def _distill_missing(ctx: Progress | None, db, cfg: ExperimentConfig, c: Cell, l
         kind = fmt.name
         if kind not in c.formats.split("+"):
             continue
-        for ds in (c.dataset, *c.also):
+        for ds in _domains(c):
             params = {**(cfg.distill or {}), "dataset": ds}
             if cfg.fields is not None:
                 params["fields"] = cfg.fields
@@ -88,7 +94,7 @@ def _knowledge_set(ctx, db, cfg: ExperimentConfig, c: Cell, log) -> str | None:
     # The set samples exactly as its distillation did (the [distill] table's difficulty model included).
     sample = (SampleConfig(c.strategy, c.ratio, c.seed, (cfg.distill or {}).get("difficulty_model"))
               if c.strategy else None)
-    create_set(db, name, c.formats.split("+"), [c.dataset, *c.also], sample, difficulty=difficulty_scores)
+    create_set(db, name, c.formats.split("+"), _domains(c), sample, difficulty=difficulty_scores)
     log(f"knowledge set {name} created")
     return name
 
@@ -110,7 +116,7 @@ def run_cell(db: sqlite_utils.Database, cfg: ExperimentConfig, c: Cell, *, ctx: 
     model, run_id, train_seconds = c.model or cfg.student, None, None
     if c.method == "llm" and c.utilization in ("sft", "icl+sft"):
         tcfg = TrainConfig(**{**cfg.train, "student": cfg.student})
-        data = SftDataConfig(datasets=[c.dataset, *c.also], knowledge_set=ks, max_len=tcfg.max_len,
+        data = SftDataConfig(datasets=_domains(c), knowledge_set=ks, max_len=tcfg.max_len,
                              **{"k": cfg.k, "knowledge_in_prompt": True, "fields": cfg.fields, **cfg.sft,
                                 **dict(c.sft)})
         run_id, _, _ = find_or_create_run(db, tcfg, data, ctx.job_id if ctx else None)

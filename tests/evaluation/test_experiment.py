@@ -117,6 +117,28 @@ def test_small_grid_runs_resumes_reuses_and_reports(db, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_the_two_domain_cells_of_both_datasets_share_one_student(db, monkeypatch):
+    # Electronic with Clothing and Clothing with Electronic learn from the same sessions and knowledge:
+    # one knowledge set, one training run, scored on each dataset's own test split.
+    monkeypatch.setenv("KDBUNDLE_THREADS", "1")
+    from kdbundle.engine.data.demo import load_demo
+
+    load_demo(db)
+    cfg = ExperimentConfig.from_dict({
+        "name": "two", "datasets": ["demo-electronics", "demo-clothing"], "limit": 2, "baselines": [],
+        "train": {"max_steps": 1, "batch_size": 2, "max_len": 384, "threads": 1},
+        "grid": [{"rq": "RQ2", "formats": "patterns", "also": ["demo-electronics", "demo-clothing"],
+                  "utilization": "sft"}],
+    })
+    assert run_experiment(db, cfg, log=lambda m: None) == {"experiment": "two", "cells": 2, "done": 2, "failed": 0}
+    rows = db.execute("SELECT cell, knowledge_set, train_run_id, eval_run_id FROM experiment_cells").fetchall()
+    assert {json.loads(c)["dataset"] for c, *_ in rows} == {"demo-electronics", "demo-clothing"}
+    assert {ks for _, ks, _, _ in rows} == {"demo-clothing+demo-electronics:patterns:all"}
+    assert len({run for _, _, run, _ in rows}) == 1 and db.execute("SELECT COUNT(*) FROM train_runs").fetchone()[0] == 1
+    assert {d for (d,) in db.execute("SELECT dataset FROM eval_runs")} == {"demo-electronics", "demo-clothing"}
+
+
+@pytest.mark.slow
 def test_a_report_gives_intervals_answers_and_json_that_carries_the_grid_to_another_database(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
