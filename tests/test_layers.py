@@ -2,7 +2,7 @@
 
 Every import counts, the ones inside functions too (a lazy import is still a dependency). A module
 may import its own layer or a lower one; the shared vocabulary (types, errors, progress, config,
-embeddings) is importable from everywhere and imports nothing above store. Module-level cycles are
+machine, embeddings) is importable from everywhere and imports nothing above store. Module-level cycles are
 refused in every layer. The checker is tested on a made-up graph first, so a broken checker cannot
 pass the real code silently.
 """
