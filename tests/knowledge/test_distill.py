@@ -497,8 +497,11 @@ def test_a_knowledge_set_samples_thoughts_as_a_prefix_of_the_distillation_sample
     from kdbundle.engine.knowledge.sets import create_set, load_set_knowledge
 
     _import_real_thoughts(real_db)
+    # The newest whole-sample job (the file holds the first distillation and the paper grid's own job over the
+    # same sample, which reused its answers): a set takes the newest accepted thought of each session.
     (thoughts_job, params), = real_db.execute(
-        "SELECT id, params FROM jobs WHERE kind = 'distill-thoughts' AND json_extract(params, '$.limit') IS NULL")
+        "SELECT id, params FROM jobs WHERE kind = 'distill-thoughts' AND json_extract(params, '$.limit') IS NULL"
+        " ORDER BY id DESC LIMIT 1")
     ratio = json.loads(params)["ratio"]
     sample = json.loads(real_db.execute("SELECT result FROM job_units WHERE job_id = ? AND unit = 'sample'",
                                         [thoughts_job]).fetchone()[0])
