@@ -57,7 +57,7 @@ def machine_info() -> dict[str, Any]:
     """Cores, RAM, CPU model, OS and the versions that matter for the figures."""
     import importlib.metadata as md
 
-    from kdbundle.engine.machine import cpu_model
+    from kdbundle.engine.machine import cores, cpu_model
 
     cpu = cpu_model()
     try:
@@ -81,7 +81,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
+        "usable_cores": cores(),
         "ram_gb": round(ram / 2**30, 1) if ram else None,
         "load_average_at_start": [round(x, 2) for x in load] if load else None,
         "os": f"{platform.system()} {platform.release()}",

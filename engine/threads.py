@@ -19,16 +19,14 @@ from contextlib import contextmanager
 import psutil
 
 from ..store.db import transaction
+from .machine import cores
 
 THREADS_ENV = "KDBUNDLE_THREADS"
 
 
 def physical_cores() -> int:
     """Physical cores this process may run on (hyper-threads share a core's arithmetic units)."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 1
+    usable = cores()
     physical = psutil.cpu_count(logical=False) or usable
     return max(1, min(usable, physical))
 

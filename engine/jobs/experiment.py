@@ -16,6 +16,7 @@ from typing import Any
 import sqlite_utils
 
 from ...store.db import transaction
+from ..config import default
 from ..errors import KdError
 from ..evaluation.bootstrap import portable_scores
 from ..evaluation.difficulty import difficulty_scores
@@ -105,8 +106,7 @@ def _untrained_spec(cfg: ExperimentConfig, c: Cell) -> dict[str, Any]:
     takes a 135M model seconds a session to fill, and it has no structured decoder). No group hint: the
     pair model behind it is fitted by training."""
     opts = {**cfg.sft, **dict(c.sft)}
-    data = SftDataConfig(datasets=[c.dataset], **{k: opts[k] for k in ("prompt", "answer", "title_max") if k in opts})
-    return {"prompt": data.prompt, "answer": data.answer, "title_max": data.title_max}
+    return {k: opts.get(k, default(SftDataConfig, k)) for k in ("prompt", "answer", "title_max")}
 
 
 def run_cell(db: sqlite_utils.Database, cfg: ExperimentConfig, c: Cell, *, ctx: Progress | None = None,

@@ -349,7 +349,6 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise InputError(f"train config: precision must be one of {', '.join(PRECISIONS)} (got {cfg.precision!r})")
 
 
-
 def choose_method(cfg: TrainConfig, n_params: int) -> str:
     if cfg.method != "auto":
         return cfg.method

@@ -66,8 +66,8 @@ def test_bf16_training_follows_fp32_and_is_its_own_run(tmp_path):
         assert r.status == "done" and weights_kind(tmp_path / r.adapter_dir) == "full"
         losses[precision] = r.final_loss
     assert abs(losses["bf16"] - losses["fp32"]) < 0.05 * losses["fp32"]
-    from transformers import AutoModelForCausalLM
     import torch
+    from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "bf16" / ADAPTER_DIR).dtype == torch.float32
     data = SftDataConfig(datasets=[])
