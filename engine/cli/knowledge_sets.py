@@ -10,7 +10,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ..errors import NotFound
+from ..errors import InputError, NotFound
 from ..evaluation.difficulty import difficulty_scores
 from ..knowledge.formats import FORMAT_NAMES
 from ..knowledge.sampling import STRATEGIES, SampleConfig
@@ -81,10 +81,13 @@ def show_cmd(ctx: typer.Context, knowledge_id: int = typer.Argument(..., help="K
         console.print(raw if full or len(raw) <= 400 else raw[:400] + " …", markup=False, highlight=False)
 
 
-def _sample(sample: Optional[str], ratio: Optional[float], seed: int, difficulty_model: Optional[str]) -> SampleConfig | None:
+def _sample(sample: Optional[str], ratio: Optional[float], seed: int, difficulty_model: Optional[str],
+            pool: Optional[float] = None) -> SampleConfig | None:
     if sample is None and ratio is None:
+        if pool is not None:
+            raise InputError("--pool orders a sample: give --sample and --ratio with it")
         return None
-    return SampleConfig(sample or "random", 1.0 if ratio is None else ratio, seed, difficulty_model)
+    return SampleConfig(sample or "random", 1.0 if ratio is None else ratio, seed, difficulty_model, pool)
 
 
 @set_app.command("create")
@@ -97,11 +100,13 @@ def create_cmd(
     ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction of training sessions (default 1.0)."),
     seed: int = typer.Option(0, "--seed"),
     difficulty_model: Optional[str] = typer.Option(None, "--difficulty-model"),
+    pool: Optional[float] = typer.Option(None, "--pool", help="Sample inside the seeded random POOL fraction of "
+                                         "train first (what `distill thoughts --ratio POOL` answered)."),
     replace: bool = typer.Option(False, "--replace", help="Rebuild a set of the same name."),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Combine formats and datasets into a named set that training and evaluation can cite."""
-    out = create_set(ready_db(ctx), name, formats, datasets, _sample(sample, ratio, seed, difficulty_model),
+    out = create_set(ready_db(ctx), name, formats, datasets, _sample(sample, ratio, seed, difficulty_model, pool),
                      replace=replace, difficulty=difficulty_scores)
     if as_json:
         print_json({k: v for k, v in out.items() if k != "members"} | {"members": [m["id"] for m in out["members"]]})

@@ -27,7 +27,7 @@ COMPARED = ("strict_f1", "precision")
 
 def _differs_in(a: Cell, b: Cell) -> str | None:
     """The one varied input a and b differ in, else None."""
-    if (a.dataset, a.seed, a.method, a.model) != (b.dataset, b.seed, b.method, b.model):
+    if (a.dataset, a.seed, a.pool, a.method, a.model) != (b.dataset, b.seed, b.pool, b.method, b.model):
         return None
     diff = [k for k in VARIED if getattr(a, k) != getattr(b, k)]
     return diff[0] if len(diff) == 1 else None

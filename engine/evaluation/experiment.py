@@ -21,10 +21,11 @@ tables whose list-valued keys are crossed into cells:
     utilization = ["icl", "sft", "icl+sft"]
     strategy = ["random"]              # sampling of thoughts (RQ2), with ratio and seed; rules are
     ratio = [1.0]                      #   distilled once from the [distill] table's sample
+    pool = 0.3                         # sample thoughts inside a random 30% of train (no new teacher calls)
     also = [[], ["demo-clothing"]]     # extra domains accumulated into the knowledge set (RQ2)
     sft = { thought_sessions_only = true }   # this table's SftDataConfig options over [sft]
 
-A cell = (dataset, formats, strategy, ratio, seed, also, utilization, sft options). Running it: its knowledge
+A cell = (dataset, formats, strategy, ratio, seed, pool, also, utilization, sft options). Running it: its knowledge
 set (named from those inputs, created once; rules/thoughts distilled first when `[distill]` is
 given and none exist), for sft and icl+sft a training run (keyed by inputs: student.runs.run_key)
 and its q8_0 export (reused per run), then an evaluation (keyed by inputs: evaluate.run_key).
@@ -55,7 +56,7 @@ from ..student.train import TrainConfig
 from ..types import check_fields
 from .evaluate import BASELINES, UTILIZATIONS
 
-GRID_KEYS = ("formats", "utilization", "strategy", "ratio", "seed", "also")
+GRID_KEYS = ("formats", "utilization", "strategy", "ratio", "seed", "pool", "also")
 REFERENCE_RQ = "reference"
 
 
@@ -69,6 +70,8 @@ class Cell:
     strategy: str | None = None
     ratio: float | None = None
     seed: int = 0
+    pool: float | None = None
+    """Sample inside a seeded random `pool` fraction of train (knowledge.sampling); None: from all of it."""
     also: tuple[str, ...] = ()
     method: str = "llm"
     """llm for student cells; patterns / whole-session for baselines; llm with `model` for the teacher."""
@@ -83,8 +86,9 @@ class Cell:
     def key(self) -> str:
         d = asdict(self)
         d.pop("rq")  # the same cell in two RQs is one computation
-        if not self.sft:
-            d.pop("sft")  # cells of grids without per-table options keep the keys they had
+        for name in ("sft", "pool"):
+            if not d[name]:
+                d.pop(name)  # cells of grids without these options keep the keys they had
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:24]
 
     def sampled(self) -> bool:
@@ -99,7 +103,7 @@ class Cell:
             return f"teacher {self.model}"
         parts = [self.formats]
         if self.strategy and self.sampled():
-            parts.append(f"{self.strategy}@{self.ratio:g}")
+            parts.append(f"{self.strategy}@{self.ratio:g}" + (f" of {self.pool:g}" if self.pool else ""))
         if self.also:
             parts.append("+" + "+".join(self.also))
         parts += [k.replace("_", " ") if v is True else f"{k}={v}" for k, v in self.sft]
@@ -161,6 +165,7 @@ class ExperimentConfig:
             lists.setdefault("strategy", [None])
             lists.setdefault("ratio", [None])
             lists.setdefault("seed", [self.seed])
+            lists.setdefault("pool", [None])
             if "also" in values and values["also"] is not None:
                 lists["also"] = [tuple(a) for a in values["also"]] if all(isinstance(a, list) for a in values["also"]) \
                     else [tuple(values["also"])]
@@ -200,6 +205,12 @@ def _check_cell(c: Cell, where: str) -> None:
         raise InputError(f"{where}: unknown strategy {c.strategy!r} (known: {', '.join(STRATEGIES)})")
     if c.strategy is not None and not (c.ratio and 0 < c.ratio <= 1):
         raise InputError(f"{where}: strategy {c.strategy} needs a ratio in (0, 1]")
+    if c.pool is not None:
+        if c.strategy is None or not 0 < c.pool <= 1:
+            raise InputError(f"{where}: pool needs a strategy and a value in (0, 1] (got {c.pool})")
+        if c.ratio > c.pool:
+            raise InputError(f"{where}: ratio {c.ratio:g} is over the pool {c.pool:g}: a sample must fit in the "
+                             "pool the teacher distilled")
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

@@ -44,6 +44,8 @@ def _set_name(cfg: ExperimentConfig, c: Cell) -> str | None:
     if c.formats == "none":
         return None
     sample = f"{c.strategy}-{c.ratio:g}-s{c.seed}" if c.strategy else "all"
+    if c.pool:
+        sample += f"-p{c.pool:g}"
     domains = "+".join(_domains(c))
     return f"{domains}:{c.formats}:{sample}"
 
@@ -61,7 +63,8 @@ def _distill_missing(ctx: Progress | None, db, cfg: ExperimentConfig, c: Cell, l
             if c.strategy and fmt.sample_order:
                 # Only per-session knowledge (thoughts) is sampled per cell; a rule set is distilled once,
                 # from the [distill] table's sample, and shared by every cell that uses rules.
-                params.update(sample=c.strategy, ratio=c.ratio, seed=c.seed)
+                # A pooled sample lies inside the pool's own random distillation: distil (or reuse) that.
+                params.update(sample="random" if c.pool else c.strategy, ratio=c.pool or c.ratio, seed=c.seed)
             job = db.execute("SELECT id, status FROM jobs WHERE kind = ? AND params = ? ORDER BY id DESC LIMIT 1",
                              [fmt.job_kind, json.dumps(params)]).fetchone()
             if cfg.distill is None:
@@ -93,7 +96,7 @@ def _knowledge_set(ctx, db, cfg: ExperimentConfig, c: Cell, log) -> str | None:
         return name
     _distill_missing(ctx, db, cfg, c, log)
     # The set samples exactly as its distillation did (the [distill] table's difficulty model included).
-    sample = (SampleConfig(c.strategy, c.ratio, c.seed, (cfg.distill or {}).get("difficulty_model"))
+    sample = (SampleConfig(c.strategy, c.ratio, c.seed, (cfg.distill or {}).get("difficulty_model"), c.pool)
               if c.strategy else None)
     create_set(db, name, c.formats.split("+"), _domains(c), sample, difficulty=difficulty_scores)
     log(f"knowledge set {name} created")

@@ -16,6 +16,11 @@ set at ratio 0.1 cites exactly the first 10% of what a 0.3 distillation produced
 - difficulty: lowest strict F1 first, from a zero-shot pass of a model (teacher or student) over
               the training split; the pass is an ordinary resumable evaluation run, so its logged
               generations are reused by later samplings and by a resumed job. Ties seeded-random.
+
+A pool (`pool=0.3`) orders the sessions a seeded random sample of that ratio holds first, each part in the
+strategy's order: every sample up to the pool's size then lies inside what one random distillation at the
+pool ratio already answered, so comparing strategies and ratios costs no new teacher calls (the pool is a
+random 30% of train in the paper grid; the strategies choose within it).
 """
 from __future__ import annotations
 
@@ -43,17 +48,23 @@ class SampleConfig:
     """Seed of the shuffle, of the tie-breaks and of k-center's first pick."""
     difficulty_model: str | None = None
     """Model whose zero-shot strict F1 ranks difficulty (None: the registry's default teacher)."""
+    pool: float | None = None
+    """Order the sessions of a seeded random `pool` fraction first (see the module docstring); None: no pool."""
 
     def check(self) -> None:
         if self.strategy not in STRATEGIES:
             raise InputError(f"unknown sampling strategy {self.strategy!r} (known: {', '.join(STRATEGIES)})")
         if not 0 < self.ratio <= 1:
             raise InputError(f"ratio must be in (0, 1], got {self.ratio}")
+        if self.pool is not None and not 0 < self.pool <= 1:
+            raise InputError(f"pool must be in (0, 1], got {self.pool}")
 
     def params(self) -> dict:
         d = asdict(self)
         if self.strategy != "difficulty":
             d.pop("difficulty_model")
+        if self.pool is None:
+            d.pop("pool")  # samples without a pool keep the identity they had
         return d
 
 
@@ -163,17 +174,27 @@ def order_sessions(db: sqlite_utils.Database, dataset: str, cfg: SampleConfig, *
     if cfg.strategy == "difficulty" and not all(s.bundles for s in sessions):
         raise InputError("difficulty sampling ranks sessions by a model's score against ground truth: "
                          f"{dataset!r} {split} has sessions without any; sample by random, length or diversity")
+    ids = [s.id for s in sessions]
     if cfg.strategy == "random":
-        return order_random([s.id for s in sessions], cfg.seed)
-    if cfg.strategy == "length":
-        return order_length(sessions, cfg.seed)
-    if cfg.strategy == "diversity":
-        return order_diversity(sessions, cfg.seed, embedder)
-    if difficulty is None:
-        raise KdError("difficulty sampling needs a difficulty scorer (evaluation.difficulty.difficulty_scores)")
-    model = cfg.difficulty_model or default_teacher()
-    f1 = difficulty(db, dataset, model, split, progress=progress, should_stop=should_stop)
-    return order_by_key([s.id for s in sessions], {s.id: f1.get(s.id, 0.0) for s in sessions}, cfg.seed)
+        return order_random(ids, cfg.seed)  # a pool is a prefix of this order already
+    f1: dict[int, float] = {}
+    if cfg.strategy == "difficulty":
+        if difficulty is None:
+            raise KdError("difficulty sampling needs a difficulty scorer (evaluation.difficulty.difficulty_scores)")
+        model = cfg.difficulty_model or default_teacher()
+        f1 = difficulty(db, dataset, model, split, progress=progress, should_stop=should_stop)
+
+    def order(part: list[Session]) -> list[int]:
+        if cfg.strategy == "length":
+            return order_length(part, cfg.seed)
+        if cfg.strategy == "diversity":
+            return order_diversity(part, cfg.seed, embedder)
+        return order_by_key([s.id for s in part], {s.id: f1.get(s.id, 0.0) for s in part}, cfg.seed)
+
+    if cfg.pool is None:
+        return order(sessions)
+    pooled = set(order_random(ids, cfg.seed)[:sample_size(len(ids), cfg.pool)])
+    return order([s for s in sessions if s.id in pooled]) + order([s for s in sessions if s.id not in pooled])
 
 
 def select_sessions(db: sqlite_utils.Database, dataset: str, cfg: SampleConfig, *, split: str = "train",

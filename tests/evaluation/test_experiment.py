@@ -33,7 +33,12 @@ def test_shipped_grids_parse_and_expand():
     ratio = [c for c in paper if c.rq == "RQ2-sampling" and c.dataset == "clothing"]
     assert len(ratio) == 12 and all(dict(c.sft) == {"thought_sessions_only": True} for c in ratio)
     assert "thought sessions only" in ratio[0].label()
-    assert all(c.sft == () for c in paper if c.rq != "RQ2-sampling")  # keys as before where no table sets options
+    assert all(c.pool == 0.3 and c.ratio <= c.pool for c in ratio)  # inside the 30% pool RQ1 distilled
+    assert "length@0.1 of 0.3" in {c.label().split(" / ")[1] for c in ratio}
+    # Keys as before where no table sets these options: the committed report's cells are this grid's cells.
+    assert all(c.sft == () and c.pool is None for c in paper if not c.rq.startswith("RQ2"))
+    done = json.loads((ASSETS.parents[1] / "reports" / "paper" / "paper.json").read_text(encoding="utf-8"))["cells"]
+    assert done and {c["cell_key"] for c in done} <= {f"{c.rq}:{c.key()}" for c in paper}
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -41,6 +46,8 @@ def test_shipped_grids_parse_and_expand():
     ({"name": "x", "datasets": ["d"], "grid": [{"formats": ["rulez"]}]}, "unknown format"),
     ({"name": "x", "datasets": ["d"], "grid": [{"utilization": "magic"}]}, "unknown utilization"),
     ({"name": "x", "datasets": ["d"], "grid": [{"strategy": "random"}]}, "needs a ratio"),
+    ({"name": "x", "datasets": ["d"], "grid": [{"strategy": "length", "ratio": 0.2, "pool": 0.1}]}, "over the pool"),
+    ({"name": "x", "datasets": ["d"], "grid": [{"pool": 0.3}]}, "pool needs a strategy"),
     ({"name": "x", "datasets": ["d"], "train": {"rnak": 2}}, "rnak"),
     ({"datasets": ["d"]}, "needs name"),
 ])

@@ -531,6 +531,35 @@ def test_a_knowledge_set_samples_thoughts_as_a_prefix_of_the_distillation_sample
     assert "Solved example sessions" in user and "Reasoning: Products: " in user
 
 
+def test_a_pooled_grid_cell_reuses_the_pool_distillation_and_samples_inside_it(real_db):
+    # RQ2 of the paper grid samples thoughts by length inside the random 30% RQ1 distilled: the cell's knowledge set
+    # comes from that finished job alone (no new teacher job), the longest pooled sessions first.
+    from kdbundle.engine.evaluation.experiment import load_config
+    from kdbundle.engine.jobs.experiment import _knowledge_set
+    from kdbundle.engine.knowledge.sets import show_set
+
+    _import_real_thoughts(real_db)
+    cfg = load_config(Path(__file__).resolve().parents[2] / "assets" / "experiments" / "paper.toml")
+    cell = next(c for c in cfg.cells() if c.rq == "RQ2-sampling" and c.dataset == "electronic"
+                and c.strategy == "length" and c.ratio == 0.1)
+    jobs = real_db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+    name = _knowledge_set(None, real_db, cfg, cell, log=lambda m: None)
+    assert name == "electronic:thoughts:length-0.1-s0-p0.3"
+    assert real_db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == jobs  # nothing distilled
+    (pool_job,) = real_db.execute("SELECT id FROM jobs WHERE kind = 'distill-thoughts' AND "
+                                  "json_extract(params, '$.sample') = 'random' AND json_extract(params, '$.ratio') = 0.3"
+                                  ).fetchone()
+    pool = json.loads(real_db.execute("SELECT result FROM job_units WHERE job_id = ? AND unit = 'sample'",
+                                      [pool_job]).fetchone()[0])
+    members = show_set(real_db, name)["members"]
+    sessions = {sid for (sid,) in real_db.execute(
+        f"SELECT session_id FROM knowledge_sessions WHERE knowledge_id IN ({','.join('?' * len(members))})",
+        [m["id"] for m in members])}
+    assert 30 < len(sessions) <= round(623 * 0.1) and sessions <= set(pool)
+    n = dict(real_db.execute("SELECT id, n_items FROM sessions WHERE id IN (%s)" % ",".join(map(str, pool))))
+    assert min(n[s] for s in sessions) >= sorted((n[s] for s in pool), reverse=True)[round(623 * 0.1) - 1]
+
+
 def test_cli_knowledge_set_create_list_show(kdb):
     from typer.testing import CliRunner
 
@@ -548,6 +577,11 @@ def test_cli_knowledge_set_create_list_show(kdb):
     assert sorted(m["id"] for m in shown["members"]) == sorted(made["members"])
     bad = run("knowledge", "set", "create", "x", "--formats", "pictures", "--datasets", "electronic")
     assert bad.exit_code != 0 and "unknown format pictures" in str(bad.exception or bad.output)
+    pooled = json.loads(run("knowledge", "set", "create", "pooled", "--formats", "thoughts", "--datasets", "electronic",
+                            "--sample", "length", "--ratio", "0.1", "--pool", "0.3", "--json").stdout)
+    assert pooled["spec"]["sample"] == {"strategy": "length", "ratio": 0.1, "seed": 0, "pool": 0.3}
+    lone = run("knowledge", "set", "create", "y", "--formats", "thoughts", "--datasets", "electronic", "--pool", "0.3")
+    assert lone.exit_code != 0 and "--pool orders a sample" in str(lone.exception or lone.output)
 
 
 # ---------------------------------------------------------------- an OpenAI-compatible teacher, concurrently

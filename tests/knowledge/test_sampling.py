@@ -92,6 +92,31 @@ def test_diversity_sample_through_the_entry_point(real_db):
     assert picked[0] != select_sessions(real_db, "electronic", SampleConfig("diversity", 0.05, seed=4))[0]
 
 
+@pytest.mark.parametrize("strategy", ["length", "diversity", "difficulty"])
+def test_a_pooled_sample_lies_in_the_random_pool_in_the_strategy_order(real_db, strategy):
+    # The pool is what a random distillation at its ratio answered: every sample up to its size falls inside.
+    pool = set(select_sessions(real_db, "electronic", SampleConfig("random", 0.3, seed=0)))
+    cfg = SampleConfig(strategy, 0.1, seed=0, difficulty_model="embedding-clusters", pool=0.3)
+    order = order_sessions(real_db, "electronic", cfg, difficulty=difficulty_scores)
+    assert sorted(order) == sorted(s.id for s in candidates(real_db, "electronic"))
+    assert set(order[:len(pool)]) == pool  # the pool first, then the rest
+    picked = select_sessions(real_db, "electronic", cfg, difficulty=difficulty_scores)
+    assert len(picked) == round(TRAIN * 0.1) and set(picked) <= pool
+    unpooled = select_sessions(real_db, "electronic", SampleConfig(strategy, 0.1, seed=0,
+                               difficulty_model="embedding-clusters"), difficulty=difficulty_scores)
+    assert picked != unpooled  # without the pool the strategy reaches sessions the teacher never answered
+    if strategy == "length":  # inside the pool, still the longest first
+        n = {s.id: s.n for s in candidates(real_db, "electronic")}
+        assert min(n[i] for i in picked) >= max(n[i] for i in pool - set(picked))
+
+
+def test_a_random_pooled_sample_is_the_unpooled_one_and_the_pool_joins_the_identity_only_when_set(real_db):
+    pooled = SampleConfig("random", 0.1, seed=2, pool=0.3)
+    assert select_sessions(real_db, "electronic", pooled) == select_sessions(
+        real_db, "electronic", SampleConfig("random", 0.1, seed=2))
+    assert pooled.params()["pool"] == 0.3 and "pool" not in SampleConfig("random", 0.1).params()
+
+
 @pytest.mark.slow
 def test_difficulty_ranks_by_zero_shot_strict_f1_and_reuses_the_pass(real_db):
     # Keep five training sessions so the real zero-shot pass stays short.
@@ -122,6 +147,7 @@ def test_difficulty_ranks_by_zero_shot_strict_f1_and_reuses_the_pass(real_db):
     (SampleConfig("loudest"), "unknown sampling strategy"),
     (SampleConfig("random", 0.0), "ratio must be in"),
     (SampleConfig("random", 1.5), "ratio must be in"),
+    (SampleConfig("length", 0.1, pool=0.0), "pool must be in"),
 ])
 def test_bad_sampling_options_are_one_line_errors(real_db, cfg, message):
     with pytest.raises(InputError, match=message):
