@@ -556,7 +556,7 @@ def test_a_pooled_grid_cell_reuses_the_pool_distillation_and_samples_inside_it(r
         f"SELECT session_id FROM knowledge_sessions WHERE knowledge_id IN ({','.join('?' * len(members))})",
         [m["id"] for m in members])}
     assert 30 < len(sessions) <= round(623 * 0.1) and sessions <= set(pool)
-    n = dict(real_db.execute("SELECT id, n_items FROM sessions WHERE id IN (%s)" % ",".join(map(str, pool))))
+    n = dict(real_db.execute(f"SELECT id, n_items FROM sessions WHERE id IN ({','.join('?' * len(pool))})", pool))
     assert min(n[s] for s in sessions) >= sorted((n[s] for s in pool), reverse=True)[round(623 * 0.1) - 1]
 
 
