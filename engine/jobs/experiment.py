@@ -17,11 +17,12 @@ import sqlite_utils
 
 from ...store.db import transaction
 from ..config import default
-from ..errors import KdError
+from ..errors import InputError, KdError
 from ..evaluation.bootstrap import portable_scores
 from ..evaluation.difficulty import difficulty_scores
 from ..evaluation.evaluate import EvalConfig, EvalStopped, evaluate
 from ..evaluation.experiment import Cell, ExperimentConfig, load_config
+from ..knowledge.distill.common import DistillConfig
 from ..knowledge.formats import DISTILLED
 from ..knowledge.sampling import SampleConfig
 from ..knowledge.sets import create_set
@@ -65,8 +66,6 @@ def _distill_missing(ctx: Progress | None, db, cfg: ExperimentConfig, c: Cell, l
                 # from the [distill] table's sample, and shared by every cell that uses rules.
                 # A pooled sample lies inside the pool's own random distillation: distil (or reuse) that.
                 params.update(sample="random" if c.pool else c.strategy, ratio=c.pool or c.ratio, seed=c.seed)
-            job = db.execute("SELECT id, status FROM jobs WHERE kind = ? AND params = ? ORDER BY id DESC LIMIT 1",
-                             [fmt.job_kind, json.dumps(params)]).fetchone()
             if cfg.distill is None:
                 have = db.execute(
                     "SELECT 1 FROM knowledge k JOIN datasets d ON d.id = k.dataset_id WHERE d.name = ? AND k.kind = ?"
@@ -75,12 +74,29 @@ def _distill_missing(ctx: Progress | None, db, cfg: ExperimentConfig, c: Cell, l
                     continue  # knowledge_sets picks the distilled records that match the sampling best
                 raise KdError(f"no {kind} distilled for {ds}: run `kdbundle distill {kind} --dataset {ds}` "
                               f"or add a [distill] table to the grid file")
+            job = _same_job(db, fmt.job_kind, params)
             if job and job[1] == "done":
                 continue
             job_id = job[0] if job else create_job(db, fmt.job_kind, params)
             log(f"distilling {kind} for {ds} (job {job_id})")
             if run_job(ctx.db_path if ctx else _db_path(db), job_id) != "done":
                 raise KdError(f"distillation job {job_id} ({kind} for {ds}) did not finish: see `kdbundle jobs show {job_id}`")
+
+
+def _same_job(db, kind: str, params: dict[str, Any]) -> tuple[int, str] | None:
+    """(id, status) of the job that distils what `params` asks for: a finished one first, else the newest (to
+    resume). Compared by DistillConfig.identity, so a job run from the command line with the defaults left
+    out (or imported with a knowledge file) counts, and its hours of teacher time are not walked again."""
+    want = DistillConfig.from_params(params).identity(db)
+    same = []
+    for job_id, status, text in db.execute("SELECT id, status, params FROM jobs WHERE kind = ? ORDER BY id DESC",
+                                           [kind]).fetchall():
+        try:
+            if DistillConfig.from_params(json.loads(text)).identity(db) == want:
+                same.append((job_id, status))
+        except (InputError, ValueError, TypeError):
+            continue  # params of an older kdbundle, or not a dict: not the same job
+    return next((j for j in same if j[1] == "done"), same[0] if same else None)
 
 
 def _db_path(db) -> str:

@@ -560,6 +560,26 @@ def test_a_pooled_grid_cell_reuses_the_pool_distillation_and_samples_inside_it(r
     assert min(n[s] for s in sessions) >= sorted((n[s] for s in pool), reverse=True)[round(623 * 0.1) - 1]
 
 
+def test_a_grid_finds_a_finished_distillation_however_its_params_were_spelled(real_db):
+    # The committed file holds the first thoughts job (command line: defaults left out) and the paper grid's job
+    # over the same sample (every option spelled out): both distil the same records, a 6-session trial does not.
+    from kdbundle.engine.jobs.experiment import _same_job
+    from kdbundle.engine.knowledge.distill.common import DistillConfig
+
+    _import_real_thoughts(real_db)
+    jobs = [(i, json.loads(p)) for i, p in real_db.execute("SELECT id, params FROM jobs WHERE kind = 'distill-thoughts'")]
+    cli_id, cli = next((i, p) for i, p in jobs if "limit" not in p and "teacher" not in p)
+    grid_id, grid = next((i, p) for i, p in jobs if "teacher" in p)
+    trial = next(p for _, p in jobs if "limit" in p)
+    ident = lambda p: DistillConfig.from_params(p).identity(real_db)  # noqa: E731
+    assert ident(cli) == ident(grid) != ident(trial)
+    assert ident({**grid, "concurrency": 4, "difficulty_model": "other"}) == ident(grid)  # neither changes a record
+    assert ident({**grid, "seed": 1}) != ident(grid)
+    assert _same_job(real_db, "distill-thoughts", {**cli, "teacher": "qwen2.5-coder-1.5b"}) in {(cli_id, "done"),
+                                                                                               (grid_id, "done")}
+    assert _same_job(real_db, "distill-thoughts", {**cli, "ratio": 0.2}) is None
+
+
 def test_cli_knowledge_set_create_list_show(kdb):
     from typer.testing import CliRunner
 

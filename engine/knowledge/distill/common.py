@@ -21,7 +21,7 @@ from ...data.sessions import dataset_id
 from ...errors import InputError
 from ...progress import JobCancelled, Progress, now
 from ...types import Session, check_fields
-from ..sampling import Difficulty, SampleConfig, candidates, sample_size, select_sessions
+from ..sampling import Difficulty, SampleConfig, candidates, default_teacher, sample_size, select_sessions
 from ..teacher import Teacher, open_teacher
 
 
@@ -97,6 +97,21 @@ class DistillConfig:
 
     def params(self) -> dict[str, Any]:
         return asdict(self)
+
+    def identity(self, db: sqlite_utils.Database) -> dict[str, Any]:
+        """What decides the records this distillation writes: every option with its default filled in (the
+        default teacher named, the dataset's default fields resolved), less those that change none of them
+        (concurrency; the difficulty model unless sampling by difficulty). Jobs with equal identities distil
+        the same records, however their params were spelled."""
+        d = asdict(self)
+        d["teacher"] = self.teacher or default_teacher()
+        d["fields"] = resolve_fields(db, self.dataset, self.fields)
+        d.pop("concurrency")
+        if self.sample == "difficulty":
+            d["difficulty_model"] = self.difficulty_model or d["teacher"]
+        else:
+            d.pop("difficulty_model")
+        return d
 
 
 def planned_sessions(db: sqlite_utils.Database, cfg: DistillConfig, kind: str = "thoughts") -> int:
