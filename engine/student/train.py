@@ -41,6 +41,7 @@ from platformdirs import user_data_dir
 
 from ...store.db import open_db, transaction
 from ..errors import InputError, KdError, NotFound
+from ..machine import has_native_bf16
 from ..threads import Yielder, thread_budget
 from .encoding import check_example, encode_examples
 from .selection import BEST_DIR, selection_callback, valid_curve
@@ -115,7 +116,7 @@ class TrainConfig:
     precision: str = "fp32"
     """CPU training: fp32 | bf16 (matmuls in bfloat16 under autocast; weights, gradients' master copy and
     optimizer stay fp32). bf16 is ~1.9x faster per step on CPUs with native bf16 instructions (measured on
-    AMD EPYC with avx512_bf16; see `engine.machine.has_native_bf16`) and slower where they are emulated. A GPU uses bf16
+    AMD EPYC with avx512_bf16) and slower where they are emulated (training then warns). A GPU uses bf16
     wherever it supports it, whatever this says."""
 
 
@@ -391,6 +392,9 @@ def _train(db, cfg, student, examples, run_id, output_dir: Path, should_stop, on
         _yield_to_answers(model, Yielder(db, share))
 
     cuda = torch.cuda.is_available()
+    if not cuda and cfg.precision == "bf16" and rank == 0 and not has_native_bf16():
+        print("warning: this CPU has no native bf16 (avx512_bf16 or AMX): bf16 is emulated and usually slower "
+              "than fp32 here", file=sys.stderr)
     args = TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg.batch_size,
