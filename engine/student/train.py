@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import datetime as _dt
 import json
+import math
 import os
 import shutil
 import sys
@@ -242,6 +243,8 @@ def _metrics_callback(db, run_id, should_stop, on_step, base_elapsed: float):
             self.t0 = time.monotonic()
             self.last_loss: float | None = None
             self.stopped = False
+            self.diverged: tuple[int, float] | None = None
+            """(step, loss) of the first step whose loss was nan or infinite: the weights are lost from there."""
 
         def elapsed(self) -> float:
             return base_elapsed + time.monotonic() - self.t0
@@ -249,10 +252,17 @@ def _metrics_callback(db, run_id, should_stop, on_step, base_elapsed: float):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "loss" not in logs or not state.is_world_process_zero:
                 return
-            self.last_loss = float(logs["loss"])
+            loss = float(logs["loss"])
+            if not math.isfinite(loss):
+                # One nan gradient makes every weight nan; training on would end "done" with a dead model.
+                self.diverged = self.diverged or (state.global_step, loss)
+                control.should_training_stop = True
+                control.should_save = False
+            else:
+                self.last_loss = loss
             row = {
                 "step": state.global_step,
-                "loss": self.last_loss,
+                "loss": loss if math.isfinite(loss) else None,
                 "learning_rate": logs.get("learning_rate"),
                 "grad_norm": float(logs["grad_norm"]) if logs.get("grad_norm") is not None else None,
                 "tokens": int(state.num_input_tokens_seen or 0),
@@ -274,7 +284,7 @@ def _metrics_callback(db, run_id, should_stop, on_step, base_elapsed: float):
                 on_step({**row, "total": state.max_steps})
 
         def on_step_end(self, args, state, control, **kwargs):
-            stop = bool(should_stop and state.is_world_process_zero and should_stop())
+            stop = bool(should_stop and state.is_world_process_zero and should_stop()) or self.diverged is not None
             if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
                 # Every rank must leave the loop at the same step or the next all-reduce hangs.
                 flag = torch.tensor([1 if stop else 0], dtype=torch.int64)
@@ -412,6 +422,7 @@ def _train(db, cfg, student, examples, run_id, output_dir: Path, should_stop, on
         include_num_input_tokens_seen="non_padding",
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         report_to="none",
+        logging_nan_inf_filter=False,  # a nan loss must reach the callback, not be logged as 0.0
         disable_tqdm=True,
         dataloader_num_workers=0,
         bf16=bool(torch.cuda.is_bf16_supported()) if cuda else cfg.precision == "bf16",
@@ -436,6 +447,10 @@ def _train(db, cfg, student, examples, run_id, output_dir: Path, should_stop, on
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to the database, not stdout
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if callback.diverged:
+        step, loss = callback.diverged
+        raise KdError(f"training diverged at step {step}: the loss became {loss} and every weight with it; nothing "
+                      f"was kept. Train again with a lower --lr (this run: {lr:g})")
 
     state = trainer.state
     status = "stopped" if callback.stopped and state.global_step < state.max_steps else "done"

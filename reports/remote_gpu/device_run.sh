@@ -2,20 +2,21 @@
 # Device check (reports/remote_gpu/README.md): train the run prepared by `kdbundle train --prepare .gpu/prep`
 # on a GPU machine with its launch.sh, and bring back what `kdbundle train-import` needs (remote.db and the
 # adapter folder, split into 15 MB parts because that machine returns files of at most 16 MiB).
-# Expects, beside the repository: .gpu/prep (the prepared folder), .gpu/w2 + .gpu/gguf.sha256 (the second part of
-# the student's GGUF; the first, .gpu/w1, was copied to /tmp/w by an earlier call: one call carries 64 MiB at
-# most) and .whl (wheels of what the GPU image lacks: sqlite-utils, sqlite-fts4, click-default-group,
-# platformdirs, gguf). kdbundle itself runs from the repository through a package shim, uninstalled.
+#   bash device_run.sh PREP GGUF_NAME LAST_PART SHA256_FILE
+# PREP is the prepared folder; the student's GGUF travels in parts of < 64 MiB (what one call carries), each
+# earlier call appending its part to /tmp/w/GGUF_NAME (`cat PART >> /tmp/w/GGUF_NAME`), this one the last part;
+# SHA256_FILE holds the whole file's sha256. .whl holds wheels of what the GPU image lacks (sqlite-utils,
+# sqlite-fts4, click-default-group, platformdirs, gguf); kdbundle runs from the repository through a package shim.
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 mkdir -p /tmp/pk/kdbundle
 for d in engine store assets; do ln -sfn "$PWD/$d" /tmp/pk/kdbundle/$d; done
 export PYTHONPATH=/tmp/site:/tmp/pk KDBUNDLE_CACHE=/tmp/kdcache
-G=/tmp/w/SmolLM2-135M-Instruct.Q4_1.gguf
-cat .gpu/w2 >> $G
-echo "$(cat .gpu/gguf.sha256)  $G" | sha256sum -c -
-rm -rf /tmp/prep && cp -r .gpu/prep /tmp/prep
+PREP=$1 G=/tmp/w/$2
+cat "$3" >> "$G"
+echo "$(cat "$4")  $G" | sha256sum -c -
+rm -rf /tmp/prep && cp -r "$PREP" /tmp/prep
 python3 - <<PY
 import json; p="/tmp/prep/config.json"; c=json.load(open(p)); c["student"]="$G"; json.dump(c, open(p,"w"), indent=2)
 PY
