@@ -244,7 +244,8 @@ def _metrics_callback(db, run_id, should_stop, on_step, base_elapsed: float):
             self.last_loss: float | None = None
             self.stopped = False
             self.diverged: tuple[int, float] | None = None
-            """(step, loss) of the first step whose loss was nan or infinite: the weights are lost from there."""
+            """(step, value) of the first step whose loss or gradient norm was nan or infinite: the weights are
+            lost from there (a nan gradient passes clipping and poisons every weight at that update)."""
 
         def elapsed(self) -> float:
             return base_elapsed + time.monotonic() - self.t0
@@ -253,9 +254,10 @@ def _metrics_callback(db, run_id, should_stop, on_step, base_elapsed: float):
             if not logs or "loss" not in logs or not state.is_world_process_zero:
                 return
             loss = float(logs["loss"])
-            if not math.isfinite(loss):
+            grad_norm = float(logs["grad_norm"]) if logs.get("grad_norm") is not None else None
+            if not math.isfinite(loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
                 # One nan gradient makes every weight nan; training on would end "done" with a dead model.
-                self.diverged = self.diverged or (state.global_step, loss)
+                self.diverged = self.diverged or (state.global_step, loss if not math.isfinite(loss) else grad_norm)
                 control.should_training_stop = True
                 control.should_save = False
             else:
@@ -264,7 +266,7 @@ def _metrics_callback(db, run_id, should_stop, on_step, base_elapsed: float):
                 "step": state.global_step,
                 "loss": loss if math.isfinite(loss) else None,
                 "learning_rate": logs.get("learning_rate"),
-                "grad_norm": float(logs["grad_norm"]) if logs.get("grad_norm") is not None else None,
+                "grad_norm": grad_norm if grad_norm is not None and math.isfinite(grad_norm) else None,
                 "tokens": int(state.num_input_tokens_seen or 0),
                 "elapsed": round(self.elapsed(), 3),
             }
@@ -449,8 +451,8 @@ def _train(db, cfg, student, examples, run_id, output_dir: Path, should_stop, on
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if callback.diverged:
         step, loss = callback.diverged
-        raise KdError(f"training diverged at step {step}: the loss became {loss} and every weight with it; nothing "
-                      f"was kept. Train again with a lower --lr (this run: {lr:g})")
+        raise KdError(f"training diverged at step {step}: the loss or its gradient became {loss} and every weight "
+                      f"with it; nothing was kept. Train again with a lower --lr (this run: {lr:g})")
 
     state = trainer.state
     status = "stopped" if callback.stopped and state.global_step < state.max_steps else "done"

@@ -205,12 +205,12 @@ def test_training_killed_with_sigkill_resumes_from_last_checkpoint(tmp_path, ref
 def test_a_diverging_run_fails_at_the_step_its_loss_became_nan_and_keeps_nothing(tdb):
     # Seen on a GPU: a run whose loss turned nan trained on for 330 steps and ended "done" with a dead model,
     # because the trainer logs a nan loss as 0.0 by default. An absurd learning rate makes it happen here.
-    with pytest.raises(KdError, match=r"training diverged at step (\d+): the loss became (nan|inf)"):
+    with pytest.raises(KdError, match=r"training diverged at step (\d+): the loss or its gradient became (nan|inf)"):
         train(tdb, TrainConfig(**{**BASE, "lr": 1e30}, max_steps=4, save_steps=1), EXAMPLES)
     (run_id, status, output_dir), = tdb.execute("SELECT id, status, output_dir FROM train_runs").fetchall()
     assert status == "failed"
     losses = [loss for (loss,) in tdb.execute("SELECT loss FROM train_metrics WHERE run_id = ? ORDER BY step", [run_id])]
-    assert losses[0] is not None and losses[-1] is None and len(losses) < 4  # stopped at the first nan
+    assert losses[0] is not None and len(losses) < 4  # stopped at the first nan
     assert not (Path(output_dir) / "adapter").exists()
     assert last_checkpoint(Path(output_dir)).name == f"checkpoint-{len(losses) - 1}"  # the last sound weights
 
