@@ -26,6 +26,7 @@ def eval_cmd(
     seed: int = option(EvalConfig, "seed", "--seed"),
     utilization: str = option(EvalConfig, "utilization", "--utilization", help=" | ".join(UTILIZATIONS)),
     knowledge_set: Optional[str] = option(EvalConfig, "knowledge_set", "--knowledge-set"),
+    k: Optional[int] = option(EvalConfig, "k", "--k"),
     min_support: float = option(EvalConfig, "min_support", "--min-support"),
     fields: Optional[str] = option(EvalConfig, "fields", "--fields", help="titles | titles+categories (default: the "
                                    "dataset's; titles where its categories leak the answer)."),
@@ -43,7 +44,7 @@ def eval_cmd(
     cfg = EvalConfig(dataset, split=split, method=method, model=model, limit=limit, seed=seed,
                      utilization=utilization, knowledge_set=knowledge_set, min_support=min_support, fields=fields,
                      prompt=prompt, answer=answer, title_max=title_max, hints=hints,
-                     decoding=decoding, workers=workers, hint_weight=hint_weight)
+                     decoding=decoding, workers=workers, hint_weight=hint_weight, k=k)
     db = ready_db(ctx)
     check_config(db, cfg)  # bad options: one line, before a job, a run row or a progress bar exists
     if detach:

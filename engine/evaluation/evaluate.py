@@ -57,6 +57,9 @@ class EvalConfig:
     """How an llm uses knowledge: zero-shot | icl | sft | icl+sft."""
     knowledge_set: str | None = None
     """Named knowledge set for icl / icl+sft."""
+    k: int | None = None
+    """icl / icl+sft: worked examples (retrieved thoughts) per prompt (None: as many as the student was trained
+    with, for a student trained with knowledge in its prompt; else 2)."""
     fields: str | None = None
     """What prompts show of each product: titles | titles+categories (None: the dataset's default,
     titles where its categories leak the answer)."""
@@ -94,9 +97,11 @@ class EvalConfig:
             for k in ("model", "utilization", "knowledge_set", "fields", "prompt", "answer", "title_max", "hints",
                       "decoding", "hint_weight"):
                 d.pop(k)
-        for k in ("prompt", "answer", "title_max", "hints", "decoding", "hint_weight"):
+        for k in ("prompt", "answer", "title_max", "hints", "decoding", "hint_weight", "k"):
             if d.get(k, 0) is None:  # unset: the key stays what it was before these options existed
                 d.pop(k)
+        if self.utilization not in ("icl", "icl+sft"):
+            d.pop("k", None)  # no knowledge in the prompt: no worked examples to count
         return d
 
 
@@ -146,6 +151,8 @@ def _check(cfg: EvalConfig) -> None:
         raise InputError(f"unknown decoding {cfg.decoding!r} (known: {', '.join(DECODINGS)})")
     if cfg.hint_weight is not None and not 0 <= cfg.hint_weight <= 100:
         raise InputError(f"hint weight must be in [0, 100], got {cfg.hint_weight}")
+    if cfg.k is not None and cfg.k < 0:
+        raise InputError(f"k must be 0 or more, got {cfg.k}")
     if cfg.workers is not None and cfg.workers < 1:
         raise InputError(f"workers must be at least 1, got {cfg.workers}")
     if cfg.limit is not None and cfg.limit < 1:

@@ -13,7 +13,7 @@ from dataclasses import replace
 import sqlite_utils
 
 from ..errors import InputError, KdError
-from ..llm.generate import BundleGenerator, GenerateConfig, model_spec
+from ..llm.generate import BundleGenerator, GenerateConfig, model_config, model_spec
 from ..llm.prompts import PromptKnowledge, PromptSpec
 from ..llm.registry import DEFAULT_STUDENT
 from ..types import Prediction, Session
@@ -40,14 +40,27 @@ class LLMPredictor:
         pass  # loaded models stay cached for the process (see backends.load_llama)
 
 
-def _knowledge_provider(db: sqlite_utils.Database, knowledge_set: str | None, fields: str) -> KnowledgeFor:
+DEFAULT_K = 2
+"""Worked examples per icl prompt when neither the evaluation nor the student's training says."""
+
+
+def icl_k(db: sqlite_utils.Database, cfg) -> int:
+    """Worked examples per prompt: the evaluation's k, else what the student was trained with (a student trained
+    with knowledge in its prompt records it), else DEFAULT_K."""
+    if getattr(cfg, "k", None) is not None:
+        return cfg.k
+    trained = model_config(db, cfg.model or DEFAULT_STUDENT).get("icl_k")
+    return trained if trained is not None else DEFAULT_K
+
+
+def _knowledge_provider(db: sqlite_utils.Database, knowledge_set: str | None, fields: str, k: int) -> KnowledgeFor:
     if not knowledge_set:
         raise KdError("utilization icl needs --knowledge-set NAME")
     try:
         from ..knowledge.icl import knowledge_provider
     except ImportError:
         raise KdError("in-context knowledge (utilization icl) is not available in this version") from None
-    return knowledge_provider(db, knowledge_set, fields=fields)
+    return knowledge_provider(db, knowledge_set, k=k, fields=fields)
 
 
 def llm_prompt_spec(db: sqlite_utils.Database, cfg) -> PromptSpec:
@@ -71,9 +84,11 @@ def make_llm_predictor(db: sqlite_utils.Database, cfg, *, max_tokens: int | None
     if max_tokens:
         gen_cfg.max_tokens = max_tokens
     knowledge_for = None
+    k = None
     if cfg.utilization in ("icl", "icl+sft"):
-        knowledge_for = _knowledge_provider(db, cfg.knowledge_set, cfg.fields)
+        k = icl_k(db, cfg)
+        knowledge_for = _knowledge_provider(db, cfg.knowledge_set, cfg.fields, k)
     generator = BundleGenerator(db, gen_cfg)
     return LLMPredictor(generator, knowledge_for=knowledge_for, eval_run_id=cfg.eval_run_id, job_id=cfg.job_id,
                         extra_params={"utilization": cfg.utilization, "knowledge_set": cfg.knowledge_set,
-                                      "fields": cfg.fields})
+                                      "fields": cfg.fields, **({"k": k} if k is not None else {})})

@@ -156,9 +156,10 @@ def run_cell(db: sqlite_utils.Database, cfg: ExperimentConfig, c: Cell, *, ctx: 
     utilization = c.utilization if c.method == "llm" else "zero-shot"
     if ks is None:  # no knowledge to put in context: "icl" is the zero-shot prompt, "icl+sft" the sft one
         utilization = {"icl": "zero-shot", "icl+sft": "sft"}.get(utilization, utilization)
+    icl = utilization in ("icl", "icl+sft")
     ecfg = EvalConfig(c.dataset, split=cfg.split, method=c.method, model=model if c.method == "llm" else None,
                       limit=cfg.limit, seed=cfg.seed, utilization=utilization,
-                      knowledge_set=ks if utilization in ("icl", "icl+sft") else None,
+                      knowledge_set=ks if icl else None, k=cfg.k if icl else None,  # as many as in training
                       fields=cfg.fields if c.method == "llm" else None,
                       **(_untrained_spec(cfg, c) if c.method == "llm" and run_id is None and not c.model else {}))
     try:

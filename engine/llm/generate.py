@@ -241,13 +241,18 @@ class BundleGenerator:
         return GenerationResult(parsed.bundles, parsed.errors, parsed.warnings, c.text, c, prompt, gid, self.model, timing)
 
 
-def model_spec(db: sqlite_utils.Database, model: str) -> PromptSpec:
-    """The prompt spec a registered model was trained with (FULL for any other model)."""
+def model_config(db: sqlite_utils.Database, model: str) -> dict:
+    """What a registered model carries about its training (prompt_spec, icl_k; {} for any other model)."""
     try:
         info = get_model(db, model)
     except KdError:  # an unknown model fails where the backend opens it, with its own message
-        return FULL
-    return PromptSpec.from_dict((info.config or {}).get("prompt_spec"))
+        return {}
+    return info.config or {}
+
+
+def model_spec(db: sqlite_utils.Database, model: str) -> PromptSpec:
+    """The prompt spec a registered model was trained with (FULL for any other model)."""
+    return PromptSpec.from_dict(model_config(db, model).get("prompt_spec"))
 
 
 def typed_session(titles: list[str]) -> Session:

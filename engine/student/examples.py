@@ -67,7 +67,8 @@ class SftDataConfig:
     thoughts: str = "rationale"
     """How thoughts are learned: rationale | reasoning-json | none (see module docstring)."""
     k: int = 2
-    """Worked examples per prompt for sets with thoughts (keep equal to inference's k)."""
+    """Worked examples per prompt for sets with thoughts (the run records it: an icl+sft evaluation of the student
+    shows as many)."""
     max_len: int = 1024
     """The training token limit the instruction must leave room within."""
     limit: int | None = None
@@ -109,6 +110,11 @@ class SftDataConfig:
     def spec(self) -> PromptSpec:
         return PromptSpec(self.prompt, self.answer, self.title_max, self.hints,
                           self.pair_model if self.group_hints else None)
+
+    def icl_k(self) -> int | None:
+        """Worked examples per training prompt (what an icl+sft evaluation of this student shows too); None when the
+        prompts carry no knowledge."""
+        return self.k if self.knowledge_set and self.knowledge_in_prompt else None
 
     def check(self) -> None:
         if not self.datasets:

@@ -104,7 +104,7 @@ def export_run(db, run_id: int, cfg: ExportConfig | None = None) -> ExportResult
         format="gguf-lora" if cfg.adapter else "gguf", base_model=base_ref, run_id=run_id,
         seconds=round(time.monotonic() - t0, 3),
     )
-    _register(db, result, student, run["config"].get("prompt_spec"))
+    _register(db, result, student, run["config"].get("prompt_spec"), run["config"].get("icl_k"))
     return result
 
 
@@ -207,7 +207,9 @@ def _family_params(db, r: ExportResult, student: Student) -> tuple[str | None, s
     return gguf_write.field(reader, "general.basename"), gguf_write.field(reader, "general.size_label")
 
 
-def _register(db, r: ExportResult, student: Student, prompt_spec: dict | None = None) -> None:
+def _register(db, r: ExportResult, student: Student, prompt_spec: dict | None = None, icl_k: int | None = None) -> None:
+    """The exported model in the registry, carrying how its student was prompted in training (prompt spec, and the
+    worked examples per prompt when knowledge was in it) so eval, generate and the arena prompt it the same way."""
     family, params = _family_params(db, r, student)
     sha = hashlib.sha256()
     with open(r.path, "rb") as f:
@@ -218,7 +220,8 @@ def _register(db, r: ExportResult, student: Student, prompt_spec: dict | None = 
             "INSERT OR REPLACE INTO models (name, family, params, format, quant, path, base_model, source,"
             " size_bytes, sha256, config, run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [r.model, family, params, r.format, r.quant, r.path, r.base_model, f"run:{r.run_id}", r.size_bytes, sha.hexdigest(),
-             json.dumps({"base_path": str(student.gguf_path), **({"prompt_spec": prompt_spec} if prompt_spec else {})}), r.run_id,
+             json.dumps({"base_path": str(student.gguf_path), **({"prompt_spec": prompt_spec} if prompt_spec else {}),
+                         **({"icl_k": icl_k} if icl_k is not None else {})}), r.run_id,
              _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")],
         )
 

@@ -137,7 +137,8 @@ def prepare_run(db: sqlite_utils.Database, params: dict[str, Any], out_dir: str 
             # The prompt spec (and a group-hint student's fitted pair model) travels with the run, so the
             # imported run is exported and served as it was trained, as a local run is (student.runs).
             run_id = create_run(rdb, remote_cfg, datasets=data.datasets, knowledge_set=data.knowledge_set, key=key,
-                                extra={"prompt_spec": data.spec.to_dict(), "fields": data.fields})
+                                extra={"prompt_spec": data.spec.to_dict(), "fields": data.fields,
+                                       "icl_k": data.icl_k()})
             rdb.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             rdb.conn.close()

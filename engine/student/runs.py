@@ -78,7 +78,7 @@ def find_or_create_run(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDat
     if row:
         return row[0], key, True
     extra = {"prompt_spec": data.spec.to_dict(), "fields": data.fields, "targets": data.targets,
-             "min_confidence": data.min_confidence}
+             "min_confidence": data.min_confidence, "icl_k": data.icl_k()}
     run_id = create_run(db, cfg, datasets=data.datasets, knowledge_set=data.knowledge_set, key=key, job_id=job_id, extra=extra)
     return run_id, key, False
 

@@ -69,6 +69,14 @@ def test_reimported_dataset_gets_a_new_run(real_db, electronic_dir):
 
 def test_bad_config_is_refused(real_db):
     for cfg in (EvalConfig("electronic", method="magic"), EvalConfig("electronic", split="dev"),
-                EvalConfig("electronic", utilization="rag"), EvalConfig("electronic", limit=0)):
+                EvalConfig("electronic", utilization="rag"), EvalConfig("electronic", limit=0),
+                EvalConfig("electronic", method="llm", utilization="icl", k=-1)):
         with pytest.raises(InputError):
             evaluate(real_db, cfg)
+
+
+def test_worked_examples_per_prompt_join_the_identity_only_where_a_prompt_shows_them():
+    base = EvalConfig("electronic", method="llm", model="m", utilization="icl", knowledge_set="s")
+    assert "k" not in base.identity()  # unset: the keys of earlier evaluations stay
+    assert EvalConfig(**{**base.__dict__, "k": 1}).identity()["k"] == 1
+    assert "k" not in EvalConfig(**{**base.__dict__, "utilization": "sft", "k": 1}).identity()

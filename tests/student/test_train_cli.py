@@ -39,7 +39,7 @@ def setup(tmp_path, monkeypatch):
 
 def test_train_export_eval_with_each_utilization(setup, tmp_path):
     path = setup
-    out = _json(run(path, "train", "--dataset", DATASET, "--knowledge-set", "demo-all", *QUICK, "--json"))
+    out = _json(run(path, "train", "--dataset", DATASET, "--knowledge-set", "demo-all", "--k", "1", *QUICK, "--json"))
     assert {"run_id", "steps", "final_loss", "seconds"} <= set(out)
     assert out["status"] == "done" and out["steps"] == 2 and out["final_loss"] > 0 and out["seconds"] > 0
     assert out["example_stats"]["thought_examples"] > 0 and not out["reused"]
@@ -53,7 +53,7 @@ def test_train_export_eval_with_each_utilization(setup, tmp_path):
     assert db.execute("SELECT COUNT(*) FROM train_metrics WHERE run_id = ?", [out["run_id"]]).fetchone()[0] == 2
 
     # The same inputs again: the finished run is reused, not retrained.
-    again = _json(run(path, "train", "--dataset", DATASET, "--knowledge-set", "demo-all", *QUICK, "--json"))
+    again = _json(run(path, "train", "--dataset", DATASET, "--knowledge-set", "demo-all", "--k", "1", *QUICK, "--json"))
     assert again["run_id"] == out["run_id"] and again["reused"]
     assert db.execute("SELECT COUNT(*) FROM train_runs").fetchone()[0] == 1
 
@@ -62,8 +62,10 @@ def test_train_export_eval_with_each_utilization(setup, tmp_path):
     assert exp["model"] == f"smollm2-135m-run{out['run_id']}-q8_0" and exp["size_bytes"] > 100e6
     exp2 = _json(run(path, "export", str(out["run_id"]), "--out-dir", str(tmp_path / "models"), "--json"))
     assert exp2["reused"] and exp2["path"] == exp["path"]
-    spec = json.loads(db.execute("SELECT config FROM models WHERE name = ?", [exp["model"]]).fetchone()[0])["prompt_spec"]
+    carried = json.loads(db.execute("SELECT config FROM models WHERE name = ?", [exp["model"]]).fetchone()[0])
+    spec = carried["prompt_spec"]
     assert spec == {"prompt": "compact", "answer": "letters", "title_max": None}  # served as it was trained
+    assert carried["icl_k"] == 1  # and with as many worked examples as its training prompts showed
     from pathlib import Path
 
     from kdbundle.engine.llm.gguf import gguf_metadata
@@ -90,6 +92,9 @@ def test_train_export_eval_with_each_utilization(setup, tmp_path):
         logged = {json.loads(p)["prompt_spec"]["prompt"] for (p,) in db.execute(
             "SELECT params FROM generations WHERE eval_run_id = ?", [m["eval_run_id"]])}
         assert logged == ({"compact"} if "sft" in utilization else {"full"}), utilization
+        ks = {json.loads(p).get("k") for (p,) in db.execute("SELECT params FROM generations WHERE eval_run_id = ?",
+                                                              [m["eval_run_id"]])}
+        assert ks == {{"icl": 2, "icl+sft": 1}.get(utilization)}, utilization  # the untrained student: the default
 
 
 def test_bad_train_and_export_input(setup):
