@@ -16,7 +16,7 @@ from typing import Any
 import sqlite_utils
 
 from ..errors import InputError
-from .examples import SftDataConfig, tokenizer_counter
+from .examples import SftDataConfig, student_pair_model, tokenizer_counter
 from .train import TrainConfig, create_run
 from .weights import load_tokenizer, resolve_student
 
@@ -77,6 +77,10 @@ def find_or_create_run(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDat
     row = db.execute("SELECT id FROM train_runs WHERE key = ?", [key]).fetchone()
     if row:
         return row[0], key, True
+    if data.group_hints and data.pair_model is None:
+        # The run records the prompt spec it is served with: without the fitted pair model in it, an exported
+        # group-hint student would be prompted with no hint line, unlike every example it learned from.
+        data.pair_model, _ = student_pair_model(db, data)
     extra = {"prompt_spec": data.spec.to_dict(), "fields": data.fields, "targets": data.targets,
              "min_confidence": data.min_confidence, "icl_k": data.icl_k()}
     run_id = create_run(db, cfg, datasets=data.datasets, knowledge_set=data.knowledge_set, key=key, job_id=job_id, extra=extra)

@@ -50,6 +50,20 @@ def test_training_sessions_are_hinted_out_of_fold_and_served_sessions_by_the_car
         build_examples(db, SftDataConfig([DATASET], group_hints=True, answer="json"))
 
 
+def test_a_group_hint_run_records_the_pair_model_whoever_creates_it(db):
+    # The paper grid created its runs before building examples (which fit the pair model): its runs recorded a
+    # spec without the hint, so every exported grid student was served without the line it learned from.
+    from kdbundle.engine.student.runs import find_or_create_run
+    from kdbundle.engine.student.train import TrainConfig
+
+    load_demo(db)
+    data = SftDataConfig([DATASET], group_hints=True, prompt="compact", answer="letters", title_max=50)
+    run_id, _, existed = find_or_create_run(db, TrainConfig(max_steps=1), data)
+    assert not existed and data.pair_model is not None
+    recorded = json.loads(db.execute("SELECT config FROM train_runs WHERE id = ?", [run_id]).fetchone()[0])
+    assert PromptSpec.from_dict(recorded["prompt_spec"]).groups == data.pair_model
+
+
 @pytest.mark.slow
 def test_a_group_hint_student_carries_its_pair_model_into_the_gguf_and_is_served_with_it(tmp_path, monkeypatch):
     monkeypatch.setenv("KDBUNDLE_THREADS", "1")
