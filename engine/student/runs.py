@@ -74,7 +74,12 @@ def find_or_create_run(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDat
                        job_id: int | None = None) -> tuple[int, str, bool]:
     """(run id, key, whether it existed): the run with these inputs, created if new."""
     key = run_key(db, cfg, data)
-    row = db.execute("SELECT id FROM train_runs WHERE key = ?", [key]).fetchone()
+    row = db.execute("SELECT id, config FROM train_runs WHERE key = ?", [key]).fetchone()
+    if row and data.group_hints and not json.loads(row[1] or "{}").get("prompt_spec", {}).get("groups"):
+        # A group-hint run recorded without its pair model (by a grid before this was fixed) would be served
+        # without the hint it learned from: it gives up its key and these inputs train again.
+        db.execute("UPDATE train_runs SET key = NULL WHERE id = ?", [row[0]])
+        row = None
     if row:
         return row[0], key, True
     if data.group_hints and data.pair_model is None:

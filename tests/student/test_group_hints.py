@@ -62,6 +62,14 @@ def test_a_group_hint_run_records_the_pair_model_whoever_creates_it(db):
     assert not existed and data.pair_model is not None
     recorded = json.loads(db.execute("SELECT config FROM train_runs WHERE id = ?", [run_id]).fetchone()[0])
     assert PromptSpec.from_dict(recorded["prompt_spec"]).groups == data.pair_model
+    # A run recorded without it (before the fix) is not reused: it gives up its key and the inputs train anew.
+    recorded["prompt_spec"].pop("groups")
+    db.execute("UPDATE train_runs SET config = ? WHERE id = ?", [json.dumps(recorded), run_id])
+    again, key, existed = find_or_create_run(db, TrainConfig(max_steps=1), SftDataConfig(
+        [DATASET], group_hints=True, prompt="compact", answer="letters", title_max=50))
+    assert not existed and again != run_id
+    assert db.execute("SELECT key FROM train_runs WHERE id = ?", [run_id]).fetchone()[0] is None
+    assert find_or_create_run(db, TrainConfig(max_steps=1), data)[:2] == (again, key)  # the new one is kept
 
 
 @pytest.mark.slow
