@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import sqlite_utils
 
+from ..config import default
 from ..errors import InputError, KdError
 from ..llm.generate import BundleGenerator, GenerateConfig, model_config, model_spec
 from ..llm.prompts import PromptKnowledge, PromptSpec
@@ -40,17 +41,17 @@ class LLMPredictor:
         pass  # loaded models stay cached for the process (see backends.load_llama)
 
 
-DEFAULT_K = 2
-"""Worked examples per icl prompt when neither the evaluation nor the student's training says."""
-
-
 def icl_k(db: sqlite_utils.Database, cfg) -> int:
     """Worked examples per prompt: the evaluation's k, else what the student was trained with (a student trained
-    with knowledge in its prompt records it), else DEFAULT_K."""
+    with knowledge in its prompt records it), else IclConfig's default."""
     if getattr(cfg, "k", None) is not None:
         return cfg.k
     trained = model_config(db, cfg.model or DEFAULT_STUDENT).get("icl_k")
-    return trained if trained is not None else DEFAULT_K
+    if trained is not None:
+        return trained
+    from ..knowledge.icl import IclConfig
+
+    return default(IclConfig, "k")
 
 
 def _knowledge_provider(db: sqlite_utils.Database, knowledge_set: str | None, fields: str, k: int) -> KnowledgeFor:

@@ -191,11 +191,13 @@ def order_sessions(db: sqlite_utils.Database, dataset: str, cfg: SampleConfig, *
         model = cfg.difficulty_model or default_teacher()
         f1 = difficulty(db, dataset, model, split, progress=progress, should_stop=should_stop)
 
+    shown = resolve_fields(db, dataset, None) if cfg.strategy == "diversity" else None
+
     def order(part: list[Session]) -> list[int]:
         if cfg.strategy == "length":
             return order_length(part, cfg.seed)
         if cfg.strategy == "diversity":
-            return order_diversity(part, cfg.seed, embedder, resolve_fields(db, dataset, None))
+            return order_diversity(part, cfg.seed, embedder, shown)
         return order_by_key([s.id for s in part], {s.id: f1.get(s.id, 0.0) for s in part}, cfg.seed)
 
     if cfg.pool is None:

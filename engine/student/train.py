@@ -255,9 +255,10 @@ def _metrics_callback(db, run_id, should_stop, on_step, base_elapsed: float):
                 return
             loss = float(logs["loss"])
             grad_norm = float(logs["grad_norm"]) if logs.get("grad_norm") is not None else None
-            if not math.isfinite(loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
+            bad = next((v for v in (loss, grad_norm) if v is not None and not math.isfinite(v)), None)
+            if bad is not None:
                 # One nan gradient makes every weight nan; training on would end "done" with a dead model.
-                self.diverged = self.diverged or (state.global_step, loss if not math.isfinite(loss) else grad_norm)
+                self.diverged = self.diverged or (state.global_step, bad)
                 control.should_training_stop = True
                 control.should_save = False
             else:
