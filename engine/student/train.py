@@ -117,8 +117,9 @@ class TrainConfig:
     precision: str = "fp32"
     """CPU training: fp32 | bf16 (matmuls in bfloat16 under autocast; weights, gradients' master copy and
     optimizer stay fp32). bf16 is ~1.9x faster per step on CPUs with native bf16 instructions (measured on
-    AMD EPYC with avx512_bf16) and slower where they are emulated (training then warns). A GPU uses bf16
-    wherever it supports it, whatever this says."""
+    AMD EPYC with avx512_bf16) and slower where they are emulated (training then warns). On a GPU the same
+    choice holds: bf16 where the GPU supports it (else fp32, with a warning); fp32 runs its matmuls in TF32
+    where the GPU has it (Ampere and newer), which keeps fp32's range."""
 
 
 @dataclass
@@ -363,6 +364,20 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise InputError(f"train config: precision must be one of {', '.join(PRECISIONS)} (got {cfg.precision!r})")
 
 
+def precision_args(precision: str, *, gpu: tuple[bool, int] | None, cpu_native_bf16: bool) -> tuple[dict, str | None]:
+    """TrainingArguments' precision fields for `precision` and a warning, if any. `gpu` is (bf16 supported,
+    compute capability major) or None on a CPU. The config decides on a GPU too: a run recorded as fp32 must not
+    have trained in bf16 (it did, before: a GPU took bf16 whenever it could)."""
+    if gpu is None:
+        slow = precision == "bf16" and not cpu_native_bf16
+        return {"bf16": precision == "bf16"}, ("this CPU has no native bf16 (avx512_bf16 or AMX): bf16 is emulated "
+                                               "and usually slower than fp32 here") if slow else None
+    supported, major = gpu
+    bf16 = precision == "bf16" and supported
+    args = {"bf16": bf16, "tf32": True if not bf16 and major >= 8 else None}  # TF32 keeps fp32's range
+    return args, "this GPU has no bf16: training in fp32" if precision == "bf16" and not bf16 else None
+
+
 def choose_method(cfg: TrainConfig, n_params: int) -> str:
     if cfg.method != "auto":
         return cfg.method
@@ -405,9 +420,10 @@ def _train(db, cfg, student, examples, run_id, output_dir: Path, should_stop, on
         _yield_to_answers(model, Yielder(db, share))
 
     cuda = torch.cuda.is_available()
-    if not cuda and cfg.precision == "bf16" and rank == 0 and not has_native_bf16():
-        print("warning: this CPU has no native bf16 (avx512_bf16 or AMX): bf16 is emulated and usually slower "
-              "than fp32 here", file=sys.stderr)
+    gpu = (torch.cuda.is_bf16_supported(), torch.cuda.get_device_capability()[0]) if cuda else None
+    precision, warning = precision_args(cfg.precision, gpu=gpu, cpu_native_bf16=cuda or has_native_bf16())
+    if warning and rank == 0:
+        print(f"warning: {warning}", file=sys.stderr)
     args = TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg.batch_size,
@@ -428,7 +444,7 @@ def _train(db, cfg, student, examples, run_id, output_dir: Path, should_stop, on
         logging_nan_inf_filter=False,  # a nan loss must reach the callback, not be logged as 0.0
         disable_tqdm=True,
         dataloader_num_workers=0,
-        bf16=bool(torch.cuda.is_bf16_supported()) if cuda else cfg.precision == "bf16",
+        **precision,
         use_cpu=not cuda,
         ddp_backend=None if cuda or world == 1 else "gloo",
         ddp_find_unused_parameters=False if world > 1 else None,
