@@ -44,7 +44,7 @@ def run_summary(db, run_id: int) -> dict:
             m = json.loads(metrics)
             tests.append({"model": name, "dataset": ds, "utilization": util,
                           **{k: m.get(k) for k in (*COLUMNS, "fields", "sessions", "eval_run_id")}})
-    return {"run_id": run_id, "status": row["status"], "datasets": json.loads(row["datasets"] or "[]"),
+    return {"run_id": run_id, "created_at": row["created_at"], "status": row["status"], "datasets": json.loads(row["datasets"] or "[]"),
             "knowledge_set": row["knowledge_set"], "steps": row["steps"], "best_step": row.get("best_step"),
             "seconds": row["seconds"], "final_loss": row["final_loss"], "tokens_per_second": tps,
             "recipe": {k: cfg.get(k) for k in ("student", "method", "top_layers", "lr", "epochs", "batch_size", "patience")},
@@ -106,9 +106,11 @@ def main(argv=None) -> int:
     runs = [{**run_summary(db, r), "db": str(Path(a.db).resolve()), "reported": when} for r in a.runs]
     old = {} if a.fresh or not (OUT / "students.json").exists() else json.loads((OUT / "students.json").read_text())
     previous = [{"reported": old.get("when"), **r} for r in old.get("runs", [])]
-    # Earlier sessions trained in scratch databases that are gone: their rows are kept as they were reported.
-    mine = {(r["db"], r["run_id"]) for r in runs}
-    runs = [r for r in previous if (r.get("db"), r["run_id"]) not in mine] + runs
+    # Earlier sessions trained in scratch databases that are gone: their rows are kept as they were reported. A
+    # fresh database at the same path numbers its runs from 1 again, so a run is the same only if it was created
+    # at the same moment too.
+    mine = {(r["db"], r["run_id"], r["created_at"]) for r in runs}
+    runs = [r for r in previous if (r.get("db"), r["run_id"], r.get("created_at")) not in mine] + runs
     base = json.loads((OUT / "baselines.json").read_text())
     baselines = base.get("result", base).get("rows", []) if isinstance(base, dict) else []
     machine = machine_info()
