@@ -69,6 +69,7 @@ def train_cmd(
     min_confidence: float = option(SftDataConfig, "min_confidence", "--min-confidence"),
     answered_only: bool = option(SftDataConfig, "answered_only", "--answered-only/--all-sessions"),
     thought_sessions_only: bool = option(SftDataConfig, "thought_sessions_only", "--thought-sessions-only"),
+    orderings: int = option(SftDataConfig, "orderings", "--orderings"),
     thoughts: str = option(SftDataConfig, "thoughts", "--thoughts"),
     k: int = option(SftDataConfig, "k", "--k"),
     no_knowledge_in_prompt: bool = typer.Option(False, "--no-knowledge-in-prompt",
@@ -94,7 +95,7 @@ def train_cmd(
                         valid=valid, eval_steps=eval_steps, patience=patience, precision=precision, prompt=prompt, answer=answer,
                         title_max=title_max, hints=hints, group_hints=group_hints, targets=targets,
                         min_confidence=min_confidence, answered_only=answered_only,
-                        thought_sessions_only=thought_sessions_only)
+                        thought_sessions_only=thought_sessions_only, orderings=orderings)
     if prepare is not None:
         _prepared(prepare_run(db, params, prepare), as_json)
         return

@@ -48,7 +48,7 @@ def formats_set(db: sqlite_utils.Database, formats: str | list[str], datasets: l
 TRAIN_OPTIONS = ("method", "top_layers", "rank", "alpha", "target_modules", "lr", "epochs", "max_steps", "batch_size", "grad_accum",
                  "max_len", "seed", "threads", "save_steps", "valid", "eval_steps", "patience", "precision")
 SFT_OPTIONS = ("thoughts", "k", "knowledge_in_prompt", "limit", "fields", "prompt", "answer", "title_max", "hints", "group_hints",
-               "targets", "min_confidence", "answered_only", "thought_sessions_only")
+               "targets", "min_confidence", "answered_only", "thought_sessions_only", "orderings")
 
 
 def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tuple[str, ...] = (),

@@ -29,6 +29,8 @@ student.encoding then drops any example whose prompt still fills max_len (counte
 from __future__ import annotations
 
 import json
+import random
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -45,7 +47,7 @@ from ..llm.answers import get_answer
 from ..llm.prompts import ASK, PARTS, Prompt, PromptSpec, answer_grammar, answer_json, build_messages, fit_prompt, labelled_answer
 from ..pairs import PairModel, session_hint
 from ..types import Bundle, Session, check_fields
-from .group_hints import fit_on_targets, fit_pair_model, train_hints
+from .group_hints import Hint, fit_on_targets, fit_pair_model, train_hints
 
 THOUGHT_MODES = ("rationale", "reasoning-json", "none")
 EXPLAIN_ASK = ("Explain step by step which products serve one shared purpose and why, "
@@ -103,6 +105,11 @@ class SftDataConfig:
     """Train only on the sessions the knowledge set holds thoughts for (its sample's accepted thoughts):
     a quantity study (RQ2) then learns from the sampled share of the training data, each example with
     its thought, instead of all sessions with thoughts on a few."""
+    orderings: int = 1
+    """Show each training session this many times: once in its own order, the others with its products in a
+    seeded shuffled order (a bundle is a set: only the numbering of the answer changes). More orderings teach
+    the student that a product's place in the list says nothing. Rationale examples stay in the session's own
+    order (thoughts name products by number)."""
     pair_model: PairModel | None = None
     """The fitted pair model behind group_hints (set by the train job; not an option)."""
 
@@ -123,6 +130,8 @@ class SftDataConfig:
             raise InputError(f"unknown thoughts mode {self.thoughts!r} (known: {', '.join(THOUGHT_MODES)})")
         if self.k < 0:
             raise InputError(f"k must be 0 or more, got {self.k}")
+        if not 1 <= self.orderings <= MAX_ORDERINGS:
+            raise InputError(f"orderings must be 1 to {MAX_ORDERINGS}, got {self.orderings}")
         if self.fields is not None:
             check_fields(self.fields)
         if self.group_hints and (self.prompt, self.answer) != ("compact", "letters"):
@@ -145,6 +154,36 @@ class SftDataConfig:
 
 
 TARGETS = ("truth", "answers", "answers+truth")
+MAX_ORDERINGS = 10
+
+
+def reordered(s: Session, copy: int) -> tuple[Session, list[int]]:
+    """The session with its products in the `copy`-th seeded shuffled order (0: its own order), and where each
+    old position (1-based) went: new_position[old - 1]. Bundles follow their products."""
+    order = list(range(s.n))
+    if copy:
+        random.Random(f"orderings:{s.id}:{copy}").shuffle(order)  # str seeds hash the same in every process
+    new_position = [0] * s.n
+    for new, old in enumerate(order):
+        new_position[old] = new + 1
+    bundles = [replace(b, items=frozenset(new_position[i - 1] for i in b.items)) for b in s.bundles]
+    return replace(s, products=[s.products[i] for i in order], bundles=bundles), new_position
+
+
+def reordered_hint(hint: Hint | None, new_position: list[int]) -> Hint | None:
+    """A group hint moved with its products: the same groups and confidences, lettered again in order of each
+    group's first product (as hint_from letters them). Pair features do not read positions, so this is the
+    hint the same model gives the reordered session."""
+    if hint is None:
+        return None
+    moved = sorted((new_position[pos - 1], letter, conf) for pos, letter, conf in hint)
+    letters: dict[str, str] = {}
+    out = []
+    for pos, letter, conf in moved:
+        if letter != "-":
+            letter = letters.setdefault(letter, string.ascii_uppercase[len(letters)])
+        out.append((pos, letter, conf))
+    return out
 
 
 @dataclass
@@ -308,23 +347,25 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
         knowledge_for = None  # retrieval compares what the prompt shows (the dataset's fields)
         if sk is not None and cfg.knowledge_in_prompt and (sk.patterns or sk.rules or sk.thoughts):
             knowledge_for = provider_from_set(sk, IclConfig(k=cfg.k, fields=fields), embedder)
-        for s in sessions:
+        for original in sessions:
             stats.sessions += 1
-            groups = group_of.get(s.id)
-            knowledge = knowledge_for(s) if knowledge_for else None
-            thought = thought_of.get(s.id)
-            if thought is not None and cfg.thoughts == "reasoning-json":
-                answer = reasoning_answer(thought.thought, s.bundles)
-            else:
-                answer = render(s.bundles, s.n)
-            hints = similar_pairs(db, s, spec.hints) if spec.hints else None  # as BundleGenerator computes them
-            messages = _prompt(s, knowledge, answer, cfg.max_len, stats, count_tokens, fields, spec, hints, groups)
-            examples.append({"messages": [*messages, {"role": "assistant", "content": answer}]})
-            stats.answer_examples += 1
-            if thought is not None and cfg.thoughts == "rationale":
-                explained = f"Reasoning: {' '.join(thought.thought.split())}\n{labelled_answer(answer)}"
-                messages = _prompt(s, knowledge, explained, cfg.max_len, stats, count_tokens, fields, spec, hints, groups)
-                messages = [*messages[:-1], {"role": "user", "content": _explain(messages[-1]["content"], spec)}]
-                examples.append({"messages": [*messages, {"role": "assistant", "content": explained}]})
-                stats.thought_examples += 1
+            knowledge = knowledge_for(original) if knowledge_for else None  # retrieval ignores the order
+            thought = thought_of.get(original.id)
+            for copy in range(cfg.orderings):
+                s, new_position = reordered(original, copy)
+                groups = reordered_hint(group_of.get(s.id), new_position)
+                hints = similar_pairs(db, s, spec.hints) if spec.hints else None  # as BundleGenerator computes them
+                if thought is not None and cfg.thoughts == "reasoning-json" and copy == 0:
+                    answer = reasoning_answer(thought.thought, s.bundles)
+                else:
+                    answer = render(s.bundles, s.n)
+                messages = _prompt(s, knowledge, answer, cfg.max_len, stats, count_tokens, fields, spec, hints, groups)
+                examples.append({"messages": [*messages, {"role": "assistant", "content": answer}]})
+                stats.answer_examples += 1
+                if copy == 0 and thought is not None and cfg.thoughts == "rationale":  # its own order only
+                    explained = f"Reasoning: {' '.join(thought.thought.split())}\n{labelled_answer(answer)}"
+                    messages = _prompt(s, knowledge, explained, cfg.max_len, stats, count_tokens, fields, spec, hints, groups)
+                    messages = [*messages[:-1], {"role": "user", "content": _explain(messages[-1]["content"], spec)}]
+                    examples.append({"messages": [*messages, {"role": "assistant", "content": explained}]})
+                    stats.thought_examples += 1
     return examples, stats

@@ -58,7 +58,7 @@ def run_key(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig) ->
         "sft": {k: v for k, v in asdict(data).items() if k not in ("datasets", "knowledge_set", "pair_model")
                 # at their defaults, options added later leave the keys of earlier runs as they were
                 and not (k == "targets" and v == "truth") and not (k == "min_confidence" and v == 0.0)
-                and not (k in ("answered_only", "thought_sessions_only") and not v)},
+                and not (k in ("answered_only", "thought_sessions_only") and not v) and not (k == "orderings" and v == 1)},
         "train": {k: v for k, v in asdict(cfg).items() if k not in _NOT_IDENTITY
                   and not (k == "precision" and v == "fp32")},
     }

@@ -3,6 +3,7 @@ out-of-fold hints, and the exported student carries the model, so it is served w
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from kdbundle.engine.evaluation.similarity import fit_logistic as _fit
 from kdbundle.engine.llm.prompts import PromptSpec, build_messages, group_line
 from kdbundle.engine.pairs import session_hint
 from kdbundle.engine.student.examples import SftDataConfig, build_examples
-from kdbundle.engine.student.group_hints import K_FOLDS, train_hints
+from kdbundle.engine.student.group_hints import K_FOLDS, _folds, train_hints
 from kdbundle.store import open_db
 
 
@@ -71,6 +72,47 @@ def test_a_group_hint_run_records_the_pair_model_whoever_creates_it(db):
     assert db.execute("SELECT key FROM train_runs WHERE id = ?", [run_id]).fetchone()[0] is None
     assert find_or_create_run(db, TrainConfig(max_steps=1), data)[:2] == (again, key)  # the new one is kept
 
+
+
+def test_more_orderings_show_each_session_shuffled_with_its_answer_and_hint_moved_along(db):
+    # A bundle is a set: a shuffled copy of a session has the same bundles under new numbers, and the pair
+    # model (no positional feature) gives the copy the same groups, lettered in the copy's order.
+    from kdbundle.engine.llm.answers import parse_letters
+    from kdbundle.engine.student.examples import reordered, reordered_hint
+    from kdbundle.engine.student.runs import run_key
+    from kdbundle.engine.student.train import TrainConfig
+
+    load_demo(db)
+    once, _ = build_examples(db, cfg := SftDataConfig([DATASET], group_hints=True, title_max=50))
+    thrice, stats = build_examples(db, SftDataConfig([DATASET], group_hints=True, title_max=50, orderings=3,
+                                                     pair_model=cfg.pair_model))
+    sessions = load_sessions(db, DATASET, "train", with_bundles_only=True)
+    assert len(thrice) == stats.answer_examples == 3 * len(sessions) and stats.sessions == len(sessions)
+    assert thrice[::3] == once  # the first copy is the session in its own order: one ordering changes nothing
+    hints = train_hints(db, sessions, cfg.pair_model)
+    vectors = session_vectors(db, sessions)
+    moved = 0
+    for i, s in enumerate(sessions):
+        for copy in (1, 2):
+            r, where = reordered(s, copy)
+            assert [r.products[where[k] - 1] for k in range(s.n)] == s.products
+            assert {frozenset(r.products[p - 1] for p in b.items) for b in r.bundles} == \
+                   {frozenset(s.products[p - 1] for p in b.items) for b in s.bundles}
+            answer = thrice[3 * i + copy]["messages"][-1]["content"]
+            assert {b.items for b in parse_letters(answer, r.n).bundles} == {b.items for b in r.bundles}
+            # The moved hint is what the fold's model says of the reordered session itself.
+            assert thrice[3 * i + copy]["messages"][1]["content"].endswith(group_line(reordered_hint(hints[s.id], where)))
+            if i < 5:
+                fold_model = next(m for f, m in _folds(sessions, vectors, cfg.pair_model) if i in f)
+                got = fold_model.hint(r, similarity(r, vectors))
+                assert [(p, l) for p, l, _ in got] == [(p, l) for p, l, _ in reordered_hint(hints[s.id], where)]
+            moved += r.products != s.products
+    assert moved > len(sessions)  # most copies really are shuffled
+    assert reordered(sessions[0], 1) == reordered(sessions[0], 1)  # seeded
+    base = SftDataConfig([DATASET], group_hints=True, title_max=50)
+    assert run_key(db, TrainConfig(), base) != run_key(db, TrainConfig(), replace(base, orderings=2))
+    with pytest.raises(InputError, match="orderings must be 1 to"):
+        SftDataConfig([DATASET], orderings=0).check()
 
 @pytest.mark.slow
 def test_a_group_hint_student_carries_its_pair_model_into_the_gguf_and_is_served_with_it(tmp_path, monkeypatch):
