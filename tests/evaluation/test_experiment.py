@@ -37,6 +37,13 @@ def test_shipped_grids_parse_and_expand():
     assert "length@0.1 of 0.3" in {c.label().split(" / ")[1] for c in ratio}
     # Keys as before where no table sets these options: the committed report's cells are this grid's cells.
     assert all(c.sft == () and c.pool is None for c in paper if not c.rq.startswith("RQ2"))
+    # Every trained cell outside RQ2-domains learns from both domains: a format's Electronic and Clothing cells
+    # train one student (one epoch on one domain collapsed on valid; paper.toml's header).
+    from kdbundle.engine.jobs.experiment import _domains
+
+    trained = [c for c in paper if c.utilization != "icl" and c.method == "llm" and not c.model]
+    assert all(_domains(c) == ["clothing", "electronic"] for c in trained if c.rq != "RQ2-domains")
+    assert {c.also for c in paper if c.rq == "RQ2-domains"} == {(), ("clothing",), ("electronic",)}
     done = json.loads((ASSETS.parents[1] / "reports" / "paper" / "paper.json").read_text(encoding="utf-8"))["cells"]
     assert done and {c["cell_key"] for c in done} <= {f"{c.rq}:{c.key()}" for c in paper}
 
