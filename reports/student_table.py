@@ -127,7 +127,7 @@ def main(argv=None) -> int:
         for eid in ids.split(","):
             r = student_row(db, label, int(eid))
             tables.setdefault(r["dataset"], {"rows": list(refs.get(r["dataset"], [])), "comparisons": []})["rows"].append(r)
-    for ds, t in tables.items():
+    for t in tables.values():
         by_label = {r["label"]: r for r in t["rows"]}
         strongest = next((r for r in t["rows"] if r.get("method") == STRONGEST), None)
         for r in t["rows"]:

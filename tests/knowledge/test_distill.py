@@ -7,7 +7,6 @@ are plain, which is exactly what these tests need to see handled correctly.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 import re
