@@ -169,8 +169,11 @@ def run_job(db_path: str | os.PathLike, job_id: int) -> str:
     row = get_job(db, job_id)
     with transaction(db):  # one write lock: two jobs starting together do not both take every core
         threads = requested_threads(row["params"]) or thread_budget(db, exclude_job=job_id)
+        # started_at is this worker's start: the dead-worker check compares it with the process's own start
+        # time, and a job claimed again in-process (a grid resuming an imported or cancelled distillation)
+        # kept its earlier value, so `jobs list` marked the live worker dead mid-run.
         db.execute(
-            "UPDATE jobs SET status = 'running', pid = ?, threads = ?, error = NULL, started_at = COALESCE(started_at, ?),"
+            "UPDATE jobs SET status = 'running', pid = ?, threads = ?, error = NULL, started_at = ?,"
             " updated_at = ? WHERE id = ?",
             [os.getpid(), threads, now(), now(), job_id],
         )

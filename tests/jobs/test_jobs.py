@@ -75,3 +75,26 @@ def test_stop_flag_reaches_the_handler_context(jdb, tmp_path):
 def test_missing_job_is_a_clear_error(jdb):
     with pytest.raises(NotFound, match="no job with id 99"):
         J.get_job(jdb, 99)
+
+
+def test_job_claimed_again_in_process_is_not_marked_dead_while_it_runs(jdb, tmp_path, monkeypatch):
+    # A grid runs an imported, cancelled distillation in its own process: the job's started_at was the
+    # import's, older than any live process, and reconcile (every `jobs list`) failed the live worker.
+    import types
+
+    seen = {}
+
+    def handler(ctx):
+        J.reconcile(ctx.db)
+        seen["status"] = J.get_job(ctx.db, ctx.job_id)["status"]
+        return {}
+
+    probe = types.ModuleType("kd_probe_handler")
+    probe.handler = handler
+    monkeypatch.setitem(sys.modules, "kd_probe_handler", probe)
+    monkeypatch.setitem(J.JOB_KINDS, "eval", "kd_probe_handler:handler")
+    path = tmp_path / "jobs.db"
+    jid = J.create_job(jdb, "eval", {})
+    jdb.execute("UPDATE jobs SET status = 'cancelled', started_at = '2020-01-01T00:00:00.000+00:00' WHERE id = ?", [jid])
+    assert J.run_job(path, jid) == "done"
+    assert seen["status"] == "running"
