@@ -94,12 +94,13 @@ def make_validator(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataCon
         # A unique name: eval results are keyed by the model file, and a resumed run re-scores a step.
         gguf = weights.parent / f"valid-step{step}-{time.time_ns()}.gguf"
         # The spec rides in the file as in an export (a group-hint student's pair model is only there).
-        write_gguf(student, weights, gguf, quant="q8_0", prompt_spec=spec.to_dict())
+        write_gguf(student, weights, gguf, quant="q8_0", prompt_spec=spec.to_dict(), icl_k=data.icl_k())
         try:
             runs = [evaluate(db, EvalConfig(dataset=d, split="valid", method="llm", model=str(gguf), utilization=utilization,
                                             knowledge_set=data.knowledge_set if utilization == "icl+sft" else None,
                                             fields=data.fields, prompt=spec.prompt, answer=spec.answer,
-                                            title_max=spec.title_max, hints=spec.hints, job_id=ctx.job_id if ctx else None))
+                                            title_max=spec.title_max, hints=spec.hints, k=data.icl_k(),
+                                            job_id=ctx.job_id if ctx else None))
                     for d in data.datasets]
         finally:
             unload_llama(gguf)

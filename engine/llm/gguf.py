@@ -10,11 +10,14 @@ from ..errors import KdError
 
 PROMPT_SPEC_KEY = "kdbundle.prompt_spec"
 """GGUF metadata key of the prompt spec a kdbundle student was trained with (JSON)."""
+ICL_K_KEY = "kdbundle.icl_k"
+"""GGUF metadata key of the worked examples per prompt a student was trained with (a decimal string; absent when its
+training prompts carried no knowledge): an icl+sft evaluation of the bare file shows as many."""
 
 
 def gguf_metadata(path: Path) -> dict[str, Any]:
     """A few header fields of a GGUF file (family, size label, file type, chat template present,
-    kdbundle's prompt spec). Raises KdError for a file that is not GGUF (wrong magic) or is cut short.
+    kdbundle's prompt spec and icl k). Raises KdError for a file that is not GGUF (wrong magic) or is cut short.
 
     Cached per file version (path, size, mtime): the reader parses every tensor's header (~3 s
     for a 145 MB student) and a .gguf path is looked up several times per evaluation.
@@ -49,14 +52,27 @@ def _metadata(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
         spec = json.loads(spec) if isinstance(spec, str) else None
     except ValueError:
         spec = None  # a damaged key is ignored: the model is then prompted like any other
+    k = val(ICL_K_KEY)
     return {
         "prompt_spec": spec if isinstance(spec, dict) else None,
+        "icl_k": int(k) if isinstance(k, str) and k.isdigit() and int(k) > 0 else None,
         "family": val("general.architecture"),
         "params": val("general.size_label"),
         "quant": quant,
         "chat_template": val("tokenizer.chat_template") is not None,
         "type": val("general.type"),
     }
+
+
+def carried_config(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a student's file says about its training, as a model's `config` holds it (the keys it has)."""
+    return {key: meta[key] for key in ("prompt_spec", "icl_k") if meta.get(key) is not None}
+
+
+def carried_metadata(prompt_spec: dict | None, icl_k: int | None) -> dict[str, str]:
+    """The string metadata an exported student carries (the inverse of carried_config)."""
+    return {**({PROMPT_SPEC_KEY: json.dumps(prompt_spec)} if prompt_spec else {}),
+            **({ICL_K_KEY: str(int(icl_k))} if icl_k else {})}
 
 
 def check_gguf(path: Path) -> None:

@@ -34,7 +34,7 @@ from platformdirs import user_cache_dir
 from ...store.db import transaction
 from ..errors import InputError, KdError, NotFound
 from .catalogue import CATALOGUE, DEFAULT_STUDENT, DEFAULT_TEACHER, Builtin, Chunk
-from .gguf import gguf_metadata
+from .gguf import carried_config, gguf_metadata
 
 __all__ = ["CATALOGUE", "DEFAULT_STUDENT", "DEFAULT_TEACHER", "SCHEMA_MODES"]
 
@@ -252,10 +252,10 @@ def get_model(db: sqlite_utils.Database, name: str) -> ModelInfo:
         p = Path(name).expanduser()
         if not p.is_file():
             raise NotFound(f"no GGUF file at {p}")
-        spec = gguf_metadata(p).get("prompt_spec")  # a kdbundle student's file says how it was trained
+        carried = carried_config(gguf_metadata(p))  # a kdbundle student's file says how it was trained
         return ModelInfo(name=str(p), family=None, params=None, format="gguf", quant=None,
                          size_bytes=p.stat().st_size, source="file", installed=True, path=str(p.resolve()),
-                         config={"prompt_spec": spec} if spec else {})
+                         config=carried)
     known = [m.name for m in list_models(db)]
     raise NotFound(f"no model named {name!r} (known: {', '.join(known)}; or give a path to a .gguf file)")
 
@@ -312,8 +312,7 @@ def add_local(db: sqlite_utils.Database, name: str, path: str | os.PathLike, *, 
     _insert(db, {
         "name": name, "family": meta["family"], "params": meta["params"], "format": fmt, "quant": meta["quant"],
         "path": str(p), "base_model": lora_base, "source": "file", "size_bytes": p.stat().st_size,
-        "config": {"chat_template": meta["chat_template"],
-                   **({"prompt_spec": meta["prompt_spec"]} if meta.get("prompt_spec") else {})},
+        "config": {"chat_template": meta["chat_template"], **carried_config(meta)},
     })
     return get_model(db, name)
 

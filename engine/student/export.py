@@ -25,7 +25,7 @@ import sqlite_utils
 
 from ...store.db import transaction
 from ..errors import InputError, KdError
-from ..llm.gguf import PROMPT_SPEC_KEY
+from ..llm.gguf import carried_metadata
 from . import gguf_write
 from .train import ADAPTER_DIR, get_run, runs_dir, weights_kind
 from .weights import Student, load_model, load_tokenizer, resolve_student
@@ -94,7 +94,8 @@ def export_run(db, run_id: int, cfg: ExportConfig | None = None) -> ExportResult
         if cfg.adapter:
             _write_adapter(student, adapter_dir, tmp, name)
         else:
-            _write_merged(student, adapter_dir, tmp, name, quant, cfg.threads, run["config"].get("prompt_spec"))
+            _write_merged(student, adapter_dir, tmp, name, quant, cfg.threads, run["config"].get("prompt_spec"),
+                          run["config"].get("icl_k"))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -117,12 +118,12 @@ def _check_target(db, name: str, path: Path) -> None:
 
 
 def write_gguf(student: Student, weights: Path, out: Path, *, quant: str = "q8_0", threads: int = 0,
-               name: str | None = None, prompt_spec: dict | None = None) -> Path:
+               name: str | None = None, prompt_spec: dict | None = None, icl_k: int | None = None) -> Path:
     """Trained weights (a LoRA adapter dir or a full model dir) -> a merged GGUF at `out`, written
     through a temporary file (the training run's validation calls this on every candidate)."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        _write_merged(student, weights, tmp, name or out.stem, quant, threads, prompt_spec)
+        _write_merged(student, weights, tmp, name or out.stem, quant, threads, prompt_spec, icl_k)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -140,7 +141,7 @@ def _load_trained(student: Student, weights: Path):
 
 
 def _write_merged(student: Student, adapter_dir: Path, tmp: Path, name: str, quant: str, threads: int,
-                  prompt_spec: dict | None = None) -> None:
+                  prompt_spec: dict | None = None, icl_k: int | None = None) -> None:
     import torch
 
     model = _load_trained(student, adapter_dir)
@@ -149,8 +150,8 @@ def _write_merged(student: Student, adapter_dir: Path, tmp: Path, name: str, qua
     with torch.no_grad():
         state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     ftype = "f32" if quant == "f32" else "f16"
-    # The prompt spec travels inside the file, so a copied .gguf is still served as it was trained.
-    extra = {PROMPT_SPEC_KEY: json.dumps(prompt_spec)} if prompt_spec else None
+    # The prompt spec and icl k travel inside the file, so a copied .gguf is still served as it was trained.
+    extra = carried_metadata(prompt_spec, icl_k) or None
     kwargs = dict(ftype=ftype, model_name=name, tied_embeddings=tied, chat_template=load_tokenizer(student).chat_template,
                   extra=extra)
     if quant in ("f16", "f32"):

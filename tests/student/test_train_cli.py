@@ -71,8 +71,14 @@ def test_train_export_eval_with_each_utilization(setup, tmp_path):
     from kdbundle.engine.llm.gguf import gguf_metadata
     from kdbundle.engine.llm.registry import get_model
 
-    assert gguf_metadata(Path(exp["path"]))["prompt_spec"] == spec  # the file carries it too (after quantizing)
-    assert get_model(db, exp["path"]).config["prompt_spec"] == spec  # so a bare path is served the same way
+    meta = gguf_metadata(Path(exp["path"]))
+    assert (meta["prompt_spec"], meta["icl_k"]) == (spec, 1)  # the file carries both too (after quantizing)
+    by_path = get_model(db, exp["path"]).config
+    assert (by_path["prompt_spec"], by_path["icl_k"]) == (spec, 1)  # so a bare path is served the same way
+    # Valid-step selection scored the icl+sft candidates with the k of their training prompts, not the default.
+    valid_ks = {json.loads(p).get("k") for (p,) in db.execute(
+        "SELECT params FROM generations WHERE eval_run_id IN (SELECT id FROM eval_runs WHERE split = 'valid')")}
+    assert valid_ks == {1}
 
     scores = {}
     for utilization, model in (("zero-shot", "smollm2-135m"), ("icl", "smollm2-135m"),
