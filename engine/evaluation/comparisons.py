@@ -82,47 +82,101 @@ def rq_comparisons(rows: Sequence[Mapping[str, Any]], **kw: Any) -> list[dict[st
     return out
 
 
+def _delta(comps: Sequence[Mapping[str, Any]], x: Mapping[str, Any], y: Mapping[str, Any]) -> dict | None:
+    """x − y in strict F1 with its interval, from the comparison of the two cells (either side), else None."""
+    c = next((c for c in comps if c["varies"] != "best reference" and {c["a_key"], c["b_key"]} == {x["cell_key"], y["cell_key"]}),
+             None)
+    if c is None:
+        return None
+    d = dict(c["strict_f1"])
+    if c["a_key"] == x["cell_key"]:
+        d.update(diff=-d["diff"], low=-d["high"], high=-d["low"])
+    return d
+
+
+def _interval(d: Mapping[str, Any]) -> str:
+    return f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
+def _said(d: Mapping[str, Any], over: str = "") -> str:
+    return f"{_interval(d)}{over}, {'significant' if d['significant'] else 'not significant'}"
+
+
+def _value(key: str, v: Any) -> str:
+    if key == "also":
+        return "+" + "+".join(v) if v else "one domain"
+    if key == "ratio":
+        return f"ratio {v:g}"
+    return str(v)
+
+
+def _f1(r: Mapping[str, Any]) -> float:
+    return r["metrics"].get("strict_f1") or 0.0
+
+
+MAX_SLICES_SPELLED = 2
+"""Up to this many settings of the other inputs, an asked input gets a clause per setting; more: one summary."""
+
+
+def _asked(key: str, group: Sequence[Mapping[str, Any]], comps: Sequence[Mapping[str, Any]]) -> str:
+    """What varying `key` alone did. Per setting of the other inputs (a slice): its best value against the
+    question's base value (the first in the grid), or, where the base value is best, against the next best.
+    With many slices (RQ2's strategies at each ratio): how many comparisons are significant, and which."""
+    base_value = next(getattr(r["cell"], key) for r in group)
+    slices: dict[tuple, list] = {}
+    for r in group:
+        c = r["cell"]
+        slices.setdefault((c.seed, c.pool, c.method, c.model, c.sft,
+                           *(getattr(c, k) for k in VARIED if k != key)), []).append(r)
+    # Name a slice by the other inputs that differ between slices (icl vs sft), never by what all share.
+    differ = [k for k in VARIED if k != key and len({getattr(rs[0]["cell"], k) for rs in slices.values()}) > 1]
+    slices = {s: rs for s, rs in slices.items() if len(rs) > 1}
+    mine = [c for c in comps if c["varies"] == key]
+
+    def where(c: Cell) -> str:
+        return " / ".join(_value(k, getattr(c, k)) for k in differ if not (k == "also" and not getattr(c, k)))
+
+    if len(slices) > MAX_SLICES_SPELLED:
+        cell = {r["cell_key"]: r["cell"] for r in group}
+        sig = [c for c in mine if c["strict_f1"]["significant"] and c["a_key"] in cell and c["b_key"] in cell]
+        up = sum(c["strict_f1"]["diff"] > 0 for c in sig)
+
+        def pair(c: Mapping[str, Any]) -> str:
+            a, b = cell[c["a_key"]], cell[c["b_key"]]
+            at = f" at {where(a)}" if where(a) else ""
+            return f"{_value(key, getattr(b, key))} vs {_value(key, getattr(a, key))}{at} {_interval(c['strict_f1'])}"
+        trend = "" if not sig else ", all higher" if up == len(sig) else ", all lower" if not up else f", {up} higher"
+        named = ", ".join(pair(c) for c in sig[:4]) + (", …" if len(sig) > 4 else "")
+        return (f"{key} ({len(mine)} comparisons, the rest held fixed): {len(sig)} significant{trend}"
+                + (f" ({named})" if sig else ""))
+    out = []
+    for rs in slices.values():
+        head = f"{key} ({where(rs[0]['cell'])})" if where(rs[0]["cell"]) else key
+        ranked = sorted(rs, key=_f1, reverse=True)
+        best = ranked[0]
+        base = next((r for r in rs if getattr(r["cell"], key) == base_value), None)
+        other = base if base is not None and base is not best else \
+            next((r for r in ranked[1:] if _delta(mine, best, r) is not None), None)
+        text = f"{head}: {_value(key, getattr(best['cell'], key))} best ({_f1(best):.3f})"
+        d = _delta(mine, best, other) if other is not None else None
+        if d is not None:
+            over = f" over {_value(key, getattr(other['cell'], key))}" + (" (the next best)" if other is not base else "")
+            text += f", {_said(d, over)}"
+        out.append(text)
+    return "; ".join(out)
+
+
 def answer(rq: str, dataset: str, rows: Sequence[Mapping[str, Any]], comps: Sequence[Mapping[str, Any]]) -> str:
-    """One sentence: the RQ's best cell on this dataset; for each input in which it differs from the
-    question's base cell (the first cell: every input at its first value), what it gains over the cell
-    that differs from it in that input alone, set back to the base value (so each gain is one input's
-    effect, with its interval); and what it gains over the strongest reference."""
+    """One sentence: for each input the question varies (one some comparison isolates), what varying it alone did,
+    with the interval and whether it holds 0; then the question's best cell against the strongest reference."""
     group = [r for r in rows if r["cell"].rq == rq and r["cell"].dataset == dataset and r["status"] == "done"]
     if not group:
         return f"{rq} on {dataset}: no finished cell."
-    best = max(group, key=lambda r: r["metrics"].get("strict_f1") or 0.0)
-    base = group[0]
-    parts = [f"{rq} on {dataset}: the best cell is {best['cell'].label()} "
-             f"(strict F1 {best['metrics'].get('strict_f1', 0.0):.3f})"]
-
-    def said(d: Mapping[str, Any]) -> str:
-        verdict = "significant" if d["significant"] else "not significant"
-        return f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], {verdict}"
-
-    def gain_over(other: Mapping[str, Any]) -> str | None:
-        """best − other in strict F1, from the comparison of the two (either side), else None."""
-        c = next((c for c in comps if c["rq"] == rq and c["varies"] != "best reference"
-                  and {c["a_key"], c["b_key"]} == {other["cell_key"], best["cell_key"]}), None)
-        if c is None:
-            return None
-        d = dict(c["strict_f1"])
-        if c["a_key"] == best["cell_key"]:
-            d.update(diff=-d["diff"], low=-d["high"], high=-d["low"])
-        return said(d)
-
-    varied = [k for k in VARIED if getattr(best["cell"], k) != getattr(base["cell"], k)]
-    if not varied:
-        parts.append("the question's base cell; no variant scores higher")
-    for key in varied:
-        twin = next((r for r in group if _differs_in(r["cell"], best["cell"]) == key
-                     and getattr(r["cell"], key) == getattr(base["cell"], key)), None)
-        said_gain = gain_over(twin) if twin is not None else None
-        if said_gain is not None:
-            parts.append(f"vs {twin['cell'].label()} {said_gain}")
-        elif twin is None:
-            parts.append(f"no finished cell differs from it in {key} alone")
-    vs_ref = next((c for c in comps if c["rq"] == rq and c["varies"] == "best reference"
-                   and c["b_key"] == best["cell_key"]), None)
+    comps = [c for c in comps if c["rq"] == rq and c["dataset"] == dataset]
+    parts = [p for k in VARIED if any(c["varies"] == k for c in comps) if (p := _asked(k, group, comps))]
+    best = max(group, key=_f1)
+    last = f"the best cell, {best['cell'].label()} (strict F1 {_f1(best):.3f})"
+    vs_ref = next((c for c in comps if c["varies"] == "best reference" and c["b_key"] == best["cell_key"]), None)
     if vs_ref is not None:
-        parts.append(f"vs the best reference ({vs_ref['a']}) {said(vs_ref['strict_f1'])}")
-    return "; ".join(parts) + "."
+        last += f", vs the best reference ({vs_ref['a']}) {_said(vs_ref['strict_f1'])}"
+    return f"{rq} on {dataset}: " + "; ".join(parts + [last]) + "."

@@ -40,7 +40,7 @@ def _row(cell, right: int, n: int = 40) -> dict:
             "metrics": {"strict_f1": sum(x.strict_f1 for x in s) / n}}
 
 
-def test_the_answer_names_the_best_cell_its_gain_and_whether_the_interval_holds_zero():
+def test_the_answer_says_what_the_asked_input_did_with_its_interval_and_whether_it_holds_zero():
     cells = _grid({"rq": "RQ1", "formats": ["none", "rules", "thoughts"], "utilization": "sft"})
     ref = next(c for c in cells if c.rq == REFERENCE_RQ)
     none, rules, thoughts = [c for c in cells if c.rq == "RQ1"]
@@ -50,28 +50,50 @@ def test_the_answer_names_the_best_cell_its_gain_and_whether_the_interval_holds_
         ("none / sft", "rules / sft"), ("none / sft", "thoughts / sft"), ("rules / sft", "thoughts / sft")}
     assert len([c for c in comps if c["varies"] == "best reference"]) == 3
     text = answer("RQ1", "d", rows, comps)
-    assert text.startswith("RQ1 on d: the best cell is rules / sft (strict F1 0.750)")
-    assert "vs none / sft +0.450" in text and "significant" in text and "not significant" not in text.split(";")[1]
-    close = answer("RQ1", "d", [_row(ref, 10), _row(none, 12), _row(rules, 13), _row(thoughts, 11)],
-                   rq_comparisons([_row(ref, 10), _row(none, 12), _row(rules, 13), _row(thoughts, 11)]))
-    assert "+0.025" in close and "not significant" in close
+    assert text.startswith("RQ1 on d: formats: rules best (0.750), +0.450 [")
+    assert "] over none, significant; the best cell, rules / sft (strict F1 0.750), vs the best reference " \
+           "(whole-session) +0.500 [" in text
+    close = [_row(ref, 10), _row(none, 12), _row(rules, 13), _row(thoughts, 11)]
+    assert "formats: rules best (0.325), +0.025 [" in answer("RQ1", "d", close, rq_comparisons(close))
+    assert "over none, not significant" in answer("RQ1", "d", close, rq_comparisons(close))
+    # Where the base value wins, the answer says by how much it beats the next best.
+    base_best = [_row(ref, 10), _row(none, 30), _row(rules, 12), _row(thoughts, 13)]
+    assert "formats: none best (0.750), +0.425 [" in answer("RQ1", "d", base_best, rq_comparisons(base_best))
+    assert "over thoughts (the next best), significant" in answer("RQ1", "d", base_best, rq_comparisons(base_best))
 
 
-def test_a_best_cell_that_differs_from_the_base_in_two_inputs_gets_one_interval_per_input():
-    # RQ1 crosses formats with utilization: the best cell (rules / sft) is set against rules / icl (the
-    # use alone) and none / sft (the format alone), never against none / icl (two inputs at once).
+def test_each_input_is_judged_with_the_others_held_still_never_two_at_once():
+    # RQ1 crosses formats with utilization: the format's effect is read within icl and within sft, the use's
+    # within each format; rules / sft is never set against none / icl (two inputs at once).
     cells = _grid({"rq": "RQ1", "formats": ["none", "rules"], "utilization": ["icl", "sft"]})
     ref = next(c for c in cells if c.rq == REFERENCE_RQ)
     by = {c.label(): c for c in cells if c.rq == "RQ1"}
     rows = [_row(ref, 5), _row(by["none / icl"], 4), _row(by["none / sft"], 10), _row(by["rules / icl"], 6),
             _row(by["rules / sft"], 30)]
     text = answer("RQ1", "d", rows, rq_comparisons(rows))
-    assert text.startswith("RQ1 on d: the best cell is rules / sft")
-    assert "vs none / sft +0.500" in text and "vs rules / icl +0.600" in text and "vs none / icl" not in text
-    assert "vs the best reference (whole-session) +0.625" in text
-    # Without the twin that isolates the use, the answer says so instead of comparing two inputs at once.
+    assert "formats (icl): rules best (0.150), +0.050 [" in text
+    assert "formats (sft): rules best (0.750), +0.500 [" in text
+    assert "utilization (none): sft best (0.250), +0.150 [" in text
+    assert "utilization (rules): sft best (0.750), +0.600 [" in text
+    assert "+0.650 [" not in text  # rules / sft − none / icl
+    assert "vs the best reference (whole-session) +0.625 [" in text
+    # A setting with one finished cell says nothing rather than compare two inputs at once.
     partial = [r for r in rows if r["cell"] is not by["rules / icl"]]
-    assert "no finished cell differs from it in utilization alone" in answer("RQ1", "d", partial, rq_comparisons(partial))
+    text = answer("RQ1", "d", partial, rq_comparisons(partial))
+    assert "formats (icl)" not in text and "utilization (rules)" not in text
+    assert "formats (sft): rules best (0.750)" in text and "utilization (none): sft best (0.250)" in text
+
+
+def test_many_settings_of_the_rest_are_summed_up_as_how_many_comparisons_are_significant():
+    cells = [c for c in _grid({"rq": "RQ2", "formats": "thoughts", "strategy": ["random", "length", "diversity",
+                                                                                  "difficulty"],
+                               "ratio": [0.1, 0.2, 0.3], "utilization": "sft"}) if c.rq == "RQ2"]
+    right = {"random": 10, "length": 30, "diversity": 11, "difficulty": 10}
+    rows = [_row(c, right[c.strategy] + int(c.ratio * 10)) for c in cells]
+    text = answer("RQ2", "d", rows, rq_comparisons(rows))
+    assert "strategy (9 comparisons, the rest held fixed): 3 significant, all higher (" in text
+    assert "length vs random at ratio 0.1 +0.500 [" in text
+    assert "diversity vs random" not in text  # one session apart: its interval holds 0
 
 
 def test_labels_name_a_sample_only_where_the_knowledge_is_sampled():
