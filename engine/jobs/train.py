@@ -25,6 +25,7 @@ from ..evaluation.evaluate import EvalConfig, evaluate
 from ..knowledge.formats import FORMAT_NAMES
 from ..knowledge.sets import create_set, parse_list
 from ..llm.backends import unload_llama
+from ..llm.gguf import training_carried
 from ..student.examples import SftDataConfig, build_examples, student_pair_model
 from ..student.export import write_gguf
 from ..student.runs import find_or_create_run, sft_config, token_counter, train_config
@@ -94,7 +95,8 @@ def make_validator(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataCon
         # A unique name: eval results are keyed by the model file, and a resumed run re-scores a step.
         gguf = weights.parent / f"valid-step{step}-{time.time_ns()}.gguf"
         # The spec rides in the file as in an export (a group-hint student's pair model is only there).
-        write_gguf(student, weights, gguf, quant="q8_0", prompt_spec=spec.to_dict(), icl_k=data.icl_k())
+        write_gguf(student, weights, gguf, quant="q8_0", carried=training_carried(
+            {"prompt_spec": spec.to_dict(), "icl_k": data.icl_k(), "max_len": data.max_len}))
         try:
             runs = [evaluate(db, EvalConfig(dataset=d, split="valid", method="llm", model=str(gguf), utilization=utilization,
                                             knowledge_set=data.knowledge_set if utilization == "icl+sft" else None,

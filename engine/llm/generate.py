@@ -27,7 +27,7 @@ from ..pairs import session_hint, session_pairs
 from ..types import Bundle, Prediction, Product, Session
 from .answers import get_answer
 from .backends import Backend, Completion, GenParams, OnToken, open_backend
-from .prompts import FULL, Prompt, PromptKnowledge, PromptSpec, fit_prompt
+from .prompts import FULL, Prompt, PromptKnowledge, PromptSpec, fit_as_trained, fit_prompt, typical_answer
 from .registry import DEFAULT_STUDENT, get_model
 from .structured import DECODINGS
 
@@ -167,6 +167,9 @@ class BundleGenerator:
         self.backend = backend or open_backend(db, self.cfg.model, n_ctx=self.cfg.n_ctx)
         self.style = self.cfg.style or ("chat" if self.backend.chat_template else "completion")
         self.spec = self.cfg.spec or (model_spec(db, self.cfg.model) if backend is None else FULL)
+        # A student trained with knowledge in its prompts had them fitted into its training token limit: fitted
+        # the same way here, its prompt holds the knowledge it learned with (llm.gguf.MAX_LEN_KEY).
+        self.trained_max_len = model_config(db, self.cfg.model).get("max_len") if backend is None else None
         self.answer = get_answer(self.spec.answer)
         if self.cfg.decoding not in DECODINGS:
             raise InputError(f"unknown decoding {self.cfg.decoding!r} (known: {', '.join(DECODINGS)})")
@@ -190,9 +193,12 @@ class BundleGenerator:
     def prompt(self, session: Session, knowledge: PromptKnowledge | None = None) -> Prompt:
         hints = similar_pairs(self.db, session, self.spec.hints) if self.spec.hints else None
         groups = session_hint(self.db, session, self.spec.groups) if self.spec.groups is not None else None
-        return fit_prompt(session, knowledge, style=self.style, n_ctx=self.backend.n_ctx,
-                          max_tokens=self.cfg.max_tokens, count_tokens=self.backend.count_tokens,
-                          fields=self.cfg.fields, spec=self.spec, hints=hints, groups=groups)
+        common = dict(style=self.style, count_tokens=self.backend.count_tokens, fields=self.cfg.fields, spec=self.spec,
+                      hints=hints, groups=groups)
+        if knowledge is not None and self.trained_max_len and self.trained_max_len < self.backend.n_ctx:
+            return fit_as_trained(session, knowledge, max_len=self.trained_max_len,
+                                  answer=typical_answer(session, self.spec), **common)
+        return fit_prompt(session, knowledge, n_ctx=self.backend.n_ctx, max_tokens=self.cfg.max_tokens, **common)
 
     def generate(
         self,
@@ -242,7 +248,7 @@ class BundleGenerator:
 
 
 def model_config(db: sqlite_utils.Database, model: str) -> dict:
-    """What a registered model carries about its training (prompt_spec, icl_k; {} for any other model)."""
+    """What a registered model carries about its training (llm.gguf.CARRIED; {} for any other model)."""
     try:
         info = get_model(db, model)
     except KdError:  # an unknown model fails where the backend opens it, with its own message

@@ -13,11 +13,17 @@ PROMPT_SPEC_KEY = "kdbundle.prompt_spec"
 ICL_K_KEY = "kdbundle.icl_k"
 """GGUF metadata key of the worked examples per prompt a student was trained with (a decimal string; absent when its
 training prompts carried no knowledge): an icl+sft evaluation of the bare file shows as many."""
+MAX_LEN_KEY = "kdbundle.max_len"
+"""GGUF metadata key of the token limit a student's knowledge-laden training prompts were fitted into (a decimal
+string; absent without icl_k). Fitting cut worked examples, then rules, then patterns: an icl+sft prompt is fitted
+the same way, so the student sees the knowledge it learned with, not a longer prompt it never saw."""
+CARRIED = ("prompt_spec", "icl_k", "max_len")
+"""What a student's file and registry entry carry about its training (a model's `config` keys)."""
 
 
 def gguf_metadata(path: Path) -> dict[str, Any]:
     """A few header fields of a GGUF file (family, size label, file type, chat template present,
-    kdbundle's prompt spec and icl k). Raises KdError for a file that is not GGUF (wrong magic) or is cut short.
+    and what a kdbundle student carries: CARRIED). Raises KdError for a file that is not GGUF (wrong magic) or is cut short.
 
     Cached per file version (path, size, mtime): the reader parses every tensor's header (~3 s
     for a 145 MB student) and a .gguf path is looked up several times per evaluation.
@@ -52,10 +58,14 @@ def _metadata(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
         spec = json.loads(spec) if isinstance(spec, str) else None
     except ValueError:
         spec = None  # a damaged key is ignored: the model is then prompted like any other
-    k = val(ICL_K_KEY)
+    def count(key: str) -> int | None:
+        v = val(key)
+        return int(v) if isinstance(v, str) and v.isdigit() and int(v) > 0 else None
+
     return {
         "prompt_spec": spec if isinstance(spec, dict) else None,
-        "icl_k": int(k) if isinstance(k, str) and k.isdigit() and int(k) > 0 else None,
+        "icl_k": count(ICL_K_KEY),
+        "max_len": count(MAX_LEN_KEY),
         "family": val("general.architecture"),
         "params": val("general.size_label"),
         "quant": quant,
@@ -66,13 +76,27 @@ def _metadata(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
 
 def carried_config(meta: dict[str, Any]) -> dict[str, Any]:
     """What a student's file says about its training, as a model's `config` holds it (the keys it has)."""
-    return {key: meta[key] for key in ("prompt_spec", "icl_k") if meta.get(key) is not None}
+    return {key: meta[key] for key in CARRIED if meta.get(key) is not None}
 
 
-def carried_metadata(prompt_spec: dict | None, icl_k: int | None) -> dict[str, str]:
+def training_carried(run_config: dict[str, Any]) -> dict[str, Any]:
+    """What a training run's student carries: its prompt spec; its worked examples per prompt and token limit only
+    where its prompts held knowledge (without knowledge a prompt is never cut)."""
+    out = {"prompt_spec": run_config.get("prompt_spec"), "icl_k": run_config.get("icl_k")}
+    if out["icl_k"]:
+        out["max_len"] = run_config.get("max_len")
+    return {k: v for k, v in out.items() if v}
+
+
+def carried_metadata(carried: dict[str, Any]) -> dict[str, str]:
     """The string metadata an exported student carries (the inverse of carried_config)."""
-    return {**({PROMPT_SPEC_KEY: json.dumps(prompt_spec)} if prompt_spec else {}),
-            **({ICL_K_KEY: str(int(icl_k))} if icl_k else {})}
+    out = {}
+    if carried.get("prompt_spec"):
+        out[PROMPT_SPEC_KEY] = json.dumps(carried["prompt_spec"])
+    for key, meta_key in (("icl_k", ICL_K_KEY), ("max_len", MAX_LEN_KEY)):
+        if carried.get(key):
+            out[meta_key] = str(int(carried[key]))
+    return out
 
 
 def check_gguf(path: Path) -> None:

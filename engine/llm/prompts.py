@@ -326,6 +326,25 @@ def estimate_tokens(messages: list[dict[str, str]]) -> int:
     return sum(len(m["content"]) // 3 + 8 for m in messages)
 
 
+def answer_token_estimate(answer: str) -> int:
+    """Tokens a training answer is given room for: deliberately high (~3 characters a token, plus slack)."""
+    return len(answer) // 3 + 8
+
+
+def typical_answer(session: Session, spec: PromptSpec) -> str:
+    """An answer of a typical length for this session (all of it one bundle, a 4-word intent): what an inference
+    prompt fitted as in training leaves room for, where the true answer is unknown."""
+    return get_answer(spec.answer).render([Bundle(frozenset(range(1, session.n + 1)), "one shared purpose here")],
+                                          session.n)
+
+
+def fit_as_trained(session: Session, knowledge: PromptKnowledge | None, *, max_len: int, answer: str,
+                   **kw) -> Prompt:
+    """fit_prompt the way SFT fits an instruction: into `max_len` tokens less the answer's estimate. Training and an
+    icl+sft inference prompt of its student both go through here, so they drop the same knowledge."""
+    return fit_prompt(session, knowledge, n_ctx=max_len, max_tokens=answer_token_estimate(answer), reserve=4, **kw)
+
+
 def fit_prompt(
     session: Session,
     knowledge: PromptKnowledge | None = None,

@@ -21,9 +21,10 @@ code as at inference (`prompts.fit_prompt` with knowledge from `icl.provider_fro
     such a student with `reasoning_grammar(n)` (not wired into `generate` yet).
   * "none": thoughts only serve as retrieved examples in the prompt.
 
-Context: the instruction is fitted into `max_len - (answer tokens)` with fit_prompt's policy
+Context: the instruction is fitted into `max_len - (answer tokens)` by prompts.fit_as_trained
 (examples, then rules, then patterns dropped first), counting with the student's tokenizer when
-given (the train job does) or else fit_prompt's deliberately high estimate;
+given (the train job does) or else fit_prompt's deliberately high estimate; the student carries
+max_len, so an icl+sft prompt of it is fitted the same way (llm.generate);
 student.encoding then drops any example whose prompt still fills max_len (counted, never silent).
 """
 from __future__ import annotations
@@ -44,7 +45,7 @@ from ..errors import InputError, KdError
 from ..knowledge.icl import IclConfig, provider_from_set
 from ..knowledge.sets import load_set_knowledge
 from ..llm.answers import get_answer
-from ..llm.prompts import ASK, PARTS, Prompt, PromptSpec, answer_grammar, answer_json, build_messages, fit_prompt, labelled_answer
+from ..llm.prompts import ASK, PARTS, Prompt, PromptSpec, answer_grammar, answer_json, build_messages, fit_as_trained, labelled_answer
 from ..pairs import PairModel, session_hint
 from ..types import Bundle, Session, check_fields
 from .group_hints import Hint, fit_on_targets, fit_pair_model, train_hints
@@ -228,10 +229,9 @@ def reasoning_grammar(n: int, *, max_words: int = 200) -> str:
 def _prompt(session: Session, knowledge, answer: str, max_len: int, stats: SftStats,
             count_tokens=None, fields: str = "titles", spec: PromptSpec = PromptSpec(), hints=None,
             groups=None) -> list[dict[str, str]]:
-    answer_tokens = len(answer) // 3 + 8  # the same deliberately high estimate fit_prompt uses
     try:
-        p: Prompt = fit_prompt(session, knowledge, style="chat", n_ctx=max_len, max_tokens=answer_tokens, reserve=4,
-                               count_tokens=count_tokens, fields=fields, spec=spec, hints=hints, groups=groups)
+        p: Prompt = fit_as_trained(session, knowledge, max_len=max_len, answer=answer, style="chat",
+                                   count_tokens=count_tokens, fields=fields, spec=spec, hints=hints, groups=groups)
     except KdError:
         stats.unfit += 1
         return build_messages(session, None, style="chat", fields=fields, spec=spec, hints=hints, groups=groups)

@@ -25,7 +25,7 @@ import sqlite_utils
 
 from ...store.db import transaction
 from ..errors import InputError, KdError
-from ..llm.gguf import carried_metadata
+from ..llm.gguf import carried_metadata, training_carried
 from . import gguf_write
 from .train import ADAPTER_DIR, get_run, runs_dir, weights_kind
 from .weights import Student, load_model, load_tokenizer, resolve_student
@@ -94,8 +94,7 @@ def export_run(db, run_id: int, cfg: ExportConfig | None = None) -> ExportResult
         if cfg.adapter:
             _write_adapter(student, adapter_dir, tmp, name)
         else:
-            _write_merged(student, adapter_dir, tmp, name, quant, cfg.threads, run["config"].get("prompt_spec"),
-                          run["config"].get("icl_k"))
+            _write_merged(student, adapter_dir, tmp, name, quant, cfg.threads, training_carried(run["config"]))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -105,7 +104,7 @@ def export_run(db, run_id: int, cfg: ExportConfig | None = None) -> ExportResult
         format="gguf-lora" if cfg.adapter else "gguf", base_model=base_ref, run_id=run_id,
         seconds=round(time.monotonic() - t0, 3),
     )
-    _register(db, result, student, run["config"].get("prompt_spec"), run["config"].get("icl_k"))
+    _register(db, result, student, training_carried(run["config"]))
     return result
 
 
@@ -118,12 +117,13 @@ def _check_target(db, name: str, path: Path) -> None:
 
 
 def write_gguf(student: Student, weights: Path, out: Path, *, quant: str = "q8_0", threads: int = 0,
-               name: str | None = None, prompt_spec: dict | None = None, icl_k: int | None = None) -> Path:
+               name: str | None = None, carried: dict | None = None) -> Path:
     """Trained weights (a LoRA adapter dir or a full model dir) -> a merged GGUF at `out`, written
-    through a temporary file (the training run's validation calls this on every candidate)."""
+    through a temporary file (the training run's validation calls this on every candidate); `carried`: what the
+    file carries about its training (llm.gguf.training_carried)."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        _write_merged(student, weights, tmp, name or out.stem, quant, threads, prompt_spec, icl_k)
+        _write_merged(student, weights, tmp, name or out.stem, quant, threads, carried or {})
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -141,7 +141,7 @@ def _load_trained(student: Student, weights: Path):
 
 
 def _write_merged(student: Student, adapter_dir: Path, tmp: Path, name: str, quant: str, threads: int,
-                  prompt_spec: dict | None = None, icl_k: int | None = None) -> None:
+                  carried: dict) -> None:
     import torch
 
     model = _load_trained(student, adapter_dir)
@@ -150,8 +150,8 @@ def _write_merged(student: Student, adapter_dir: Path, tmp: Path, name: str, qua
     with torch.no_grad():
         state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     ftype = "f32" if quant == "f32" else "f16"
-    # The prompt spec and icl k travel inside the file, so a copied .gguf is still served as it was trained.
-    extra = carried_metadata(prompt_spec, icl_k) or None
+    # The prompt spec, icl k and token limit travel inside the file, so a copied .gguf is served as it was trained.
+    extra = carried_metadata(carried) or None
     kwargs = dict(ftype=ftype, model_name=name, tied_embeddings=tied, chat_template=load_tokenizer(student).chat_template,
                   extra=extra)
     if quant in ("f16", "f32"):
@@ -208,9 +208,10 @@ def _family_params(db, r: ExportResult, student: Student) -> tuple[str | None, s
     return gguf_write.field(reader, "general.basename"), gguf_write.field(reader, "general.size_label")
 
 
-def _register(db, r: ExportResult, student: Student, prompt_spec: dict | None = None, icl_k: int | None = None) -> None:
+def _register(db, r: ExportResult, student: Student, carried: dict) -> None:
     """The exported model in the registry, carrying how its student was prompted in training (prompt spec, and the
-    worked examples per prompt when knowledge was in it) so eval, generate and the arena prompt it the same way."""
+    worked examples per prompt and the token limit when knowledge was in it) so eval, generate and the arena prompt
+    it the same way."""
     family, params = _family_params(db, r, student)
     sha = hashlib.sha256()
     with open(r.path, "rb") as f:
@@ -221,8 +222,7 @@ def _register(db, r: ExportResult, student: Student, prompt_spec: dict | None = 
             "INSERT OR REPLACE INTO models (name, family, params, format, quant, path, base_model, source,"
             " size_bytes, sha256, config, run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [r.model, family, params, r.format, r.quant, r.path, r.base_model, f"run:{r.run_id}", r.size_bytes, sha.hexdigest(),
-             json.dumps({"base_path": str(student.gguf_path), **({"prompt_spec": prompt_spec} if prompt_spec else {}),
-                         **({"icl_k": icl_k} if icl_k is not None else {})}), r.run_id,
+             json.dumps({"base_path": str(student.gguf_path), **carried}), r.run_id,
              _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")],
         )
 

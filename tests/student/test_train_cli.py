@@ -66,15 +66,16 @@ def test_train_export_eval_with_each_utilization(setup, tmp_path):
     spec = carried["prompt_spec"]
     assert spec == {"prompt": "compact", "answer": "letters", "title_max": None}  # served as it was trained
     assert carried["icl_k"] == 1  # and with as many worked examples as its training prompts showed
+    assert carried["max_len"] == 384  # and the token limit its knowledge was fitted into
     from pathlib import Path
 
     from kdbundle.engine.llm.gguf import gguf_metadata
     from kdbundle.engine.llm.registry import get_model
 
     meta = gguf_metadata(Path(exp["path"]))
-    assert (meta["prompt_spec"], meta["icl_k"]) == (spec, 1)  # the file carries both too (after quantizing)
+    assert (meta["prompt_spec"], meta["icl_k"], meta["max_len"]) == (spec, 1, 384)  # the file carries them too
     by_path = get_model(db, exp["path"]).config
-    assert (by_path["prompt_spec"], by_path["icl_k"]) == (spec, 1)  # so a bare path is served the same way
+    assert (by_path["prompt_spec"], by_path["icl_k"], by_path["max_len"]) == (spec, 1, 384)  # a bare path: the same
     # Valid-step selection scored the icl+sft candidates with the k of their training prompts, not the default.
     valid_ks = {json.loads(p).get("k") for (p,) in db.execute(
         "SELECT params FROM generations WHERE eval_run_id IN (SELECT id FROM eval_runs WHERE split = 'valid')")}
@@ -93,14 +94,19 @@ def test_train_export_eval_with_each_utilization(setup, tmp_path):
         prompts = [json.loads(p)[-1]["content"] for (p,) in db.execute(
             "SELECT prompt FROM generations WHERE eval_run_id = ?", [m["eval_run_id"]])]
         assert len(prompts) == 2
-        has_rules = all("Rules learned from past sessions:" in p for p in prompts)
-        assert has_rules == (utilization in ("icl", "icl+sft")), utilization
+        has_knowledge = all(any(part in p for part in ("Category patterns", "Rules learned", "Solved example"))
+                            for p in prompts)
+        assert has_knowledge == (utilization in ("icl", "icl+sft")), (utilization, prompts[0][:300])
         logged = {json.loads(p)["prompt_spec"]["prompt"] for (p,) in db.execute(
             "SELECT params FROM generations WHERE eval_run_id = ?", [m["eval_run_id"]])}
         assert logged == ({"compact"} if "sft" in utilization else {"full"}), utilization
         ks = {json.loads(p).get("k") for (p,) in db.execute("SELECT params FROM generations WHERE eval_run_id = ?",
                                                               [m["eval_run_id"]])}
         assert ks == {{"icl": 2, "icl+sft": 1}.get(utilization)}, utilization  # the untrained student: the default
+    # icl+sft fits its knowledge into the student's training limit, as its training prompts were; icl has 4096.
+    longest = {u: db.execute("SELECT MAX(prompt_tokens) FROM generations WHERE eval_run_id = ?",
+                             [m["eval_run_id"]]).fetchone()[0] for u, m in scores.items()}
+    assert longest["icl+sft"] <= 384 - 4 < longest["icl"], longest
 
 
 def test_bad_train_and_export_input(setup):
