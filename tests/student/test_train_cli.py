@@ -62,6 +62,11 @@ def test_train_export_eval_with_each_utilization(setup, tmp_path):
     assert exp["model"] == f"smollm2-135m-run{out['run_id']}-q8_0" and exp["size_bytes"] > 100e6
     exp2 = _json(run(path, "export", str(out["run_id"]), "--out-dir", str(tmp_path / "models"), "--json"))
     assert exp2["reused"] and exp2["path"] == exp["path"]
+    # An export made before students carried their token limit is made again, not served unlike its training.
+    with db.conn:
+        db.execute("UPDATE models SET config = json_remove(config, '$.max_len') WHERE name = ?", [exp["model"]])
+    exp3 = _json(run(path, "export", str(out["run_id"]), "--out-dir", str(tmp_path / "models"), "--json"))
+    assert not exp3["reused"] and exp3["path"] == exp["path"]
     carried = json.loads(db.execute("SELECT config FROM models WHERE name = ?", [exp["model"]]).fetchone()[0])
     spec = carried["prompt_spec"]
     assert spec == {"prompt": "compact", "answer": "letters", "title_max": None}  # served as it was trained
