@@ -99,7 +99,7 @@ def _interval(d: Mapping[str, Any]) -> str:
 
 
 def _said(d: Mapping[str, Any], over: str = "") -> str:
-    return f"{_interval(d)}{over}, {'significant' if d['significant'] else 'not significant'}"
+    return f"{_interval(d)}{over} ({'significant' if d['significant'] else 'not significant'})"
 
 
 def _value(key: str, v: Any) -> str:
@@ -119,8 +119,8 @@ MAX_SLICES_SPELLED = 2
 
 
 def _asked(key: str, group: Sequence[Mapping[str, Any]], comps: Sequence[Mapping[str, Any]]) -> str:
-    """What varying `key` alone did. Per setting of the other inputs (a slice): its best value against the
-    question's base value (the first in the grid), or, where the base value is best, against the next best.
+    """What varying `key` alone did. Per setting of the other inputs (a slice): its best value against each value
+    it was compared with, the question's base value (the first in the grid) first.
     With many slices (RQ2's strategies at each ratio): how many comparisons are significant, and which."""
     base_value = next(getattr(r["cell"], key) for r in group)
     slices: dict[tuple, list] = {}
@@ -152,16 +152,16 @@ def _asked(key: str, group: Sequence[Mapping[str, Any]], comps: Sequence[Mapping
     out = []
     for rs in slices.values():
         head = f"{key} ({where(rs[0]['cell'])})" if where(rs[0]["cell"]) else key
-        ranked = sorted(rs, key=_f1, reverse=True)
-        best = ranked[0]
+        best = max(rs, key=_f1)
         base = next((r for r in rs if getattr(r["cell"], key) == base_value), None)
-        other = base if base is not None and base is not best else \
-            next((r for r in ranked[1:] if _delta(mine, best, r) is not None), None)
-        text = f"{head}: {_value(key, getattr(best['cell'], key))} best ({_f1(best):.3f})"
-        d = _delta(mine, best, other) if other is not None else None
-        if d is not None:
-            over = f" over {_value(key, getattr(other['cell'], key))}" + (" (the next best)" if other is not base else "")
-            text += f", {_said(d, over)}"
+        gains = []
+        # Every cell it was compared with: the base first (the question's "does it help"), then by score.
+        for other in sorted((r for r in rs if r is not best), key=lambda r: (r is not base, -_f1(r))):
+            d = _delta(mine, best, other)
+            if d is not None:
+                gains.append(_said(d, f" over {_value(key, getattr(other['cell'], key))}"))
+        text = f"{head}: {_value(key, getattr(best['cell'], key))} best ({_f1(best):.3f})" + \
+            (": " + ", ".join(gains) if gains else "")
         out.append(text)
     return "; ".join(out)
 

@@ -50,16 +50,17 @@ def test_the_answer_says_what_the_asked_input_did_with_its_interval_and_whether_
         ("none / sft", "rules / sft"), ("none / sft", "thoughts / sft"), ("rules / sft", "thoughts / sft")}
     assert len([c for c in comps if c["varies"] == "best reference"]) == 3
     text = answer("RQ1", "d", rows, comps)
-    assert text.startswith("RQ1 on d: formats: rules best (0.750), +0.450 [")
-    assert "] over none, significant; the best cell, rules / sft (strict F1 0.750), vs the best reference " \
-           "(whole-session) +0.500 [" in text
+    assert text.startswith("RQ1 on d: formats: rules best (0.750): +0.450 [")
+    assert "] over none (significant), " in text  # and over thoughts: compared pairwise, three formats
+    assert "; the best cell, rules / sft (strict F1 0.750), vs the best reference (whole-session) +0.500 [" in text
     close = [_row(ref, 10), _row(none, 12), _row(rules, 13), _row(thoughts, 11)]
-    assert "formats: rules best (0.325), +0.025 [" in answer("RQ1", "d", close, rq_comparisons(close))
-    assert "over none, not significant" in answer("RQ1", "d", close, rq_comparisons(close))
-    # Where the base value wins, the answer says by how much it beats the next best.
+    assert "formats: rules best (0.325): +0.025 [" in answer("RQ1", "d", close, rq_comparisons(close))
+    assert "over none (not significant)" in answer("RQ1", "d", close, rq_comparisons(close))
+    # Where the base value wins, the answer says by how much it beats each other value, the next best first.
     base_best = [_row(ref, 10), _row(none, 30), _row(rules, 12), _row(thoughts, 13)]
-    assert "formats: none best (0.750), +0.425 [" in answer("RQ1", "d", base_best, rq_comparisons(base_best))
-    assert "over thoughts (the next best), significant" in answer("RQ1", "d", base_best, rq_comparisons(base_best))
+    text = answer("RQ1", "d", base_best, rq_comparisons(base_best))
+    assert "formats: none best (0.750): +0.425 [" in text and "] over thoughts (significant), +0.450 [" in text
+    assert "] over rules (significant); the best cell" in text
 
 
 def test_each_input_is_judged_with_the_others_held_still_never_two_at_once():
@@ -71,10 +72,10 @@ def test_each_input_is_judged_with_the_others_held_still_never_two_at_once():
     rows = [_row(ref, 5), _row(by["none / icl"], 4), _row(by["none / sft"], 10), _row(by["rules / icl"], 6),
             _row(by["rules / sft"], 30)]
     text = answer("RQ1", "d", rows, rq_comparisons(rows))
-    assert "formats (icl): rules best (0.150), +0.050 [" in text
-    assert "formats (sft): rules best (0.750), +0.500 [" in text
-    assert "utilization (none): sft best (0.250), +0.150 [" in text
-    assert "utilization (rules): sft best (0.750), +0.600 [" in text
+    assert "formats (icl): rules best (0.150): +0.050 [" in text
+    assert "formats (sft): rules best (0.750): +0.500 [" in text
+    assert "utilization (none): sft best (0.250): +0.150 [" in text
+    assert "utilization (rules): sft best (0.750): +0.600 [" in text
     assert "+0.650 [" not in text  # rules / sft − none / icl
     assert "vs the best reference (whole-session) +0.625 [" in text
     # A setting with one finished cell says nothing rather than compare two inputs at once.
