@@ -114,7 +114,7 @@ def _f1(r: Mapping[str, Any]) -> float:
     return r["metrics"].get("strict_f1") or 0.0
 
 
-MAX_SLICES_SPELLED = 2
+MAX_SLICES_SPELLED = 3
 """Up to this many settings of the other inputs, an asked input gets a clause per setting; more: one summary."""
 
 

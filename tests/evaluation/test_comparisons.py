@@ -88,11 +88,11 @@ def test_each_input_is_judged_with_the_others_held_still_never_two_at_once():
 def test_many_settings_of_the_rest_are_summed_up_as_how_many_comparisons_are_significant():
     cells = [c for c in _grid({"rq": "RQ2", "formats": "thoughts", "strategy": ["random", "length", "diversity",
                                                                                   "difficulty"],
-                               "ratio": [0.1, 0.2, 0.3], "utilization": "sft"}) if c.rq == "RQ2"]
+                               "ratio": [0.1, 0.2, 0.3, 0.4], "utilization": "sft"}) if c.rq == "RQ2"]
     right = {"random": 10, "length": 30, "diversity": 11, "difficulty": 10}
     rows = [_row(c, right[c.strategy] + int(c.ratio * 10)) for c in cells]
     text = answer("RQ2", "d", rows, rq_comparisons(rows))
-    assert "strategy (9 comparisons, the rest held fixed): 3 significant, all higher (" in text
+    assert "strategy (12 comparisons, the rest held fixed): 4 significant, all higher (" in text
     assert "length vs random at ratio 0.1 +0.500 [" in text
     assert "diversity vs random" not in text  # one session apart: its interval holds 0
 
