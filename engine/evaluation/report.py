@@ -158,9 +158,10 @@ def _plot_ratio(path: Path, title: str, cells: list[dict], refs: list[dict]) -> 
 def _save(plt, fig, ax, path: Path, title: str) -> None:
     ax.set_ylim(0, 1)
     ax.set_title(title + " (whiskers: 95% bootstrap interval)", fontsize=10)
-    ax.legend(fontsize=7)
+    # Beside the axes, not on them: with many cells the legend hid the last bars.
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
