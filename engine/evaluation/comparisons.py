@@ -25,9 +25,14 @@ COMPARED = ("strict_f1", "precision")
 """The metrics every comparison reports: the headline of each family."""
 
 
+def _held(c: Cell) -> tuple:
+    """What a comparison never varies: two cells are compared only where this is equal."""
+    return c.dataset, c.seed, c.pool, c.method, c.model
+
+
 def _differs_in(a: Cell, b: Cell) -> str | None:
     """The one varied input a and b differ in, else None."""
-    if (a.dataset, a.seed, a.pool, a.method, a.model) != (b.dataset, b.seed, b.pool, b.method, b.model):
+    if _held(a) != _held(b):
         return None
     diff = [k for k in VARIED if getattr(a, k) != getattr(b, k)]
     return diff[0] if len(diff) == 1 else None
@@ -126,8 +131,7 @@ def _asked(key: str, group: Sequence[Mapping[str, Any]], comps: Sequence[Mapping
     slices: dict[tuple, list] = {}
     for r in group:
         c = r["cell"]
-        slices.setdefault((c.seed, c.pool, c.method, c.model, c.sft,
-                           *(getattr(c, k) for k in VARIED if k != key)), []).append(r)
+        slices.setdefault((_held(c), *(getattr(c, k) for k in VARIED if k != key)), []).append(r)
     # Name a slice by the other inputs that differ between slices (icl vs sft), never by what all share.
     differ = [k for k in VARIED if k != key and len({getattr(rs[0]["cell"], k) for rs in slices.values()}) > 1]
     slices = {s: rs for s, rs in slices.items() if len(rs) > 1}
@@ -151,7 +155,8 @@ def _asked(key: str, group: Sequence[Mapping[str, Any]], comps: Sequence[Mapping
                 + (f" ({named})" if sig else ""))
     out = []
     for rs in slices.values():
-        head = f"{key} ({where(rs[0]['cell'])})" if where(rs[0]["cell"]) else key
+        setting = where(rs[0]["cell"])
+        head = f"{key} ({setting})" if setting else key
         best = max(rs, key=_f1)
         base = next((r for r in rs if getattr(r["cell"], key) == base_value), None)
         gains = []

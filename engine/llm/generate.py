@@ -166,10 +166,11 @@ class BundleGenerator:
         self.cfg = cfg or GenerateConfig()
         self.backend = backend or open_backend(db, self.cfg.model, n_ctx=self.cfg.n_ctx)
         self.style = self.cfg.style or ("chat" if self.backend.chat_template else "completion")
-        self.spec = self.cfg.spec or (model_spec(db, self.cfg.model) if backend is None else FULL)
+        trained = model_config(db, self.cfg.model) if backend is None else {}
+        self.spec = self.cfg.spec or (PromptSpec.from_dict(trained.get("prompt_spec")) if backend is None else FULL)
         # A student trained with knowledge in its prompts had them fitted into its training token limit: fitted
         # the same way here, its prompt holds the knowledge it learned with (llm.gguf.MAX_LEN_KEY).
-        self.trained_max_len = model_config(db, self.cfg.model).get("max_len") if backend is None else None
+        self.trained_max_len = trained.get("max_len")
         self.answer = get_answer(self.spec.answer)
         if self.cfg.decoding not in DECODINGS:
             raise InputError(f"unknown decoding {self.cfg.decoding!r} (known: {', '.join(DECODINGS)})")

@@ -17,7 +17,9 @@ MAX_LEN_KEY = "kdbundle.max_len"
 """GGUF metadata key of the token limit a student's knowledge-laden training prompts were fitted into (a decimal
 string; absent without icl_k). Fitting cut worked examples, then rules, then patterns: an icl+sft prompt is fitted
 the same way, so the student sees the knowledge it learned with, not a longer prompt it never saw."""
-CARRIED = ("prompt_spec", "icl_k", "max_len")
+COUNTS = {"icl_k": ICL_K_KEY, "max_len": MAX_LEN_KEY}
+"""The carried counts (a model's `config` key -> its GGUF metadata key, a decimal string there)."""
+CARRIED = ("prompt_spec", *COUNTS)
 """What a student's file and registry entry carry about its training (a model's `config` keys)."""
 
 
@@ -64,8 +66,7 @@ def _metadata(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
 
     return {
         "prompt_spec": spec if isinstance(spec, dict) else None,
-        "icl_k": count(ICL_K_KEY),
-        "max_len": count(MAX_LEN_KEY),
+        **{key: count(meta_key) for key, meta_key in COUNTS.items()},
         "family": val("general.architecture"),
         "params": val("general.size_label"),
         "quant": quant,
@@ -93,7 +94,7 @@ def carried_metadata(carried: dict[str, Any]) -> dict[str, str]:
     out = {}
     if carried.get("prompt_spec"):
         out[PROMPT_SPEC_KEY] = json.dumps(carried["prompt_spec"])
-    for key, meta_key in (("icl_k", ICL_K_KEY), ("max_len", MAX_LEN_KEY)):
+    for key, meta_key in COUNTS.items():
         if carried.get(key):
             out[meta_key] = str(int(carried[key]))
     return out

@@ -321,14 +321,14 @@ class Prompt:
     spec: PromptSpec = FULL
 
 
+def estimate_text_tokens(text: str) -> int:
+    """A deliberately high estimate when no tokenizer is at hand: ~3 characters a token, plus slack."""
+    return len(text) // 3 + 8
+
+
 def estimate_tokens(messages: list[dict[str, str]]) -> int:
-    """A deliberately high estimate when no tokenizer is at hand: ~3 characters per token."""
-    return sum(len(m["content"]) // 3 + 8 for m in messages)
-
-
-def answer_token_estimate(answer: str) -> int:
-    """Tokens a training answer is given room for: deliberately high (~3 characters a token, plus slack)."""
-    return len(answer) // 3 + 8
+    """Prompt tokens of chat messages, each estimated by estimate_text_tokens."""
+    return sum(estimate_text_tokens(m["content"]) for m in messages)
 
 
 def typical_answer(session: Session, spec: PromptSpec) -> str:
@@ -342,7 +342,7 @@ def fit_as_trained(session: Session, knowledge: PromptKnowledge | None, *, max_l
                    **kw) -> Prompt:
     """fit_prompt the way SFT fits an instruction: into `max_len` tokens less the answer's estimate. Training and an
     icl+sft inference prompt of its student both go through here, so they drop the same knowledge."""
-    return fit_prompt(session, knowledge, n_ctx=max_len, max_tokens=answer_token_estimate(answer), reserve=4, **kw)
+    return fit_prompt(session, knowledge, n_ctx=max_len, max_tokens=estimate_text_tokens(answer), reserve=4, **kw)
 
 
 def fit_prompt(

@@ -245,7 +245,7 @@ def existing_export(db: sqlite_utils.Database, run_id: int, cfg: ExportConfig) -
             "SELECT name, path, size_bytes, quant, config FROM models WHERE run_id = ? AND format = ? AND quant = ?"
             " ORDER BY created_at DESC", [run_id, fmt, quant]):
         # An export made before its file carried all it now does (max_len) would be prompted unlike its training.
-        stale = any(json.loads(config or "{}").get(k) != v for k, v in carried.items()) and not cfg.adapter
+        stale = any(json.loads(config or "{}").get(k) != v for k, v in carried.items())
         if (cfg.name is None or cfg.name == name) and path and Path(path).is_file() and Path(path).stat().st_size == size \
                 and not stale:
             return {"model": name, "path": path, "size_bytes": size, "quant": q, "format": fmt, "run_id": run_id,
