@@ -84,11 +84,11 @@ class SessionsScreen(KdScreen):
 
     @work(thread=True, group="demo", description="Loading the demo dataset", exit_on_error=False)
     def load_demo(self) -> None:
-        from ..engine.data.demo import ensure_demo, load_demo
+        from ..engine.knowledge.demo import load_demo
 
-        db = self.app.db()
-        names = ensure_demo(db) or load_demo(db)  # load_demo refuses, in one line, if already there
-        self.app.notify(f"Loaded {', '.join(names)}.", title="data")
+        loaded = load_demo(self.app.db())  # refuses, in one line, if it is all there already
+        self.app.notify(f"Loaded {', '.join(loaded)}: sessions, mined patterns, and on demo-electronic the rules "
+                        "and thoughts a teacher distilled.", title="data")
         self.load_datasets()
 
     # ------------------------------------------------------------ handlers

@@ -9,10 +9,10 @@ import typer
 from rich.table import Table
 
 from ..data.datasets import delete_dataset, list_datasets
-from ..data.demo import ensure_demo
 from ..data.importers import FILE_FORMATS, ImportResult, import_dataset
 from ..data.leak import category_coverage
 from ..errors import InputError
+from ..knowledge.demo import load_demo
 from . import app
 from .common import console, err_console, print_json, safe, state
 
@@ -21,12 +21,25 @@ app.add_typer(data_app, name="data")
 
 
 def ready_db(ctx: typer.Context):
-    """The database, with the demo data loaded if it holds no dataset yet."""
+    """The database. Never loads the demo data as a side effect: a command asked for something else
+    (an import of the user's own data above all) must not add datasets; `kdbundle demo` loads it."""
+    return state(ctx).db
+
+
+@app.command("demo")
+def demo_cmd(ctx: typer.Context, replace: bool = typer.Option(False, "--replace", help="Load it again over the old copy."),
+             as_json: bool = typer.Option(False, "--json")):
+    """Load the built-in demo data: two small catalogues and a slice of real distilled knowledge."""
     db = state(ctx).db
-    loaded = ensure_demo(db)
-    if loaded:
-        err_console.print(f"empty database: loaded the demo datasets {', '.join(loaded)}")
-    return db
+    loaded = load_demo(db, replace=replace)
+    if as_json:
+        print_json(loaded)
+        return
+    for name, info in loaded.items():
+        extra = "".join(f", {info[k]} {k}" for k in ("rules", "thoughts") if k in info)
+        console.print(f"loaded [bold]{safe(name)}[/]: {info['sessions']} sessions, {info['patterns']} patterns{extra}")
+    console.print("next: `kdbundle data list`, `kdbundle knowledge list --dataset demo-electronic --kind rule`, "
+                  "or the app, `kdbundle-tui`")
 
 
 def _report(db, result: ImportResult, as_json: bool) -> None:
@@ -65,7 +78,7 @@ def import_cmd(
     try:
         result = import_dataset(db, path, name, format=format, replace=replace, seed=seed)
     except Exception:
-        if new_file:  # a failed first import leaves no database behind (nor the demo data it was given)
+        if new_file:  # a failed first import leaves no database behind
             db.conn.close()
             for suffix in ("", "-wal", "-shm"):
                 Path(str(st.path) + suffix).unlink(missing_ok=True)
@@ -98,6 +111,9 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")):
     rows = list_datasets(ready_db(ctx))
     if as_json:
         print_json(rows)
+        return
+    if not rows:
+        console.print("no datasets yet: `kdbundle demo` loads the demo data, `kdbundle data import PATH --name NAME` your own")
         return
     t = Table("name", "format", "sessions", "items", "bundles", "ground truth", "train", "valid", "test",
               "cats")

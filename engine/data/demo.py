@@ -1,6 +1,8 @@
-"""The built-in demo data (our own small catalogue, two domains), loaded into an empty database.
+"""The built-in demo data: our own small catalogue (two domains) and a slice of real BundleRec
+Electronic sessions (`demo-electronic`) that the demo's distilled knowledge names.
 
-So the CLI and the TUI work out of the box: the first command on a fresh DB imports it.
+Loaded on request only (`kdbundle demo`, the app's first-run offer): a command asked for something
+else never adds datasets. knowledge.demo adds the slice's knowledge and the mined patterns.
 """
 from __future__ import annotations
 
@@ -15,20 +17,28 @@ DEMO_DATASETS = (
     ("demo-electronics", "electronics.jsonl", "electronics"),
     ("demo-clothing", "clothing.jsonl", "clothing"),
 )
+REAL_SLICE = ("demo-electronic", "electronic.jsonl", "electronic")
+"""64 Electronic sessions (BundleRec, with categories as published: leaky, so prompts show titles) that
+the demo's teacher knowledge was distilled on, plus a few valid and test sessions (reports/demo_slice.py)."""
 
 
-def demo_files() -> dict[str, object]:
+def demo_files(*, real_slice: bool = False) -> dict[str, object]:
     """Dataset name -> Traversable of its JSONL file inside `kdbundle.assets`."""
     root = importlib.resources.files("kdbundle.assets") / "demo"
-    return {name: root / fname for name, fname, _ in DEMO_DATASETS}
+    sets = (*DEMO_DATASETS, REAL_SLICE) if real_slice else DEMO_DATASETS
+    return {name: root / fname for name, fname, _ in sets}
 
 
-def load_demo(db: sqlite_utils.Database, *, replace: bool = False) -> list[str]:
-    """Import both demo datasets; return their names."""
-    files = demo_files()
+def load_demo(db: sqlite_utils.Database, *, replace: bool = False, real_slice: bool = False,
+              missing_only: bool = False) -> list[str]:
+    """Import the demo datasets (with `real_slice`, also demo-electronic; with `missing_only`, those not in
+    the database yet); return their names."""
+    files = demo_files(real_slice=real_slice)
     loaded = []
     with transaction(db):
-        for name, _, domain in DEMO_DATASETS:
+        for name, _, domain in (*DEMO_DATASETS, REAL_SLICE) if real_slice else DEMO_DATASETS:
+            if missing_only and db.execute("SELECT 1 FROM datasets WHERE name = ?", [name]).fetchone():
+                continue
             with importlib.resources.as_file(files[name]) as path:
                 parsed, warnings = parse_jsonl(path, domain=domain)
             parsed.format = "demo"

@@ -13,7 +13,10 @@ def dataset_id(db: sqlite_utils.Database, name: str) -> int:
     row = db.execute("SELECT id FROM datasets WHERE name = ?", [name]).fetchone()
     if row is None:
         names = [r[0] for r in db.execute("SELECT name FROM datasets ORDER BY name")]
-        raise NotFound(f"no dataset named {name!r} (have: {', '.join(names) or 'none'})")
+        if not names:
+            raise NotFound(f"no dataset named {name!r}: the database has none yet (`kdbundle demo` loads the demo "
+                           "data, `kdbundle data import` your own)")
+        raise NotFound(f"no dataset named {name!r} (have: {', '.join(names)})")
     return row[0]
 
 

@@ -159,13 +159,20 @@ evaluation.difficulty.difficulty_scores in, so knowledge never imports the layer
 # ---------------------------------------------------------------- the entry point
 
 
+ANSWER_POOLS = ("all", "none")
+"""Pools beyond the three splits that teacher answers may label: every session, or those imported with no split."""
+
+
 def candidates(db: sqlite_utils.Database, dataset: str, split: str = "train", labelled_only: bool = True) -> list[Session]:
     """Sessions a sample is drawn from: `split` sessions that have ground-truth bundles (or, for
-    teacher answers, every session of the split)."""
-    sessions = load_sessions(db, dataset, split, with_bundles_only=labelled_only)
+    teacher answers, every session of the split; `all`: of the dataset; `none`: with no split)."""
+    sessions = load_sessions(db, dataset, None if split in ANSWER_POOLS else split, with_bundles_only=labelled_only)
+    if split == "none":
+        sessions = [s for s in sessions if s.split is None]
     if not sessions:
         what = "sessions with ground-truth bundles" if labelled_only else "sessions"
-        raise InputError(f"dataset {dataset!r} has no {split} {what} to sample")
+        where = {"all": "", "none": "unsplit "}.get(split, f"{split} ")
+        raise InputError(f"dataset {dataset!r} has no {where}{what} to sample")
     return sessions
 
 

@@ -20,9 +20,15 @@ def run(db_path, *args):
     return result
 
 
-def test_fresh_db_lists_the_demo_datasets(tmp_path):
-    rows = json.loads(run(tmp_path / "kd.db", "data", "list", "--json").stdout)
-    assert [r["name"] for r in rows] == ["demo-clothing", "demo-electronics"]
+def test_a_fresh_db_stays_empty_until_the_demo_is_asked_for(tmp_path):
+    db = tmp_path / "kd.db"
+    assert json.loads(run(db, "data", "list", "--json").stdout) == []  # no demo data as a side effect
+    assert "kdbundle demo" in run(db, "data", "list").stdout
+    loaded = json.loads(run(db, "demo", "--json").stdout)
+    assert loaded["demo-electronic"]["rules"] == 12 and loaded["demo-electronic"]["thoughts"] == 6
+    assert all(v["patterns"] > 0 for v in loaded.values())
+    rows = json.loads(run(db, "data", "list", "--json").stdout)
+    assert [r["name"] for r in rows] == ["demo-clothing", "demo-electronic", "demo-electronics"]
     for r in rows:
         assert {"name", "sessions", "bundles", "items", "splits"} <= set(r)
         assert set(r["splits"]) == {"train", "valid", "test"} and sum(r["splits"].values()) == r["sessions"]
@@ -40,11 +46,12 @@ def test_import_then_list_real_electronic(tmp_path, electronic_dir):
 
 def test_mine_list_and_eval_on_demo_data(tmp_path):
     db = tmp_path / "kd.db"
+    demo = json.loads(run(db, "demo", "--json").stdout)["demo-electronics"]
     mined = json.loads(run(db, "knowledge", "mine", "--dataset", "demo-electronics", "--min-support", "0.05",
                            "--algorithm", "apriori", "--json").stdout)
     assert mined["patterns"] > 0 and mined["params"]["algorithm"] == "apriori"
     rows = json.loads(run(db, "knowledge", "list", "--dataset", "demo-electronics", "--kind", "pattern", "--json").stdout)
-    assert len(rows) == mined["patterns"]
+    assert len(rows) == mined["patterns"] + demo["patterns"]  # the demo's own mining (default options) stays
     for r in rows:
         assert {"id", "kind", "text", "teacher", "sessions"} <= set(r)
         assert r["kind"] == "pattern" and r["teacher"] is None and r["sessions"]
@@ -65,6 +72,8 @@ def test_errors_are_one_line_without_traceback(tmp_path):
         (["eval", "--dataset", "nope", "--method", "patterns"], "no dataset named 'nope'"),
         (["knowledge", "mine", "--dataset", "demo-clothing", "--algorithm", "eclat"], "unknown algorithm"),
     ]
+    assert subprocess.run([str(KDBUNDLE), "--db", str(tmp_path / "kd.db"), "demo"], capture_output=True,
+                          timeout=120, env=env).returncode == 0
     for args, message in cases:
         proc = subprocess.run([str(KDBUNDLE), "--db", str(tmp_path / "kd.db"), *args], capture_output=True,
                               text=True, timeout=120, env=env)

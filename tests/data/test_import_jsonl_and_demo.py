@@ -64,3 +64,23 @@ def test_demo_not_loaded_when_db_has_data(db, tmp_path):
     import_dataset(db, write_jsonl(tmp_path / "x.jsonl", [{"items": [{"title": "a"}]}]), "mine")
     assert ensure_demo(db) == []
     assert [r[0] for r in db.execute("SELECT name FROM datasets")] == ["mine"]
+
+
+def test_a_shops_unlabelled_carts_are_all_train_and_every_pool_can_be_labelled(db, tmp_path):
+    """No bundles and no split anywhere (a cart export): labelable as they are, no ceremony."""
+    from kdbundle.engine.knowledge.distill import DistillConfig, planned_units
+    from kdbundle.engine.knowledge.sampling import candidates
+
+    rows = [{"items": [{"title": f"cart {i} a"}, {"title": f"cart {i} b"}]} for i in range(10)]
+    r = import_dataset(db, write_jsonl(tmp_path / "shop.jsonl", rows), "shop")
+    assert r.splits == {"train": 10, "valid": 0, "test": 0}
+    assert planned_units(db, "answers", DistillConfig("shop")) == 1 + 1  # default ratio 0.1 of the 10 train carts
+    # Mixed data: bundled sessions are split at random, the others have none; `all` and `none` reach them.
+    mixed = [{"items": [{"title": f"m {i}"}, {"title": f"n {i}"}], "bundles": [{"items": [1, 2]}]} for i in range(20)]
+    mixed += [{"items": [{"title": f"u {i}"}, {"title": f"v {i}"}]} for i in range(5)]
+    import_dataset(db, write_jsonl(tmp_path / "mixed.jsonl", mixed), "mixed", seed=3)
+    assert len(candidates(db, "mixed", "all", labelled_only=False)) == 25
+    assert len(candidates(db, "mixed", "none", labelled_only=False)) == 5
+    for split in ("all", "none"):
+        DistillConfig("mixed", split=split).check()
+    assert planned_units(db, "answers", DistillConfig("mixed", split="none", ratio=1)) == 1 + 5

@@ -19,6 +19,8 @@ from kdbundle.engine.data.importers import import_dataset
 from kdbundle.store import open_db
 from kdbundle.store.db import StoreError
 
+DEMO_FILE = Path(__file__).resolve().parents[2] / "assets" / "demo" / "electronics.jsonl"
+
 
 def kd(db: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([KDBUNDLE, "--db", str(db), *args], capture_output=True, text=True, timeout=300)
@@ -78,7 +80,7 @@ def test_existing_db_on_a_file_system_that_became_read_only(tmpfs, electronic_di
     """Reads still work; a write fails with one line and changes nothing."""
     mnt = tmpfs("8m")
     path = mnt.where / "kd.db"
-    assert kd(path, "data", "list").returncode == 0  # creates the DB with the demo data
+    assert kd(path, "data", "import", str(DEMO_FILE), "--name", "demo-electronics").returncode == 0
     # A process that ends without closing its connection (a crash, kill -9) leaves the WAL and
     # shared-memory files behind; with them SQLite can still read a WAL database from a read-only
     # file system (without them it cannot even open it: see the test above).
@@ -100,9 +102,9 @@ def test_existing_db_on_a_file_system_that_became_read_only(tmpfs, electronic_di
 
 
 def test_full_disk_during_import_changes_nothing_and_says_so(tmpfs, electronic_dir, dump):
-    mnt = tmpfs("1m")  # room for the schema and the demo data, not for Electronic
+    mnt = tmpfs("1m")  # room for the schema and a demo catalogue, not for Electronic
     path = mnt.where / "kd.db"
-    assert kd(path, "data", "list").returncode == 0
+    assert kd(path, "data", "import", str(DEMO_FILE), "--name", "demo-electronics").returncode == 0
     d = open_db(path)
     before = dump(d)
     d.conn.close()

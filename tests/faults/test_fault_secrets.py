@@ -91,6 +91,7 @@ def assert_nowhere(secret: str, folder: Path, outputs: list[subprocess.Completed
 @pytest.mark.slow
 def test_key_never_stored_logged_or_shown(tmp_path, server):
     db, key = tmp_path / "kd.db", server["key"]
+    assert kd(db, "demo", key=key).returncode == 0
     # llama.cpp's server takes a schema as {"type": "json_object", "schema": ...}.
     outputs = [kd(db, "models", "add", "remote-teacher", "--base-url", server["url"], "--api-model", "smol",
                   "--api-key-env", KEY_VAR, "--schema-mode", "json_object", key=key)]
@@ -138,6 +139,7 @@ def test_wrong_key_is_one_line_and_not_echoed(tmp_path, server):
 @pytest.mark.slow
 def test_auto_schema_mode_works_against_llama_cpp_server(tmp_path, server):
     db, key = tmp_path / "kd.db", server["key"]
+    assert kd(db, "demo", key=key).returncode == 0
     assert kd(db, "models", "add", "remote-teacher", "--base-url", server["url"], "--api-model", "smol",
               "--api-key-env", KEY_VAR, key=key).returncode == 0
     proc = kd(db, "generate", "--model", "remote-teacher", "--items", "camera|tripod", "--max-tokens", "48", key=key)
@@ -148,6 +150,7 @@ def test_auto_schema_mode_works_against_llama_cpp_server(tmp_path, server):
 def test_server_error_is_one_line(tmp_path, server):
     """Forcing the json_schema form on llama.cpp's server gets its 500: still one line, with no key in it."""
     db, key = tmp_path / "kd.db", server["key"]
+    assert kd(db, "demo", key=key).returncode == 0
     assert kd(db, "models", "add", "strict-teacher", "--base-url", server["url"], "--api-model", "smol",
               "--api-key-env", KEY_VAR, "--schema-mode", "json_schema", key=key).returncode == 0
     proc = kd(db, "generate", "--model", "strict-teacher", "--items", "camera|tripod", "--max-tokens", "16", key=key)

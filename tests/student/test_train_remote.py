@@ -3,7 +3,7 @@
 own launch.sh (one process, started from an unrelated working directory) -> copied back ->
 `kdbundle train-import DIR` -> the same `kdbundle train` reuses it -> `kdbundle export` works on it.
 
-The demo data that an empty database loads, the smollm2-135m student, 2 steps of 6 short examples,
+The demo data (`kdbundle demo`), the smollm2-135m student, 2 steps of 6 short examples,
 one torch thread (the shared 2-core machine). The multi-process launchers themselves are covered by
 test_train.py::test_two_processes_on_cpu_with_gloo; launch.sh runs the single-process command here.
 """
@@ -71,6 +71,7 @@ def test_prepare_train_elsewhere_import_reuse_export(tmp_path, dump):
     local.mkdir()
     db_path = local / "kd.db"
 
+    kd(db_path, "demo")
     # 1. Prepare: a self-contained folder, and nothing trained or recorded locally.
     info = as_json(kd(db_path, "train", *QUICK, "--prepare", str(local / "prep"), "--json", cwd=local))
     prep = local / "prep"

@@ -13,7 +13,8 @@
 
 Bundle items are positions (1-based) rather than item ids, so a session can be annotated without
 inventing ids, and they are what prompts and model answers use too. If no line has a "split" key,
-sessions with bundles are split at random with the given seed. Unknown keys are refused (a typo such
+sessions with bundles are split at random with the given seed; if no line has bundles either (a shop's
+own carts), every session is train: labelled by a teacher, learned from. Unknown keys are refused (a typo such
 as "bundle" would otherwise drop the ground truth silently).
 """
 from __future__ import annotations
@@ -99,6 +100,12 @@ def parse_jsonl(path: str | Path, *, seed: int = 0, domain: str | None = None) -
     warnings: list[str] = []
     if any_split_key:
         split_source = "file"
+    elif not any(s.bundles for s in sessions):
+        # A shop's own sessions, with no labels at all: nothing to validate or test on, so every session is
+        # for a teacher to label and the student to learn from (`distill answers` takes the train split).
+        for s in sessions:
+            s.split = "train"
+        split_source = "unlabelled: all train"
     else:
         assigned = seeded_split([s.source_id for s in sessions if s.bundles], seed)
         for s in sessions:

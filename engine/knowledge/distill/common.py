@@ -21,7 +21,7 @@ from ...data.sessions import dataset_id
 from ...errors import InputError
 from ...progress import JobCancelled, Progress, now
 from ...types import Session, check_fields
-from ..sampling import Difficulty, SampleConfig, candidates, default_teacher, sample_size, select_sessions
+from ..sampling import ANSWER_POOLS, Difficulty, SampleConfig, candidates, default_teacher, sample_size, select_sessions
 from ..teacher import Teacher, open_teacher
 
 
@@ -61,8 +61,9 @@ class DistillConfig:
     """What the teacher is shown of each product: titles | titles+categories (None: the dataset's
     default, titles where its categories leak the answer)."""
     split: str = "train"
-    """Answers: the split whose sessions the teacher labels, with or without ground truth (rules and
-    thoughts always read the train split's ground truth)."""
+    """Answers: the split whose sessions the teacher labels, with or without ground truth: train | valid |
+    test | all (every session) | none (the sessions imported with no split). Rules and thoughts always
+    read the train split's ground truth."""
     votes: int = 1
     """Answers: teacher answers per session; above 1 they are sampled at a temperature and the label is
     their consensus, with the agreement as its confidence."""
@@ -89,8 +90,8 @@ class DistillConfig:
             raise InputError(f"max tokens must be at least 16, got {self.max_tokens}")
         if self.votes < 1:
             raise InputError(f"votes must be at least 1, got {self.votes}")
-        if self.split not in SPLITS:
-            raise InputError(f"unknown split {self.split!r} (known: {', '.join(SPLITS)})")
+        if self.split not in (*SPLITS, *ANSWER_POOLS):
+            raise InputError(f"unknown split {self.split!r} (known: {', '.join((*SPLITS, *ANSWER_POOLS))})")
 
     def sampling(self) -> SampleConfig:
         return SampleConfig(self.sample, self.ratio, self.seed, self.difficulty_model or self.teacher)
