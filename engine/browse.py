@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 import sqlite_utils
@@ -36,6 +37,19 @@ def dataset_summaries(db: sqlite_utils.Database) -> list[DatasetSummary]:
         DatasetSummary(d["name"], d["domain"], d["format"], d["sessions"], d["ground_truth"], d["items"], d["splits"])
         for d in list_datasets(db)
     ]
+
+
+def data_signature(db: sqlite_utils.Database) -> tuple:
+    """A cheap fingerprint of what pickers and headers show (datasets and their sizes, knowledge sets,
+    models, results): it changes when another process imports, replaces or deletes one. The app polls
+    it with the jobs, so a dataset imported from the CLI shows up without a restart."""
+    return tuple(db.execute(
+        """SELECT (SELECT COUNT(*) || ':' || IFNULL(MAX(id), 0) || ':' || IFNULL(MAX(created_at), '') FROM datasets),
+                  (SELECT COUNT(*) || ':' || IFNULL(MAX(id), 0) FROM sessions),
+                  (SELECT COUNT(*) || ':' || IFNULL(MAX(id), 0) FROM knowledge_sets),
+                  (SELECT COUNT(*) || ':' || IFNULL(MAX(id), 0) FROM knowledge),
+                  (SELECT COUNT(*) || ':' || IFNULL(MAX(rowid), 0) FROM models),
+                  (SELECT COUNT(*) || ':' || IFNULL(MAX(id), 0) FROM eval_runs)""").fetchone())
 
 
 @dataclass(frozen=True)
@@ -304,6 +318,14 @@ def train_runs(db: sqlite_utils.Database) -> dict[int, dict[str, Any]]:
     return {r[0]: dict(zip(cols, r)) for r in cur.fetchall()}
 
 
+def model_name(model: str | None) -> str | None:
+    """A model as people name it: a registry name stays, a GGUF file path becomes its file's stem."""
+    if not model or not ("/" in model or model.endswith(".gguf")):
+        return model
+    path = PurePath(model)
+    return path.stem if path.stem.startswith(path.parent.name) else f"{path.parent.name}/{path.stem}"
+
+
 @dataclass(frozen=True)
 class EvalRunRow:
     id: int
@@ -332,7 +354,7 @@ class EvalRunRow:
         """Short name of what was evaluated, for tables and plot axes."""
         if self.method != "llm":
             return self.method
-        parts = [self.model or "?", self.utilization or "zero-shot"]
+        parts = [model_name(self.model) or "?", self.utilization or "zero-shot"]
         if self.knowledge_set:
             parts.append(self.knowledge_set)
         return "/".join(parts)

@@ -16,6 +16,7 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.worker import Worker, WorkerState
 
+from ..engine import browse
 from ..engine.jobs import runner as J
 from ..store.db import StoreError, default_db_path, open_db
 from .arena import ArenaScreen
@@ -24,7 +25,7 @@ from .help import HelpScreen
 from .jobs import JobsScreen
 from .knowledge import KnowledgeScreen
 from .launch import FORMS, job_params
-from .messages import JobLaunched, JobsPolled, OpenInArena
+from .messages import DataChanged, JobLaunched, JobsPolled, OpenInArena
 from .models import ModelsScreen
 from .results import ResultsScreen
 from .sessions import SessionsScreen
@@ -86,6 +87,7 @@ class KdApp(App):
         self.poll_seconds = poll_seconds
         self.jobs: list[dict[str, Any]] = []
         self._job_status: dict[int, str] | None = None  # None until the first poll
+        self._data_signature: tuple | None = None
         self._local = threading.local()
 
     def db(self) -> sqlite_utils.Database:
@@ -105,7 +107,19 @@ class KdApp(App):
 
     @work(thread=True, group="jobs-poll", description="Reading jobs", exclusive=True, exit_on_error=False)
     def poll_jobs(self) -> None:
-        self.post_message(JobsPolled(J.list_jobs(self.db())))
+        db = self.db()
+        self.post_message(JobsPolled(J.list_jobs(db)))
+        signature = browse.data_signature(db)
+        if self._data_signature is not None and signature != self._data_signature:
+            self.post_message(DataChanged())
+        self._data_signature = signature
+
+    @on(DataChanged)
+    def _data_changed(self, msg: DataChanged) -> None:
+        """Pickers and headers follow the database: the screens that show it re-read it."""
+        for mode in self.MODES:
+            for screen in self._mode_screens(mode):
+                screen.post_message(DataChanged())
 
     @on(JobsPolled)
     def _jobs_polled(self, msg: JobsPolled) -> None:
@@ -167,6 +181,24 @@ class KdApp(App):
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        """Save an SVG of the screen (the palette's "Save screenshot") to ~/Downloads, or to the current
+        directory where there is no Downloads folder, and say where it went (or why it could not)."""
+        from platformdirs import user_downloads_path
+
+        folder = Path(path) if path else user_downloads_path()
+        if not path and not folder.is_dir():
+            folder = Path.cwd()
+        try:
+            saved = self.save_screenshot(filename, str(folder), time_format)
+        except OSError as exc:
+            self.notify(f"screenshot not saved in {folder}: {exc.strerror or exc}", title="screenshot",
+                        severity="error", markup=False, timeout=10)
+            return None
+        self.notify(f"screenshot saved to {saved}", title="screenshot", markup=False, timeout=10)
+        return saved
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"

@@ -20,16 +20,28 @@ from textual.widgets import Footer, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from ..engine import browse
+from ..engine.llm.generate import PRODUCT_SEPARATOR, split_products
 from ..engine.types import Product, Session
 from .arena_run import KNOWLEDGE_UTILIZATIONS, GenerationStopped, Outcome, run_pane
 from .base import KdScreen, describe_error, metrics_line, plain
-from .messages import ArenaChoicesLoaded, GenerationFinished, SessionLoaded, SessionResolved, Token
+from .messages import ArenaChoicesLoaded, DataChanged, GenerationFinished, SessionLoaded, SessionResolved, Token
 from .sessions import bundle_tag
 
 UTILIZATIONS = ("zero-shot", "icl", "sft", "icl+sft")
 PANES = ("teacher", "student")
 DEFAULT_TEACHER = "qwen2.5-coder-1.5b"
 DEFAULT_STUDENT = "smollm2-135m"
+
+
+def truth_lines(session: Session | None) -> Text:
+    """The ground truth with its intents, shown under each pane's answer so the two read side by side."""
+    out = Text()
+    for b in (session.bundles if session else []):
+        out.append("truth ", style="dim")
+        out.append(f"{{{', '.join(map(str, sorted(b.items)))}}} ")
+        out.append(b.intent or "-", style="italic dim")
+        out.append("\n")
+    return out
 
 
 def format_scores(scores: dict[str, float] | None) -> Text:
@@ -49,6 +61,7 @@ class ArenaScreen(KdScreen):
         Binding("k", "cycle_kset", "Set"),
         Binding("s", "pick", "Pick"),
         Binding("t", "type_products", "Type"),
+        Binding("p", "pull_teacher", "Pull teacher", show=False),
     ]
 
     def __init__(self) -> None:
@@ -63,6 +76,7 @@ class ArenaScreen(KdScreen):
         self.installed: list[str] = []
         self.knowledge_sets: list[str] = []
         self._hinted = False
+        self.teacher_missing = False
         self.outcomes: dict[str, Outcome] = {}
         # (pane, model name) -> backend, used instead of the registry's (tests drive the panes with a scripted model)
         self.backend_for: Callable[[str, str], Any] | None = None
@@ -77,7 +91,7 @@ class ArenaScreen(KdScreen):
             yield Select([], prompt="no knowledge", id="kset", compact=True)
         yield Static("No session picked: press s to pick one by id, t to type products, or a on the Sessions screen.",
                      id="arena-session")
-        yield Input(placeholder="products, separated by ;  (enter to use)", id="arena-products", compact=True)
+        yield Input(placeholder=f"products, separated by {PRODUCT_SEPARATOR}  (enter to use)", id="arena-products", compact=True)
         with Horizontal(id="arena-panes"):
             for pane in PANES:
                 with Vertical(id=f"pane-{pane}", classes="arena-pane"):
@@ -92,6 +106,11 @@ class ArenaScreen(KdScreen):
             self.query_one(f"#pane-{pane}").border_title = pane
             self._reset_pane(pane)
         self.query_one("#teacher", Select).focus()
+
+    @on(DataChanged)
+    def _data_changed(self, msg: DataChanged) -> None:
+        """Another process changed the database: re-read what this screen picks from."""
+        self.load_choices()
 
     def on_screen_resume(self) -> None:
         self.load_choices()
@@ -120,12 +139,16 @@ class ArenaScreen(KdScreen):
             select = self.query_one(sel_id, Select)
             current = select.value
             select.set_options([(plain(n if n in msg.installed else f"{n} (not installed)"), n) for n in usable])
+            # The teacher is never the default student in disguise: without the default teacher it is
+            # another installed model, or none (its panel says why and how to get one).
+            fallback = [n for n in msg.installed if sel_id == "#student" or n != DEFAULT_STUDENT]
             if current in usable:
                 select.value = current
             elif default in msg.installed:
                 select.value = default
-            elif msg.installed:
-                select.value = msg.installed[0]
+            elif fallback:
+                select.value = fallback[0]
+        self.teacher_missing = DEFAULT_TEACHER not in msg.installed
         kset = self.query_one("#kset", Select)
         current = kset.value
         self.knowledge_sets = list(msg.knowledge_sets)
@@ -138,7 +161,25 @@ class ArenaScreen(KdScreen):
                 self.notify(msg.hint, title="models", severity="warning", timeout=10, markup=False)
             for pane in PANES:
                 self.query_one(f"#stream-{pane}", Static).update(Text(msg.hint, style="yellow"))
+        elif self.teacher_missing and not self.running and not self.streams["teacher"]:
+            cfg = self.settings()
+            self.query_one("#stream-teacher", Static).update(Text(teacher_hint(cfg["teacher"], cfg["student"]),
+                                                                  style="yellow"))
         self._titles()
+
+    def action_pull_teacher(self) -> None:
+        """Pull the default teacher on the Models screen (with its progress bar)."""
+        if not self.teacher_missing:
+            self.notify(f"{DEFAULT_TEACHER} is installed already.", title="models")
+            return
+        self.app.run_worker(self._pull_teacher(), exclusive=False)
+
+    async def _pull_teacher(self) -> None:
+        from .models import ModelsScreen
+
+        await self.app.switch_mode("models")
+        if isinstance(self.app.screen, ModelsScreen):
+            self.app.screen.pull_named(DEFAULT_TEACHER)
 
     @on(Select.Changed, "#teacher, #student")
     def _titles(self) -> None:
@@ -147,6 +188,9 @@ class ArenaScreen(KdScreen):
         cfg = self.settings()
         for pane in PANES:
             self.query_one(f"#pane-{pane}").border_title = f"{pane}: {cfg[pane] or '-'}"
+        if self.teacher_missing and not self.streams["teacher"] and "teacher" not in self.outcomes:
+            self.query_one("#stream-teacher", Static).update(Text(teacher_hint(cfg["teacher"], cfg["student"]),
+                                                                  style="yellow"))
 
     def pick_session(self, session_id: int) -> None:
         self.load_session(session_id)
@@ -183,9 +227,11 @@ class ArenaScreen(KdScreen):
         self.streams[pane] = ""
         self.pieces[pane] = 0
         self.started.pop(pane, None)
-        self.query_one(f"#stream-{pane}", Static).update(Text(
-            f"The {pane}'s answer streams here token by token (ctrl+r); then its bundles are scored against "
-            "the ground truth: ✓ hit, ✗ miss.", style="dim") if placeholder else "")
+        text = Text(f"The {pane}'s answer streams here token by token (ctrl+r); then its bundles are scored "
+                    "against the ground truth: ✓ hit, ✗ miss.", style="dim")
+        if pane == "teacher" and self.teacher_missing:
+            text = Text(teacher_hint(self.settings()["teacher"], self.settings()["student"]), style="yellow")
+        self.query_one(f"#stream-{pane}", Static).update(text if placeholder else "")
         self.query_one(f"#stats-{pane}", Static).update("")
         score = self.query_one(f"#score-{pane}", Static)
         score.update("")
@@ -251,8 +297,8 @@ class ArenaScreen(KdScreen):
 
     @on(Token)
     def _token(self, msg: Token) -> None:
-        if msg.run != self.run_no:
-            return
+        if msg.run != self.run_no or msg.pane not in self.running:
+            return  # a piece that arrives after its pane finished never overwrites the final state
         pane = msg.pane
         self.streams[pane] += msg.text
         self.pieces[pane] += 1
@@ -271,6 +317,7 @@ class ArenaScreen(KdScreen):
         self.outcomes[msg.pane] = msg.outcome
         self.query_one(f"#pane-{msg.pane}").remove_class("running")
         self.show_outcome(msg.pane, msg.outcome)
+        self.query_one(f"#pane-{msg.pane}").refresh(layout=True)  # the final state is drawn now, not on a later redraw
         if not self.running:
             self.query_one("#pane-student").border_subtitle = f"comparison {self.comparison_id}"
 
@@ -310,6 +357,7 @@ class ArenaScreen(KdScreen):
             lines.append("no valid bundle\n", style="red")
         for e in o.errors[:3]:
             lines.append(f"{e}\n", style="dim red")
+        lines.append_text(truth_lines(self.session))
         lines.append_text(format_scores(o.scores))
         score.update(lines)
 
@@ -359,12 +407,24 @@ class ArenaScreen(KdScreen):
 
     @on(Input.Submitted, "#arena-products")
     def _typed(self, event: Input.Submitted) -> None:
-        titles = [t.strip() for t in event.value.split(";") if t.strip()]
+        titles = split_products(event.value)
         if len(titles) < 2:
-            self.notify("Type at least two products, separated by ;", severity="warning")
+            self.notify(f"Type at least two products, separated by {PRODUCT_SEPARATOR}", severity="warning")
             return
         event.input.remove_class("visible")
         self.set_session(Session(id=None, products=[Product(item_id=0, title=t) for t in titles]))
+
+
+def teacher_hint(chosen: str | None, student: str | None = None) -> str:
+    """What the teacher pane says where the default teacher is not installed."""
+    if chosen and chosen == student:
+        now = f"You picked the student, {chosen}, as the teacher too: both panes show one model."
+    elif chosen:
+        now = f"Teaching with {chosen} instead (pick another above)."
+    else:
+        now = "No other model can stand in for it: the student is never used as its own teacher."
+    return (f"The default teacher, {DEFAULT_TEACHER}, is not installed. {now} Press p to pull it "
+            f"(about 1.1 GB, with a progress bar on the Models screen), or run `kdbundle models pull {DEFAULT_TEACHER}`.")
 
 
 def utilization_hint(cfg: dict[str, Any]) -> str:

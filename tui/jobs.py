@@ -65,7 +65,8 @@ def fmt_rate(r: float | None) -> str:
         return f"{r:.0f}/s"
     if r >= 10:
         return f"{r:.1f}/s"
-    return f"{r:.2f}/s" if r >= 0.1 else f"{1 / r:.0f}s/u"  # slow jobs: seconds per unit reads better
+    # One unit style for every job (units per second), fast or slow: a column never mixes "/s" and "s/u".
+    return f"{r:.2f}/s" if r >= 0.1 else f"{r:.3f}/s" if r >= 0.001 else "<.001/s"
 
 
 def result_summary(result: Any) -> Text:

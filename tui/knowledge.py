@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Markdown, Select, Static, TabbedC
 from ..engine import browse
 from ..engine.knowledge.formats import FORMATS
 from .base import KdScreen, plain
-from .messages import DatasetsLoaded, KnowledgeLoaded, KnowledgeSetsLoaded, PatternsMined, ProvenanceLoaded
+from .messages import DataChanged, DatasetsLoaded, KnowledgeLoaded, KnowledgeSetsLoaded, PatternsMined, ProvenanceLoaded
 
 # The formats this screen has a tab for (a format added to the table shows up in `knowledge list` first).
 FILLERS = ("pattern", "rule", "thought")
@@ -80,6 +80,12 @@ class KnowledgeScreen(KdScreen):
         self.query_one("#sets", DataTable).add_columns("name", "formats", "datasets", "sampling", "members")
         self.query_one("#patterns", DataTable).focus()
         self.load_datasets()
+
+    @on(DataChanged)
+    def _data_changed(self, msg: DataChanged) -> None:
+        """Another process changed the database: re-read what this screen picks from, and its records."""
+        self.load_datasets()
+        self.action_reload()
 
     def on_screen_resume(self) -> None:
         self.load_datasets()
@@ -170,9 +176,10 @@ class KnowledgeScreen(KdScreen):
             table.add_row(str(r.rank or "-"), str(r.sessions), Text(r.teacher or "-"),
                           Text(r.text.replace("\n", " ")), key=str(r.id))
         if not self.rows["rule"]:
-            self.query_one("#rule-text", Static).update(
-                "No rules yet. Start a distill-rules job on the Jobs screen (3, then n)."
-            )
+            self.query_one("#rule-text", Static).update(Text(
+                f"No rules for {self.dataset or 'this dataset'}: a teacher distils them (a distill-rules job: "
+                "Jobs screen 3, then n). The demo's demo-electronic has 12 (load the demo: d on Sessions)."
+            ))
 
     def _fill_thoughts(self) -> None:
         table = self.query_one("#thoughts", DataTable)
@@ -184,8 +191,10 @@ class KnowledgeScreen(KdScreen):
             table.add_row(Text(str(sid)), Text(r.status, style=style), key=str(r.id))
         self._summary()
         if not shown:
+            which = f"{self.thought_status} " if self.thought_status and self.rows["thought"] else ""
             self.query_one("#thought-md", Markdown).update(
-                "No thoughts yet. Start a *distill-thoughts* job on the Jobs screen (`3`, then `n`)."
+                f"No {which}thoughts for {self.dataset or 'this dataset'}: a teacher distils them (a *distill-thoughts* "
+                "job: Jobs screen `3`, then `n`). The demo's *demo-electronic* has some (load the demo: `d` on Sessions)."
             )
 
     @on(KnowledgeSetsLoaded)

@@ -137,6 +137,7 @@ def form_choices(db) -> dict[str, list[str]]:
     return {
         "datasets": [d.name for d in browse.dataset_summaries(db)],
         "models": [m["name"] for m in registry_models(db)],
+        "installed_models": [m["name"] for m in registry_models(db) if m.get("installed")],
         "knowledge_sets": [s.name for s in browse.knowledge_sets(db)],
         "train_runs": [str(r) for r in sorted(browse.train_runs(db), reverse=True)],
     }
@@ -219,7 +220,16 @@ class LaunchScreen(ModalScreen[tuple[str, dict[str, Any]] | None]):
         for f in FORMS[self.kind]:
             options = list(f.choices or self.choices.get(f.source or "", []) or [])
             wanted = self.defaults.get(f.name, f.default)
-            if options:
+            if options and f.source == "models" and "installed_models" in self.choices:
+                # Forms default only to installed models (an uninstalled default fails at once), and never make
+                # the default student its own teacher; with none to offer the field stays empty and says why.
+                installed = self.choices["installed_models"]
+                fallback = [m for m in installed if f.name != "teacher" or m != DEFAULT_STUDENT]
+                default = wanted if wanted in installed else (fallback[0] if fallback else "")
+                labels = [(plain(o if o in installed else f"{o} (not installed)"), o) for o in options]
+                widget = Select(labels, value=default or Select.NULL, allow_blank=True, id=f"f-{f.name}",
+                                compact=True, prompt=f"(none installed: pull {wanted or 'one'} on Models, 4)")
+            elif options:
                 default = wanted if wanted in options else ("" if f.optional else options[0])
                 widget = Select([(plain(o), o) for o in options], value=default or Select.NULL, allow_blank=f.optional,
                                 id=f"f-{f.name}", compact=True, prompt="(none)")

@@ -61,6 +61,10 @@ class PatternsMined(Message):
         self.seconds = seconds
 
 
+class DataChanged(Message, bubble=False):
+    """Another process changed what pickers and headers show (browse.data_signature): reload them."""
+
+
 class JobsPolled(Message, bubble=False):
     """A fresh read of the jobs table (newest first)."""
 

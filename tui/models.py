@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, ProgressBar, Static
 
 from .base import ConfirmScreen, KdScreen
 from .launch import LaunchScreen
-from .messages import ModelDeleted, ModelPulled, ModelsLoaded, PullProgress
+from .messages import DataChanged, ModelDeleted, ModelPulled, ModelsLoaded, PullProgress
 
 
 def human_size(n: int | None) -> str:
@@ -77,6 +77,11 @@ class ModelsScreen(KdScreen):
             table.add_column(label, key=key, width=width)
         self.query_one("#pull-progress").display = False
 
+    @on(DataChanged)
+    def _data_changed(self, msg: DataChanged) -> None:
+        """Another process changed the database: re-read what this screen picks from."""
+        self.load()
+
     def on_screen_resume(self) -> None:
         self.action_reload()
 
@@ -140,11 +145,15 @@ class ModelsScreen(KdScreen):
         if m.get("installed"):
             self.notify(f"{m['name']} is already installed.")
             return
+        self.pull_named(m["name"])
+
+    def pull_named(self, name: str) -> None:
+        """Pull `name` with the progress bar (the arena's p pulls the default teacher so)."""
         bar = self.query_one("#pull-progress", ProgressBar)
         bar.display = True
         bar.update(total=None, progress=0)
-        self.notify(f"Pulling {m['name']} ...", title="models")
-        self.pull(m["name"])
+        self.notify(f"Pulling {name} ...", title="models")
+        self.pull(name)
 
     @work(thread=True, group="pull", description="Pulling model", exit_on_error=False)
     def pull(self, name: str) -> None:

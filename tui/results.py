@@ -15,7 +15,7 @@ from ..engine import browse
 from ..engine.evaluation.metrics import QUALITY, SUMMARY, metric
 from ..engine.evaluation.report import list_reports
 from .base import KdScreen, plain
-from .messages import ResultsLoaded
+from .messages import DataChanged, ResultsLoaded
 
 # From the engine's table of metrics: strict ones first in the chooser, the summary ones as columns.
 # The chooser opens on strict F1, the headline number, then the other strict ones, then AICL's.
@@ -75,13 +75,18 @@ class ResultsScreen(KdScreen):
     def on_mount(self) -> None:
         table = self.query_one("#runs", DataTable)
         table.add_column("dataset/split", key="dataset", width=18)
-        table.add_column("method", key="method", width=13)
+        table.add_column("method", key="method")  # sized to the names: a model's whole name, never a path
         table.add_column("fields", key="fields", width=7)
         for key in COLUMNS:
             table.add_column(metric(key).compact, key=key, width=4)
         table.add_column("s/ses", key="sps", width=5)
         self.query_one("#report").display = False
         self.action_reload()
+
+    @on(DataChanged)
+    def _data_changed(self, msg: DataChanged) -> None:
+        """Another process changed the database: re-read what this screen picks from."""
+        self.load()
 
     def on_screen_resume(self) -> None:
         self.action_reload()
@@ -121,10 +126,11 @@ class ResultsScreen(KdScreen):
                 v = metric_value(r, key)
                 cells.append("-" if v is None else f"{v:.2f}")
             sps = metric_value(r, "seconds_per_session")
-            status = "" if r.status in ("done", "complete") else f" ({r.status})"
+            ok = r.status in ("done", "complete")
+            method = Text(r.label) if ok else Text(f"{r.label} ✗ {r.status}", style="bold red")
             shown = {"titles": "titles", "titles+categories": "+cats"}.get(r.fields or "", "-")
             fields = Text(shown + " LEAKY", style="bold red") if r.leaky else Text(shown)
-            table.add_row(Text(f"{r.dataset}/{r.split}"), Text(r.label + status), fields, *cells,
+            table.add_row(Text(f"{r.dataset}/{r.split}"), method, fields, *cells,
                           "-" if sps is None else f"{sps:.2f}", key=str(r.id))
         table.border_title = (f"{len(runs)} evaluation run{'s' if len(runs) != 1 else ''}" if runs
                               else "no evaluation runs yet: launch an eval job (3, n)")
@@ -133,7 +139,10 @@ class ResultsScreen(KdScreen):
     def _plot(self, runs: list[browse.EvalRunRow]) -> None:
         key = str(self.query_one("#metric", Select).value)
         label = dict(METRICS)[key]
-        points = [(f"{r.id}:{r.label}"[:18], metric_value(r, key)) for r in runs]
+        several = len({r.dataset for r in runs}) > 1
+        # One bar per finished run (a failed one has no score: it is marked in the table, not drawn as 0).
+        points = [((f"{r.id}:" + (f"{r.dataset} " if several else "") + r.label)[:32], metric_value(r, key))
+                  for r in runs if r.status in ("done", "complete")]
         points = [(n, v) for n, v in points if v is not None]
         self.plotted = points
         widget = self.query_one("#plot", PlotextPlot)
@@ -142,6 +151,9 @@ class ResultsScreen(KdScreen):
         plt.clear_figure()
         if points:
             plt.bar([n for n, _ in points], [v for _, v in points], orientation="horizontal", width=0.4)
+            top = max(v for _, v in points)
+            # From 0 always: scores and times are never negative, and a lone 0 must not draw -1..1.
+            plt.xlim(0, top * 1.05 if top > 0 else 1)
         plt.title(label + ("" if points else " (no data)"))
         widget.refresh()
 

@@ -10,7 +10,7 @@ from textual.widgets import DataTable, Footer, Input, Select, Static
 
 from ..engine import browse
 from .base import ConfirmScreen, KdScreen, plain
-from .messages import DatasetsLoaded, OpenInArena, SessionLoaded, SessionsLoaded
+from .messages import DataChanged, DatasetsLoaded, OpenInArena, SessionLoaded, SessionsLoaded
 
 # One colour per ground-truth bundle of a session (wraps after six).
 BUNDLE_COLOURS = ("green", "magenta", "cyan", "yellow", "blue", "red")
@@ -52,6 +52,11 @@ class SessionsScreen(KdScreen):
                 yield DataTable(id="products", cursor_type="row")
                 yield Static("", id="session-bundles")
         yield Footer(compact=True)
+
+    @on(DataChanged)
+    def _data_changed(self, msg: DataChanged) -> None:
+        """Another process changed the database: re-read what this screen picks from."""
+        self.load_datasets()
 
     def on_mount(self) -> None:
         table = self.query_one("#sessions", DataTable)

@@ -10,7 +10,7 @@ from rich.table import Table
 from ..data.leak import resolve_fields
 from ..data.sessions import dataset_id, load_sessions
 from ..errors import InputError, NotFound
-from ..llm.generate import BundleGenerator, GenerateConfig, typed_session
+from ..llm.generate import BundleGenerator, GenerateConfig, split_products, typed_session
 from ..llm.registry import DEFAULT_STUDENT
 from ..types import check_fields
 from . import app
@@ -50,7 +50,7 @@ def generate_cmd(
     if session is not None and not dataset:
         raise InputError("--session needs --dataset NAME")
     db = ready_db(ctx)
-    s = _find_session(db, dataset, session) if session is not None else typed_session(items.split("|"))
+    s = _find_session(db, dataset, session) if session is not None else typed_session(split_products(items))
     shown = resolve_fields(db, dataset, fields) if dataset else check_fields(fields or "titles+categories")
     gen = BundleGenerator(db, GenerateConfig(model=model, max_tokens=max_tokens, temperature=temperature, seed=seed,
                                              fields=shown))

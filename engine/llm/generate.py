@@ -262,6 +262,15 @@ def model_spec(db: sqlite_utils.Database, model: str) -> PromptSpec:
     return PromptSpec.from_dict(model_config(db, model).get("prompt_spec"))
 
 
+PRODUCT_SEPARATOR = "|"
+"""What separates typed products everywhere (`generate --items`, the arena's typed session, the README)."""
+
+
+def split_products(text: str) -> list[str]:
+    """Typed products, one per `|`-separated part (blank parts dropped)."""
+    return [t.strip() for t in text.split(PRODUCT_SEPARATOR) if t.strip()]
+
+
 def typed_session(titles: list[str]) -> Session:
     """A session from a typed list of product titles (no ids, no ground truth)."""
     titles = [t.strip() for t in titles if t and t.strip()]

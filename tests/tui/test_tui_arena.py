@@ -73,6 +73,7 @@ async def _arena_with(pilot, session_id):
     screen = app.screen
     assert isinstance(screen, ArenaScreen)
     await wait_for(pilot, lambda: screen.query_one("#student", Select).value == SMALL, what="model choices")
+    screen.query_one("#teacher", Select).value = SMALL  # picked by hand: the arena never defaults to it
     screen.pick_session(session_id)
     await wait_for(pilot, lambda: screen.session is not None and screen.session.id == session_id, what="session")
     return screen
@@ -178,7 +179,7 @@ def test_stop_a_stream_and_type_products(tmp_path):
             await pilot.press("t")
             box = screen.query_one("#arena-products", Input)
             assert screen.focused is box
-            await pilot.press(*"usb cable; phone charger; wireless earbuds", "enter")
+            await pilot.press(*"usb cable | phone charger | wireless earbuds", "enter")
             assert screen.session.id is None and screen.session.n == 3
             quick = ScriptedBackend("quick", json.dumps({"bundles": [{"items": [1, 2], "intent": "charging"}]}))
             screen.backend_for = lambda pane, model: quick
@@ -191,3 +192,41 @@ def test_stop_a_stream_and_type_products(tmp_path):
     db = open_db(path)
     assert db.execute("SELECT COUNT(*) FROM generations WHERE comparison_id IS NOT NULL").fetchone()[0] == 2, \
         "the stopped run logged nothing; the typed run logged both panes"
+
+
+def test_without_the_default_teacher_the_panel_says_so_and_the_student_is_never_the_teacher(tmp_path):
+    from kdbundle.engine.llm import registry
+
+    path = demo_db(tmp_path / "kd.db")
+    sid = _first_session_with_two_bundles(path)
+    installed = {m["name"] if isinstance(m, dict) else m.name for m in registry.list_models(open_db(path))
+                 if (m["installed"] if isinstance(m, dict) else m.installed)}
+    if "qwen2.5-coder-1.5b" in installed:
+        pytest.skip("the default teacher is installed here")
+
+    async def scenario():
+        app = KdApp(path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("5")
+            screen = app.screen
+            await wait_for(pilot, lambda: screen.query_one("#student", Select).value == SMALL, what="choices")
+            assert screen.query_one("#teacher", Select).value != SMALL
+            stream = lambda: str(screen.query_one("#stream-teacher", Static).render())  # noqa: E731
+            await wait_for(pilot, lambda: "is not installed" in stream(), what="the teacher's panel says why")
+            assert "press p to pull it" in " ".join(stream().split()).lower() or "Press p" in stream()
+            screen.pick_session(sid)
+            await wait_for(pilot, lambda: screen.session is not None, what="session")
+            assert "is not installed" in stream(), "picking a session keeps the reason"
+            # The truth's intents are shown beside each pane's answer once it is scored.
+            truth = screen.session.bundles
+            scripted = ScriptedBackend("s", json.dumps({"bundles": [{"items": sorted(truth[0].items),
+                                                                      "intent": "x"}]}))
+            screen.query_one("#teacher", Select).value = SMALL
+            screen.backend_for = lambda pane, model: scripted
+            await pilot.press("ctrl+r")
+            await wait_for(pilot, lambda: not screen.running, timeout=30, what="finished")
+            score = str(screen.query_one("#score-student", Static).render())
+            assert all(f"truth {{{', '.join(map(str, sorted(b.items)))}}} {b.intent}" in score for b in truth), score
+            assert "streaming" not in str(screen.query_one("#stats-teacher", Static).render())
+
+    run(scenario())

@@ -94,7 +94,9 @@ def test_empty_database_offers_the_demo_data(tmp_path):
             await wait_for(pilot, lambda: table.row_count > 0, what="demo sessions after loading")
 
     run(scenario())
-    assert _count(path, "SELECT COUNT(*) FROM datasets WHERE format = 'demo'") == 2
+    assert _count(path, "SELECT COUNT(*) FROM datasets WHERE format = 'demo'") == 3  # with demo-electronic
+    # ... whose real distilled knowledge fills the Rules and Thoughts tabs.
+    assert _count(path, "SELECT COUNT(*) FROM knowledge WHERE kind IN ('rule', 'thought')") == 18
 
 
 def test_declining_the_demo_leaves_the_database_empty(tmp_path):

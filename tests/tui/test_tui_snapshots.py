@@ -114,6 +114,8 @@ def test_arena_screen(snap_compare, demo_path):
         await wait_for(pilot, lambda: screen.query_one("#student").value == "smollm2-135m", what="models")
         # The default teacher depends on which models this machine has pulled: pin it.
         screen.query_one("#teacher").value = "smollm2-135m"
+        screen.teacher_missing = False  # ... and whether the teacher's panel says it is missing
+        screen._reset_pane("teacher")
         await pilot.pause(0.1)
 
     assert snap_compare(KdApp(demo_path), terminal_size=SIZE, run_before=before)
