@@ -108,7 +108,11 @@ class KdApp(App):
     @work(thread=True, group="jobs-poll", description="Reading jobs", exclusive=True, exit_on_error=False)
     def poll_jobs(self) -> None:
         db = self.db()
-        self.post_message(JobsPolled(J.list_jobs(db)))
+        jobs = J.list_jobs(db)
+        for j in jobs:  # a train job validating shows its own progress ("valid 40/90"), not "4/4"
+            if j["status"] == "running" and j["kind"] == "train":
+                j["phase"] = J.job_phase(db, j["id"])
+        self.post_message(JobsPolled(jobs))
         signature = browse.data_signature(db)
         if self._data_signature is not None and signature != self._data_signature:
             self.post_message(DataChanged())

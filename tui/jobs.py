@@ -154,7 +154,9 @@ class JobsScreen(KdScreen):
             status = "stopping" if j["status"] == "running" and j.get("stop_requested") else j["status"]
             cells_by_key[str(j["id"])] = (
                 str(j["id"]), j["kind"], Text(status, style=STATUS_STYLE.get(status, "")),
-                text_bar(j["done"] or 0, j["total"]), fmt_seconds(j["eta_seconds"]),
+                Text(j["phase"].split(" · ")[0], style="cyan") if j.get("phase") else text_bar(j["done"] or 0, j["total"]),
+                j["phase"].split("ETA ")[1].split(" ")[0] if j.get("phase") and "ETA " in j["phase"]
+                else fmt_seconds(j["eta_seconds"]),
                 fmt_rate(job_rate(j, now)),
                 str(j["threads"]) if j["status"] == "running" and j.get("threads") else "",  # cores it holds now
                 Text((j["error"] or "").splitlines()[0] if j["error"] else "", style="red"),

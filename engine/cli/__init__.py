@@ -38,6 +38,7 @@ from . import jobs as _jobs  # noqa: E402,F401
 from . import knowledge as _knowledge  # noqa: E402,F401
 from . import knowledge_sets as _knowledge_sets  # noqa: E402,F401
 from . import models as _models  # noqa: E402,F401
+from . import runs as _runs  # noqa: E402,F401
 from . import train as _train  # noqa: E402,F401
 
 

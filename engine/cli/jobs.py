@@ -34,7 +34,8 @@ def follow(ctx: typer.Context, job_id: int) -> dict[str, Any]:
         task = bar.add_task("queued", total=None, job=job_id)
 
         def update(job: dict[str, Any]) -> None:
-            bar.update(task, description=job["status"], completed=job["done"] or 0, total=job["total"])
+            phase = J.job_phase(st.db, job_id) if job["status"] == "running" and job["kind"] == "train" else None
+            bar.update(task, description=phase or job["status"], completed=job["done"] or 0, total=job["total"])
 
         try:
             job = J.wait_job(st.db, job_id, update)

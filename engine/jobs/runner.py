@@ -274,6 +274,13 @@ def get_job(db: sqlite_utils.Database, job_id: int) -> dict[str, Any]:
     return _row(db, r, cols)
 
 
+def job_phase(db: sqlite_utils.Database, job_id: int) -> str | None:
+    """What a running train job is doing beyond its steps: "valid 40/90 · ETA 1m20s (step 4)" while it
+    validates (its own progress, from the newest log line), else None."""
+    row = db.execute("SELECT message FROM job_logs WHERE job_id = ? ORDER BY id DESC LIMIT 1", [job_id]).fetchone()
+    return row[0] if row and row[0].startswith("valid ") and "/" in row[0].split(" ")[1] else None
+
+
 def job_logs(db: sqlite_utils.Database, job_id: int, tail: int = 50) -> list[dict[str, Any]]:
     rows = db.execute(
         "SELECT ts, level, message FROM job_logs WHERE job_id = ? ORDER BY id DESC LIMIT ?", [job_id, tail]

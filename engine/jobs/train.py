@@ -21,7 +21,7 @@ import sqlite_utils
 from ..config import default
 from ..data.sessions import load_sessions
 from ..errors import InputError
-from ..evaluation.evaluate import EvalConfig, evaluate
+from ..evaluation.evaluate import EvalConfig, EvalStopped, evaluate
 from ..knowledge.formats import FORMAT_NAMES
 from ..knowledge.sets import create_set, parse_list
 from ..llm.backends import unload_llama
@@ -79,6 +79,31 @@ def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tup
     return params
 
 
+SHORT_RUN_STEPS = 50
+"""A run of fewer steps than this is a trial: it validates on a seeded sample of the valid split."""
+SHORT_RUN_VALID = 12
+"""Valid sessions per dataset a short run is scored on (the whole split for a real run)."""
+
+
+def valid_limit(cfg: TrainConfig) -> int | None:
+    """How many valid sessions per dataset each validation scores (None: all of them)."""
+    return SHORT_RUN_VALID if cfg.max_steps is not None and cfg.max_steps < SHORT_RUN_STEPS else None
+
+
+def _scored_so_far(db: sqlite_utils.Database, ecfg: EvalConfig) -> dict[str, Any] | None:
+    """The metrics of what a stopped evaluation scored before its stop (its results stay stored)."""
+    from ..data.leak import resolve_fields
+    from ..evaluation.evaluate import run_key, select_sessions, summarize
+
+    ecfg = dataclasses.replace(ecfg, fields=resolve_fields(db, ecfg.dataset, ecfg.fields))
+    row = db.execute("SELECT id FROM eval_runs WHERE key = ?", [run_key(db, ecfg)]).fetchone()
+    if row is None:
+        return None
+    done = {sid for (sid,) in db.execute("SELECT session_id FROM eval_results WHERE eval_run_id = ?", [row[0]])}
+    scored = [s for s in select_sessions(db, ecfg) if s.id in done]
+    return {**summarize(db, row[0], scored, ecfg), "eval_run_id": row[0]} if scored else None
+
+
 def make_validator(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig, ctx: JobContext | None = None):
     """validate(weights dir, step) -> valid metrics: the weights exported to q8_0 GGUF and scored on
     each dataset's valid split exactly as `kdbundle eval` scores a student (greedy, the answer
@@ -86,9 +111,16 @@ def make_validator(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataCon
     student = resolve_student(cfg.student, db)
     spec = data.spec
     utilization = "icl+sft" if data.knowledge_set and data.knowledge_in_prompt else "sft"
+    limit = valid_limit(cfg)
+    sizes: dict[str, int] = {}
     for d in data.datasets:
-        if not load_sessions(db, d, "valid", with_bundles_only=True):
+        n = len(load_sessions(db, d, "valid", with_bundles_only=True))
+        if not n:
             raise InputError(f"dataset {d!r} has no valid sessions to select on: train with --no-valid")
+        sizes[d] = min(n, limit) if limit else n
+    if ctx and limit:
+        ctx.log(f"a short run ({cfg.max_steps} steps): each validation scores a seeded sample of "
+                f"{sum(sizes.values())} valid sessions, not the whole split")
 
     def validate(weights: Path, step: int) -> dict[str, Any]:
         t0 = time.monotonic()
@@ -97,23 +129,44 @@ def make_validator(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataCon
         # The spec rides in the file as in an export (a group-hint student's pair model is only there).
         write_gguf(student, weights, gguf, quant="q8_0", carried=training_carried(
             {"prompt_spec": spec.to_dict(), "icl_k": data.icl_k(), "max_len": data.max_len}))
+        configs = [EvalConfig(dataset=d, split="valid", method="llm", model=str(gguf), utilization=utilization,
+                              knowledge_set=data.knowledge_set if utilization == "icl+sft" else None,
+                              fields=data.fields, prompt=spec.prompt, answer=spec.answer,
+                              title_max=spec.title_max, hints=spec.hints, k=data.icl_k(), limit=limit, seed=cfg.seed,
+                              job_id=ctx.job_id if ctx else None) for d in data.datasets]
+        total = sum(sizes.values())
+        before, runs, stopped = 0, [], False
+
+        def progress(done: int, _of: int) -> None:
+            # Validation's own progress and ETA, in the job log (the Jobs screen and the CLI show it).
+            if ctx is None or not done or (done % max(1, total // 10) and before + done != total):
+                return
+            at = before + done
+            left = (time.monotonic() - t0) / at * (total - at)
+            ctx.log(f"valid {at}/{total} · ETA {int(left) // 60}m{int(left) % 60:02d}s (step {step})")
+
         try:
-            runs = [evaluate(db, EvalConfig(dataset=d, split="valid", method="llm", model=str(gguf), utilization=utilization,
-                                            knowledge_set=data.knowledge_set if utilization == "icl+sft" else None,
-                                            fields=data.fields, prompt=spec.prompt, answer=spec.answer,
-                                            title_max=spec.title_max, hints=spec.hints, k=data.icl_k(),
-                                            job_id=ctx.job_id if ctx else None))
-                    for d in data.datasets]
+            for d, ecfg in zip(data.datasets, configs):
+                try:
+                    runs.append(evaluate(db, ecfg, progress=progress, should_stop=ctx.should_stop if ctx else None))
+                except EvalStopped:  # stopped between two sessions: keep what it scored, validate no further
+                    part = _scored_so_far(db, ecfg)
+                    runs += [part] if part else []
+                    stopped = True
+                    break
+                before += sizes[d]
         finally:
             unload_llama(gguf)
             gguf.unlink(missing_ok=True)
         n = sum(r["sessions"] for r in runs) or 1
         out = {k: sum((r.get(k) or 0.0) * r["sessions"] for r in runs) / n
                for k in ("strict_precision", "strict_recall", "strict_f1", "collapse_rate", "precision", "seconds_per_session")}
-        out.update(sessions=n, seconds=round(time.monotonic() - t0, 1), eval_run_ids=[r["eval_run_id"] for r in runs])
+        out.update(sessions=sum(r["sessions"] for r in runs), seconds=round(time.monotonic() - t0, 1),
+                   eval_run_ids=[r["eval_run_id"] for r in runs], valid_sessions=total, stopped=stopped)
         if ctx:
             ctx.log(f"valid step {step}: strict P {out['strict_precision']:.3f} F1 {out['strict_f1']:.3f} "
-                    f"collapse {out['collapse_rate']:.2f} ({out['seconds']:.0f} s)")
+                    f"collapse {out['collapse_rate']:.2f} on {out['sessions']}/{total} sessions"
+                    + (" (stopped)" if stopped else "") + f" ({out['seconds']:.0f} s)")
         return out
 
     return validate
@@ -150,5 +203,24 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
     validate = make_validator(db, cfg, data, ctx) if cfg.valid else None
     result = train(db, cfg, examples, run_id=run_id, should_stop=ctx.should_stop, on_step=on_step, validate=validate)
     ctx.progress(result.steps, result.steps if result.status == "done" else None)
+    valid_sessions = None
+    if cfg.valid:
+        valid_sessions = sum(min(len(load_sessions(db, d, "valid", with_bundles_only=True)), valid_limit(cfg) or 10**9)
+                             for d in data.datasets)
     return {**asdict(result), "key": key, "reused": False, "knowledge_set": data.knowledge_set,
-            "datasets": data.datasets, "example_stats": stats.to_dict()}
+            "datasets": data.datasets, "example_stats": stats.to_dict(), "valid_sessions": valid_sessions,
+            "disk_bytes": disk_bytes(result.output_dir)}
+
+
+def disk_bytes(folder: str | Path | None) -> int | None:
+    """What a run's folder holds on disk (a hard-linked file counted once)."""
+    if not folder or not Path(folder).is_dir():
+        return None
+    seen, total = set(), 0
+    for p in Path(folder).rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            st = p.stat()
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total

@@ -480,7 +480,11 @@ def _train(db, cfg, student, examples, run_id, output_dir: Path, should_stop, on
     if status == "done":
         shutil.rmtree(adapter_dir, ignore_errors=True)
         if selector and best.is_dir():
-            shutil.copytree(best, adapter_dir)  # the selected weights are the run's result
+            try:  # the selected weights are the run's result: hard links, so they take no second copy on disk
+                shutil.copytree(best, adapter_dir, copy_function=os.link)
+            except OSError:  # a file system without hard links
+                shutil.rmtree(adapter_dir, ignore_errors=True)
+                shutil.copytree(best, adapter_dir)
         else:
             trainer.save_model(str(adapter_dir))  # rank 0 writes; peft saves only the adapter
     final_loss = callback.last_loss
