@@ -142,7 +142,8 @@ class SessionsScreen(KdScreen):
         for r in msg.page.rows:
             table.add_row(Text(r.source_id), r.split or "-", str(r.n_items), str(r.n_bundles), key=str(r.id))
         shown = len(msg.page.rows)
-        table.border_subtitle = f"{shown} of {msg.page.total}" if shown < msg.page.total else f"{shown} sessions"
+        table.border_subtitle = (f"{shown} of {msg.page.total}: / filters, the split picker narrows" if shown < msg.page.total
+                                 else f"{shown} sessions")
         if not msg.page.rows:
             self._show_detail(None)
 

@@ -55,7 +55,9 @@ def _report(db, result: ImportResult, as_json: bool) -> None:
     console.print(
         f"imported [bold]{safe(result.dataset)}[/]: {result.sessions} sessions, {result.items} items, "
         f"{result.bundles} bundles ({result.ground_truth} ground truth after dropping duplicates and supersets); "
-        f"split train {s['train']} / valid {s['valid']} / test {s['test']} in {result.seconds:.2f}s"
+        f"split train {s['train']} / valid {s['valid']} / test {s['test']}"
+        + (f" / none {none} (no split: `distill answers --split none` labels them)" if (none := result.sessions - sum(s.values())) else "")
+        + f" in {result.seconds:.2f}s"
     )
 
 

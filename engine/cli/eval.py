@@ -45,6 +45,7 @@ def eval_cmd(
                      utilization=utilization, knowledge_set=knowledge_set, min_support=min_support, fields=fields,
                      prompt=prompt, answer=answer, title_max=title_max, hints=hints,
                      decoding=decoding, workers=workers, hint_weight=hint_weight, k=k)
+    quiet_library_progress()
     db = ready_db(ctx)
     check_config(db, cfg)  # bad options: one line, before a job, a run row or a progress bar exists
     if detach:
@@ -97,3 +98,16 @@ def show_metrics(m: dict[str, Any]) -> None:
     if m.get("params") and m.get("method") != "llm":
         console.print("parameters: " + ", ".join(f"{k} {v}" for k, v in m["params"].items() if not isinstance(v, list)),
                       markup=False, highlight=False)
+
+
+def quiet_library_progress() -> None:
+    """No stray library bars on stderr ("Loading weights" from transformers, hub downloads): eval shows its
+    own progress. The variable is read when transformers is imported; a loaded one is told directly."""
+    import os
+    import sys
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()

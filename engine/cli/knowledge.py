@@ -53,11 +53,16 @@ def list_cmd(
     """Knowledge records with their provenance (source sessions, generations)."""
     if kind is not None and kind not in KINDS:
         raise InputError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
-    rows = list_knowledge(ready_db(ctx), dataset, kind, limit=limit if (limit or as_json) else 30)
+    db = ready_db(ctx)
+    rows = list_knowledge(db, dataset, kind, limit=limit if (limit or as_json) else 30)
     if as_json:
         print_json(rows)
         return
-    t = Table("id", "kind", "text", "support", "conf.", "sessions", "teacher")
+    total = db.execute("SELECT COUNT(*) FROM knowledge k JOIN datasets d ON d.id = k.dataset_id WHERE d.name = ?"
+                       + (" AND k.kind = ?" if kind else ""), [dataset, *([kind] if kind else [])]).fetchone()[0]
+    shown = f"{len(rows):,} of {total:,}" if len(rows) < total else f"all {total:,}"
+    t = Table("id", "kind", "text", "support", "conf.", "sessions", "teacher",
+              title=f"{shown} records" + (" (--limit N or --json for more)" if len(rows) < total else ""))
     for r in rows:
         d = r["data"]
         sup = f"{d['support']:.3f}" if "support" in d else ""

@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from rich.table import Table
 
-from ..jobs.train import disk_bytes
-from ..student.selection import CANDIDATE_DIR
-from ..student.train import ADAPTER_DIR
+from ..jobs.train import disk_bytes, prunable
 from . import app
 from .common import console, print_json, safe, state
 
@@ -28,15 +25,6 @@ def _runs(db, run: Optional[int]) -> list[dict[str, Any]]:
         raise NotFound(f"no training run {run}")
     return [{"run": i, "status": st, "steps": steps, "output_dir": out, "bytes": disk_bytes(out)}
             for i, st, steps, out in rows]
-
-
-def prunable(output_dir: str | None, status: str) -> list[Path]:
-    """What a run no longer needs: a finished run (its `adapter` exported, reused, and its `best` linked
-    to it) needs no resumable checkpoint and no validation candidate; an unfinished one keeps everything."""
-    root = Path(output_dir or "")
-    if status != "done" or not output_dir or not (root / ADAPTER_DIR).is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and (p.name.startswith("checkpoint-") or p.name == CANDIDATE_DIR))
 
 
 @runs_app.command("list")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -29,7 +30,7 @@ from ..llm.gguf import training_carried
 from ..student.examples import SftDataConfig, build_examples, student_pair_model
 from ..student.export import write_gguf
 from ..student.runs import find_or_create_run, sft_config, token_counter, train_config
-from ..student.selection import valid_curve
+from ..student.selection import CANDIDATE_DIR, valid_curve
 from ..student.train import ADAPTER_DIR, TrainConfig, check_train_config, get_run, train
 from ..student.weights import resolve_student
 from .runner import JobContext
@@ -203,6 +204,13 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
     validate = make_validator(db, cfg, data, ctx) if cfg.valid else None
     result = train(db, cfg, examples, run_id=run_id, should_stop=ctx.should_stop, on_step=on_step, validate=validate)
     ctx.progress(result.steps, result.steps if result.status == "done" else None)
+    if result.status == "done":  # a finished run resumes nothing: its checkpoints are the bulk of its disk use
+        gone = prunable(result.output_dir, "done")
+        freed = sum(disk_bytes(p) or 0 for p in gone)
+        for p in gone:
+            shutil.rmtree(p, ignore_errors=True)
+        if gone:
+            ctx.log(f"freed {freed / 1e6:.0f} MB: {', '.join(p.name for p in gone)} (a finished run needs no checkpoint)")
     valid_sessions = None
     if cfg.valid:
         valid_sessions = sum(min(len(load_sessions(db, d, "valid", with_bundles_only=True)), valid_limit(cfg) or 10**9)
@@ -210,6 +218,15 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
     return {**asdict(result), "key": key, "reused": False, "knowledge_set": data.knowledge_set,
             "datasets": data.datasets, "example_stats": stats.to_dict(), "valid_sessions": valid_sessions,
             "disk_bytes": disk_bytes(result.output_dir)}
+
+
+def prunable(output_dir: str | None, status: str) -> list[Path]:
+    """What a run no longer needs: a finished run (its `adapter` exported and reused, its `best` linked to
+    it) needs no resumable checkpoint and no validation candidate; an unfinished one keeps everything."""
+    root = Path(output_dir or "")
+    if status != "done" or not output_dir or not (root / ADAPTER_DIR).is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p.name.startswith("checkpoint-") or p.name == CANDIDATE_DIR))
 
 
 def disk_bytes(folder: str | Path | None) -> int | None:
