@@ -116,9 +116,13 @@ class ExportLine(_Model):
     generations: list[Generation] = []
     units: list[Unit] | None = None
 
-    @model_validator(mode="after")
-    def _record_of_job(self) -> ExportLine:
-        fmt = JOB_KINDS[self.job.kind]
-        if self.record.kind not in (fmt.record_kind, *fmt.other_kinds):
-            raise ValueError(f"a {self.job.kind} job cannot have written a {self.record.kind!r} record")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _record_of_job(cls, data: Any) -> Any:
+        # Before the fields: a record of the wrong kind is said as such, whatever else it lacks.
+        job, rec = (data.get("job"), data.get("record")) if isinstance(data, dict) else (None, None)
+        fmt = JOB_KINDS.get(job.get("kind")) if isinstance(job, dict) and isinstance(job.get("kind"), str) else None
+        kind = rec.get("kind") if isinstance(rec, dict) else None
+        if fmt is not None and kind not in (fmt.record_kind, *fmt.other_kinds):
+            raise ValueError(f"a {fmt.job_kind} job cannot have written a {kind!r} record")
+        return data
