@@ -10,7 +10,8 @@
     evaluation/  how well it works: metrics (the one table of metrics), baselines, evaluate, grids, reports
     jobs/        the job runner and one handler module per job kind
     cli/         the `kdbundle` command line: one module per command group
-    types, errors, progress, config: the vocabulary every layer shares; embeddings: the sentence model;
+    types, errors, progress, config: the vocabulary every layer shares; files: capped reads of imported
+    files and names that become file names; schema: the parts of every file format's model; embeddings: the sentence model;
     browse: the read-only queries behind the app's screens
 
 Layers (tests/test_layers.py holds the code to them): cli|tui -> jobs -> evaluation|student ->

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def open_db(path: str | os.PathLike | None = None, *, migrate_schema: bool = Tru
     30 s for a lock instead of failing with "database is locked".
     """
     db_path = Path(path).expanduser() if path else default_db_path()
+    _check_regular(db_path)
     blocking = next((p for p in db_path.parents if p.exists()), None)
     if blocking is not None and not blocking.is_dir():
         raise StoreError(f"cannot create database {db_path}: {blocking} is a file, not a folder")
@@ -59,6 +61,22 @@ def open_db(path: str | os.PathLike | None = None, *, migrate_schema: bool = Tru
     except OSError as exc:
         raise StoreError(f"cannot create database {db_path}: {exc.strerror or exc}") from exc
     return db
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_regular(db_path: Path) -> None:
+    """A database is a regular file (or a new one). A folder or a device is refused as such: SQLite would
+    call it damaged (and a user would throw away a good database) or, for /dev/null, create /dev/null-journal."""
+    try:
+        mode = db_path.stat().st_mode
+    except OSError:
+        return  # does not exist yet (or cannot be read: connecting says why)
+    for test, kind in _KINDS:
+        if test(mode):
+            raise StoreError(f"database {db_path} is {kind}, not a database file: name a file with --db")
 
 
 _READ_ONLY: dict[str, str] = {}

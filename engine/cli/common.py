@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: the database handle and JSON/rich output."""
+"""Shared CLI plumbing: the database handle, where a command may write, and JSON/rich output."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from ...store.db import default_db_path, open_db
 from .. import config
+from ..errors import InputError
 from ..types import printable
 
 console = Console()
@@ -38,6 +39,35 @@ class State:
 
 def state(ctx: typer.Context) -> State:
     return ctx.find_root().obj
+
+
+_SIDECARS = ("", "-wal", "-shm", "-journal")
+
+
+def database_files(ctx: typer.Context) -> set[Path]:
+    """The open database file and the files SQLite keeps beside it, resolved."""
+    db = state(ctx).path
+    return {Path(f"{db}{suffix}") for suffix in _SIDECARS}
+
+
+def not_the_database(ctx: typer.Context, path: Path) -> Path:
+    """`path`, resolved, unless it is the database this command has open (or one of its -wal/-shm/-journal
+    files): writing there would destroy every dataset, run and result, so not even --force allows it."""
+    target = path.expanduser().resolve()
+    if target in database_files(ctx):
+        raise InputError(f"{path} is the database this command has open (--db): choose another file")
+    return target
+
+
+def output_file(ctx: typer.Context, path: Path, *, force: bool) -> Path:
+    """Where a command may write a file, resolved: never the open database, never a folder, and an
+    existing file only with --force. Every command that writes a file the user named asks here."""
+    target = not_the_database(ctx, path)
+    if target.is_dir():
+        raise InputError(f"{path} is a folder: name a file")
+    if (target.exists() or target.is_symlink()) and not force:
+        raise InputError(f"{path} already exists: add --force to replace it")
+    return target
 
 
 def option(cls: type, name: str, *flags: str, help: str | None = None, default: Any = ..., **kw: Any) -> Any:

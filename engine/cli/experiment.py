@@ -1,4 +1,5 @@
-"""`kdbundle experiment run FILE.toml` (a resumable job), `experiment report NAME` and `experiment import FILE.json`."""
+"""`kdbundle experiment run FILE.toml` (a resumable job), `experiment report NAME`, `experiment import FILE.json`
+and `experiment rm NAME`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +8,10 @@ from typing import Optional
 import typer
 
 from ..evaluation.experiment import load_config
+from ..files import check_file_name
 from ..jobs.experiment import job_params
 from . import app
-from .common import console, print_json, safe
+from .common import console, output_file, print_json, safe
 from .data import ready_db
 from .jobs import launch
 
@@ -39,11 +41,14 @@ def run_cmd(ctx: typer.Context, file: Path = typer.Argument(..., help="Grid file
 @experiment_app.command("report")
 def report_cmd(ctx: typer.Context, name: str = typer.Argument(...),
                out: Optional[Path] = typer.Option(None, "--out", help="Folder for the .md and .png (default: reports/NAME)."),
+               force: bool = typer.Option(False, "--force", help="Replace the report's files if they exist."),
                as_json: bool = typer.Option(False, "--json")):
     """Write the Markdown report with tables and PNG plots."""
     from ..evaluation.report import write_report
 
-    result = write_report(ready_db(ctx), name, out or Path("reports") / name)
+    check_file_name(name, "experiment name")
+    result = write_report(ready_db(ctx), name, out or Path("reports") / name,
+                          check=lambda path: output_file(ctx, path, force=force))
     if as_json:
         print_json(result)
         return
@@ -62,3 +67,15 @@ def import_cmd(ctx: typer.Context, file: Path = typer.Argument(..., help="A repo
         return
     console.print(f"experiment {safe(result['experiment'])}: {result['imported']} cells imported, "
                   f"{result['kept']} already done here")
+
+
+@experiment_app.command("rm")
+def rm_cmd(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")):
+    """Remove an experiment and its cells (e.g. a bad import), so a good report can be imported again."""
+    from ..evaluation.archive import remove_experiment
+
+    result = remove_experiment(ready_db(ctx), name)
+    if as_json:
+        print_json(result)
+        return
+    console.print(f"removed experiment {safe(name)} ({result['cells']} cells)")

@@ -72,6 +72,9 @@ def _fail(job: dict[str, Any]) -> int:
 def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"), limit: int = 50):
     """List jobs, newest first."""
     rows = J.list_jobs(state(ctx).db, limit=limit)
+    for j in rows:
+        if j["damaged"]:  # reported, and the rest still listed
+            err_console.print(f"[yellow]warning:[/] job {j['id']}: {safe(j['damaged'])}", highlight=False)
     if as_json:
         print_json([_public(j) for j in rows])
         return

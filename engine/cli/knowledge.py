@@ -1,4 +1,4 @@
-"""`kdbundle knowledge ...`: mine category patterns, list knowledge records, export and import them."""
+"""`kdbundle knowledge ...`: mine category patterns, list knowledge records, export, import and remove them."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,11 @@ import typer
 from rich.table import Table
 
 from ..errors import InputError
+from ..files import read_lines
 from ..knowledge.patterns import ALGORITHMS, MineConfig, mine
-from ..knowledge.records import KINDS, list_knowledge
+from ..knowledge.records import KINDS, list_knowledge, remove_knowledge
 from . import app
-from .common import console, print_json, safe
+from .common import console, err_console, output_file, print_json, safe
 from .data import ready_db
 
 knowledge_app = typer.Typer(help="Knowledge: mined patterns, distilled rules and thoughts.", no_args_is_help=True)
@@ -55,6 +56,10 @@ def list_cmd(
         raise InputError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
     db = ready_db(ctx)
     rows = list_knowledge(db, dataset, kind, limit=limit if (limit or as_json) else 30)
+    for r in rows:
+        if r.get("damaged"):  # reported, and the rest still listed
+            err_console.print(f"[yellow]warning:[/] knowledge record {r['id']}: {safe(r['damaged'])}; "
+                              f"`kdbundle knowledge rm {r['id']}` removes it", highlight=False)
     if as_json:
         print_json(rows)
         return
@@ -65,8 +70,8 @@ def list_cmd(
               title=f"{shown} records" + (" (--limit N or --json for more)" if len(rows) < total else ""))
     for r in rows:
         d = r["data"]
-        sup = f"{d['support']:.3f}" if "support" in d else ""
-        conf = f"{d['confidence']:.2f}" if "confidence" in d else ""
+        sup = f"{d['support']:.3f}" if isinstance(d.get("support"), (int, float)) else ""
+        conf = f"{d['confidence']:.2f}" if isinstance(d.get("confidence"), (int, float)) else ""
         t.add_row(str(r["id"]), safe(r["kind"]), safe(r["text"]), sup, conf, str(len(r["sessions"])), safe(r["teacher"]))
     console.print(t)
 
@@ -75,15 +80,17 @@ def list_cmd(
 def export_cmd(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset"),
-    out: Path = typer.Option(..., "--out", help="JSON Lines file to write (replaced if it exists)."),
+    out: Path = typer.Option(..., "--out", help="JSON Lines file to write (an existing one only with --force)."),
     formats: Optional[str] = typer.Option(None, "--formats",
                                           help="Distilled formats to export, comma-separated (default: all)."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists (never the open database)."),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Write a dataset's distilled records, their teacher generations and jobs to a file another database can import."""
     from ..knowledge.sets import parse_list
     from ..knowledge.transfer import export_knowledge
 
+    output_file(ctx, out, force=force)
     db = ready_db(ctx)
     lines = [json.dumps(o, ensure_ascii=False) for o in
              export_knowledge(db, dataset, parse_list(formats, "format") if formats else None)]
@@ -107,15 +114,28 @@ def import_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Load exported knowledge (with its jobs and generations); a job already here is skipped."""
-    from ..knowledge.transfer import import_knowledge
+    from ..knowledge.transfer import MAX_FILE, MAX_LINE, import_knowledge
 
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{file}: {getattr(exc, 'strerror', None) or exc}") from None
-    result = import_knowledge(ready_db(ctx), text.splitlines(), str(file))
+    result = import_knowledge(ready_db(ctx), read_lines(file, max_line=MAX_LINE, limit=MAX_FILE), str(file))
     if as_json:
         print_json(result)
         return
     console.print(f"imported {result['records']} records in {result['jobs']} jobs from {safe(str(file))}"
                   + (f"; {result['skipped_jobs']} jobs already here" if result["skipped_jobs"] else ""))
+
+
+@knowledge_app.command("rm")
+def rm_cmd(
+    ctx: typer.Context,
+    ids: list[int] = typer.Argument(None, help="Knowledge record ids."),
+    job: Optional[int] = typer.Option(None, "--job", help="Every record of this distillation job, its teacher "
+                                                          "generations and the job (then import a good copy)."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Remove knowledge records, e.g. a bad imported one that `knowledge list` warns about."""
+    result = remove_knowledge(ready_db(ctx), list(dict.fromkeys(ids or [])), job)
+    if as_json:
+        print_json(result)
+        return
+    console.print(f"removed {result['records']} records"
+                  + (f", {result['generations']} generations and job {job}" if job is not None else ""))

@@ -13,6 +13,7 @@ from rich.table import Table
 from ..errors import InputError, NotFound
 from ..evaluation.difficulty import difficulty_scores
 from ..knowledge.formats import FORMAT_NAMES
+from ..knowledge.records import json_object
 from ..knowledge.sampling import STRATEGIES, SampleConfig
 from ..knowledge.sets import create_set, delete_set, list_sets, show_set
 from .common import console, print_json, safe
@@ -35,13 +36,15 @@ def knowledge_record(db, knowledge_id: int) -> dict[str, Any]:
         raise NotFound(f"no knowledge record with id {knowledge_id}")
     rec = dict(zip([c[0] for c in cur.description], r))
     rec["dataset"] = rec.pop("name")
-    rec["data"], rec["params"] = json.loads(rec["data"] or "{}"), json.loads(rec["params"] or "{}")
+    (rec["data"], data_ok), (rec["params"], params_ok) = json_object(rec["data"]), json_object(rec["params"])
+    if not (data_ok and params_ok):
+        rec["damaged"] = f"its {'data' if not data_ok else 'params'} cannot be read (not a JSON object)"
     rec["sessions"] = [
         {"id": sid, "source_id": src, "split": split} for sid, src, split in db.execute(
             """SELECT s.id, s.source_id, s.split FROM knowledge_sessions ks JOIN sessions s ON s.id = ks.session_id
                WHERE ks.knowledge_id = ? ORDER BY s.id""", [knowledge_id])]
     rec["generations"] = [
-        {"id": gid, "model": model, "session_id": sid, "params": json.loads(params or "{}"), "raw_output": raw,
+        {"id": gid, "model": model, "session_id": sid, "params": json_object(params)[0], "raw_output": raw,
          "completion_tokens": ctok, "latency_seconds": lat}
         for gid, model, sid, params, raw, ctok, lat in db.execute(
             """SELECT g.id, g.model, g.session_id, g.params, g.raw_output, g.completion_tokens, g.latency_seconds
@@ -53,32 +56,53 @@ def knowledge_record(db, knowledge_id: int) -> dict[str, Any]:
 @knowledge_app.command("show")
 def show_cmd(ctx: typer.Context, knowledge_id: int = typer.Argument(..., help="Knowledge record id."),
              as_json: bool = typer.Option(False, "--json"),
-             full: bool = typer.Option(False, "--full", help="Print teacher outputs in full.")):
+             full: bool = typer.Option(False, "--full", help="Print the text and teacher outputs in full.")):
     """A pattern, rule or thought with its source sessions and teacher outputs."""
     rec = knowledge_record(ready_db(ctx), knowledge_id)
     if as_json:
         print_json(rec)
         return
-    head = f"[bold]{rec['kind']} #{rec['id']}[/] ({rec['dataset']}, {rec['status']}"
-    head += f", rank {rec['rank']}" if rec["rank"] else ""
+    # Everything from the record is imported data: markup escaped, control characters shown as "?".
+    head = f"[bold]{safe(rec['kind'])} #{rec['id']}[/] ({safe(rec['dataset'])}, {safe(rec['status'])}"
+    head += f", rank {safe(rec['rank'])}" if rec["rank"] else ""
     head += f", teacher {safe(rec['teacher'])}" if rec["teacher"] else ""
     head += f", job {rec['job_id']})" if rec["job_id"] else ")"
     console.print(head)
+    if rec.get("damaged"):
+        console.print(f"[yellow]warning:[/] {safe(rec['damaged'])}; `kdbundle knowledge rm {rec['id']}` removes it")
     if rec["reason"]:
-        console.print(f"[red]rejected:[/] {safe(rec['reason'])}")
-    console.print(rec["text"], markup=False, highlight=False)
+        console.print(f"[red]rejected:[/] {safe(_cut(rec['reason'], full))}")
+    console.print(safe(_cut(rec["text"], full, SHOW_CHARS)), highlight=False)
     if rec["kind"] == "thought" and rec["data"].get("answer") is not None:
-        ans = "; ".join(f"{b['items']} {b.get('intent', '')}" for b in rec["data"]["answer"])
-        truth = "; ".join(f"{b['items']} {b.get('intent', '')}" for b in rec["data"].get("ground_truth", []))
-        console.print(f"answer: {ans}\nground truth: {truth}", markup=False, highlight=False)
+        console.print(safe(_cut(f"answer: {_bundles(rec['data']['answer'])}\n"
+                                f"ground truth: {_bundles(rec['data'].get('ground_truth', []))}", full)),
+                      highlight=False)
     ids = [s["id"] for s in rec["sessions"]]
     console.print(f"[bold]sessions[/] ({len(ids)}): {', '.join(map(str, ids[:40]))}{' …' if len(ids) > 40 else ''}")
     for g in rec["generations"]:
         p = g["params"]
         stage = f"{p.get('stage', '')} round {p.get('round', '')}" if p.get("stage") else ""
-        raw = g["raw_output"] or ""
-        console.print(f"[bold]generation {g['id']}[/] {safe(g['model'])} {stage} session {g['session_id']}")
-        console.print(raw if full or len(raw) <= 400 else raw[:400] + " …", markup=False, highlight=False)
+        console.print(f"[bold]generation {g['id']}[/] {safe(g['model'])} {safe(stage)} session {g['session_id']}")
+        console.print(safe(_cut(g["raw_output"] or "", full, 400)), highlight=False)
+
+
+SHOW_CHARS = 4000
+"""Characters of a record's text `knowledge show` prints without --full: an imported record may be
+50 MB, which a terminal takes minutes to draw."""
+
+
+def _cut(text: Any, full: bool, limit: int = SHOW_CHARS) -> str:
+    text = "" if text is None else str(text)
+    if full or len(text) <= limit:
+        return text
+    return f"{text[:limit]} … ({len(text) - limit} more characters: --full shows all, --json gives the record)"
+
+
+def _bundles(value: Any) -> str:
+    """A thought's answer or ground truth (a list of {items, intent}) in one line; anything else as JSON."""
+    if isinstance(value, list) and all(isinstance(b, dict) for b in value):
+        return "; ".join(f"{b.get('items')} {b.get('intent', '')}" for b in value)
+    return json.dumps(value, ensure_ascii=False)[:SHOW_CHARS]
 
 
 def _sample(sample: Optional[str], ratio: Optional[float], seed: int, difficulty_model: Optional[str],

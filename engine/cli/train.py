@@ -14,12 +14,12 @@ import typer
 from ..errors import InputError
 from ..jobs.train import job_params
 from ..student.examples import SftDataConfig
-from ..student.export import ExportConfig
+from ..student.export import ExportConfig, export_target, owned_export
 from ..student.gguf_write import QUANTS
 from ..student.remote import import_run, prepare_run
 from ..student.train import TrainConfig, get_run
 from . import app
-from .common import console, option, print_json, state
+from .common import console, not_the_database, option, output_file, print_json, state
 from .data import ready_db
 from .jobs import launch
 
@@ -97,6 +97,7 @@ def train_cmd(
                         min_confidence=min_confidence, answered_only=answered_only,
                         thought_sessions_only=thought_sessions_only, orderings=orderings)
     if prepare is not None:
+        not_the_database(ctx, prepare)  # prepare_run itself refuses anything but a new or empty folder
         _prepared(prepare_run(db, params, prepare), as_json)
         return
     out = _result(launch(ctx, "train", params, detach=detach, as_json=as_json))
@@ -160,6 +161,7 @@ def export_cmd(
     adapter: bool = option(ExportConfig, "adapter", "--adapter"),
     name: Optional[str] = option(ExportConfig, "name", "--name"),
     out_dir: Optional[str] = typer.Option(None, "--out-dir", help="Folder for the .gguf (default: runs/<db name>/models beside the database)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing .gguf that is not this database's export."),
     detach: bool = typer.Option(False, "--detach"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (model, path, size_bytes, quant)."),
 ):
@@ -171,7 +173,14 @@ def export_cmd(
     if not adapter and quant not in QUANTS:
         raise typer.BadParameter(f"unknown quantization {quant!r} (choose {', '.join(QUANTS)})")
     params = {"run_id": run_id, "quant": quant, "adapter": adapter, "name": name, "out_dir": out_dir}
-    ExportConfig(**{k: v for k, v in params.items() if k != "run_id"})  # fails here, not in the worker
+    if force:
+        params["force"] = True  # only when asked: the params of earlier exports stay as they were
+    cfg = ExportConfig(**{k: v for k, v in params.items() if k != "run_id"})  # fails here, not in the worker
+    _, model, path = export_target(db, run_id, cfg)
+    if owned_export(db, model, path):
+        not_the_database(ctx, path)  # refreshing its own export
+    else:
+        output_file(ctx, path, force=force)
     out = _result(launch(ctx, "export", params, detach=detach, as_json=as_json))
     if out is None:
         return

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files import check_file_name
 from ..knowledge.formats import FORMAT_NAMES, get_format
 from ..knowledge.sampling import STRATEGIES
 from ..student.train import TrainConfig
@@ -137,6 +138,7 @@ class ExperimentConfig:
             raise InputError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         if not data.get("name") or not data.get("datasets"):
             raise InputError(f"{where}: needs name and datasets")
+        check_file_name(data["name"], f"{where}: experiment name")  # it names the report's files
         cfg = cls(**data)
         if cfg.fields is not None:
             check_fields(cfg.fields)

@@ -12,22 +12,26 @@ the answers.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from pydantic import ValidationError
 
 from ...store.db import transaction
-from ..errors import NotFound
+from ..errors import InputError, NotFound
+from ..files import check_file_name
 from ..machine import describe
 from ..progress import now
+from ..schema import problem
 from .bootstrap import from_portable, interval
 from .comparisons import answer, rq_comparisons
 from .experiment import REFERENCE_RQ, Cell, ExperimentConfig
 from .metrics import METRICS, metric
+from .report_format import REPORT_FORMAT, ReportCell
 
 COLUMNS = [(m.key, m.header) for m in METRICS if m.summary or m.family == "speed"]
-REPORT_FORMAT = "kdbundle-experiment/1"
 
 
 def load_cells(db: sqlite_utils.Database, name: str) -> list[dict[str, Any]]:
@@ -39,9 +43,13 @@ def load_cells(db: sqlite_utils.Database, name: str) -> list[dict[str, Any]]:
     out = []
     for r in cur.fetchall():
         d = dict(zip(cols, r))
-        d["cell"] = Cell(**json.loads(d["cell"]))  # Cell turns JSON lists back into tuples
-        d["metrics"] = json.loads(d["metrics"]) if d["metrics"] else {}
-        d["session_scores"] = json.loads(d["session_scores"]) if d.get("session_scores") else None
+        try:  # a cell an old import let in: named in one line, with the way out
+            d["cell"] = Cell(**json.loads(d["cell"]))  # Cell turns JSON lists back into tuples
+            d["metrics"] = json.loads(d["metrics"]) if d["metrics"] else {}
+            d["session_scores"] = json.loads(d["session_scores"]) if d.get("session_scores") else None
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"experiment {name!r}: cell {d['cell_key']} cannot be read ({str(exc)[:80]}); "
+                             f"`kdbundle experiment rm {name}` removes the experiment") from None
         out.append(d)
     return out
 
@@ -186,10 +194,27 @@ def _time_line(cells: list[dict], total: int) -> str:
             f"{_seconds(cells) / 3600:.2f} h" + (f" ({where})" if where else "") + ".")
 
 
-def write_report(db: sqlite_utils.Database, name: str, out_dir: str | Path) -> dict[str, Any]:
-    """Write `<out_dir>/<name>.md`, `<name>.json` and one PNG per (dataset, RQ); returns their paths."""
+def _png(out: Path, name: str, ds: str, rq: str) -> Path:
+    return out / f"{name}-{ds}-{rq}.png".replace("/", "_")
+
+
+def report_files(cells: list[dict[str, Any]], name: str, out_dir: str | Path) -> list[Path]:
+    """Every file write_report writes for these cells: the .md, the .json and one PNG per (dataset, RQ)."""
+    out = Path(out_dir)
+    pngs = dict.fromkeys(_png(out, name, d["cell"].dataset, d["cell"].rq) for d in cells if d["cell"].rq != REFERENCE_RQ)
+    return [out / f"{name}.md", out / f"{name}.json", *pngs]
+
+
+def write_report(db: sqlite_utils.Database, name: str, out_dir: str | Path,
+                 check: Callable[[Path], Any] | None = None) -> dict[str, Any]:
+    """Write `<out_dir>/<name>.md`, `<name>.json` and one PNG per (dataset, RQ); returns their paths.
+    `check` sees every file before the first is written (the CLI refuses the open database and, without
+    --force, files that exist)."""
+    check_file_name(name, "experiment name")  # it names the files: never `../x` or `/x`
     cells = load_cells(db, name)
     out = Path(out_dir)
+    for path in report_files(cells, name, out) if check else ():
+        check(path)
     out.mkdir(parents=True, exist_ok=True)
     config = json.loads(db.execute("SELECT config FROM experiments WHERE name = ?", [name]).fetchone()[0])
     planned = ExperimentConfig.from_dict(config).cells()
@@ -200,6 +225,7 @@ def write_report(db: sqlite_utils.Database, name: str, out_dir: str | Path) -> d
             scores = from_portable(d["session_scores"])
             d["intervals"] = {m: interval(scores, m) for m in ("strict_f1", "precision")}
             d["interval"] = d["intervals"]["strict_f1"]
+    portable = [_portable(d) for d in cells]  # checked before the first file is written
     comps = rq_comparisons(cells)
     hours = _seconds(cells) / 3600
     lines = [f"# Experiment {name}", "",
@@ -225,7 +251,7 @@ def write_report(db: sqlite_utils.Database, name: str, out_dir: str | Path) -> d
         lines += [f"## {ds}", "", "### Reference (baselines and teacher)", "", _table(HEAD, [_row(d) for d in refs]), ""]
         for rq in dict.fromkeys(d["cell"].rq for d in mine if d["cell"].rq != REFERENCE_RQ):
             group = [d for d in mine if d["cell"].rq == rq]
-            png = out / f"{name}-{ds}-{rq}.png".replace("/", "_")
+            png = _png(out, name, ds, rq)
             ratios = {d["cell"].ratio for d in group if d["cell"].ratio is not None}
             (_plot_ratio if len(ratios) > 1 else _plot_bars)(png, f"{rq} on {ds}", group, refs)
             pngs.append(str(png))
@@ -241,7 +267,7 @@ def write_report(db: sqlite_utils.Database, name: str, out_dir: str | Path) -> d
     md.write_text("\n".join(lines), encoding="utf-8")
     data = {"format": REPORT_FORMAT, "experiment": name, "config": config, "wall_hours": hours,
             "cells_planned": len(planned), "machine": describe(), "answers": answers, "comparisons": comps,
-            "cells": [_portable(d) for d in cells]}
+            "cells": portable}
     js = out / f"{name}.json"
     js.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
     with transaction(db):
@@ -256,8 +282,14 @@ _CELL_COLUMNS = ("cell_key", "status", "error", "knowledge_set", "train_run_id",
 def _portable(d: dict[str, Any]) -> dict[str, Any]:
     from dataclasses import asdict
 
-    return {**{k: d.get(k) for k in _CELL_COLUMNS}, "cell": asdict(d["cell"]), "metrics": d["metrics"],
-            "intervals": d.get("intervals"), "session_scores": d["session_scores"]}
+    out = {**{k: d.get(k) for k in _CELL_COLUMNS}, "cell": asdict(d["cell"]), "metrics": d["metrics"],
+           "intervals": d.get("intervals"), "session_scores": d["session_scores"]}
+    try:  # what `experiment import` will accept (report_format): a bad cell is named here, not there
+        ReportCell.model_validate(json.loads(json.dumps(out)))  # as import reads it: tuples become lists
+    except ValidationError as exc:
+        raise InputError(f"cell {d['cell_key']} cannot be reported: {problem(exc)}; "
+                         f"`kdbundle experiment rm {d['experiment']}` removes the experiment") from None
+    return out
 
 
 def list_reports(db: sqlite_utils.Database) -> list[dict[str, str]]:

@@ -131,7 +131,10 @@ def create_job(db: sqlite_utils.Database, kind: str, params: dict[str, Any], tot
 
 
 def job_log_path(db_path: str | os.PathLike, job_id: int) -> Path:
-    return Path(db_path).expanduser().resolve().parent / "job-logs" / f"job-{job_id}.log"
+    """The worker's output file, `job-logs/<db file name>-job-<id>.log` beside the database: job ids are per
+    database, so two databases in one folder must not append to one `job-2.log`."""
+    db = Path(db_path).expanduser().resolve()
+    return db.parent / "job-logs" / f"{db.name}-job-{job_id}.log"
 
 
 def start_job(db_path: str | os.PathLike, job_id: int) -> int:
@@ -243,10 +246,26 @@ def reconcile(db: sqlite_utils.Database) -> None:
                 )
 
 
+def _json_field(text: str | None, default: Any) -> tuple[Any, bool]:
+    """(the value, whether it was readable): a row written by hand or by an old import may hold text
+    that is not JSON, or JSON of the wrong shape; one such row must not break every listing."""
+    if not text:
+        return default, True
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, TypeError, RecursionError):
+        return default, False
+    ok = isinstance(value, dict) if isinstance(default, dict) else True
+    return (value, True) if ok else (default, False)
+
+
 def _row(db: sqlite_utils.Database, r: tuple, cols: list[str]) -> dict[str, Any]:
     d = dict(zip(cols, r))
-    d["params"] = json.loads(d["params"] or "{}")
-    d["result"] = json.loads(d["result"]) if d.get("result") else None
+    d["params"], params_ok = _json_field(d["params"], {})
+    d["result"], result_ok = _json_field(d.get("result"), None)
+    bad = [what for what, ok in (("params", params_ok), ("result", result_ok)) if not ok]
+    d["damaged"] = f"its {' and '.join(bad)} cannot be read (not a JSON {'object' if not params_ok else 'value'})" \
+        if bad else None
     d["eta_seconds"] = _eta(d)
     return d
 
@@ -304,6 +323,9 @@ def resume_job(db: sqlite_utils.Database, db_path: str | os.PathLike, job_id: in
     """Restart a failed, cancelled or dead job; finished units are skipped by the handler."""
     reconcile(db)
     job = get_job(db, job_id)
+    if job["damaged"]:
+        raise KdError(f"job {job_id} cannot be resumed: {job['damaged']} (remove what it made, e.g. "
+                      "`kdbundle knowledge rm --job`, and run it again)")
     if job["status"] == "done":
         raise KdError(f"job {job_id} is already done")
     if job["status"] == "running":

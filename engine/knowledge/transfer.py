@@ -19,15 +19,20 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import sqlite_utils
+from pydantic import ValidationError
 
 from ...store.db import transaction
 from ..data.sessions import dataset_id
 from ..errors import InputError
 from ..progress import now
-from .formats import DISTILLED, get_format
+from ..schema import loads, problem
+from .export_format import FORMAT, JOB_KINDS, ExportLine
+from .formats import get_format
 
-FORMAT = "kdbundle-knowledge/1"
-JOB_KINDS = {f.job_kind: f for f in DISTILLED}
+MAX_LINE = 64 << 20
+"""Bytes in one line of an export (a record with its teacher outputs); a longer line is refused."""
+MAX_FILE = 1 << 30
+"""Bytes in a whole export file `knowledge import` reads (so `/dev/zero` fails at once)."""
 _RECORD = ("kind", "text", "data", "teacher", "params", "status", "reason", "rank", "created_at")
 _GENERATION = ("model", "purpose", "prompt", "response_schema", "raw_output", "parsed", "errors", "prompt_tokens",
                "completion_tokens", "prompt_seconds", "latency_seconds", "tokens_per_second", "params", "created_at")
@@ -71,6 +76,11 @@ def export_knowledge(db: sqlite_utils.Database, dataset: str, formats: Iterable[
             # a resume skips.
             units_sent.add(job_id)
             line["units"] = _portable_units(db, job_id, source)
+        try:
+            ExportLine.model_validate(line)  # what import will accept: a bad row is named here, not there
+        except ValidationError as exc:
+            raise InputError(f"knowledge record {kid} (job {job_id}) cannot be exported: {problem(exc)}; "
+                             f"`kdbundle knowledge rm {kid}` removes it") from None
         yield line
 
 
@@ -88,23 +98,36 @@ def _portable_units(db, job_id: int, source: dict[int, str]) -> list[dict]:
 
 
 def _read(lines: Iterable[str], where: str) -> list[dict]:
+    """Every line checked against the format (export_format.ExportLine) before anything is written.
+    A line repeated verbatim counts once; the same record of a job twice with other content is refused."""
     out = []
+    seen: dict[tuple, tuple[int, ExportLine]] = {}
+    jobs: dict[tuple[str, int], tuple[int, Any]] = {}
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}:{n}: not JSON ({exc.msg})") from None
+            obj = loads(line)
+        except (ValueError, RecursionError) as exc:
+            raise InputError(f"{where}:{n}: not JSON ({getattr(exc, 'msg', None) or str(exc)[:80]})") from None
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             raise InputError(f"{where}:{n}: not a kdbundle knowledge export line (format {FORMAT})")
-        job, rec = obj.get("job"), obj.get("record")
-        if not isinstance(job, dict) or job.get("kind") not in JOB_KINDS or not isinstance(rec, dict) \
-                or not isinstance(obj.get("sessions"), list) or not isinstance(obj.get("generations", []), list):
-            raise InputError(f"{where}:{n}: malformed record (needs job, record, sessions)")
-        if rec.get("kind") not in (JOB_KINDS[job["kind"]].record_kind, *JOB_KINDS[job["kind"]].other_kinds):
-            raise InputError(f"{where}:{n}: a {job['kind']} job cannot have written a {rec.get('kind')!r} record")
-        out.append(obj)
+        try:
+            m = ExportLine.model_validate(obj)
+        except ValidationError as exc:
+            raise InputError(f"{where}:{n}: {problem(exc)}") from None
+        job_key = (m.dataset, m.job.id)
+        first = jobs.setdefault(job_key, (n, m.job))
+        if first[1] != m.job:
+            raise InputError(f"{where}:{n}: job {m.job.id} differs from the same job on line {first[0]}")
+        key = (*job_key, m.record.id) if m.record.id is not None else (*job_key, m.model_dump_json())
+        if key in seen:
+            if seen[key][1] == m:
+                continue  # a duplicated line: one record, not two
+            raise InputError(f"{where}:{n}: record {m.record.id} of job {m.job.id} is on line {seen[key][0]} "
+                             "with other content")
+        seen[key] = (n, m)
+        out.append(m.model_dump(exclude_unset=True))
     return out
 
 

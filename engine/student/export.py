@@ -43,6 +43,8 @@ class ExportConfig:
     """Registered model name; default `<student>-run<id>-<quant>` or `<student>-run<id>-lora`."""
     threads: int = 0
     """Threads for llama.cpp quantization (0: all cores)."""
+    force: bool = False
+    """Replace a file at the target that is not this database's export of the same name."""
 
 
 @dataclass
@@ -75,19 +77,10 @@ def export_run(db, run_id: int, cfg: ExportConfig | None = None) -> ExportResult
         raise KdError(f"training run {run_id} is {run['status']}, not done: resume it before exporting")
     if cfg.adapter and kind != "lora":
         raise InputError(f"training run {run_id} fine-tuned the whole model: there is no LoRA adapter to export (drop --adapter)")
-    student = resolve_student(run["config"].get("student_source") or run["student"], db)
-    if student.gguf_path is None:
-        raise KdError(f"run {run_id}: export needs a GGUF student (metadata and tokenizer come from it); "
-                      f"{student.source} is Hugging Face weights")
-    # The base as the user named it (registry name or .gguf path: both resolve in the registry),
-    # and a short form of it for the derived model name.
+    student, name, path = export_target(db, run_id, cfg)
     base_ref = run["student"]
-    short = student.name if (os.sep in base_ref or base_ref.endswith(".gguf")) else base_ref
     quant = "f32" if cfg.adapter else cfg.quant
-    name = cfg.name or f"{short}-run{run_id}-{'lora' if cfg.adapter else quant}"
-    out = Path(cfg.out_dir).expanduser() if cfg.out_dir else models_dir(db)
-    path = (out / f"{name}.gguf").resolve()
-    _check_target(db, name, path)
+    _check_target(db, name, path, cfg.force)
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -108,12 +101,34 @@ def export_run(db, run_id: int, cfg: ExportConfig | None = None) -> ExportResult
     return result
 
 
-def _check_target(db, name: str, path: Path) -> None:
+def export_target(db, run_id: int, cfg: ExportConfig) -> tuple[Student, str, Path]:
+    """(the run's student, the model name, the absolute .gguf path) an export of `run_id` with `cfg` writes:
+    the CLI checks the path before a job exists, the export writes exactly there."""
+    run = get_run(db, run_id)
+    student = resolve_student(run["config"].get("student_source") or run["student"], db)
+    if student.gguf_path is None:
+        raise KdError(f"run {run_id}: export needs a GGUF student (metadata and tokenizer come from it); "
+                      f"{student.source} is Hugging Face weights")
+    # The base as the user named it (registry name or .gguf path: both resolve in the registry),
+    # and a short form of it for the derived model name.
+    base_ref = run["student"]
+    short = student.name if (os.sep in base_ref or base_ref.endswith(".gguf")) else base_ref
+    name = cfg.name or f"{short}-run{run_id}-{'lora' if cfg.adapter else cfg.quant}"
+    out = Path(cfg.out_dir).expanduser() if cfg.out_dir else models_dir(db)
+    return student, name, (out / f"{name}.gguf").resolve()
+
+
+def owned_export(db, name: str, path: Path) -> bool:
+    """Whether `path` is this database's registered model `name` (an export may refresh its own file)."""
+    row = db.execute("SELECT path FROM models WHERE name = ?", [name]).fetchone()
+    return row is not None and bool(row[0]) and Path(row[0]).resolve() == path
+
+
+def _check_target(db, name: str, path: Path, force: bool = False) -> None:
     # Run ids are per database: a file of the same name may belong to another database's run.
-    if path.exists():
-        row = db.execute("SELECT path FROM models WHERE name = ?", [name]).fetchone()
-        if row is None or Path(row[0]).resolve() != path:
-            raise KdError(f"{path} already exists and is not model {name!r} of this database: choose another out_dir or name")
+    if path.exists() and not force and not owned_export(db, name, path):
+        raise KdError(f"{path} already exists and is not model {name!r} of this database: choose another out_dir "
+                      "or name, or add --force to replace it")
 
 
 def write_gguf(student: Student, weights: Path, out: Path, *, quant: str = "q8_0", threads: int = 0,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import shutil
 import sqlite3
@@ -42,6 +43,7 @@ import sqlite_utils
 
 from ...store.db import open_db, transaction
 from ..errors import InputError, KdError
+from ..files import MiB, read_capped
 from ..llm import registry
 from .encoding import check_example
 from .examples import build_examples
@@ -172,16 +174,40 @@ _RUN_COLUMNS = ("id", "key", "student", "datasets", "knowledge_set", "config", "
 _METRIC_COLUMNS = ("step", "loss", "learning_rate", "grad_norm", "tokens", "elapsed")
 
 
+MAX_REMOTE_DB = 1 << 30
+"""Bytes of remote.db (and of its -wal) import copies: it holds one run and its metrics."""
+
+
+def _inside(folder: Path, path: Path) -> Path:
+    """`path` resolved (symbolic links followed), refused in one line unless it stays inside `folder`
+    (resolved): an imported folder must not make kdbundle read, and later export, files elsewhere."""
+    real = path.resolve()
+    if not real.is_relative_to(folder):
+        raise InputError(f"{folder}: {path.relative_to(folder) if path.is_relative_to(folder) else path} "
+                         f"leads outside the folder (to {real}): refused")
+    return real
+
+
+def _regular(folder: Path, path: Path, limit: int) -> Path:
+    real = _inside(folder, path)
+    if not real.is_file():
+        raise InputError(f"{folder}: {path.name} is not a regular file")
+    if real.stat().st_size > limit:
+        raise InputError(f"{folder}: {path.name} is larger than {limit >> 20} MiB")
+    return real
+
+
 def _read_remote(folder: Path, run_id: int) -> tuple[dict[str, Any], list[tuple]]:
     """The remote run row and its metrics. Read from a scratch copy (with its -wal file, if the remote
     process left one) so that nothing in the folder is written, not even a WAL checkpoint."""
-    path = folder / REMOTE_DB
+    path = _regular(folder, folder / REMOTE_DB, MAX_REMOTE_DB)
     with tempfile.TemporaryDirectory(prefix="kdbundle-import-") as scratch:
         copy = Path(scratch) / REMOTE_DB
         try:
             shutil.copyfile(path, copy)
-            if Path(f"{path}-wal").is_file():
-                shutil.copyfile(f"{path}-wal", f"{copy}-wal")
+            wal = folder / f"{REMOTE_DB}-wal"
+            if wal.exists() or wal.is_symlink():
+                shutil.copyfile(_regular(folder, wal, MAX_REMOTE_DB), f"{copy}-wal")
             conn = sqlite3.connect(str(copy))
             try:
                 cur = conn.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM train_runs WHERE id = ?", [run_id])
@@ -198,14 +224,56 @@ def _read_remote(folder: Path, run_id: int) -> tuple[dict[str, Any], list[tuple]
 
 
 def _local_output(folder: Path, remote_output: str | None) -> Path | None:
-    """The run folder under `folder`: the default layout, else the tail of the remote path that exists here."""
+    """The run folder under `folder`: the default layout, else the tail of the remote path that exists here.
+    Each is resolved first and must stay inside `folder`, its weights too (`x/../../..` or a symbolic link
+    out of the folder is refused, not adopted)."""
     candidates = [folder / REMOTE_OUTPUT]
-    parts = Path(remote_output).parts if remote_output else ()
+    parts = Path(remote_output).parts if isinstance(remote_output, str) and remote_output else ()
     candidates += [folder.joinpath(*parts[-n:]) for n in range(1, len(parts))]
     for c in candidates:
         if weights_kind(c / ADAPTER_DIR):
-            return c.resolve()
+            out = _inside(folder, c)
+            for f in (c / ADAPTER_DIR).rglob("*"):
+                _inside(folder, f)
+            return out
     return None
+
+
+def _json_object(text: Any, where: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except (TypeError, ValueError, RecursionError):
+        raise InputError(f"{where} is not JSON") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{where} is not a JSON object")
+    return value
+
+
+def _json_list(text: Any, where: str) -> list[Any]:
+    try:
+        value = json.loads(text or "[]")
+    except (TypeError, ValueError, RecursionError):
+        raise InputError(f"{where} is not JSON") from None
+    if not isinstance(value, list):
+        raise InputError(f"{where} is not a JSON list")
+    return value
+
+
+_FINITE = ("steps", "final_loss", "seconds")
+
+
+def _check_numbers(remote: dict[str, Any], metrics: list[tuple], where: Path) -> None:
+    """The run's counts and metrics are finite numbers of a sane size (a remote.db is written elsewhere)."""
+    for k in _FINITE:
+        v = remote[k]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                              or abs(v) > 1e12):
+            raise InputError(f"{where}: run {k} is {str(v)[:40]!r}, not a number")
+    for row in metrics:
+        for col, v in zip(_METRIC_COLUMNS, row):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                                  or abs(v) > 1e12):
+                raise InputError(f"{where}: train_metrics {col} at step {row[0]} is {str(v)[:40]!r}, not a number")
 
 
 def import_run(db: sqlite_utils.Database, folder: str | os.PathLike) -> dict[str, Any]:
@@ -226,11 +294,14 @@ def import_run(db: sqlite_utils.Database, folder: str | os.PathLike) -> dict[str
     if not (folder / REMOTE_DB).is_file():
         raise InputError(f"{folder}: no {REMOTE_DB} (not a folder made by `kdbundle train --prepare`)")
     try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        key, remote_id = manifest["key"], int(manifest["run_id"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        manifest = json.loads(read_capped(_inside(folder, folder / MANIFEST), MiB))
+        key, remote_id = manifest["key"], manifest["run_id"]
+        if not isinstance(key, str) or type(remote_id) is not int:
+            raise TypeError("key and run_id")
+    except (InputError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InputError(f"{folder}: no readable {MANIFEST} (not a folder made by `kdbundle train --prepare`)") from exc
     remote, metrics = _read_remote(folder, remote_id)
+    _check_numbers(remote, metrics, folder / REMOTE_DB)
     if remote["key"] != key:
         raise InputError(f"{folder / REMOTE_DB}: run {remote_id} is not the run prepared in this folder (key differs)")
     if remote["status"] != "done":
@@ -241,7 +312,8 @@ def import_run(db: sqlite_utils.Database, folder: str | os.PathLike) -> dict[str
         raise InputError(f"{folder}: the remote run is done but its adapter is missing "
                          f"(expected {folder / REMOTE_OUTPUT / ADAPTER_DIR}): copy the whole folder back")
 
-    config = json.loads(remote["config"] or "{}")
+    config = _json_object(remote["config"], f"{folder / REMOTE_DB}: the run's config")
+    _json_list(remote["datasets"], f"{folder / REMOTE_DB}: the run's datasets")
     config.update(student=manifest.get("student") or config.get("student"), output_dir=str(output))
     if manifest.get("student_source"):
         config["student_source"] = manifest["student_source"]
