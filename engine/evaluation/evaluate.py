@@ -7,11 +7,13 @@ Methods go through a small predictor protocol: `predict(session) -> Prediction` 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import random
 import resource
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -264,7 +266,19 @@ def evaluate(
     cfg = replace(cfg, fields=fields)
     sessions = select_sessions(db, cfg)
     run_id = _open_run(db, cfg, run_key(db, cfg))
-    cfg = replace(cfg, eval_run_id=run_id)
+    try:
+        return _evaluate_run(db, replace(cfg, eval_run_id=run_id), sessions, coverage, progress, should_stop)
+    except BaseException as exc:  # the run says so (a rerun reopens it and skips what was answered)
+        with contextlib.suppress(sqlite3.Error), transaction(db):
+            db.execute("UPDATE eval_runs SET status = ? WHERE id = ? AND status = 'running'",
+                       ["stopped" if isinstance(exc, (EvalStopped, KeyboardInterrupt)) else "failed", run_id])
+        raise
+
+
+def _evaluate_run(db: sqlite_utils.Database, cfg: EvalConfig, sessions: list[Session], coverage,
+                  progress: Callable[[int, int], None] | None, should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+    """evaluate() once its run is open: answer the sessions not answered yet, then score them all."""
+    run_id, fields = cfg.eval_run_id, cfg.fields
     done = {sid for (sid,) in db.execute("SELECT session_id FROM eval_results WHERE eval_run_id = ?", [run_id])}
     todo = [s for s in sessions if s.id not in done]
     total, finished = len(sessions), len(sessions) - len(todo)
