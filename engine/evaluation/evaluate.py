@@ -29,7 +29,9 @@ from ..errors import InputError, KdError, NotFound
 from ..knowledge.patterns import MineConfig, load_patterns, mine_patterns, transactions
 from ..llm.structured import DECODERS, DECODINGS  # numpy only: checking a config loads no model stack
 from ..types import Bundle, Prediction, Session, check_fields
+from .claims import SessionClaims
 from .metrics import aggregate, error_label, score_session
+from .parallel import database_file
 
 METHODS = ("patterns", "whole-session", "embedding-clusters", "pairwise", "pair-logistic", "category-groups", "llm")
 METHOD_FIELDS = {"patterns": "titles+categories", "category-groups": "titles+categories", "whole-session": "titles",
@@ -279,38 +281,51 @@ def _evaluate_run(db: sqlite_utils.Database, cfg: EvalConfig, sessions: list[Ses
                   progress: Callable[[int, int], None] | None, should_stop: Callable[[], bool] | None) -> dict[str, Any]:
     """evaluate() once its run is open: answer the sessions not answered yet, then score them all."""
     run_id, fields = cfg.eval_run_id, cfg.fields
-    done = {sid for (sid,) in db.execute("SELECT session_id FROM eval_results WHERE eval_run_id = ?", [run_id])}
-    todo = [s for s in sessions if s.id not in done]
-    total, finished = len(sessions), len(sessions) - len(todo)
-    if progress:
-        progress(finished, total)
-    params = None
-    workers, threads = _workers(db, cfg, len(todo))
-    if todo and workers > 1:
-        from .parallel import predict_in_workers
-
-        def count() -> int:
-            return db.execute("SELECT COUNT(*) FROM eval_results WHERE eval_run_id = ?", [run_id]).fetchone()[0]
-
-        if predict_in_workers(db, cfg, todo, workers, threads, _answer_shard, count, progress, total, should_stop):
-            raise EvalStopped(f"evaluation stopped after {count()}/{total} sessions; rerun to continue")
-        todo = []
-    if todo:
-        predictor = make_predictor(db, cfg)
-        params = getattr(predictor, "params", None)
-        try:
-            for s in todo:
+    total = len(sessions)
+    claims = SessionClaims(database_file(db), run_id)
+    predictor, params = None, None
+    try:
+        while True:
+            answered = _answered(db, run_id)
+            todo = [s for s in sessions if s.id not in answered]
+            if progress:
+                progress(total - len(todo), total)
+            if not todo:
+                break
+            # Sessions a live process is answering (a worker of an earlier, killed run; the same evaluation in
+            # another terminal) are theirs: wait for their answers, and take over any whose holder dies.
+            free = [s for s in todo if not claims.held(s.id)]
+            if not free:
                 if should_stop and should_stop():
-                    raise EvalStopped(f"evaluation stopped after {finished}/{total} sessions; rerun to continue")
-                started = time.perf_counter()
-                pred = predictor.predict(s)
-                _store(db, run_id, s, pred, pred.seconds or (time.perf_counter() - started))
-                finished += 1
+                    raise EvalStopped(f"evaluation stopped after {total - len(todo)}/{total} sessions; "
+                                      "rerun to continue")
+                time.sleep(CLAIM_POLL_SECONDS)
+                continue
+            workers, threads = _workers(db, cfg, len(free))
+            if workers > 1:
+                from .parallel import predict_in_workers
+
+                def count() -> int:
+                    return len(_answered(db, run_id))
+
+                if predict_in_workers(db, cfg, free, workers, threads, _answer_shard, count, progress, total,
+                                      should_stop):
+                    raise EvalStopped(f"evaluation stopped after {count()}/{total} sessions; rerun to continue")
+                continue
+            predictor = predictor or make_predictor(db, cfg)
+            params = getattr(predictor, "params", None)
+            for s in free:
+                if should_stop and should_stop():
+                    raise EvalStopped(f"evaluation stopped after {len(_answered(db, run_id))}/{total} sessions; "
+                                      "rerun to continue")
+                _answer_claimed(db, claims, predictor, run_id, s)
                 if progress:
-                    progress(finished, total)
-        finally:
+                    progress(len(_answered(db, run_id)), total)
+    finally:
+        claims.close()
+        if predictor is not None:
             predictor.close()
-    if params is None and not todo:  # a finished run: its method's parameters were stored with it
+    if params is None and predictor is None:  # answered elsewhere: its method's parameters were stored with the run
         row = db.execute("SELECT metrics FROM eval_runs WHERE id = ?", [run_id]).fetchone()
         params = json.loads(row[0]).get("params") if row and row[0] else None
     if params is None and cfg.method == "patterns":
@@ -325,6 +340,31 @@ def _evaluate_run(db: sqlite_utils.Database, cfg: EvalConfig, sessions: list[Ses
     return metrics
 
 
+CLAIM_POLL_SECONDS = 0.5
+"""How often an evaluation looks again at sessions that another live process is answering."""
+
+
+def _answered(db: sqlite_utils.Database, run_id: int) -> set[int]:
+    return {sid for (sid,) in db.execute("SELECT session_id FROM eval_results WHERE eval_run_id = ?", [run_id])}
+
+
+def _answer_claimed(db: sqlite_utils.Database, claims: SessionClaims, predictor: Predictor, run_id: int,
+                    session: Session) -> bool:
+    """Answer and commit one session unless another live process holds it or it was answered meanwhile."""
+    if not claims.claim(session.id):
+        return False
+    try:
+        if db.execute("SELECT 1 FROM eval_results WHERE eval_run_id = ? AND session_id = ?",
+                      [run_id, session.id]).fetchone():
+            return False
+        started = time.perf_counter()
+        pred = predictor.predict(session)
+        _store(db, run_id, session, pred, pred.seconds or (time.perf_counter() - started))
+        return True
+    finally:
+        claims.release(session.id)
+
+
 def _answer_shard(db_path: str, config: dict[str, Any], session_ids: list[int]) -> int:
     """One worker process of a parallel evaluation (evaluation.parallel): answer these sessions and
     commit each answer as it exists, exactly as the one-process loop does."""
@@ -335,16 +375,15 @@ def _answer_shard(db_path: str, config: dict[str, Any], session_ids: list[int]) 
     cfg = EvalConfig(**config)
     sessions = {s.id: s for s in select_sessions(db, cfg)}
     predictor = make_predictor(db, cfg)
+    claims = SessionClaims(db_path, cfg.eval_run_id)
     done = 0
     try:
         for sid in session_ids:
             if stop_requested():
                 break
-            started = time.perf_counter()
-            pred = predictor.predict(sessions[sid])
-            _store(db, cfg.eval_run_id, sessions[sid], pred, pred.seconds or (time.perf_counter() - started))
-            done += 1
+            done += _answer_claimed(db, claims, predictor, cfg.eval_run_id, sessions[sid])
     finally:
+        claims.close()
         predictor.close()
         db.conn.close()
     return done
