@@ -282,10 +282,12 @@ def _evaluate_run(db: sqlite_utils.Database, cfg: EvalConfig, sessions: list[Ses
     """evaluate() once its run is open: answer the sessions not answered yet, then score them all."""
     run_id, fields = cfg.eval_run_id, cfg.fields
     total = len(sessions)
+    dataset = _dataset_identity(db, cfg.dataset)
     claims = SessionClaims(database_file(db), run_id)
     predictor, params = None, None
     try:
         while True:
+            _check_dataset(db, cfg.dataset, dataset)
             answered = _answered(db, run_id)
             todo = [s for s in sessions if s.id not in answered]
             if progress:
@@ -308,8 +310,13 @@ def _evaluate_run(db: sqlite_utils.Database, cfg: EvalConfig, sessions: list[Ses
                 def count() -> int:
                     return len(_answered(db, run_id))
 
-                if predict_in_workers(db, cfg, free, workers, threads, _answer_shard, count, progress, total,
-                                      should_stop):
+                try:
+                    stopped = predict_in_workers(db, cfg, free, workers, threads, _answer_shard, count, progress,
+                                                 total, should_stop)
+                except (sqlite3.IntegrityError, KeyError):  # a worker's session is gone: say why, not how
+                    _check_dataset(db, cfg.dataset, dataset)
+                    raise
+                if stopped:
                     raise EvalStopped(f"evaluation stopped after {count()}/{total} sessions; rerun to continue")
                 continue
             predictor = predictor or make_predictor(db, cfg)
@@ -318,7 +325,11 @@ def _evaluate_run(db: sqlite_utils.Database, cfg: EvalConfig, sessions: list[Ses
                 if should_stop and should_stop():
                     raise EvalStopped(f"evaluation stopped after {len(_answered(db, run_id))}/{total} sessions; "
                                       "rerun to continue")
-                _answer_claimed(db, claims, predictor, run_id, s)
+                try:
+                    _answer_claimed(db, claims, predictor, run_id, s)
+                except sqlite3.IntegrityError:  # its session is gone: say why, not how
+                    _check_dataset(db, cfg.dataset, dataset)
+                    raise
                 if progress:
                     progress(len(_answered(db, run_id)), total)
     finally:
@@ -332,12 +343,24 @@ def _evaluate_run(db: sqlite_utils.Database, cfg: EvalConfig, sessions: list[Ses
         params = {"min_support": cfg.min_support}
     if params is None and cfg.method == "llm":
         params = {"model": cfg.model, "utilization": cfg.utilization, "knowledge_set": cfg.knowledge_set}
+    _check_dataset(db, cfg.dataset, dataset)
     metrics = summarize(db, run_id, sessions, cfg)
     metrics.update(fields=fields, leaky=coverage.leak and fields == "titles+categories", params=params)
     with transaction(db):
         db.execute("UPDATE eval_runs SET status = 'done', metrics = ?, finished_at = ? WHERE id = ?",
                    [json.dumps(metrics), _now(), run_id])
     return metrics
+
+
+def _dataset_identity(db: sqlite_utils.Database, name: str) -> tuple | None:
+    return db.execute("SELECT id, created_at FROM datasets WHERE name = ?", [name]).fetchone()
+
+
+def _check_dataset(db: sqlite_utils.Database, name: str, identity: tuple | None) -> None:
+    """One line, not a KeyError, when the dataset was replaced or removed while this evaluation read it (jobs
+    refuse that: data.in_use; an evaluation run in a terminal is no job)."""
+    if _dataset_identity(db, name) != identity:
+        raise KdError(f"dataset {name!r} was replaced or removed during this evaluation: run it again")
 
 
 CLAIM_POLL_SECONDS = 0.5

@@ -1,11 +1,14 @@
-"""Jobs against each other: eval workers die with their parent, and a rerun takes over only the sessions that no
-live process is answering.
+"""Jobs against each other: eval workers die with their parent, a rerun takes over only the sessions that no
+live process is answering, and a dataset is not replaced under a job that reads it.
 
 Before: kill -9 of an `eval --workers 2` parent left both workers running (parent pid 1), writing results for
-minutes, and the rerun answered the same sessions beside them (14 generations for 12 sessions).
+minutes, and the rerun answered the same sessions beside them (14 generations for 12 sessions). `data import
+--replace` during a `distill answers` job ended "done" with labels attached to sessions that now held other
+products (the new sessions took the old ids); an eval ended in a bare KeyError with its run `running` forever.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,10 +19,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import psutil
+import pytest
+from cli_support import kdbundle, one_error_line
 
+from kdbundle.engine.data.datasets import delete_dataset
+from kdbundle.engine.data.importers import import_dataset
+from kdbundle.engine.errors import InputError, KdError
 from kdbundle.engine.evaluation import evaluate as E
 from kdbundle.engine.evaluation.evaluate import EvalConfig, evaluate
 from kdbundle.engine.evaluation.parallel import database_file
+from kdbundle.store import open_db
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -145,3 +154,85 @@ def test_a_rerun_takes_over_only_sessions_no_live_process_holds(real_db, monkeyp
     assert sids[1] in calls  # taken over once its holder was gone
     assert sorted(calls) == sorted(sids[1:]) and metrics["sessions"] == 6
     assert real_db.execute("SELECT COUNT(*) FROM eval_results WHERE eval_run_id = ?", [run]).fetchone()[0] == 6
+
+
+# ---------------------------------------------------------------- a dataset is not replaced under a running job
+
+
+def _shop(tmp_path, name="shop.jsonl", n=4, noise="garden hose"):
+    rows = [{"items": [{"title": f"camera {k}"}, {"title": f"memory card {k}"}, {"title": f"{noise} {k}"}],
+             "bundles": [{"items": [1, 2], "intent": "take photos"}], "split": "test"} for k in range(n)]
+    p = tmp_path / name
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return p
+
+
+def _running_job(db, kind: str, params: dict, pid: int) -> int:
+    with db.conn:
+        return db.execute("INSERT INTO jobs (kind, params, status, pid, done, created_at, updated_at) "
+                          "VALUES (?, ?, 'running', ?, 0, 'now', 'now')", [kind, json.dumps(params), pid]).lastrowid
+
+
+@pytest.mark.parametrize("kind,params", [
+    ("distill-answers", {"dataset": "shop", "teacher": "t"}),
+    ("eval", {"dataset": "shop", "method": "llm"}),
+    ("train", {"datasets": ["other", "shop"], "student": "smollm2-135m"}),
+    ("experiment", {"config": {"name": "g", "datasets": ["shop"]}}),
+])
+def test_replacing_or_removing_a_dataset_a_running_job_reads_is_refused(db, tmp_path, dump, kind, params):
+    import_dataset(db, _shop(tmp_path), "shop")
+    jid = _running_job(db, kind, params, os.getpid())  # this live process stands for the job's worker
+    before = dump(db)
+    with pytest.raises(InputError) as err:
+        import_dataset(db, _shop(tmp_path, "new.jsonl", noise="tripod"), "shop", replace=True)
+    assert f"job {jid} ({kind})" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(InputError, match=f"cannot remove dataset 'shop': job {jid}"):
+        delete_dataset(db, "shop")
+    assert dump(db) == before
+
+
+def test_a_job_whose_worker_is_gone_does_not_hold_the_dataset(db, tmp_path):
+    import_dataset(db, _shop(tmp_path), "shop")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    _running_job(db, "eval", {"dataset": "shop"}, gone.pid)
+    import_dataset(db, _shop(tmp_path, "new.jsonl", noise="tripod"), "shop", replace=True)
+
+
+def test_the_import_command_says_it_in_one_line(tmp_path):
+    path = tmp_path / "kd.db"
+    db = open_db(path)
+    import_dataset(db, _shop(tmp_path), "shop")
+    jid = _running_job(db, "distill-answers", {"dataset": "shop"}, os.getpid())
+    db.conn.close()
+    line = one_error_line(kdbundle("--db", str(path), "data", "import", str(_shop(tmp_path, "new.jsonl")),
+                                   "--name", "shop", "--replace"))
+    assert f"job {jid} (distill-answers)" in line
+
+
+def test_a_replaced_datasets_sessions_never_take_the_old_ids(db, tmp_path):
+    """Anything keyed by a session id (a job's finished units, cached generations) cannot match the new sessions."""
+    import_dataset(db, _shop(tmp_path), "shop")
+    old = {sid for (sid,) in db.execute("SELECT id FROM sessions")}
+    import_dataset(db, _shop(tmp_path, "new.jsonl", noise="tripod"), "shop", replace=True)
+    new = {sid for (sid,) in db.execute("SELECT id FROM sessions")}
+    assert new and not new & old and min(new) > max(old)
+
+
+def test_an_eval_whose_dataset_is_replaced_midway_fails_in_one_line(db, tmp_path, monkeypatch):
+    """An evaluation run in a terminal is no job, so nothing refuses the replace: the evaluation says what happened
+    (before: a bare KeyError, and its run stayed `running`)."""
+    import_dataset(db, _shop(tmp_path), "shop")
+    replacement = _shop(tmp_path, "new.jsonl", noise="tripod")
+
+    class Replacing(_Recording):
+        def predict(self, session):
+            if len(self.calls) == 1:
+                import_dataset(db, replacement, "shop", replace=True)
+            return super().predict(session)
+
+    monkeypatch.setattr(E, "make_predictor", lambda db, cfg: Replacing([]))
+    with pytest.raises(KdError, match="dataset 'shop' was replaced or removed during this evaluation") as err:
+        evaluate(db, EvalConfig("shop", method="whole-session"))
+    assert "\n" not in str(err.value)
+    assert db.execute("SELECT status FROM eval_runs").fetchone()[0] == "failed"
