@@ -6,6 +6,7 @@ from typing import Any
 import sqlite_utils
 
 from ...store.db import transaction
+from .in_use import check_not_in_use
 from .leak import category_coverage
 from .sessions import dataset_id
 
@@ -51,5 +52,6 @@ def list_datasets(db: sqlite_utils.Database) -> list[dict[str, Any]]:
 def delete_dataset(db: sqlite_utils.Database, name: str) -> None:
     """Remove a dataset with its sessions, items, bundles and knowledge (foreign keys cascade)."""
     ds = dataset_id(db, name)
+    check_not_in_use(db, name, "remove")
     with transaction(db):
         db.execute("DELETE FROM datasets WHERE id = ?", [ds])

@@ -7,11 +7,13 @@ Methods go through a small predictor protocol: `predict(session) -> Prediction` 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import random
 import resource
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -27,7 +29,9 @@ from ..errors import InputError, KdError, NotFound
 from ..knowledge.patterns import MineConfig, load_patterns, mine_patterns, transactions
 from ..llm.structured import DECODERS, DECODINGS  # numpy only: checking a config loads no model stack
 from ..types import Bundle, Prediction, Session, check_fields
+from .claims import SessionClaims
 from .metrics import aggregate, error_label, score_session
+from .parallel import database_file
 
 METHODS = ("patterns", "whole-session", "embedding-clusters", "pairwise", "pair-logistic", "category-groups", "llm")
 METHOD_FIELDS = {"patterns": "titles+categories", "category-groups": "titles+categories", "whole-session": "titles",
@@ -264,51 +268,124 @@ def evaluate(
     cfg = replace(cfg, fields=fields)
     sessions = select_sessions(db, cfg)
     run_id = _open_run(db, cfg, run_key(db, cfg))
-    cfg = replace(cfg, eval_run_id=run_id)
-    done = {sid for (sid,) in db.execute("SELECT session_id FROM eval_results WHERE eval_run_id = ?", [run_id])}
-    todo = [s for s in sessions if s.id not in done]
-    total, finished = len(sessions), len(sessions) - len(todo)
-    if progress:
-        progress(finished, total)
-    params = None
-    workers, threads = _workers(db, cfg, len(todo))
-    if todo and workers > 1:
-        from .parallel import predict_in_workers
+    try:
+        return _evaluate_run(db, replace(cfg, eval_run_id=run_id), sessions, coverage, progress, should_stop)
+    except BaseException as exc:  # the run says so (a rerun reopens it and skips what was answered)
+        with contextlib.suppress(sqlite3.Error), transaction(db):
+            db.execute("UPDATE eval_runs SET status = ? WHERE id = ? AND status = 'running'",
+                       ["stopped" if isinstance(exc, (EvalStopped, KeyboardInterrupt)) else "failed", run_id])
+        raise
 
-        def count() -> int:
-            return db.execute("SELECT COUNT(*) FROM eval_results WHERE eval_run_id = ?", [run_id]).fetchone()[0]
 
-        if predict_in_workers(db, cfg, todo, workers, threads, _answer_shard, count, progress, total, should_stop):
-            raise EvalStopped(f"evaluation stopped after {count()}/{total} sessions; rerun to continue")
-        todo = []
-    if todo:
-        predictor = make_predictor(db, cfg)
-        params = getattr(predictor, "params", None)
-        try:
-            for s in todo:
+def _evaluate_run(db: sqlite_utils.Database, cfg: EvalConfig, sessions: list[Session], coverage,
+                  progress: Callable[[int, int], None] | None, should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+    """evaluate() once its run is open: answer the sessions not answered yet, then score them all."""
+    run_id, fields = cfg.eval_run_id, cfg.fields
+    total = len(sessions)
+    dataset = _dataset_identity(db, cfg.dataset)
+    claims = SessionClaims(database_file(db), run_id)
+    predictor, params = None, None
+    try:
+        while True:
+            _check_dataset(db, cfg.dataset, dataset)
+            answered = _answered(db, run_id)
+            todo = [s for s in sessions if s.id not in answered]
+            if progress:
+                progress(total - len(todo), total)
+            if not todo:
+                break
+            # Sessions a live process is answering (a worker of an earlier, killed run; the same evaluation in
+            # another terminal) are theirs: wait for their answers, and take over any whose holder dies.
+            free = [s for s in todo if not claims.held(s.id)]
+            if not free:
                 if should_stop and should_stop():
-                    raise EvalStopped(f"evaluation stopped after {finished}/{total} sessions; rerun to continue")
-                started = time.perf_counter()
-                pred = predictor.predict(s)
-                _store(db, run_id, s, pred, pred.seconds or (time.perf_counter() - started))
-                finished += 1
+                    raise EvalStopped(f"evaluation stopped after {total - len(todo)}/{total} sessions; "
+                                      "rerun to continue")
+                time.sleep(CLAIM_POLL_SECONDS)
+                continue
+            workers, threads = _workers(db, cfg, len(free))
+            if workers > 1:
+                from .parallel import predict_in_workers
+
+                def count() -> int:
+                    return len(_answered(db, run_id))
+
+                try:
+                    stopped = predict_in_workers(db, cfg, free, workers, threads, _answer_shard, count, progress,
+                                                 total, should_stop)
+                except (sqlite3.IntegrityError, KeyError):  # a worker's session is gone: say why, not how
+                    _check_dataset(db, cfg.dataset, dataset)
+                    raise
+                if stopped:
+                    raise EvalStopped(f"evaluation stopped after {count()}/{total} sessions; rerun to continue")
+                continue
+            predictor = predictor or make_predictor(db, cfg)
+            params = getattr(predictor, "params", None)
+            for s in free:
+                if should_stop and should_stop():
+                    raise EvalStopped(f"evaluation stopped after {len(_answered(db, run_id))}/{total} sessions; "
+                                      "rerun to continue")
+                try:
+                    _answer_claimed(db, claims, predictor, run_id, s)
+                except sqlite3.IntegrityError:  # its session is gone: say why, not how
+                    _check_dataset(db, cfg.dataset, dataset)
+                    raise
                 if progress:
-                    progress(finished, total)
-        finally:
+                    progress(len(_answered(db, run_id)), total)
+    finally:
+        claims.close()
+        if predictor is not None:
             predictor.close()
-    if params is None and not todo:  # a finished run: its method's parameters were stored with it
+    if params is None and predictor is None:  # answered elsewhere: its method's parameters were stored with the run
         row = db.execute("SELECT metrics FROM eval_runs WHERE id = ?", [run_id]).fetchone()
         params = json.loads(row[0]).get("params") if row and row[0] else None
     if params is None and cfg.method == "patterns":
         params = {"min_support": cfg.min_support}
     if params is None and cfg.method == "llm":
         params = {"model": cfg.model, "utilization": cfg.utilization, "knowledge_set": cfg.knowledge_set}
+    _check_dataset(db, cfg.dataset, dataset)
     metrics = summarize(db, run_id, sessions, cfg)
     metrics.update(fields=fields, leaky=coverage.leak and fields == "titles+categories", params=params)
     with transaction(db):
         db.execute("UPDATE eval_runs SET status = 'done', metrics = ?, finished_at = ? WHERE id = ?",
                    [json.dumps(metrics), _now(), run_id])
     return metrics
+
+
+def _dataset_identity(db: sqlite_utils.Database, name: str) -> tuple | None:
+    return db.execute("SELECT id, created_at FROM datasets WHERE name = ?", [name]).fetchone()
+
+
+def _check_dataset(db: sqlite_utils.Database, name: str, identity: tuple | None) -> None:
+    """One line, not a KeyError, when the dataset was replaced or removed while this evaluation read it (jobs
+    refuse that: data.in_use; an evaluation run in a terminal is no job)."""
+    if _dataset_identity(db, name) != identity:
+        raise KdError(f"dataset {name!r} was replaced or removed during this evaluation: run it again")
+
+
+CLAIM_POLL_SECONDS = 0.5
+"""How often an evaluation looks again at sessions that another live process is answering."""
+
+
+def _answered(db: sqlite_utils.Database, run_id: int) -> set[int]:
+    return {sid for (sid,) in db.execute("SELECT session_id FROM eval_results WHERE eval_run_id = ?", [run_id])}
+
+
+def _answer_claimed(db: sqlite_utils.Database, claims: SessionClaims, predictor: Predictor, run_id: int,
+                    session: Session) -> bool:
+    """Answer and commit one session unless another live process holds it or it was answered meanwhile."""
+    if not claims.claim(session.id):
+        return False
+    try:
+        if db.execute("SELECT 1 FROM eval_results WHERE eval_run_id = ? AND session_id = ?",
+                      [run_id, session.id]).fetchone():
+            return False
+        started = time.perf_counter()
+        pred = predictor.predict(session)
+        _store(db, run_id, session, pred, pred.seconds or (time.perf_counter() - started))
+        return True
+    finally:
+        claims.release(session.id)
 
 
 def _answer_shard(db_path: str, config: dict[str, Any], session_ids: list[int]) -> int:
@@ -321,16 +398,15 @@ def _answer_shard(db_path: str, config: dict[str, Any], session_ids: list[int]) 
     cfg = EvalConfig(**config)
     sessions = {s.id: s for s in select_sessions(db, cfg)}
     predictor = make_predictor(db, cfg)
+    claims = SessionClaims(db_path, cfg.eval_run_id)
     done = 0
     try:
         for sid in session_ids:
             if stop_requested():
                 break
-            started = time.perf_counter()
-            pred = predictor.predict(sessions[sid])
-            _store(db, cfg.eval_run_id, sessions[sid], pred, pred.seconds or (time.perf_counter() - started))
-            done += 1
+            done += _answer_claimed(db, claims, predictor, cfg.eval_run_id, sessions[sid])
     finally:
+        claims.close()
         predictor.close()
         db.conn.close()
     return done

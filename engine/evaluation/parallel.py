@@ -8,12 +8,19 @@ Each worker opens the database itself, loads the model once, answers its share o
 (round-robin, so long and short sessions spread evenly) and commits each prediction as it exists,
 exactly as the one-process path does: a stopped or killed evaluation keeps every finished session
 and a rerun continues. The parent only watches: progress from the committed rows, and a stop flag
-the workers check before each session.
+the workers check before each session. Workers die with their parent (a kill -9 of it once left two
+workers answering for minutes beside the rerun): the kernel kills them on Linux, and a watcher thread
+in each ends it wherever its parent is gone; claims.py keeps a rerun off sessions a live worker holds.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import asdict
@@ -49,8 +56,33 @@ def plan_workers(db: sqlite_utils.Database, requested: int | None, todo: int) ->
     return workers, max(1, budget // workers)
 
 
-def _init(stop, threads: int) -> None:
+PR_SET_PDEATHSIG = 1
+"""prctl option (linux/prctl.h): the signal a process gets when the thread that started it exits."""
+PARENT_POLL_SECONDS = 1.0
+"""How often a worker's watcher checks that its parent is alive (where no prctl does it at once)."""
+
+
+def die_with_parent(parent: int) -> None:
+    """In a worker: end this process when `parent` is gone. On Linux the kernel sends SIGKILL as the parent dies;
+    a watcher thread covers other systems and a parent that died before the prctl call (its pid is then no longer
+    this process's parent)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl here: the watcher below still ends the process
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)  # nothing to flush: every answer was committed as it was made
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _init(stop, threads: int, parent: int) -> None:
     global _STOP
+    die_with_parent(parent)
     _STOP = stop
     os.environ[THREADS_ENV] = str(threads)
 
@@ -71,7 +103,7 @@ def predict_in_workers(db: sqlite_utils.Database, cfg, todo: list, workers: int,
     stop = ctx.Event()
     shards = [[s.id for s in todo[k::workers]] for k in range(workers)]
     stopped = False
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(stop, threads)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(stop, threads, os.getpid())) as pool:
         futures = [pool.submit(work, path, asdict(cfg), shard) for shard in shards if shard]
         pending = set(futures)
         while pending:

@@ -12,7 +12,10 @@ the server refuses it.
 
 Errors a user can fix (server down, key variable unset, key refused, GGUF missing or damaged)
 become one-line KdErrors. An API key is read from the environment when a request is made and is
-never stored, logged or shown.
+never stored, logged or shown. An endpoint's 200 is trusted only when it is a completed event stream:
+an HTML page, a plain JSON body, no choices, a broken or error event, bad UTF-8, an answer longer than
+max_tokens allow or one past its deadline is a transport failure (a garbled one retried once, then a KdError),
+never an answer: an answer is logged and cached, so a broken proxy would otherwise score as a model that erred.
 """
 from __future__ import annotations
 
@@ -339,6 +342,30 @@ class LlamaCppBackend:
 
 # ================================================================ OpenAI-compatible
 
+FIRST_TOKEN_SECONDS = 300.0
+"""An endpoint's answer must begin within this long (a queue at a busy server, a long prompt's prefill) ..."""
+ANSWER_SECONDS = 15.0
+"""... and, once begun, end within this long ..."""
+ANSWER_TOKENS_PER_SECOND = 8.0
+"""... plus max_tokens at this rate (a slow server's floor): a server dripping a chunk every 5 s once held one
+session for minutes."""
+ANSWER_CHARS_PER_TOKEN = 32
+"""Characters a token may stand for (long whitespace runs included): a longer answer ignored max_tokens."""
+
+
+def answer_deadline(max_tokens: int) -> float:
+    """Seconds an endpoint's answer may take from its first token to its last (see ANSWER_SECONDS)."""
+    return ANSWER_SECONDS + max_tokens / ANSWER_TOKENS_PER_SECOND
+
+
+class BadStream(Exception):
+    """A 200 that is not a completed answer: a transport failure, never an answer. `retry`: worth asking once
+    more (a garbled answer), not a slow one (a retry would double the wait)."""
+
+    def __init__(self, message: str, *, retry: bool = True):
+        super().__init__(message)
+        self.retry = retry
+
 
 class OpenAIBackend:
     """A model behind an OpenAI-compatible HTTP API, through the maintained `openai` client."""
@@ -346,18 +373,22 @@ class OpenAIBackend:
     chat_template = True
 
     def __init__(self, name: str, base_url: str, api_model: str, *, api_key_env: str | None = None,
-                 schema_mode: str = "auto", timeout: float = 600.0, n_ctx: int | None = None):
+                 schema_mode: str = "auto", timeout: float = FIRST_TOKEN_SECONDS, n_ctx: int | None = None,
+                 deadline: float | None = None):
         if schema_mode not in SCHEMA_MODES:
             raise KdError(f"unknown schema mode {schema_mode!r} (known: {', '.join(SCHEMA_MODES)})")
         self.name, self.base_url, self.api_model = name, base_url, api_model
         self.api_key_env, self.schema_mode, self._n_ctx = api_key_env, schema_mode, n_ctx
+        self.timeout, self.deadline = timeout, deadline
+        """Seconds until an answer begins; from then until it ends (None: answer_deadline(max_tokens))."""
         if api_key_env and not os.environ.get(api_key_env):
             raise KdError(f"model {name}: environment variable {api_key_env} is not set (it must hold the API key)")
         import openai
 
         # Local servers need no key; the client insists on a non-empty one.
         key = os.environ[api_key_env] if api_key_env else "no-key"
-        self._client = openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=1)
+        # No retries by the client: _retried retries once, and never a slow answer.
+        self._client = openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0)
         self._secret = key if api_key_env else None
         self._lock = threading.Lock()
 
@@ -391,7 +422,7 @@ class OpenAIBackend:
         mode = "json_schema" if self.schema_mode == "auto" else self.schema_mode
         try:
             try:
-                return self._stream(messages, self._response_format(schema, mode), params, on_token)
+                return self._retried(messages, self._response_format(schema, mode), params, on_token)
             except openai.APIStatusError as exc:
                 # llama.cpp's server rejects the json_schema form (with a 500 carrying a validation
                 # error; others say 400 or 422).
@@ -401,7 +432,9 @@ class OpenAIBackend:
                 # The server does not know the json_schema form: use llama.cpp's, and keep using it.
                 with self._lock:
                     self.schema_mode = "json_object"
-                return self._stream(messages, self._response_format(schema, "json_object"), params, on_token)
+                return self._retried(messages, self._response_format(schema, "json_object"), params, on_token)
+        except openai.APITimeoutError:
+            raise KdError(f"{self.base_url} (model {self.name}) sent nothing for {self.timeout:.0f} s") from None
         except openai.APIConnectionError:
             raise KdError(f"cannot reach {self.base_url} (model {self.name}): is the server running?") from None
         except openai.AuthenticationError:
@@ -412,7 +445,27 @@ class OpenAIBackend:
         except openai.APIStatusError as exc:
             raise KdError(f"{self.base_url} answered {exc.status_code}: {self._scrub(str(exc))[:160]}") from None
 
+    def _retried(self, messages, response_format, params: GenParams, on_token) -> Completion:
+        """_stream, asked once more after a transport failure (a garbled stream, a 5xx, a dropped connection);
+        the retry is ours, not the client's, so a timeout or a slow answer is never asked twice."""
+        import openai
+
+        for attempt in (1, 2):
+            try:
+                return self._stream(messages, response_format, params, on_token)
+            except BadStream as exc:
+                if attempt == 2 or not exc.retry:
+                    asked = "asked twice" if attempt == 2 else "not asked again"
+                    raise KdError(f"{self.base_url} (model {self.name}) sent no usable answer ({asked}): "
+                                  f"{self._scrub(str(exc))[:160]}") from None
+            except (openai.InternalServerError, openai.APIConnectionError) as exc:
+                if attempt == 2 or isinstance(exc, openai.APITimeoutError):
+                    raise
+        raise AssertionError("unreachable")
+
     def _stream(self, messages, response_format, params: GenParams, on_token) -> Completion:
+        import openai
+
         kwargs: dict[str, Any] = dict(
             model=self.api_model, messages=messages, max_tokens=params.max_tokens, temperature=params.temperature,
             top_p=params.top_p, seed=params.seed, stream=True, stream_options={"include_usage": True},
@@ -422,25 +475,55 @@ class OpenAIBackend:
         if response_format is not None:
             kwargs["response_format"] = response_format
         started = time.perf_counter()
+        begin_by, end_within = time.monotonic() + self.timeout, self.deadline or answer_deadline(params.max_tokens)
+        end_by = None
         stream = self._client.chat.completions.create(**kwargs)
-        first, pieces, finish, usage, n_chunks = None, [], None, None, 0
+        ctype = str(getattr(getattr(stream, "response", None), "headers", {}).get("content-type", "text/event-stream"))
+        first, pieces, finish, usage, n_chunks, chars = None, [], None, None, 0, 0
+        limit = params.max_tokens * ANSWER_CHARS_PER_TOKEN
         try:
-            for chunk in stream:
+            if not ctype.startswith("text/event-stream"):
+                raise BadStream(f"answered 200 with {ctype.split(';')[0] or 'no content type'}, not an event stream")
+            chunks = iter(stream)
+            while True:
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    break
+                except openai.APITimeoutError:
+                    raise BadStream(f"the answer stalled for {self.timeout:.0f} s", retry=False) from None
+                except openai.APIConnectionError:
+                    raise BadStream("the connection broke mid-answer") from None
+                except openai.APIError as exc:  # an error object inside the stream
+                    raise BadStream(f"the stream carried an error: {exc.message}") from None
+                except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+                    raise BadStream(f"a stream event is not valid ({type(exc).__name__})") from None
                 if getattr(chunk, "usage", None):
                     usage = chunk.usage
                 for choice in chunk.choices or []:
                     text = choice.delta.content if choice.delta else None
                     if text:
                         n_chunks += 1
+                        chars += len(text)
+                        if chars > limit:
+                            raise BadStream(f"the answer passed {limit} characters ({params.max_tokens} tokens' worth)")
                         if first is None:
-                            first = time.perf_counter() - started
+                            first, end_by = time.perf_counter() - started, time.monotonic() + end_within
                         pieces.append(text)
                         if on_token:
                             on_token(text)
                     if choice.finish_reason:
                         finish = choice.finish_reason
+                now = time.monotonic()
+                if end_by is None and now > begin_by:
+                    raise BadStream(f"the answer did not begin within {self.timeout:.0f} s", retry=False)
+                if end_by is not None and now > end_by:
+                    raise BadStream(f"the answer ran past its deadline ({end_within:.0f} s from its first token)",
+                                    retry=False)
         finally:
             stream.close()
+        if finish is None:
+            raise BadStream("the stream ended without a finish reason (no choices, or cut short)")
         seconds = time.perf_counter() - started
         # Servers that do not report usage stream one chunk per token (llama.cpp, vLLM): count those.
         prompt_tokens = usage.prompt_tokens if usage else None
@@ -460,7 +543,7 @@ def open_backend(db, model: str, *, n_ctx: int = 4096, n_threads: int | None = N
     if info.format == "openai":
         c = info.config
         return OpenAIBackend(info.name, c["base_url"], c["api_model"], api_key_env=c.get("api_key_env"),
-                             schema_mode=c.get("schema_mode", "auto"), n_ctx=c.get("n_ctx"))
+                             schema_mode=c.get("schema_mode", "auto"), n_ctx=c.get("n_ctx"), deadline=c.get("deadline"))
     if info.format == "gguf-lora":
         if not info.base_model:
             raise KdError(f"LoRA model {info.name} names no base model")

@@ -22,11 +22,12 @@ import sqlite_utils
 
 from ...store.db import transaction
 from ..embeddings import similar_pairs
-from ..errors import InputError, KdError
+from ..errors import InputError, NotFound
 from ..pairs import session_hint, session_pairs
 from ..types import Bundle, Prediction, Product, Session
 from .answers import get_answer
 from .backends import Backend, Completion, GenParams, OnToken, open_backend
+from .gguf import check_carried
 from .prompts import FULL, Prompt, PromptKnowledge, PromptSpec, fit_as_trained, fit_prompt, typical_answer
 from .registry import DEFAULT_STUDENT, get_model
 from .structured import DECODINGS
@@ -249,12 +250,13 @@ class BundleGenerator:
 
 
 def model_config(db: sqlite_utils.Database, model: str) -> dict:
-    """What a registered model carries about its training (llm.gguf.CARRIED; {} for any other model)."""
+    """What a registered model carries about its training (llm.gguf.CARRIED; {} for any other model), checked: a row
+    registered before headers were checked strictly is refused in one line, not used (gguf.check_carried)."""
     try:
         info = get_model(db, model)
-    except KdError:  # an unknown model fails where the backend opens it, with its own message
+    except NotFound:  # an unknown model fails where the backend opens it, with its own message
         return {}
-    return info.config or {}
+    return check_carried(info.config or {}, f"model {model}:")
 
 
 def model_spec(db: sqlite_utils.Database, model: str) -> PromptSpec:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import KdError
+from .prompts import PromptSpec
 
 PROMPT_SPEC_KEY = "kdbundle.prompt_spec"
 """GGUF metadata key of the prompt spec a kdbundle student was trained with (JSON)."""
@@ -17,8 +18,11 @@ MAX_LEN_KEY = "kdbundle.max_len"
 """GGUF metadata key of the token limit a student's knowledge-laden training prompts were fitted into (a decimal
 string; absent without icl_k). Fitting cut worked examples, then rules, then patterns: an icl+sft prompt is fitted
 the same way, so the student sees the knowledge it learned with, not a longer prompt it never saw."""
-COUNTS = {"icl_k": ICL_K_KEY, "max_len": MAX_LEN_KEY}
-"""The carried counts (a model's `config` key -> its GGUF metadata key, a decimal string there)."""
+COUNTS = {"icl_k": (ICL_K_KEY, range(1, 65)), "max_len": (MAX_LEN_KEY, range(16, (1 << 20) + 1))}
+"""The carried counts (a model's `config` key -> its GGUF metadata key, a decimal string there, and the values
+accepted: a header is data, and an icl_k of 10**12 with a max_len of 10**20 once had fit_prompt run for minutes)."""
+SPEC_MAX_CHARS = 100_000
+"""Longest prompt spec accepted from a header (a real one, with a pair model, is under 1,000 characters)."""
 CARRIED = ("prompt_spec", *COUNTS)
 """What a student's file and registry entry carry about its training (a model's `config` keys)."""
 
@@ -55,24 +59,51 @@ def _metadata(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
             quant = gguf.LlamaFileType(int(ftype)).name.removeprefix("MOSTLY_")
         except ValueError:
             quant = str(ftype)
-    spec = val(PROMPT_SPEC_KEY)
-    try:
-        spec = json.loads(spec) if isinstance(spec, str) else None
-    except ValueError:
-        spec = None  # a damaged key is ignored: the model is then prompted like any other
-    def count(key: str) -> int | None:
-        v = val(key)
-        return int(v) if isinstance(v, str) and v.isdigit() and int(v) > 0 else None
-
     return {
-        "prompt_spec": spec if isinstance(spec, dict) else None,
-        **{key: count(meta_key) for key, meta_key in COUNTS.items()},
+        **_carried_fields(path, val),
         "family": val("general.architecture"),
         "params": val("general.size_label"),
         "quant": quant,
         "chat_template": val("tokenizer.chat_template") is not None,
         "type": val("general.type"),
     }
+
+
+def _carried_fields(path: str, val) -> dict[str, Any]:
+    """CARRIED as read from a header, checked strictly: a damaged value is refused in one line naming the key, never
+    ignored (the student would be prompted unlike its training) nor converted (`"²".isdigit()` is true)."""
+    out: dict[str, Any] = {"prompt_spec": None, **{key: None for key in COUNTS}}
+    raw = val(PROMPT_SPEC_KEY)
+    if raw is not None:
+        if not isinstance(raw, str) or len(raw) > SPEC_MAX_CHARS:
+            raise KdError(f"{path}: metadata {PROMPT_SPEC_KEY} is not a prompt spec (a JSON text up to "
+                          f"{SPEC_MAX_CHARS} characters)")
+        try:
+            out["prompt_spec"] = json.loads(raw)
+        except ValueError:
+            raise KdError(f"{path}: metadata {PROMPT_SPEC_KEY} is not JSON ({raw[:40]!r})") from None
+    for key, (meta_key, _) in COUNTS.items():
+        raw = val(meta_key)
+        if raw is not None:
+            text = raw if isinstance(raw, str) else str(raw)
+            out[key] = int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else text
+    return check_carried(out, f"{path}: metadata")
+
+
+def check_carried(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """`config` with its CARRIED keys checked (the prompt spec a valid PromptSpec, each count a whole number in its
+    COUNTS range): raises KdError naming `where` and the key. Headers and registry rows both come through here."""
+    if config.get("prompt_spec") is not None:
+        try:
+            PromptSpec.from_dict(config["prompt_spec"])
+        except KdError as exc:
+            raise KdError(f"{where} {PROMPT_SPEC_KEY}: {exc}") from None
+    for key, (meta_key, allowed) in COUNTS.items():
+        v = config.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v not in allowed):
+            raise KdError(f"{where} {meta_key} must be a whole number {allowed.start}..{allowed.stop - 1} "
+                          f"(got {str(v)[:24]!r})")
+    return config
 
 
 def carried_config(meta: dict[str, Any]) -> dict[str, Any]:
@@ -90,11 +121,13 @@ def training_carried(run_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def carried_metadata(carried: dict[str, Any]) -> dict[str, str]:
-    """The string metadata an exported student carries (the inverse of carried_config)."""
+    """The string metadata an exported student carries (the inverse of carried_config); checked as a reader checks
+    it, so no export writes a file that its own registration would refuse."""
+    check_carried(carried, "the student's")
     out = {}
     if carried.get("prompt_spec"):
         out[PROMPT_SPEC_KEY] = json.dumps(carried["prompt_spec"])
-    for key, meta_key in COUNTS.items():
+    for key, (meta_key, _) in COUNTS.items():
         if carried.get(key):
             out[meta_key] = str(int(carried[key]))
     return out

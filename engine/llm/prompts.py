@@ -126,9 +126,18 @@ class PromptSpec:
 
     @classmethod
     def from_dict(cls, data: dict | None) -> PromptSpec:
-        data = data or {}
+        """Strict: a spec read from a GGUF header or a registry row is data, checked field by field (a string
+        "50" or "abc" where a count belongs is refused, not converted or compared)."""
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise KdError(f"a prompt spec is a JSON object (got {type(data).__name__})")
+        for key, kind, what in (("prompt", str, "a name"), ("answer", str, "a name"), ("title_max", int, "a whole number"),
+                                ("hints", int, "a whole number"), ("groups", dict, "an object")):
+            v = data.get(key)
+            if v is not None and (not isinstance(v, kind) or isinstance(v, bool)):
+                raise KdError(f"prompt spec: {key} must be {what} (got {str(v)[:20]!r})")
         return cls(prompt=data.get("prompt") or "full", answer=data.get("answer") or "json",
-                   title_max=data.get("title_max"), hints=int(data.get("hints") or 0),
+                   title_max=data.get("title_max"), hints=data.get("hints") or 0,
                    groups=PairModel.from_dict(data["groups"]) if data.get("groups") else None).check()
 
 
@@ -345,6 +354,21 @@ def fit_as_trained(session: Session, knowledge: PromptKnowledge | None, *, max_l
     return fit_prompt(session, knowledge, n_ctx=max_len, max_tokens=estimate_text_tokens(answer), reserve=4, **kw)
 
 
+def _dropped(k: PromptKnowledge | None, m: int) -> tuple[PromptKnowledge | None, dict[str, int]]:
+    """A copy of `k` less `m` items, taken from the end of each part in `k.drop_order` (as fit_prompt's policy drops
+    them one at a time), and how many of each part went."""
+    dropped = {part: 0 for part in PARTS}
+    if k is None:
+        return None, dropped
+    kept = {part: list(getattr(k, part)) for part in PARTS}
+    for part in k.drop_order:
+        n = min(m, len(kept[part]))
+        del kept[part][len(kept[part]) - n:]
+        dropped[part] += n
+        m -= n
+    return PromptKnowledge(kept["patterns"], kept["rules"], kept["examples"], k.drop_order), dropped
+
+
 def fit_prompt(
     session: Session,
     knowledge: PromptKnowledge | None = None,
@@ -361,7 +385,7 @@ def fit_prompt(
 ) -> Prompt:
     """Build the prompt and make it fit `n_ctx - max_tokens - reserve` tokens.
 
-    Truncation policy, applied one item at a time until the prompt fits, part by part in
+    Truncation policy: the fewest items, dropped one at a time (found by bisection), part by part in
     `knowledge.drop_order` (by default, and as knowledge.formats orders them):
       1. drop worked examples from the end of the list (the least similar, when retrieved);
       2. then rules from the end (the lowest ranked);
@@ -379,25 +403,32 @@ def fit_prompt(
     answer = get_answer(spec.answer)
     schema = response_schema(session.n) if answer.schema else None
     grammar = answer.grammar(session.n)
-    k = None
-    if knowledge is not None and not knowledge.is_empty():
-        k = PromptKnowledge(list(knowledge.patterns), list(knowledge.rules), list(knowledge.examples),
-                            knowledge.drop_order)
-    dropped = {part: 0 for part in PARTS}
+    full = knowledge if knowledge is not None and not knowledge.is_empty() else None
+    k, dropped = _dropped(full, 0)
     messages = build_messages(session, k, style=style, fields=fields, spec=spec, hints=hints, groups=groups)
     if n_ctx is None:
         return Prompt(messages, schema, grammar, style, k, dropped, None, spec)
     budget = n_ctx - max_tokens - reserve
     used = count(messages)
-    while used > budget and k is not None and not k.is_empty():
-        for part in k.drop_order:
-            items = getattr(k, part)
-            if items:
-                items.pop()
-                dropped[part] += 1
-                break
-        messages = build_messages(session, k, style=style, fields=fields, spec=spec, hints=hints, groups=groups)
-        used = count(messages)
+    if used > budget and full is not None:
+        # The fewest drops that fit, found by bisection: the prompt shrinks with every drop, so this is what dropping
+        # one item at a time finds, in log2(items) builds rather than one per item (a thousand retrieved examples
+        # counted one by one with a tokenizer took minutes).
+        def attempt(m: int) -> tuple:
+            k_m, dropped_m = _dropped(full, m)
+            msgs = build_messages(session, k_m, style=style, fields=fields, spec=spec, hints=hints, groups=groups)
+            return k_m, dropped_m, msgs, count(msgs)
+
+        lo, hi = 0, sum(len(getattr(full, part)) for part in set(full.drop_order))
+        best = attempt(hi)
+        while best[3] <= budget and hi - lo > 1:
+            mid = (lo + hi) // 2
+            trial = attempt(mid)
+            if trial[3] <= budget:
+                hi, best = mid, trial
+            else:
+                lo = mid
+        k, dropped, messages, used = best
     if used > budget:
         raise KdError(
             f"the prompt for session {session.source_id or session.id} needs {used} tokens but only {budget} fit "

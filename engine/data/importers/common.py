@@ -16,6 +16,7 @@ import sqlite_utils
 
 from ....store.db import transaction
 from ...errors import InputError
+from ..in_use import check_not_in_use
 
 SPLITS = ("train", "valid", "test")
 MAX_FIELD_CHARS = 10_000
@@ -118,11 +119,15 @@ def write_dataset(db: sqlite_utils.Database, name: str, parsed: ParsedDataset, *
     conn = db.conn
     with transaction(db):
         old = conn.execute("SELECT id FROM datasets WHERE name = ?", [name]).fetchone()
+        # Ids are taken before the old rows go: a replaced dataset's sessions never come back under their ids, so
+        # nothing keyed by a session id (a job's finished units, a cache) can match the new ones.
+        ds_id, next_item = _next_id(db, "datasets"), _next_id(db, "items")
+        next_session, next_bundle = _next_id(db, "sessions"), _next_id(db, "bundles")
         if old is not None:
             if not replace:
                 raise InputError(f"dataset {name!r} already exists (use --replace to overwrite it)")
+            check_not_in_use(db, name, "replace")
             conn.execute("DELETE FROM datasets WHERE id = ?", [old[0]])  # cascades to all its rows
-        ds_id = _next_id(db, "datasets")
         conn.execute(
             "INSERT INTO datasets (id, name, format, domain, source, created_at, meta) VALUES (?,?,?,?,?,?,?)",
             [ds_id, name, parsed.format, parsed.domain, parsed.source,
@@ -132,7 +137,6 @@ def write_dataset(db: sqlite_utils.Database, name: str, parsed: ParsedDataset, *
         used = {i for s in parsed.sessions for i in s.items}
         item_id: dict[str, int] = {}
         rows = []
-        next_item = _next_id(db, "items")
         for src, it in parsed.items.items():
             if src not in used:
                 continue
@@ -144,7 +148,6 @@ def write_dataset(db: sqlite_utils.Database, name: str, parsed: ParsedDataset, *
             "INSERT INTO items (id, dataset_id, source_id, title, category_path, category) VALUES (?,?,?,?,?,?)", rows
         )
         sess_rows, si_rows, b_rows, bi_rows = [], [], [], []
-        next_session, next_bundle = _next_id(db, "sessions"), _next_id(db, "bundles")
         n_gt = 0
         for s in parsed.sessions:
             sid = next_session
