@@ -39,6 +39,7 @@ def train_cmd(
     dataset: str = typer.Option(..., "--dataset", help="Dataset whose training sessions are learned."),
     also: list[str] = typer.Option([], "--also", help="Another dataset to train on as well (repeatable)."),
     student: str = option(TrainConfig, "student", "--student"),
+    recipe: str = option(TrainConfig, "recipe", "--recipe"),
     knowledge_set: Optional[str] = typer.Option(None, "--knowledge-set", help="Named knowledge set."),
     formats: Optional[str] = typer.Option(None, "--formats",
                                           help="patterns,rules,thoughts: make (or reuse) a set of the newest knowledge."),
@@ -88,7 +89,8 @@ def train_cmd(
         raise InputError("--prepare writes a folder and starts nothing: drop --detach")
     db = ready_db(ctx)
     params = job_params(db, dataset=dataset, also=also, student=student, knowledge_set=knowledge_set,
-                        formats=formats, method=method, top_layers=top_layers, rank=rank, alpha=alpha, target_modules=target_modules, lr=lr,
+                        formats=formats, recipe=recipe, method=method, top_layers=top_layers, rank=rank, alpha=alpha,
+                        target_modules=target_modules, lr=lr,
                         epochs=epochs, max_steps=max_steps, batch_size=batch, grad_accum=grad_accum,
                         max_len=max_len, seed=seed, threads=threads, save_steps=save_steps, thoughts=thoughts,
                         k=k, knowledge_in_prompt=not no_knowledge_in_prompt, limit=limit, fields=fields,

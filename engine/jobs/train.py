@@ -47,7 +47,7 @@ def formats_set(db: sqlite_utils.Database, formats: str | list[str], datasets: l
 
 
 # The options a train job records (the rest of TrainConfig / SftDataConfig keep their defaults).
-TRAIN_OPTIONS = ("method", "top_layers", "rank", "alpha", "target_modules", "lr", "epochs", "max_steps", "batch_size", "grad_accum",
+TRAIN_OPTIONS = ("recipe", "method", "top_layers", "rank", "alpha", "target_modules", "lr", "epochs", "max_steps", "batch_size", "grad_accum",
                  "max_len", "seed", "threads", "save_steps", "valid", "eval_steps", "patience", "precision")
 SFT_OPTIONS = ("thoughts", "k", "knowledge_in_prompt", "limit", "fields", "prompt", "answer", "title_max", "hints", "group_hints",
                "targets", "min_confidence", "answered_only", "thought_sessions_only", "orderings")
@@ -195,6 +195,8 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
                     "seconds": run["seconds"], "output_dir": run["output_dir"],
                     "adapter_dir": str(Path(run["output_dir"]) / ADAPTER_DIR), "key": key, "reused": True,
                     "knowledge_set": data.knowledge_set, "datasets": data.datasets}
+    if cfg.recipe == "onepass":
+        return _run_onepass(ctx, cfg, data, run_id, key)
     examples, stats = build_examples(db, data, count_tokens=token_counter(cfg, db) if data.knowledge_set else None)
     ctx.log(f"examples: {json.dumps(stats.to_dict())}")
 
@@ -218,6 +220,23 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
     return {**asdict(result), "key": key, "reused": False, "knowledge_set": data.knowledge_set,
             "datasets": data.datasets, "example_stats": stats.to_dict(), "valid_sessions": valid_sessions,
             "disk_bytes": disk_bytes(result.output_dir)}
+
+
+def _run_onepass(ctx: JobContext, cfg: TrainConfig, data: SftDataConfig, run_id: int, key: str) -> dict[str, Any]:
+    """A one-pass student's run (student.onepass_run): the same result keys as a letters run's."""
+    from ..student.onepass_run import train_onepass
+
+    def on_step(row: dict) -> None:
+        ctx.progress(row["step"], row.get("total"))
+
+    result = train_onepass(ctx.db, cfg, data.datasets, run_id=run_id, should_stop=ctx.should_stop, on_step=on_step,
+                           log=ctx.log)
+    ctx.progress(result.steps, result.steps if result.status == "done" else None)
+    valid_sessions = (sum(len(load_sessions(ctx.db, d, "valid", with_bundles_only=True)) for d in data.datasets)
+                      if cfg.valid else None)
+    return {**asdict(result), "key": key, "reused": False, "knowledge_set": None, "datasets": data.datasets,
+            "example_stats": {"sessions": result.examples}, "valid_sessions": valid_sessions,
+            "disk_bytes": disk_bytes(result.output_dir), "hint_weight": None}
 
 
 def prunable(output_dir: str | None, status: str) -> list[Path]:

@@ -28,6 +28,7 @@ from ..types import Bundle, Prediction, Product, Session
 from .answers import get_answer
 from .backends import Backend, Completion, GenParams, OnToken, open_backend
 from .gguf import check_carried
+from .onepass_serve import open_onepass
 from .prompts import FULL, Prompt, PromptKnowledge, PromptSpec, fit_as_trained, fit_prompt, typical_answer
 from .registry import DEFAULT_STUDENT, get_model
 from .structured import DECODINGS
@@ -61,6 +62,8 @@ class GenerateConfig:
     count beside the student's own at each product decision (0: the student alone). Choose it on valid."""
     fields: str = "titles"
     """What the prompt shows of each product: titles | titles+categories (types.FIELDS)."""
+    intents: bool = True
+    """One-pass students: write an intent for each bundle found (its bundles are decided without them)."""
     spec: PromptSpec | None = None
     """Prompt and answer format; None: the one the model was trained with (an exported student's
     registry entry records it), else the full prompt with JSON answers."""
@@ -165,9 +168,11 @@ class BundleGenerator:
     def __init__(self, db: sqlite_utils.Database, cfg: GenerateConfig | None = None, *, backend: Backend | None = None):
         self.db = db
         self.cfg = cfg or GenerateConfig()
-        self.backend = backend or open_backend(db, self.cfg.model, n_ctx=self.cfg.n_ctx)
-        self.style = self.cfg.style or ("chat" if self.backend.chat_template else "completion")
         trained = model_config(db, self.cfg.model) if backend is None else {}
+        # A one-pass student (llm.onepass) answers through its own runner: heads over one prefill, no decoding.
+        self.onepass = open_onepass(db, self.cfg.model) if trained.get("onepass") else None
+        self.backend = backend or self.onepass or open_backend(db, self.cfg.model, n_ctx=self.cfg.n_ctx)
+        self.style = self.cfg.style or ("chat" if self.backend.chat_template else "completion")
         self.spec = self.cfg.spec or (PromptSpec.from_dict(trained.get("prompt_spec")) if backend is None else FULL)
         # A student trained with knowledge in its prompts had them fitted into its training token limit: fitted
         # the same way here, its prompt holds the knowledge it learned with (llm.gguf.MAX_LEN_KEY).
@@ -215,6 +220,9 @@ class BundleGenerator:
         log: bool = True,
         extra_params: dict[str, Any] | None = None,
     ) -> GenerationResult:
+        if self.onepass is not None:
+            return self._generate_onepass(session, purpose=purpose, on_token=on_token, comparison_id=comparison_id,
+                                          job_id=job_id, eval_run_id=eval_run_id, log=log, extra_params=extra_params)
         t0 = time.perf_counter()
         prompt = self.prompt(session, knowledge)
         params = self.cfg.params()
@@ -247,6 +255,41 @@ class BundleGenerator:
             )
         timing = {"prompt": t1 - t0, **c.stages, "parse": t3 - t2, "log": time.perf_counter() - t3}
         return GenerationResult(parsed.bundles, parsed.errors, parsed.warnings, c.text, c, prompt, gid, self.model, timing)
+
+
+    def _generate_onepass(self, session: Session, *, purpose, on_token, comparison_id, job_id, eval_run_id, log,
+                          extra_params) -> GenerationResult:
+        """One prefill, the heads, the decoder, then an intent per bundle found (llm.onepass_serve)."""
+        from .onepass import VERSION
+        from .onepass import pair_features_of as feats_of
+
+        t0 = time.perf_counter()
+        feats = feats_of(self.db, session)
+        t1 = time.perf_counter()
+        ans = self.onepass.answer(session, feats, intents=self.cfg.intents)
+        text = ans.text()
+        if on_token is not None and text:
+            on_token(text)
+        seconds = time.perf_counter() - t1
+        c = Completion(text=text, prompt_tokens=ans.prompt_tokens, completion_tokens=ans.completion_tokens,
+                       seconds=seconds, first_token_seconds=ans.stages.get("prefill"), finish_reason="stop",
+                       stages=dict(ans.stages))
+        messages = [{"role": "user", "content": self.onepass.prompt_text(session)}]
+        prompt = Prompt(messages=messages, schema=None, grammar="", style="onepass", knowledge=None,
+                        tokens=ans.prompt_tokens, spec=self.spec)
+        bundles = [b for b in ans.bundles]
+        gid = None
+        if log:
+            params = {**self.cfg.params().to_dict(), **self.onepass.describe(), "prompt_version": VERSION,
+                      "style": "onepass", "fields": "titles", "decoder": dict(self.onepass.heads.decoder),
+                      "intents": self.cfg.intents, "constraint": "heads", **(extra_params or {})}
+            gid = log_generation(
+                self.db, model=self.model, purpose=purpose, messages=messages, completion=c, response_schema=None,
+                parsed=[{"items": sorted(b.items), "intent": b.intent} for b in bundles], errors=[], params=params,
+                session_id=session.id, comparison_id=comparison_id, job_id=job_id, eval_run_id=eval_run_id,
+            )
+        timing = {"prompt": t1 - t0, **ans.stages, "log": time.perf_counter() - t0 - seconds - (t1 - t0)}
+        return GenerationResult(bundles, [], [], text, c, prompt, gid, self.model, timing)
 
 
 def model_config(db: sqlite_utils.Database, model: str) -> dict:

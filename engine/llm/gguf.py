@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import KdError
+from .onepass import HEADS_KEY
+from .onepass import VERSION as ONEPASS_VERSION
 from .prompts import PromptSpec
 
 PROMPT_SPEC_KEY = "kdbundle.prompt_spec"
@@ -23,7 +25,7 @@ COUNTS = {"icl_k": (ICL_K_KEY, range(1, 65)), "max_len": (MAX_LEN_KEY, range(16,
 accepted: a header is data, and an icl_k of 10**12 with a max_len of 10**20 once had fit_prompt run for minutes)."""
 SPEC_MAX_CHARS = 100_000
 """Longest prompt spec accepted from a header (a real one, with a pair model, is under 1,000 characters)."""
-CARRIED = ("prompt_spec", *COUNTS)
+CARRIED = ("prompt_spec", *COUNTS, "onepass")
 """What a student's file and registry entry carry about its training (a model's `config` keys)."""
 
 
@@ -61,6 +63,8 @@ def _metadata(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
             quant = str(ftype)
     return {
         **_carried_fields(path, val),
+        # a one-pass student's heads (llm.onepass): only their version here, the heads are read where served
+        "onepass": ONEPASS_VERSION if reader.get_field(HEADS_KEY) is not None else None,
         "family": val("general.architecture"),
         "params": val("general.size_label"),
         "quant": quant,
@@ -103,6 +107,8 @@ def check_carried(config: dict[str, Any], where: str) -> dict[str, Any]:
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v not in allowed):
             raise KdError(f"{where} {meta_key} must be a whole number {allowed.start}..{allowed.stop - 1} "
                           f"(got {str(v)[:24]!r})")
+    if config.get("onepass") not in (None, ONEPASS_VERSION):
+        raise KdError(f"{where} one-pass heads are {str(config['onepass'])[:24]!r}; this kdbundle reads {ONEPASS_VERSION}")
     return config
 
 
@@ -114,7 +120,8 @@ def carried_config(meta: dict[str, Any]) -> dict[str, Any]:
 def training_carried(run_config: dict[str, Any]) -> dict[str, Any]:
     """What a training run's student carries: its prompt spec; its worked examples per prompt and token limit only
     where its prompts held knowledge (without knowledge a prompt is never cut)."""
-    out = {"prompt_spec": run_config.get("prompt_spec"), "icl_k": run_config.get("icl_k")}
+    out = {"prompt_spec": run_config.get("prompt_spec"), "icl_k": run_config.get("icl_k"),
+           "onepass": run_config.get("onepass")}
     if out["icl_k"]:
         out["max_len"] = run_config.get("max_len")
     return {k: v for k, v in out.items() if v}
@@ -122,7 +129,8 @@ def training_carried(run_config: dict[str, Any]) -> dict[str, Any]:
 
 def carried_metadata(carried: dict[str, Any]) -> dict[str, str]:
     """The string metadata an exported student carries (the inverse of carried_config); checked as a reader checks
-    it, so no export writes a file that its own registration would refuse."""
+    it, so no export writes a file that its own registration would refuse. One-pass heads are not here: they are
+    read from the trained weights' folder by the export (student.export)."""
     check_carried(carried, "the student's")
     out = {}
     if carried.get("prompt_spec"):

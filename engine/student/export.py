@@ -26,6 +26,7 @@ import sqlite_utils
 from ...store.db import transaction
 from ..errors import InputError, KdError
 from ..llm.gguf import carried_metadata, training_carried
+from ..llm.onepass import HEADS_FILE, HEADS_KEY, Heads
 from . import gguf_write
 from .train import ADAPTER_DIR, get_run, runs_dir, weights_kind
 from .weights import Student, load_model, load_tokenizer, resolve_student
@@ -166,7 +167,13 @@ def _write_merged(student: Student, adapter_dir: Path, tmp: Path, name: str, qua
         state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     ftype = "f32" if quant == "f32" else "f16"
     # The prompt spec, icl k and token limit travel inside the file, so a copied .gguf is served as it was trained.
-    extra = carried_metadata(carried) or None
+    extra = carried_metadata(carried)
+    heads = Path(adapter_dir) / HEADS_FILE
+    if heads.is_file():  # a one-pass student: its heads ride in the file, checked as its reader will check them
+        text = heads.read_text(encoding="utf-8")
+        Heads.from_json(text)
+        extra[HEADS_KEY] = text
+    extra = extra or None
     kwargs = dict(ftype=ftype, model_name=name, tied_embeddings=tied, chat_template=load_tokenizer(student).chat_template,
                   extra=extra)
     if quant in ("f16", "f32"):

@@ -60,7 +60,7 @@ def run_key(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig) ->
                 and not (k == "targets" and v == "truth") and not (k == "min_confidence" and v == 0.0)
                 and not (k in ("answered_only", "thought_sessions_only") and not v) and not (k == "orderings" and v == 1)},
         "train": {k: v for k, v in asdict(cfg).items() if k not in _NOT_IDENTITY
-                  and not (k == "precision" and v == "fp32")},
+                  and not (k == "precision" and v == "fp32") and not (k == "recipe" and v == "letters")},
     }
     if data.knowledge_set:
         row = db.execute("SELECT id, created_at FROM knowledge_sets WHERE name = ?", [data.knowledge_set]).fetchone()

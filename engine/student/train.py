@@ -60,10 +60,19 @@ Validate = Callable[[Path, int], dict]
 """(weights dir, step) -> valid metrics with at least strict_precision and strict_f1."""
 
 
+RECIPES = ("letters", "onepass")
+"""What kind of student a run trains: `letters` (a generative student writing a letter per product; student.train)
+| `onepass` (heads over one read of the session; student.onepass_run, llm.onepass)."""
+
+
 @dataclass
 class TrainConfig:
     student: str = "smollm2-135m"
     """Registered model name, a .gguf file, an HF weights directory or an HF hub id."""
+    recipe: str = "letters"
+    """letters: a generative student that writes one bundle letter per product | onepass: the student reads the
+    session once and small heads on its states decide every product and pair (uses top_layers, lr, epochs,
+    batch_size, seed; prompt and answer options do not apply)."""
     method: str = "auto"
     """lora | full | auto (full fine-tuning for students of at most 300M parameters, LoRA above)."""
     top_layers: int | None = None
@@ -362,6 +371,8 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise InputError(f"train config: epochs must be positive (got {cfg.epochs})")
     if cfg.precision not in PRECISIONS:
         raise InputError(f"train config: precision must be one of {', '.join(PRECISIONS)} (got {cfg.precision!r})")
+    if cfg.recipe not in RECIPES:
+        raise InputError(f"train config: recipe must be one of {', '.join(RECIPES)} (got {cfg.recipe!r})")
 
 
 def precision_args(precision: str, *, gpu: tuple[bool, int] | None, cpu_native_bf16: bool) -> tuple[dict, str | None]:

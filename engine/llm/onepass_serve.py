@@ -1,0 +1,240 @@
+"""Serving a one-pass student with llama.cpp: one prefill per session gives every product's states (embeddings
+mode, no pooling, outputs only at the products' positions), the heads run in numpy (llm.onepass), and the
+intents of the bundles found are written afterwards by the same model, reusing the prompt's KV cache.
+
+    runner = OnePassRunner(path, heads, n_threads=2)
+    answer = runner.answer(session, feats)     # bundles with intents, token counts, timings
+
+The heads travel in the student's GGUF (llm.onepass.HEADS_KEY) and are read by `heads_of(path)`, strictly.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import KdError
+from ..types import Bundle, Session
+from .onepass import HEADS_KEY, INTENT_HEAD, Heads, decode, segments, tokens_and_positions
+
+INTENT_TOKENS = 12
+"""Most tokens an intent may take (3-5 words)."""
+
+
+@lru_cache(maxsize=8)
+def _heads_cached(path: str, size: int, mtime_ns: int) -> Heads | None:
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(path)
+    except Exception as exc:
+        raise KdError(f"{path}: not a readable GGUF file ({exc.__class__.__name__})") from None
+    f = reader.get_field(HEADS_KEY)
+    if f is None:
+        return None
+    text = f.contents()
+    if not isinstance(text, str):
+        raise KdError(f"{path}: unreadable one-pass heads (not text)")
+    return Heads.from_json(text)
+
+
+def heads_of(path: Path) -> Heads | None:
+    """The one-pass heads a student's GGUF carries, or None for any other model (cached per file version)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return _heads_cached(str(p), st.st_size, st.st_mtime_ns)
+
+
+@dataclass
+class OnePassAnswer:
+    bundles: list[Bundle]
+    item: np.ndarray
+    pair: np.ndarray
+    prompt_tokens: int
+    completion_tokens: int
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def text(self) -> str:
+        """The answer as logged: one line per bundle, its products and intent (`1,3: phone charging`)."""
+        return "\n".join(f"{','.join(map(str, sorted(b.items)))}: {b.intent}" for b in self.bundles)
+
+
+class OnePassRunner:
+    """A one-pass student loaded in llama.cpp (its own context: embeddings on, pooling none). It answers for
+    its generator where a backend would (name, n_ctx, count_tokens, describe), so logs and screens read it alike."""
+
+    chat_template = True
+
+    def __init__(self, path: Path, heads: Heads, *, n_threads: int = 1, n_ctx: int = 2048, name: str | None = None,
+                 budget=None):
+        import llama_cpp
+
+        self.path, self.heads = Path(path), heads
+        self.name = name or self.path.stem
+        self._budget = budget
+        try:
+            self.llm = llama_cpp.Llama(model_path=str(path), embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE,
+                                       n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=min(n_ctx, 512), n_threads=n_threads,
+                                       n_threads_batch=n_threads, verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise KdError(f"cannot load {path}: the file is truncated or corrupt (llama.cpp: {exc})") from None
+        if self.llm.n_embd() * 2 != heads.state_dim and heads.uses_states:
+            raise KdError(f"{path}: its heads read {heads.state_dim // 2}-wide states, the model has {self.llm.n_embd()}")
+        self.lock = threading.Lock()
+        self._newline = self.llm.tokenize(b"\n", add_bos=False, special=False)
+
+    def close(self) -> None:
+        self.llm.close()
+
+    @property
+    def n_ctx(self) -> int:
+        return self.llm.n_ctx()
+
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        return len(self.tokenize("".join(m["content"] for m in messages)))
+
+    def describe(self) -> dict:
+        return {"backend": "llama.cpp one-pass", "path": str(self.path), "n_ctx": self.n_ctx,
+                "n_threads": self.llm.n_threads, "onepass": self.heads.to_dict()["version"]}
+
+    def prompt_text(self, session: Session, knowledge: str = "") -> str:
+        return "".join(t for _, t in segments(session, self.heads.template, title_max=self.heads.title_max,
+                                              knowledge=knowledge))
+
+    def set_threads(self, n: int) -> None:
+        ctx = self.llm._ctx  # noqa: SLF001
+        if n != self.llm.n_threads and hasattr(ctx, "set_n_threads"):
+            ctx.set_n_threads(n, n)
+            self.llm.n_threads = self.llm.n_threads_batch = n
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def _decode(self, ids: list[int], start: int, outputs: set[int]) -> None:
+        import llama_cpp
+
+        batch = self.llm._batch  # noqa: SLF001
+        batch.reset()
+        b = batch.batch
+        for k, tok in enumerate(ids):
+            b.token[k] = tok
+            b.pos[k] = start + k
+            b.seq_id[k][0] = 0
+            b.n_seq_id[k] = 1
+            b.logits[k] = k in outputs
+        b.n_tokens = len(ids)
+        rc = llama_cpp.llama_decode(self.llm._ctx.ctx, b)  # noqa: SLF001
+        if rc != 0:
+            raise KdError(f"llama.cpp could not decode the prompt (code {rc})")
+
+    def _row(self, k: int, size: int, logits: bool = False) -> np.ndarray:
+        import llama_cpp
+
+        ctx = self.llm._ctx.ctx  # noqa: SLF001
+        ptr = llama_cpp.llama_get_logits_ith(ctx, k) if logits else llama_cpp.llama_get_embeddings_ith(ctx, k)
+        if not ptr:
+            raise KdError("llama.cpp returned no output for a product position")
+        return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(size,)).copy()
+
+    def states(self, session: Session, knowledge: str = "") -> tuple[np.ndarray, int]:
+        """(n x 2H states, prompt tokens) for one session; the prompt stays in the KV cache for the intents."""
+        ids, line_pos, read_pos = tokens_and_positions(session, self.heads.template, self.tokenize,
+                                                       title_max=self.heads.title_max, knowledge=knowledge)
+        if len(ids) > self.llm.n_ctx() - INTENT_TOKENS * 4:
+            raise KdError(f"session prompt of {len(ids)} tokens does not fit the context ({self.llm.n_ctx()})")
+        self.llm._ctx.kv_cache_clear()  # noqa: SLF001
+        outputs = {*line_pos, *read_pos, len(ids) - 1}
+        self._decode(ids, 0, outputs)
+        h = self.llm.n_embd()
+        line = np.stack([self._row(k, h) for k in line_pos])
+        read = np.stack([self._row(k, h) for k in read_pos])
+        self._prompt_len = len(ids)
+        return np.concatenate([line, read], axis=1).astype(np.float64), len(ids)
+
+    def intent(self, bundle: Bundle) -> tuple[str, int]:
+        """Greedy intent for one bundle after the cached prompt: "Bundle 1,3:" then up to INTENT_TOKENS tokens."""
+        import llama_cpp
+
+        mem = llama_cpp.llama_get_memory(self.llm._ctx.ctx)  # noqa: SLF001
+        llama_cpp.llama_memory_seq_rm(mem, 0, self._prompt_len, -1)
+        head = self.tokenize(f"{INTENT_HEAD} {','.join(map(str, sorted(bundle.items)))}:")
+        self._decode(head, self._prompt_len, {len(head) - 1})
+        pos, out, n_vocab = self._prompt_len + len(head), [], self.llm.n_vocab()
+        eos = {self.llm.token_eos(), *self._newline}
+        last = len(head) - 1
+        for _ in range(INTENT_TOKENS):
+            tok = int(np.argmax(self._row(last, n_vocab, logits=True)))
+            if tok in eos:
+                break
+            out.append(tok)
+            self._decode([tok], pos, {0})
+            pos, last = pos + 1, 0
+        text = self.llm.detokenize(out).decode("utf-8", errors="replace")
+        return " ".join(text.split())[:60], len(out)
+
+    def answer(self, session: Session, feats: np.ndarray, *, intents: bool = True, knowledge: str = "") -> OnePassAnswer:
+        with self.lock:
+            if self._budget is not None:  # the thread budget, read again at every answer (engine.threads)
+                self.set_threads(max(1, int(self._budget())))
+            t0 = time.perf_counter()
+            if self.heads.uses_states:
+                states, n_prompt = self.states(session, knowledge)
+            else:
+                states, n_prompt = None, 0
+            t1 = time.perf_counter()
+            item, pair = self.heads.scores(states, feats, session.n)
+            found = decode(session.n, item, pair, **self.heads.decoder)
+            t2 = time.perf_counter()
+            written, n_out = [], 0
+            for b in found:
+                if intents and self.heads.uses_states:
+                    text, k = self.intent(b)
+                    n_out += k
+                    written.append(Bundle(b.items, text))
+                else:
+                    written.append(b)
+            t3 = time.perf_counter()
+        return OnePassAnswer(written, item, pair, n_prompt, n_out,
+                             {"prefill": t1 - t0, "heads": t2 - t1, "intents": t3 - t2})
+
+
+_RUNNERS: dict[tuple, OnePassRunner] = {}
+_RUNNERS_LOCK = threading.Lock()
+
+
+def open_onepass(db, model: str, *, n_threads: int | None = None) -> OnePassRunner | None:
+    """The runner for a registered model name or .gguf path whose file carries one-pass heads (None otherwise);
+    loaded once per process. Without `n_threads` it runs on the database's thread budget."""
+    from ..threads import thread_budget
+    from . import registry
+
+    info = registry.get_model(db, model)
+    if info.format != "gguf":
+        return None
+    path = Path(registry.model_file(db, info)).resolve()
+    heads = heads_of(path)
+    if heads is None:
+        return None
+    key = (str(path), path.stat().st_mtime_ns, info.name)
+    with _RUNNERS_LOCK:
+        runner = _RUNNERS.get(key)
+        if runner is None:
+            budget = None if n_threads else (lambda: thread_budget(db))
+            runner = OnePassRunner(path, heads, n_threads=n_threads or thread_budget(db), name=info.name, budget=budget)
+            _RUNNERS[key] = runner
+    return runner
+
+
+def close_runners() -> None:
+    with _RUNNERS_LOCK:
+        for r in _RUNNERS.values():
+            try:
+                r.close()
+            except Exception:
+                pass
+        _RUNNERS.clear()

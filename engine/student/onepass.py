@@ -1,0 +1,407 @@
+"""Training side of the one-pass student (serving side: engine.llm.onepass).
+
+The student's transformer reads a session once; `Heads` reads each product's two states (its line end and
+its read-out number) and gives every product an in-bundle chance and every pair a same-bundle chance. The
+loss is dense: binary cross-entropy over all n products and all n(n-1)/2 pairs of every session (a letters
+answer teaches n tokens; this teaches n² labels), with each epoch showing every session in a fresh seeded
+product order. The top `top_layers` transformer layers and the heads are trained; the rest stay frozen, so
+the backward pass stops there.
+
+`fit` returns the trained torch model and heads; `score_sessions` runs them over sessions (torch, for
+choosing the decoder on valid during training); `choose_decoder` picks the decoder's thresholds on valid by
+mean strict F1. Serving reads the heads from the exported GGUF and runs them in numpy.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..embeddings import similarity
+from ..evaluation.metrics import aggregate, score_session
+from ..llm.onepass import (
+    HEAD_TENSORS,
+    INTENT_HEAD,
+    LINKAGES,
+    TASK,
+    TITLE_MAX,
+    Heads,
+    Template,
+    decode,
+    item_aggregates,
+    pair_truth,
+    tokens_and_positions,
+)
+from ..pairs import FEATURES, pair_features, pair_index
+from ..types import Bundle, Session
+
+
+def template_for(tokenizer) -> Template:
+    """The chat template around the user text, split at a marker: the task line is the system message."""
+    marker = "\u0000USER\u0000"
+    msgs = [{"role": "system", "content": TASK}, {"role": "user", "content": marker}]
+    text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    prefix, suffix = text.split(marker)
+    return Template(prefix, suffix)
+
+
+def hf_tokenize(tokenizer) -> Callable[[str], list[int]]:
+    return lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def permuted(s: Session, order: Sequence[int]) -> Session:
+    """The session with its products in `order` (0-based old positions), bundles renumbered."""
+    new_pos = {old + 1: k + 1 for k, old in enumerate(order)}
+    return Session(id=s.id, products=[s.products[i] for i in order],
+                   bundles=[Bundle(frozenset(new_pos[x] for x in b.items), b.intent) for b in s.bundles],
+                   dataset=s.dataset, split=s.split, source_id=s.source_id)
+
+
+def make_heads_module(state_dim: int, *, d: int = 256, hidden: int = 128, uses_states: bool = True):
+    import torch.nn as nn
+
+    f = len(FEATURES)
+
+    class TorchHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            du = d if uses_states else 0
+            if uses_states:
+                self.proj = nn.Linear(state_dim, d)
+            self.item = nn.Sequential(nn.Linear(du + 2 * f, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, 1))
+            self.pair = nn.Sequential(nn.Linear(2 * du + 5 * f, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, 1))
+            self.uses_states = uses_states
+
+        def forward(self, states, fz, agg, a, b):
+            import torch
+
+            act = nn.functional.gelu
+            if self.uses_states:
+                u = act(self.proj(states), approximate="tanh")
+            else:
+                u = fz.new_zeros((agg.shape[0], 0))
+            item = self.item(torch.cat([u, agg], dim=1))[:, 0]
+            x = torch.cat([u[a] * u[b], (u[a] - u[b]).abs(), fz, agg[a] + agg[b], (agg[a] - agg[b]).abs()], dim=1)
+            return item, self.pair(x)[:, 0]
+
+    return TorchHeads()
+
+
+@dataclass
+class Prepared:
+    """One session in one product order, ready for a step."""
+
+    ids: list[int]
+    line_pos: list[int]
+    read_pos: list[int]
+    fz: np.ndarray
+    agg: np.ndarray
+    item_y: np.ndarray
+    pair_y: np.ndarray
+    n: int
+    lm_from: int = 0
+    """Tokens from this index on are an intent the LM learns to write (0: none)."""
+
+
+def standardisation(sessions: Sequence[Session], vectors) -> tuple[np.ndarray, np.ndarray]:
+    rows = [pair_features(s, similarity(s, vectors)) for s in sessions if s.n >= 2]
+    x = np.vstack(rows)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    return mean, scale
+
+
+def prepare(s: Session, vectors, tokenize, template: Template, mean, scale, *, title_max: int = TITLE_MAX,
+            knowledge: str = "", intent_of: Bundle | None = None) -> Prepared:
+    ids, line_pos, read_pos = tokens_and_positions(s, template, tokenize, title_max=title_max, knowledge=knowledge)
+    lm_from = 0
+    if intent_of is not None and intent_of.intent.strip():
+        # as served (llm.onepass_serve.intent): "Bundle 1,3:" after the prompt, then the intent and a newline
+        ids = ids + tokenize(f"{INTENT_HEAD} {','.join(map(str, sorted(intent_of.items)))}:")
+        lm_from = len(ids)
+        ids = ids + tokenize(" " + " ".join(intent_of.intent.split()[:8]) + "\n")
+    feats = pair_features(s, similarity(s, vectors)) if s.n >= 2 else np.zeros((0, len(FEATURES)))
+    fz = (feats - mean) / scale
+    item_y, pair_y = pair_truth(s)
+    return Prepared(ids, line_pos, read_pos, fz, item_aggregates(s.n, fz), item_y, pair_y, s.n, lm_from)
+
+
+@dataclass
+class FitConfig:
+    top_layers: int = 10
+    lr: float = 1e-4
+    head_lr: float = 1e-3
+    epochs: int = 3
+    batch: int = 8
+    seed: int = 0
+    uses_states: bool = True
+    bf16: bool = False
+    warm_epochs: int = 30
+    """Before the transformer trains, the heads learn from the pair features alone for this many epochs
+    (seconds): the student starts at the features-only ablation and its states must add to it."""
+    title_max: int = TITLE_MAX
+    d: int = 256
+    hidden: int = 128
+    weight_decay: float = 0.01
+    intent_weight: float = 0.3
+    """Weight of the intent-writing loss (one true bundle's intent per session and epoch); 0: no intents learned."""
+
+
+def _forward_states(model, batch: Sequence[Prepared], pad_id: int, bf16: bool):
+    import torch
+
+    L = max(len(p.ids) for p in batch)
+    ids = torch.full((len(batch), L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), L), dtype=torch.long)
+    for r, p in enumerate(batch):
+        ids[r, : len(p.ids)] = torch.tensor(p.ids)
+        mask[r, : len(p.ids)] = 1
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    out = []
+    for r, p in enumerate(batch):
+        out.append(torch.cat([hidden[r, p.line_pos], hidden[r, p.read_pos]], dim=1).float())
+    return out, hidden, ids
+
+
+def _intent_loss(model, hidden, ids, batch: Sequence[Prepared]):
+    """Cross-entropy of the intent tokens, logits computed at those positions only."""
+    import torch.nn.functional as F
+
+    rows, cols = [], []
+    for r, p in enumerate(batch):
+        if p.lm_from:
+            rows.extend([r] * (len(p.ids) - p.lm_from))
+            cols.extend(range(p.lm_from - 1, len(p.ids) - 1))
+    if not rows:
+        return None
+    logits = model.lm_head(hidden[rows, cols].float())
+    return F.cross_entropy(logits, ids[rows, [c + 1 for c in cols]])
+
+
+def _head_loss(heads, states, p: Prepared):
+    import torch
+    import torch.nn.functional as F
+
+    idx = pair_index(p.n)
+    a = torch.tensor([i for i, _ in idx], dtype=torch.long)
+    b = torch.tensor([j for _, j in idx], dtype=torch.long)
+    item, pair = heads(states, torch.tensor(p.fz, dtype=torch.float32), torch.tensor(p.agg, dtype=torch.float32), a, b)
+    li = F.binary_cross_entropy_with_logits(item, torch.tensor(p.item_y, dtype=torch.float32), reduction="sum")
+    lp = F.binary_cross_entropy_with_logits(pair, torch.tensor(p.pair_y, dtype=torch.float32), reduction="sum")
+    return li, lp, p.n, len(idx)
+
+
+def fit(model, tokenizer, train: Sequence[Session], vectors, cfg: FitConfig, *,
+        progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
+        on_epoch: Callable | None = None, checkpoint: Path | None = None):
+    """Train `model`'s top layers and fresh heads on `train` (ground truth). Returns (heads module, mean, scale,
+    template). `on_epoch(epoch, heads, mean, scale, template)` runs after each epoch (validation); with
+    `checkpoint`, each finished epoch is saved there and a later call with the same folder continues after it."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    template = template_for(tokenizer)
+    tok = hf_tokenize(tokenizer)
+    mean, scale = standardisation(train, vectors)
+    hsize = model.config.hidden_size
+    heads = make_heads_module(2 * hsize, d=cfg.d, hidden=cfg.hidden, uses_states=cfg.uses_states)
+    saved = _load_checkpoint(checkpoint)
+    if cfg.uses_states and cfg.warm_epochs > 0 and saved is None:
+        from dataclasses import replace as _replace
+
+        warm, _, _, _ = fit(model, tokenizer, train, vectors, _replace(cfg, uses_states=False, epochs=cfg.warm_epochs))
+        _warm_start(heads, warm, cfg.d)
+    layers = model.model.layers
+    for p_ in model.parameters():
+        p_.requires_grad_(False)
+    trainable = []
+    if cfg.uses_states and cfg.top_layers > 0:
+        for layer in layers[len(layers) - cfg.top_layers:]:
+            for p_ in layer.parameters():
+                p_.requires_grad_(True)
+                trainable.append(p_)
+        for p_ in model.model.norm.parameters():
+            p_.requires_grad_(True)
+            trainable.append(p_)
+    groups = [{"params": list(heads.parameters()), "lr": cfg.head_lr}]
+    if trainable:
+        groups.append({"params": trainable, "lr": cfg.lr})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    usable = [s for s in train if s.n >= 2]
+    steps_per_epoch = math.ceil(len(usable) / cfg.batch)
+    total = steps_per_epoch * cfg.epochs
+    warmup = max(1, total // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warmup) * max(0.0, (total - k) / max(1, total - warmup)))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    model.train()
+    step, tokens, t0, first = 0, 0, time.perf_counter(), 0
+    if saved is not None:  # continue after the last finished epoch, as if never stopped
+        heads.load_state_dict(saved["heads"])
+        model.load_state_dict(saved["model"], strict=False)
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        first, step = int(saved["epoch"]), int(saved["step"])
+        rng.setstate(_rng_state(saved["rng"]))
+    for epoch in range(first, cfg.epochs):
+        order = list(usable)
+        rng.shuffle(order)
+        # group similar lengths inside chunks of 8 batches: less padding, still shuffled
+        chunks = [order[i:i + cfg.batch * 8] for i in range(0, len(order), cfg.batch * 8)]
+        for chunk in chunks:
+            prepped = []
+            for s in chunk:
+                perm = list(range(s.n))
+                rng.shuffle(perm)
+                ps = permuted(s, perm)
+                with_intent = [b for b in ps.bundles if b.intent.strip()] if cfg.intent_weight and cfg.uses_states else []
+                prepped.append(prepare(ps, vectors, tok, template, mean, scale, title_max=cfg.title_max,
+                                       intent_of=rng.choice(with_intent) if with_intent else None))
+            prepped.sort(key=lambda p: len(p.ids))
+            for i in range(0, len(prepped), cfg.batch):
+                batch = prepped[i:i + cfg.batch]
+                lm_loss = None
+                if cfg.uses_states:
+                    states, hidden, ids = _forward_states(model, batch, pad, cfg.bf16)
+                    if cfg.intent_weight:
+                        lm_loss = _intent_loss(model, hidden, ids, batch)
+                else:
+                    states = [None] * len(batch)
+                li = lp = 0.0
+                ni = npairs = 0
+                for st, p in zip(states, batch):
+                    a, b_, c, d = _head_loss(heads, st, p)
+                    li, lp, ni, npairs = li + a, lp + b_, ni + c, npairs + d
+                loss = li / max(ni, 1) + lp / max(npairs, 1)
+                if lm_loss is not None:
+                    loss = loss + cfg.intent_weight * lm_loss
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([q for g in groups for q in g["params"]], 1.0)
+                opt.step()
+                sched.step()
+                step += 1
+                tokens += sum(len(p.ids) for p in batch)
+                if progress:
+                    progress({"step": step, "total": total, "epoch": epoch + 1, "loss": float(loss),
+                              "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9)})
+                if should_stop and should_stop():
+                    model.eval()
+                    return heads, mean, scale, template
+        model.eval()
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, model, trainable, heads, opt, sched, epoch + 1, step, rng)
+        if on_epoch:
+            on_epoch(epoch + 1, heads, mean, scale, template)
+        model.train()
+    model.eval()
+    return heads, mean, scale, template
+
+
+def _rng_state(raw):
+    # JSON-safe lists back to the tuple random.setstate takes
+    return (raw[0], tuple(raw[1]), raw[2])
+
+
+def _save_checkpoint(folder: Path, model, trainable, heads, opt, sched, epoch: int, step: int, rng) -> None:
+    """The trainable weights, heads, optimizer and schedule after `epoch`: tensors and plain data only, written
+    to a temporary file and renamed, so a kill mid-write leaves the previous epoch's checkpoint whole."""
+    import torch
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"model": {names[id(p)]: p.detach().clone() for p in trainable}, "heads": heads.state_dict(),
+             "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch, "step": step,
+             "rng": [rng.getstate()[0], list(rng.getstate()[1]), rng.getstate()[2]]}
+    tmp = folder / "state.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(folder / "state.pt")
+
+
+def _load_checkpoint(folder: Path | None):
+    import torch
+
+    if folder is None or not (folder / "state.pt").is_file():
+        return None
+    return torch.load(folder / "state.pt", weights_only=True)
+
+
+def _warm_start(heads, warm, d: int) -> None:
+    """Copy a features-only head into a state-reading one: the columns that read states start at zero."""
+    import torch
+
+    with torch.no_grad():
+        for name in ("item", "pair"):
+            src, dst = getattr(warm, name), getattr(heads, name)
+            width = src[0].weight.shape[1]
+            dst[0].weight.zero_()
+            dst[0].weight[:, -width:] = src[0].weight
+            dst[0].bias.copy_(src[0].bias)
+            dst[2].weight.copy_(src[2].weight)
+            dst[2].bias.copy_(src[2].bias)
+
+
+def heads_from_module(heads_mod, mean, scale, template: Template, *, title_max: int, uses_states: bool,
+                      decoder: dict | None = None) -> Heads:
+    sd = {k: v.detach().float().numpy().astype(np.float64) for k, v in heads_mod.state_dict().items()}
+    tensors = {k: sd[k] for k in HEAD_TENSORS if k in sd}
+    h = Heads(tensors, np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64), template, title_max, uses_states)
+    if decoder:
+        h.decoder = dict(decoder)
+    return h
+
+
+def score_sessions(model, tokenizer, heads: Heads, sessions: Sequence[Session], vectors, *, batch: int = 8,
+                   bf16: bool = False) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """session id -> (item chances, pair chances) in the session's own order, computed with torch."""
+    import torch
+
+    tok = hf_tokenize(tokenizer)
+    out = {}
+    usable = [s for s in sessions if s.n >= 2]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    with torch.no_grad():
+        for i in range(0, len(usable), batch):
+            chunk = usable[i:i + batch]
+            prepped = [prepare(s, vectors, tok, heads.template, heads.feat_mean, heads.feat_scale, title_max=heads.title_max)
+                       for s in chunk]
+            states = _forward_states(model, prepped, pad, bf16)[0] if heads.uses_states else [None] * len(chunk)
+            for s, st in zip(chunk, states):
+                feats = pair_features(s, similarity(s, vectors))
+                out[s.id] = heads.scores(None if st is None else st.numpy().astype(np.float64), feats, s.n)
+    return out
+
+
+ITEM_GRID = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6)
+PAIR_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def decoded_f1(sessions: Sequence[Session], scored, decoder: dict) -> dict:
+    scores = []
+    for s in sessions:
+        if s.id not in scored:
+            continue
+        item, pair = scored[s.id]
+        pred = decode(s.n, item, pair, **decoder)
+        scores.append(score_session([b.items for b in pred], [b.items for b in s.bundles], n_items=s.n))
+    return aggregate(scores)
+
+
+def choose_decoder(valid: Sequence[Session], scored) -> tuple[dict, dict]:
+    """The decoder (item and pair thresholds, linkage, fallback) with the best mean strict F1 on `valid`."""
+    best, best_cfg = None, None
+    for linkage in LINKAGES[:2]:
+        for fb in ("best-pair", "whole"):
+            for ti in ITEM_GRID:
+                for tp in PAIR_GRID:
+                    cfg = {"item": ti, "pair": tp, "linkage": linkage, "fallback": fb}
+                    m = decoded_f1(valid, scored, cfg)
+                    if best is None or m["strict_f1"] > best["strict_f1"] + 1e-12:
+                        best, best_cfg = m, cfg
+    return best_cfg, best

@@ -1,0 +1,164 @@
+"""Recipe: train a one-pass student as a training run (`kdbundle train --recipe onepass`).
+
+The run row, its metrics and its valid curve are the same as a letters student's (student.train), so the Jobs
+screen, `runs`, `export` and `train --json` read it alike. After every epoch the student scores the valid split
+(torch, the heads' chances), the decoder's thresholds are chosen there by mean strict F1, and the scores are
+stored on the epoch's last step; the best epoch's weights and decoder are the run's result, written to
+`output_dir/adapter` as a whole Hugging Face model beside `onepass_heads.json` (export puts the heads in the GGUF).
+
+Resuming: after each epoch the trainable weights, the heads, the optimizer and the best so far are saved in
+`output_dir/checkpoint-epoch` (torch tensors only, loaded with weights_only=True); a stopped or killed run
+continues from the last finished epoch.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ...store.db import transaction
+from ..data.sessions import load_sessions
+from ..embeddings import session_vectors
+from ..errors import InputError
+from ..llm.onepass import HEADS_FILE, Heads
+from ..threads import thread_budget
+from .onepass import FitConfig, choose_decoder, fit, heads_from_module, score_sessions
+from .train import ADAPTER_DIR, TrainResult, _now, _update_run, get_run, runs_dir
+from .weights import load_model, load_tokenizer, resolve_student
+
+CHECKPOINT = "checkpoint-epoch"
+TOP_LAYERS = 10
+LR = 1e-4
+
+
+@dataclass
+class OnePassData:
+    datasets: list[str]
+    valid: bool = True
+
+
+def _best_so_far(db, run_id: int, folder: Path) -> dict[str, Any]:
+    """The best epoch a stopped run had validated (its weights and heads from `folder`), to resume beside it."""
+    import torch
+
+    if not (folder / "best.pt").is_file() or not (folder / "best_heads.json").is_file():
+        return {}
+    row = db.execute("SELECT step, valid_strict_f1 FROM train_metrics WHERE run_id = ? AND valid IS NOT NULL "
+                     "ORDER BY valid_strict_f1 DESC, step LIMIT 1", [run_id]).fetchone()
+    if row is None:
+        return {}
+    heads = Heads.from_json((folder / "best_heads.json").read_text(encoding="utf-8"))
+    return {"f1": row[1], "step": row[0], "decoder": dict(heads.decoder), "heads": heads,
+            "state": torch.load(folder / "best.pt", weights_only=True)["model"]}
+
+
+def fit_config(cfg) -> FitConfig:
+    """The one-pass recipe's settings from a TrainConfig (its own defaults where the run left them unset)."""
+    epochs = int(round(cfg.epochs)) if cfg.epochs else 2
+    return FitConfig(top_layers=cfg.top_layers or TOP_LAYERS, lr=cfg.lr or LR, epochs=max(1, epochs),
+                     batch=cfg.batch_size, seed=cfg.seed, bf16=cfg.precision == "bf16")
+
+
+def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Callable[[], bool] | None = None,
+                  on_step: Callable[[dict], None] | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
+    import torch
+
+    run = get_run(db, run_id)
+    output_dir = Path(cfg.output_dir or run["output_dir"] or runs_dir(db) / f"run-{run_id}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _update_run(db, run_id, status="running", output_dir=str(output_dir), finished_at=None)
+    say = log or (lambda _m: None)
+    train = [s for d in datasets for s in load_sessions(db, d, "train", with_bundles_only=True)]
+    valid = [s for d in datasets for s in load_sessions(db, d, "valid", with_bundles_only=True)] if cfg.valid else []
+    if not train:
+        raise InputError(f"no train sessions with bundles in {', '.join(datasets)}: a one-pass student learns from ground truth")
+    if cfg.valid and not valid:
+        raise InputError("no valid sessions to choose the decoder on: train with --no-valid")
+    torch.set_num_threads(cfg.threads or thread_budget(db))
+    vectors = session_vectors(db, [*train, *valid])
+    student = resolve_student(cfg.student, db)
+    tok, model = load_tokenizer(student), load_model(student)
+    fcfg = fit_config(cfg)
+    if cfg.max_steps:
+        fcfg.epochs = 1
+    t0 = time.monotonic()
+    steps = {"n": 0, "loss": None}
+
+    def progress(row: dict) -> None:
+        steps["n"], steps["loss"] = row["step"], row["loss"]
+        with transaction(db):
+            db.execute("INSERT OR REPLACE INTO train_metrics (run_id, step, loss, learning_rate, tokens, elapsed)"
+                       " VALUES (?, ?, ?, ?, ?, ?)", [run_id, row["step"], row["loss"], fcfg.lr, row.get("tokens"),
+                                                      time.monotonic() - t0])
+            db.execute("UPDATE train_runs SET steps = ? WHERE id = ?", [row["step"], run_id])
+        if on_step:
+            on_step(row)
+
+    def stop() -> bool:
+        return bool((should_stop and should_stop()) or (cfg.max_steps and steps["n"] >= cfg.max_steps))
+
+    def on_epoch(epoch: int, heads_mod, mean, scale, template) -> None:
+        if not valid:
+            return
+        heads = heads_from_module(heads_mod, mean, scale, template, title_max=fcfg.title_max, uses_states=True)
+        scored = score_sessions(model, tok, heads, valid, vectors)
+        decoder, m = choose_decoder(valid, scored)
+        scores = {"strict_precision": m["strict_precision"], "strict_f1": m["strict_f1"],
+                  "collapse_rate": m["collapse_rate"], "precision": m["precision"], "sessions": m["sessions"],
+                  "decoder": decoder, "epoch": epoch}
+        with transaction(db):
+            db.execute("INSERT OR IGNORE INTO train_metrics (run_id, step) VALUES (?, ?)", [run_id, steps["n"]])
+            db.execute("UPDATE train_metrics SET valid_strict_precision = ?, valid_strict_f1 = ?, valid = ? "
+                       "WHERE run_id = ? AND step = ?", [m["strict_precision"], m["strict_f1"], json.dumps(scores),
+                                                          run_id, steps["n"]])
+        say(f"valid epoch {epoch}: strict P {m['strict_precision']:.3f} F1 {m['strict_f1']:.3f} "
+            f"collapse {m['collapse_rate']:.2f} on {m['sessions']} sessions; decoder {decoder}")
+        if best["f1"] is None or m["strict_f1"] > best["f1"]:
+            best.update(f1=m["strict_f1"], step=steps["n"], decoder=decoder,
+                        state={k: v.detach().clone() for k, v in model.state_dict().items()}, heads=heads)
+            # kept on disk too, so a resumed run still knows its best epoch's weights
+            folder = output_dir / CHECKPOINT
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": best["state"]}, folder / "best.pt.tmp")
+            (folder / "best.pt.tmp").replace(folder / "best.pt")
+            heads.decoder = dict(decoder)
+            (folder / "best_heads.json").write_text(heads.to_json(), encoding="utf-8")
+
+    best: dict[str, Any] = {"f1": None, "step": None, "decoder": None, "state": None, "heads": None}
+    best.update(_best_so_far(db, run_id, output_dir / CHECKPOINT))
+    heads_mod, mean, scale, template = fit(model, tok, train, vectors, fcfg, progress=progress, should_stop=stop,
+                                           on_epoch=on_epoch, checkpoint=output_dir / CHECKPOINT)
+    stopped = bool(should_stop and should_stop())
+    last = db.execute("SELECT MAX(step) FROM train_metrics WHERE run_id = ? AND valid IS NOT NULL", [run_id]).fetchone()[0]
+    if not stopped and valid and last != steps["n"]:  # max_steps ended mid-epoch: score the end too
+        on_epoch(0, heads_mod, mean, scale, template)
+    if stopped:
+        _update_run(db, run_id, status="stopped", steps=steps["n"], seconds=round(time.monotonic() - t0, 3))
+        return TrainResult(run_id=run_id, status="stopped", steps=steps["n"], final_loss=steps["loss"],
+                           seconds=round(time.monotonic() - t0, 3), output_dir=str(output_dir), adapter_dir=None,
+                           examples=len(train), dropped_examples=0, tokens=0, best_step=best["step"], valid=[],
+                           method="onepass")
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+        heads = best["heads"]
+        heads.decoder = dict(best["decoder"])
+    else:
+        heads = heads_from_module(heads_mod, mean, scale, template, title_max=fcfg.title_max, uses_states=True)
+    adapter = output_dir / ADAPTER_DIR
+    shutil.rmtree(adapter, ignore_errors=True)
+    shutil.rmtree(output_dir / CHECKPOINT, ignore_errors=True)  # a finished run resumes nothing
+    model.save_pretrained(str(adapter))
+    tok.save_pretrained(str(adapter))
+    (adapter / HEADS_FILE).write_text(heads.to_json(), encoding="utf-8")
+    seconds = round(time.monotonic() - t0, 3)
+    _update_run(db, run_id, status="done", steps=steps["n"], final_loss=steps["loss"], seconds=seconds,
+                finished_at=_now(), best_step=best["step"])
+    from .selection import valid_curve
+
+    return TrainResult(run_id=run_id, status="done", steps=steps["n"], final_loss=steps["loss"], seconds=seconds,
+                       output_dir=str(output_dir), adapter_dir=str(adapter), examples=len(train), dropped_examples=0,
+                       tokens=0, best_step=best["step"], valid=valid_curve(db, run_id), method="onepass")

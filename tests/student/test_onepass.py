@@ -1,0 +1,164 @@
+"""The one-pass student: its carried heads (strict), its decoder, and train -> export -> eval end to end on the
+demo data with the real smollm2-135m (a couple of steps, one thread)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from kdbundle.engine.data.demo import load_demo
+from kdbundle.engine.errors import KdError
+from kdbundle.engine.llm.onepass import FEATURES, Heads, Template, decode, pair_truth, tokens_and_positions
+from kdbundle.engine.pairs import pair_index
+from kdbundle.engine.types import Bundle, Product, Session
+from kdbundle.store import open_db
+
+
+def _heads(d: int = 4, hidden: int = 3, uses_states: bool = True, state_dim: int = 6) -> Heads:
+    rng = np.random.default_rng(0)
+    f = len(FEATURES)
+    du = d if uses_states else 0
+    t = {"item.0.weight": rng.normal(size=(hidden, du + 2 * f)), "item.0.bias": rng.normal(size=hidden),
+         "item.2.weight": rng.normal(size=(1, hidden)), "item.2.bias": rng.normal(size=1),
+         "pair.0.weight": rng.normal(size=(hidden, 2 * du + 5 * f)), "pair.0.bias": rng.normal(size=hidden),
+         "pair.2.weight": rng.normal(size=(1, hidden)), "pair.2.bias": rng.normal(size=1)}
+    if uses_states:
+        t.update({"proj.weight": rng.normal(size=(d, state_dim)), "proj.bias": rng.normal(size=d)})
+    return Heads(t, np.zeros(f), np.ones(f), Template("<s>", "</s>"), 60, uses_states)
+
+
+def test_heads_round_trip_through_their_carried_json_and_score_alike():
+    h = _heads()
+    back = Heads.from_json(h.to_json())
+    states, feats = np.random.default_rng(1).normal(size=(4, 6)), np.random.default_rng(2).normal(size=(6, len(FEATURES)))
+    a, b = h.scores(states, feats, 4), back.scores(states, feats, 4)
+    assert np.allclose(a[0], b[0], atol=1e-5) and np.allclose(a[1], b[1], atol=1e-5)  # float32 in the file
+    assert a[0].shape == (4,) and a[1].shape == (6,) and ((0 <= a[1]) & (a[1] <= 1)).all()
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: d.update(version="onepass-v0"),
+    lambda d: d["tensors"].pop("pair.2.bias"),
+    lambda d: d["tensors"]["item.0.weight"].update(shape=[3, 5]),
+    lambda d: d["tensors"]["item.0.bias"].update(data="not base64!"),
+    lambda d: d["decoder"].update(item=2.0),
+    lambda d: d["decoder"].update(linkage="ward; import os"),
+    lambda d: d.update(features=["sim"]),
+    lambda d: d.update(title_max="50"),
+    lambda d: d["feat_scale"].update(data=__import__("base64").b64encode(np.zeros(9, np.float32).tobytes()).decode()),
+])
+def test_damaged_heads_are_refused_in_one_line(damage):
+    d = json.loads(_heads().to_json())
+    damage(d)
+    with pytest.raises(KdError, match="unreadable one-pass heads"):
+        Heads.from_json(json.dumps(d))
+
+
+def test_a_nan_in_the_heads_is_refused():
+    h = _heads()
+    h.tensors["item.2.bias"] = np.array([np.nan])
+    with pytest.raises(KdError, match="not finite"):
+        Heads.from_json(h.to_json())
+
+
+def test_decoder_leaves_out_products_below_the_item_threshold_and_groups_the_rest():
+    n = 5
+    item = np.array([0.9, 0.9, 0.1, 0.8, 0.8])
+    pair = np.array([0.95 if (i, j) in {(0, 1), (3, 4)} else 0.9 if 2 in (i, j) else 0.05 for i, j in pair_index(n)])
+    assert [sorted(b.items) for b in decode(n, item, pair, item=0.5, pair=0.5)] == [[1, 2], [4, 5]]
+    # product 3 kept in, it joins the group it links to best (average linkage)
+    got = decode(n, np.ones(n), pair, item=0.0, pair=0.5, linkage="single")
+    assert [1, 2, 3, 4, 5] in [sorted(b.items) for b in got]
+    # nothing above the thresholds: the most likely pair, or the whole session
+    low = np.full(len(pair), 0.1)
+    low[3] = 0.3
+    assert [sorted(b.items) for b in decode(n, item, low, pair=0.5)] == [[1, 5]]
+    assert [sorted(b.items) for b in decode(n, item, low, pair=0.5, fallback="whole")] == [[1, 2, 3, 4, 5]]
+
+
+def test_prompt_positions_are_each_products_line_end_and_read_out_number():
+    s = Session(1, [Product(1, "USB-C charger 65W"), Product(2, "USB-C cable"), Product(3, "wool socks")],
+                [Bundle(frozenset({1, 2}), "charge")])
+    words: list[str] = []
+
+    def tokenize(text: str) -> list[int]:
+        out = []
+        for w in text.replace("\n", " \n ").split(" "):
+            if w:
+                words.append(w)
+                out.append(len(words))
+        return out
+
+    ids, line, read = tokens_and_positions(s, Template("SYS ", " END"), tokenize)
+    assert len(line) == len(read) == 3 and line == sorted(line) and read == sorted(read) and line[-1] < read[0]
+    assert [words[ids[k] - 1] for k in line] == ["65W", "cable", "socks"]
+    assert [words[ids[k] - 1] for k in read] == ["1", "2", "3"]
+    item, pair = pair_truth(s)
+    assert item.tolist() == [1, 1, 0] and pair.tolist() == [1, 0, 0]
+
+
+@pytest.mark.slow
+def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
+    """`train --recipe onepass` -> `export` -> `eval` and `generate` by name: the heads ride in the GGUF, llama.cpp's
+    states agree with torch's, and the answer has bundles with intents."""
+    from kdbundle.engine.cli import app
+
+    monkeypatch.setenv("KDBUNDLE_THREADS", "1")
+    path = tmp_path / "kd.db"
+    db = open_db(path)
+    load_demo(db)
+    db.conn.close()
+
+    def run(*args):
+        r = CliRunner().invoke(app, ["--db", str(path), *args])
+        assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+        return json.loads(r.stdout[r.stdout.index("{"):])
+
+    out = run("train", "--dataset", "demo-electronics", "--recipe", "onepass", "--max-steps", "2", "--batch", "4",
+              "--top-layers", "2", "--threads", "1", "--json")
+    assert out["status"] == "done" and out["method"] == "onepass" and out["steps"] == 2
+    assert out["valid"] and {"strict_precision", "strict_f1"} <= set(out["valid"][0])
+    assert out["disk_bytes"] < 700e6
+    heads_file = Path(out["adapter_dir"]) / "onepass_heads.json"
+    heads = Heads.from_json(heads_file.read_text())
+    assert set(heads.decoder) == {"item", "pair", "linkage", "fallback"}
+
+    exp = run("export", str(out["run_id"]), "--out-dir", str(tmp_path / "models"), "--json")
+    from kdbundle.engine.llm.gguf import gguf_metadata
+    from kdbundle.engine.llm.onepass_serve import heads_of
+
+    assert gguf_metadata(Path(exp["path"]))["onepass"] == "onepass-v1"
+    carried = heads_of(Path(exp["path"]))
+    assert carried.decoder == heads.decoder and np.allclose(carried.tensors["pair.2.weight"], heads.tensors["pair.2.weight"])
+
+    ev = run("eval", "--dataset", "demo-electronics", "--split", "test", "--method", "llm", "--model", exp["model"], "--json")
+    assert ev["sessions"] > 0 and 0 <= ev["strict_precision"] <= 1
+    db = open_db(path)
+    rows = db.execute("SELECT params, parsed FROM generations WHERE model = ?", [exp["model"]]).fetchall()
+    assert rows and all(json.loads(p)["style"] == "onepass" for p, _ in rows)
+    assert all(len(b["items"]) >= 2 for _, parsed in rows for b in json.loads(parsed))
+
+    # llama.cpp's states at the product positions are the trained model's (q8_0 against fp32)
+    import torch
+
+    from kdbundle.engine.data.sessions import load_sessions
+    from kdbundle.engine.llm.onepass_serve import OnePassRunner
+    from kdbundle.engine.student.onepass import hf_tokenize
+
+    s = load_sessions(db, "demo-electronics", "test", with_bundles_only=True)[0]
+    runner = OnePassRunner(Path(exp["path"]), carried, n_threads=1)
+    got, _ = runner.states(s)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(out["adapter_dir"])
+    tok = AutoTokenizer.from_pretrained(out["adapter_dir"])
+    ids, line, read = tokens_and_positions(s, carried.template, hf_tokenize(tok), title_max=carried.title_max)
+    with torch.no_grad():
+        h = model.model(input_ids=torch.tensor([ids])).last_hidden_state[0].numpy()
+    want = np.concatenate([h[line], h[read]], axis=1)
+    corr = [np.corrcoef(got[i], want[i])[0, 1] for i in range(s.n)]
+    assert min(corr) > 0.98, corr
+    runner.close()
