@@ -27,7 +27,8 @@ from ...store.db import transaction
 from ..errors import InputError, KdError
 from ..llm.gguf import carried_metadata, training_carried
 from . import gguf_write
-from .train import ADAPTER_DIR, get_run, runs_dir, weights_kind
+from .recipe import ADAPTER_DIR, weights_kind
+from .runs import get_run, runs_dir
 from .weights import Student, load_model, load_tokenizer, resolve_student
 
 
