@@ -57,10 +57,8 @@ def icl_k(db: sqlite_utils.Database, cfg) -> int:
 def _knowledge_provider(db: sqlite_utils.Database, knowledge_set: str | None, fields: str, k: int) -> KnowledgeFor:
     if not knowledge_set:
         raise KdError("utilization icl needs --knowledge-set NAME")
-    try:
-        from ..knowledge.icl import knowledge_provider
-    except ImportError:
-        raise KdError("in-context knowledge (utilization icl) is not available in this version") from None
+    from ..knowledge.icl import knowledge_provider
+
     return knowledge_provider(db, knowledge_set, k=k, fields=fields)
 
 

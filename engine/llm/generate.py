@@ -216,7 +216,8 @@ class BundleGenerator:
         params = self.cfg.params()
         t1 = time.perf_counter()
         decoder = self.decoder(session.n, session)
-        extra = {"decoder": decoder} if decoder is not None else {}  # backends without one keep their signature
+        # Every Backend takes a decoder; passed only when there is one, so a stand-in backend (a test's) need not.
+        extra = {"decoder": decoder} if decoder is not None else {}
         c = self.backend.chat(prompt.messages, schema=prompt.schema, params=params, on_token=on_token,
                               grammar=prompt.grammar if self.cfg.strict_grammar or prompt.schema is None else None,
                               **extra)

@@ -379,10 +379,8 @@ def pull_model(db: sqlite_utils.Database, name: str, progress: Progress | None =
 
 
 def _hf_download(repo: str, filename: str) -> Path:
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        raise KdError("pulling from Hugging Face needs the huggingface_hub package (pip install huggingface_hub)") from None
+    from huggingface_hub import hf_hub_download  # a dependency of transformers: always installed
+
     target = cache_dir() / "hf" / repo.replace("/", "__")
     try:
         return Path(hf_hub_download(repo_id=repo, filename=filename, local_dir=str(target)))

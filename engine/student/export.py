@@ -39,7 +39,7 @@ class ExportConfig:
     adapter: bool = False
     """Export the LoRA adapter alone (format gguf-lora, loaded over the base with lora_path)."""
     out_dir: str | None = None
-    """Where the .gguf goes; default `<user data dir>/kdbundle/models`."""
+    """Where the .gguf goes; default `runs/<db name>/models` beside the database."""
     name: str | None = None
     """Registered model name; default `<student>-run<id>-<quant>` or `<student>-run<id>-lora`."""
     threads: int = 0

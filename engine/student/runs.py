@@ -54,6 +54,12 @@ def sft_config(params: dict[str, Any], cfg: TrainConfig) -> SftDataConfig:
 
 def run_key(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig) -> str:
     """Hash of the inputs of a training run (see module docstring)."""
+    ident = run_identity(db, cfg, data)
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def run_identity(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig) -> dict[str, Any]:
+    """The inputs of a training run that its key hashes."""
     student = resolve_student(cfg.student, db)
     src = student.gguf_path
     ident: dict[str, Any] = {
@@ -71,7 +77,7 @@ def run_key(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig) ->
         if row is None:
             raise InputError(f"no knowledge set named {data.knowledge_set!r}")
         ident["knowledge_set"] = [data.knowledge_set, *row]
-    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return ident
 
 
 def find_or_create_run(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig,
