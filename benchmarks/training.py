@@ -41,7 +41,8 @@ def _examples(db, limit: int | None = None) -> list[dict]:
 
 
 def train_steps(db_path: str, student: str, overrides: dict, steps: int, threads: int, out_dir: str) -> dict[str, Any]:
-    from kdbundle.engine.student.train import TrainConfig, train
+    from kdbundle.engine.student.config import TrainConfig
+    from kdbundle.engine.student.recipe import train
     from kdbundle.engine.student.weights import load_model, resolve_student
     from kdbundle.store import open_db
 
@@ -76,7 +77,7 @@ def _flops_per_token(r: dict, overrides: dict, answer_share: float) -> float:
 def bench_lora_training(s: Settings) -> dict[str, Any]:
     """Seconds per optimizer step, tokens per second, FLOP use and peak memory, per configuration."""
     try:
-        import kdbundle.engine.student.train  # noqa: F401
+        import kdbundle.engine.student.recipe  # noqa: F401
     except ImportError as exc:
         raise Skip(f"the training recipe is not available: {exc}") from None
     db_path = bench_db_path(s)

@@ -82,7 +82,7 @@ def bench_tui_latency(s: Settings) -> dict[str, Any]:
     out: dict[str, Any] = {"presses_per_screen": s.tui_presses}
     trainer = None
     try:
-        import kdbundle.engine.student.train  # noqa: F401
+        import kdbundle.engine.student.recipe  # noqa: F401
 
         student = model_path(db_path, "smollm2-135m")
         run_dir = s.work_dir / "train" / "tui-load"

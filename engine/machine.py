@@ -50,3 +50,14 @@ def cores() -> int:
 def describe() -> str:
     """ "AMD EPYC, 2 cores": how reports name the machine a number was measured on."""
     return f"{cpu_model()}, {cores()} cores"
+
+
+CACHE_ENV = "KDBUNDLE_CACHE"
+"""Overrides the cache root: model files (llm.registry) and students converted to Hugging Face weights."""
+
+
+def cache_root() -> Path:
+    """Where kdbundle caches what it can fetch or rebuild: $KDBUNDLE_CACHE, else the user cache dir."""
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get(CACHE_ENV) or user_cache_dir("kdbundle", appauthor=False)).expanduser()

@@ -17,6 +17,12 @@ def printable(value: Any) -> str:
     return _CONTROL.sub("?", "" if value is None else str(value))
 
 FIELDS = ("titles", "titles+categories")
+UTILIZATIONS = ("zero-shot", "icl", "sft", "icl+sft")
+"""How a model is put to use: as it is, with knowledge in its prompt, fine-tuned, or both."""
+WITH_KNOWLEDGE = ("icl", "icl+sft")
+"""The utilizations whose prompt carries a knowledge set."""
+FINE_TUNED = ("sft", "icl+sft")
+"""The utilizations of a fine-tuned student."""
 """What a prompt (or a baseline) may show of each product: part of the scoring protocol. A dataset
 whose categories give the answer away (data.leak) defaults to titles; results computed with
 categories on such a dataset are marked leaky wherever they are shown."""

@@ -21,9 +21,9 @@ from ..engine.knowledge.distill import DistillConfig
 from ..engine.knowledge.formats import DISTILLED
 from ..engine.knowledge.sampling import STRATEGIES
 from ..engine.llm.catalogue import DEFAULT_STUDENT, DEFAULT_TEACHER
+from ..engine.student.config import TrainConfig
 from ..engine.student.export import ExportConfig
 from ..engine.student.gguf_write import QUANTS
-from ..engine.student.train import TrainConfig
 from .base import plain
 from .messages import FormChoicesLoaded
 
@@ -51,6 +51,23 @@ def from_config(cls: type, name: str, label: str, **kw: Any) -> FormField:
     return FormField(name, label, "" if value is None else str(value), **kw)
 
 
+def config_fields(cls: type, sources: dict[str, str] | None = None) -> tuple[FormField, ...]:
+    """A field for each option of the config dataclass that belongs in its form (engine.config.Show): label,
+    default, type and whether it may stay empty all read from the field, so a new option needs no edit here."""
+    out = []
+    for f in config.options(cls):
+        show = config.show(f)
+        if not show.form:
+            continue
+        tp, nullable = config.base_type(config.field_types(cls)[f.name])
+        value = config.default(cls, f.name)
+        out.append(FormField(f.name, show.label or f.name.replace("_", " "),
+                             ("yes" if value else "no") if tp is bool else "" if value is None else str(value),
+                             choices=("no", "yes") if tp is bool else None, source=(sources or {}).get(f.name),
+                             type=tp, optional=nullable))
+    return tuple(out)
+
+
 DISTILL_FIELDS = (
     FormField("dataset", "dataset", source="datasets"),
     FormField("teacher", "teacher model", DEFAULT_TEACHER, source="models"),
@@ -75,17 +92,10 @@ FORMS: dict[str, tuple[FormField, ...]] = {
     **{f.job_kind: DISTILL_FIELDS for f in DISTILLED},
     "train": (
         FormField("dataset", "dataset", source="datasets"),
-        from_config(TrainConfig, "student", "student model", source="models"),
+        *(TRAIN_FIELDS := config_fields(TrainConfig, sources={"student": "models"}))[:1],
         FormField("knowledge_set", "knowledge set", "", source="knowledge_sets", optional=True),
         FormField("formats", "or formats", "", optional=True),
-        from_config(TrainConfig, "rank", "LoRA rank", type=int),
-        from_config(TrainConfig, "alpha", "LoRA alpha", type=float),
-        from_config(TrainConfig, "lr", "learning rate", type=float),
-        from_config(TrainConfig, "epochs", "epochs", type=float),
-        from_config(TrainConfig, "max_steps", "max steps", type=int, optional=True),
-        from_config(TrainConfig, "batch_size", "batch size", type=int),
-        from_config(TrainConfig, "max_len", "max tokens", type=int),
-        from_config(TrainConfig, "seed", "seed", type=int),
+        *TRAIN_FIELDS[1:],
     ),
     "export": (
         FormField("run_id", "training run", source="train_runs", type=int),

@@ -1,10 +1,14 @@
 """Shared CLI plumbing: the database handle, where a command may write, and JSON/rich output."""
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import sqlite_utils
 import typer
@@ -74,6 +78,58 @@ def option(cls: type, name: str, *flags: str, help: str | None = None, default: 
     """A typer option whose default and help are the config dataclass field's (engine.config)."""
     return typer.Option(config.default(cls, name) if default is ... else default, *flags,
                         help=help if help is not None else config.help_text(cls, name), **kw)
+
+
+def config_options(*classes: type, panel: str | None = None, skip: tuple[str, ...] = (),
+                   panels: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """Add every user option of the config dataclasses (engine.config.options) to a command as typer options:
+    the flag, default, help and panel each field declares. The command receives them as one `options` dict
+    {field: value}, to pass on as the job's params. Fields in `skip` are left out; `panel` is the panel of a
+    field that names none; `panels` orders the --help panels (by the command's own options and these)."""
+
+    def decorate(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        hints = typing.get_type_hints(fn)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values() if p.name != "options"]
+        added: list[inspect.Parameter] = []
+        for cls in classes:
+            for f in config.options(cls):
+                if f.name in skip:
+                    continue
+                tp, nullable = config.base_type(config.field_types(cls)[f.name])
+                tp = Optional[tp] if nullable else tp  # noqa: UP045 (typer reads Optional, not X | None)
+                added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=tp,
+                                               default=_typer_option(cls, f, panel)))
+        names = {p.name for p in added}
+        params = sorted([*own, *added], key=lambda p: _panel_rank(p, panels))
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            options = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+            return fn(**kwargs, options=options)
+
+        command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
+
+
+def _typer_option(cls: type, f: Any, panel: str | None) -> Any:
+    show = config.show(f)
+    value = config.default(cls, f.name)
+    flags = show.flags or (f"--{f.name.replace('_', '-')}" + (f"/--no-{f.name.replace('_', '-')}"
+                                                               if isinstance(value, bool) else ""),)
+    return typer.Option(value, *flags, help=show.help or config.help_text(cls, f.name),
+                        rich_help_panel=(show.panel or panel or "").capitalize() or None,
+                        show_default=not flags[0].startswith(" /"))
+
+
+def _panel_rank(p: inspect.Parameter, panels: tuple[str, ...]) -> int:
+    info = getattr(p.default, "rich_help_panel", None)
+    order = [x.capitalize() for x in panels]
+    return order.index(info) if info in order else (len(order) if info else -1)
 
 
 def safe(value: Any) -> str:

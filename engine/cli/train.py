@@ -13,13 +13,14 @@ import typer
 
 from ..errors import InputError
 from ..jobs.train import job_params
+from ..student.config import TrainConfig
 from ..student.examples import SftDataConfig
 from ..student.export import ExportConfig, export_target, owned_export
 from ..student.gguf_write import QUANTS
 from ..student.remote import import_run, prepare_run
-from ..student.train import TrainConfig, get_run
+from ..student.runs import get_run
 from . import app
-from .common import console, not_the_database, option, output_file, print_json, state
+from .common import config_options, console, not_the_database, option, output_file, print_json, state
 from .data import ready_db
 from .jobs import launch
 
@@ -33,71 +34,41 @@ def _result(job: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"job_id": job["id"], **(job["result"] or {})}
 
 
-@app.command("train")
+PANELS = ("recipe", "data", "knowledge", "optimisation", "validation", "output")
+"""The panels of `train --help`, in order; each option's field names its panel (student.config, student.examples)."""
+
+
+@app.command("train", epilog="Examples:\n\n"
+             "  kdbundle train --dataset electronic --max-steps 200\n\n"
+             "  kdbundle train --dataset electronic --formats rules,thoughts --epochs 2 --detach")
+@config_options(TrainConfig, SftDataConfig, panel="recipe", panels=PANELS)
 def train_cmd(
     ctx: typer.Context,
-    dataset: str = typer.Option(..., "--dataset", help="Dataset whose training sessions are learned."),
-    also: list[str] = typer.Option([], "--also", help="Another dataset to train on as well (repeatable)."),
-    student: str = option(TrainConfig, "student", "--student"),
-    recipe: str = option(TrainConfig, "recipe", "--recipe"),
-    knowledge_set: Optional[str] = typer.Option(None, "--knowledge-set", help="Named knowledge set."),
-    formats: Optional[str] = typer.Option(None, "--formats",
+    dataset: str = typer.Option(..., "--dataset", help="Dataset whose training sessions are learned.",
+                                rich_help_panel="Data"),
+    also: list[str] = typer.Option([], "--also", help="Another dataset to train on as well (repeatable).",
+                                   rich_help_panel="Data"),
+    knowledge_set: Optional[str] = typer.Option(None, "--knowledge-set", help="Named knowledge set.",
+                                                rich_help_panel="Knowledge"),
+    formats: Optional[str] = typer.Option(None, "--formats", rich_help_panel="Knowledge",
                                           help="patterns,rules,thoughts: make (or reuse) a set of the newest knowledge."),
-    method: str = option(TrainConfig, "method", "--method"),
-    top_layers: Optional[int] = option(TrainConfig, "top_layers", "--top-layers"),
-    rank: int = option(TrainConfig, "rank", "--rank"),
-    alpha: float = option(TrainConfig, "alpha", "--alpha"),
-    target_modules: str = option(TrainConfig, "target_modules", "--target-modules"),
-    lr: Optional[float] = option(TrainConfig, "lr", "--lr"),
-    epochs: float = option(TrainConfig, "epochs", "--epochs"),
-    max_steps: Optional[int] = option(TrainConfig, "max_steps", "--max-steps"),
-    batch: int = option(TrainConfig, "batch_size", "--batch"),
-    grad_accum: int = option(TrainConfig, "grad_accum", "--grad-accum"),
-    max_len: int = option(TrainConfig, "max_len", "--max-len"),
-    seed: int = option(TrainConfig, "seed", "--seed"),
-    threads: Optional[int] = option(TrainConfig, "threads", "--threads"),
-    save_steps: int = option(TrainConfig, "save_steps", "--save-steps"),
-    valid: bool = option(TrainConfig, "valid", "--valid/--no-valid"),
-    eval_steps: Optional[int] = option(TrainConfig, "eval_steps", "--eval-steps"),
-    patience: int = option(TrainConfig, "patience", "--patience"),
-    precision: str = option(TrainConfig, "precision", "--precision"),
-    prompt: str = option(SftDataConfig, "prompt", "--prompt"),
-    answer: str = option(SftDataConfig, "answer", "--answer"),
-    title_max: Optional[int] = option(SftDataConfig, "title_max", "--title-max"),
-    hints: int = option(SftDataConfig, "hints", "--hints"),
-    group_hints: bool = option(SftDataConfig, "group_hints", "--group-hints/--no-group-hints"),
-    targets: str = option(SftDataConfig, "targets", "--targets"),
-    min_confidence: float = option(SftDataConfig, "min_confidence", "--min-confidence"),
-    answered_only: bool = option(SftDataConfig, "answered_only", "--answered-only/--all-sessions"),
-    thought_sessions_only: bool = option(SftDataConfig, "thought_sessions_only", "--thought-sessions-only"),
-    orderings: int = option(SftDataConfig, "orderings", "--orderings"),
-    thoughts: str = option(SftDataConfig, "thoughts", "--thoughts"),
-    k: int = option(SftDataConfig, "k", "--k"),
-    no_knowledge_in_prompt: bool = typer.Option(False, "--no-knowledge-in-prompt",
-                                                help="Train without the set's knowledge in the instruction."),
-    limit: Optional[int] = option(SftDataConfig, "limit", "--limit"),
-    fields: Optional[str] = option(SftDataConfig, "fields", "--fields"),
-    prepare: Optional[Path] = typer.Option(None, "--prepare", metavar="DIR",
+    prepare: Optional[Path] = typer.Option(None, "--prepare", metavar="DIR", rich_help_panel="Output",
                                            help="Do not train: write DIR for training on another machine "
                                                 "(accelerate launch / torchrun), then `kdbundle train-import DIR`."),
-    detach: bool = typer.Option(False, "--detach", help="Start in the background; print the job id."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (run_id, steps, final_loss, seconds, "
-                                                       "best_step, valid)."),
+    detach: bool = typer.Option(False, "--detach", help="Start in the background; print the job id.",
+                                rich_help_panel="Output"),
+    as_json: bool = typer.Option(False, "--json", rich_help_panel="Output",
+                                 help="Print one JSON object (run_id, steps, final_loss, seconds, best_step, valid)."),
+    options: dict[str, Any] | None = None,
 ):
-    """Fine-tune a student (full for small students, else LoRA) on a dataset's training sessions, selecting on valid."""
+    """Fine-tune a student (full for small students, else LoRA) on a dataset's training sessions, selecting on valid.
+
+    Options are the fields of TrainConfig (engine/student/config.py) and SftDataConfig (student/examples.py).
+    """
     if prepare is not None and detach:
         raise InputError("--prepare writes a folder and starts nothing: drop --detach")
     db = ready_db(ctx)
-    params = job_params(db, dataset=dataset, also=also, student=student, knowledge_set=knowledge_set,
-                        formats=formats, recipe=recipe, method=method, top_layers=top_layers, rank=rank, alpha=alpha,
-                        target_modules=target_modules, lr=lr,
-                        epochs=epochs, max_steps=max_steps, batch_size=batch, grad_accum=grad_accum,
-                        max_len=max_len, seed=seed, threads=threads, save_steps=save_steps, thoughts=thoughts,
-                        k=k, knowledge_in_prompt=not no_knowledge_in_prompt, limit=limit, fields=fields,
-                        valid=valid, eval_steps=eval_steps, patience=patience, precision=precision, prompt=prompt, answer=answer,
-                        title_max=title_max, hints=hints, group_hints=group_hints, targets=targets,
-                        min_confidence=min_confidence, answered_only=answered_only,
-                        thought_sessions_only=thought_sessions_only, orderings=orderings)
+    params = job_params(db, dataset=dataset, also=also, knowledge_set=knowledge_set, formats=formats, **(options or {}))
     if prepare is not None:
         not_the_database(ctx, prepare)  # prepare_run itself refuses anything but a new or empty folder
         _prepared(prepare_run(db, params, prepare), as_json)

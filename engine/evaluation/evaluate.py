@@ -8,7 +8,6 @@ Methods go through a small predictor protocol: `predict(session) -> Prediction` 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
 import json
 import random
@@ -28,7 +27,8 @@ from ..data.sessions import dataset_id, load_sessions
 from ..errors import InputError, KdError, NotFound
 from ..knowledge.patterns import MineConfig, load_patterns, mine_patterns, transactions
 from ..llm.structured import DECODERS, DECODINGS  # numpy only: checking a config loads no model stack
-from ..types import Bundle, Prediction, Session, check_fields
+from ..progress import now
+from ..types import UTILIZATIONS, WITH_KNOWLEDGE, Bundle, Prediction, Session, check_fields
 from .claims import SessionClaims
 from .metrics import aggregate, error_label, score_session
 from .parallel import database_file
@@ -39,7 +39,6 @@ METHOD_FIELDS = {"patterns": "titles+categories", "category-groups": "titles+cat
                  "pair-logistic": "titles"}
 """What each non-LLM method reads of the products, whatever --fields says; an llm reads cfg.fields."""
 BASELINES = tuple(m for m in METHODS if m != "llm")
-UTILIZATIONS = ("zero-shot", "icl", "sft", "icl+sft")
 
 
 @dataclass
@@ -104,7 +103,7 @@ class EvalConfig:
         for k in ("prompt", "answer", "title_max", "hints", "decoding", "hint_weight", "k"):
             if d.get(k, 0) is None:  # unset: the key stays what it was before these options existed
                 d.pop(k)
-        if self.utilization not in ("icl", "icl+sft"):
+        if self.utilization not in WITH_KNOWLEDGE:
             d.pop("k", None)  # no knowledge in the prompt: no worked examples to count
         return d
 
@@ -217,9 +216,6 @@ def run_key(db: sqlite_utils.Database, cfg: EvalConfig) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat()
-
 
 def _open_run(db: sqlite_utils.Database, cfg: EvalConfig, key: str) -> int:
     with transaction(db):
@@ -232,7 +228,7 @@ def _open_run(db: sqlite_utils.Database, cfg: EvalConfig, key: str) -> int:
             """INSERT INTO eval_runs (key, dataset, split, method, model, utilization, knowledge_set, params,
                status, job_id, created_at) VALUES (?,?,?,?,?,?,?,?, 'running', ?, ?)""",
             [key, cfg.dataset, cfg.split, cfg.method, cfg.model, cfg.utilization if cfg.method == "llm" else None,
-             cfg.knowledge_set, json.dumps(cfg.identity()), cfg.job_id, _now()],
+             cfg.knowledge_set, json.dumps(cfg.identity()), cfg.job_id, now("auto")],
         )
         return cur.lastrowid
 
@@ -348,7 +344,7 @@ def _evaluate_run(db: sqlite_utils.Database, cfg: EvalConfig, sessions: list[Ses
     metrics.update(fields=fields, leaky=coverage.leak and fields == "titles+categories", params=params)
     with transaction(db):
         db.execute("UPDATE eval_runs SET status = 'done', metrics = ?, finished_at = ? WHERE id = ?",
-                   [json.dumps(metrics), _now(), run_id])
+                   [json.dumps(metrics), now("auto"), run_id])
     return metrics
 
 

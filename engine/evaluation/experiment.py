@@ -52,9 +52,11 @@ from typing import Any
 from ..errors import InputError
 from ..files import check_file_name
 from ..knowledge.formats import FORMAT_NAMES, get_format
+from ..knowledge.icl import ICL_K
 from ..knowledge.sampling import STRATEGIES
-from ..student.train import TrainConfig
-from ..types import check_fields
+from ..llm.catalogue import DEFAULT_STUDENT
+from ..student.config import TrainConfig
+from ..types import WITH_KNOWLEDGE, check_fields
 from .evaluate import BASELINES, UTILIZATIONS
 
 GRID_KEYS = ("formats", "utilization", "strategy", "ratio", "seed", "pool", "also")
@@ -115,7 +117,7 @@ class Cell:
 @dataclass
 class ExperimentConfig:
     name: str
-    student: str = "smollm2-135m"
+    student: str = DEFAULT_STUDENT
     datasets: list[str] = field(default_factory=list)
     split: str = "test"
     limit: int | None = None
@@ -124,7 +126,7 @@ class ExperimentConfig:
     fields: str | None = None
     teacher: str | None = None
     quant: str = "q8_0"
-    k: int = 2
+    k: int = ICL_K
     train: dict[str, Any] = field(default_factory=dict)
     sft: dict[str, Any] = field(default_factory=dict)
     distill: dict[str, Any] | None = None
@@ -201,7 +203,7 @@ def _check_cell(c: Cell, where: str) -> None:
         bad = [f for f in c.formats.split("+") if f not in FORMAT_NAMES]
         if bad:
             raise InputError(f"{where}: unknown format(s) {', '.join(bad)} (known: none, {', '.join(FORMAT_NAMES)})")
-    elif c.utilization in ("icl", "icl+sft") and c.method == "llm" and not c.model:
+    elif c.utilization in WITH_KNOWLEDGE and c.method == "llm" and not c.model:
         pass  # "none" with icl is the zero-knowledge prompt (same as zero-shot): allowed as RQ1's first row
     if c.strategy is not None and c.strategy not in STRATEGIES:
         raise InputError(f"{where}: unknown strategy {c.strategy!r} (known: {', '.join(STRATEGIES)})")

@@ -17,7 +17,7 @@ from ..errors import InputError, KdError
 from ..llm.generate import BundleGenerator, GenerateConfig, model_config, model_spec
 from ..llm.prompts import PromptKnowledge, PromptSpec
 from ..llm.registry import DEFAULT_STUDENT
-from ..types import Prediction, Session
+from ..types import WITH_KNOWLEDGE, Prediction, Session
 
 KnowledgeFor = Callable[[Session], PromptKnowledge | None]
 
@@ -57,10 +57,8 @@ def icl_k(db: sqlite_utils.Database, cfg) -> int:
 def _knowledge_provider(db: sqlite_utils.Database, knowledge_set: str | None, fields: str, k: int) -> KnowledgeFor:
     if not knowledge_set:
         raise KdError("utilization icl needs --knowledge-set NAME")
-    try:
-        from ..knowledge.icl import knowledge_provider
-    except ImportError:
-        raise KdError("in-context knowledge (utilization icl) is not available in this version") from None
+    from ..knowledge.icl import knowledge_provider
+
     return knowledge_provider(db, knowledge_set, k=k, fields=fields)
 
 
@@ -86,7 +84,7 @@ def make_llm_predictor(db: sqlite_utils.Database, cfg, *, max_tokens: int | None
         gen_cfg.max_tokens = max_tokens
     knowledge_for = None
     k = None
-    if cfg.utilization in ("icl", "icl+sft"):
+    if cfg.utilization in WITH_KNOWLEDGE:
         k = icl_k(db, cfg)
         knowledge_for = _knowledge_provider(db, cfg.knowledge_set, cfg.fields, k)
     generator = BundleGenerator(db, gen_cfg)

@@ -28,10 +28,12 @@ from ..knowledge.sampling import SampleConfig
 from ..knowledge.sets import create_set
 from ..machine import describe
 from ..progress import JobCancelled, Progress, now
+from ..student.config import TrainConfig
 from ..student.examples import SftDataConfig, build_examples, tokenizer_counter
 from ..student.export import ExportConfig, export_or_reuse
+from ..student.recipe import train
 from ..student.runs import find_or_create_run
-from ..student.train import TrainConfig, train
+from ..types import FINE_TUNED, WITH_KNOWLEDGE
 from .runner import create_job, run_job
 
 
@@ -133,7 +135,7 @@ def run_cell(db: sqlite_utils.Database, cfg: ExperimentConfig, c: Cell, *, ctx: 
     """Compute one cell (reusing every keyed piece that exists); returns its experiment_cells fields."""
     ks = _knowledge_set(ctx, db, cfg, c, log) if c.method == "llm" and not c.model else None
     model, run_id, train_seconds = c.model or cfg.student, None, None
-    if c.method == "llm" and c.utilization in ("sft", "icl+sft"):
+    if c.method == "llm" and c.utilization in FINE_TUNED:
         tcfg = TrainConfig(**{**cfg.train, "student": cfg.student})
         data = SftDataConfig(datasets=_domains(c), knowledge_set=ks, max_len=tcfg.max_len,
                              **{"k": cfg.k, "knowledge_in_prompt": True, "fields": cfg.fields, **cfg.sft,
@@ -156,7 +158,7 @@ def run_cell(db: sqlite_utils.Database, cfg: ExperimentConfig, c: Cell, *, ctx: 
     utilization = c.utilization if c.method == "llm" else "zero-shot"
     if ks is None:  # no knowledge to put in context: "icl" is the zero-shot prompt, "icl+sft" the sft one
         utilization = {"icl": "zero-shot", "icl+sft": "sft"}.get(utilization, utilization)
-    icl = utilization in ("icl", "icl+sft")
+    icl = utilization in WITH_KNOWLEDGE
     ecfg = EvalConfig(c.dataset, split=cfg.split, method=c.method, model=model if c.method == "llm" else None,
                       limit=cfg.limit, seed=cfg.seed, utilization=utilization,
                       knowledge_set=ks if icl else None, k=cfg.k if icl else None,  # as many as in training

@@ -27,7 +27,7 @@ import sqlite_utils
 from ...store.db import open_db, transaction
 from ..errors import KdError, NotFound
 from ..knowledge.formats import DISTILLED
-from ..progress import JobCancelled, now
+from ..progress import JobCancelled, now, poll_stop
 from ..threads import THREADS_ENV, thread_budget
 
 # kind -> "module:function", imported only when a job of that kind runs (keeps torch out of the CLI).
@@ -79,13 +79,7 @@ class JobContext:
             )
 
     def should_stop(self) -> bool:
-        # Poll at most twice a second: trainers call this every step.
-        t = time.monotonic()
-        if not self._stop and t - self._last_stop_check > 0.5:
-            self._last_stop_check = t
-            row = self.db.execute("SELECT stop_requested FROM jobs WHERE id = ?", [self.job_id]).fetchone()
-            self._stop = bool(row and row[0])
-        return self._stop
+        return poll_stop(self)
 
     def check_stop(self) -> None:
         if self.should_stop():
@@ -354,8 +348,8 @@ def wait_job(db: sqlite_utils.Database, job_id: int, on_update: Callable[[dict],
 
 
 if __name__ == "__main__":  # the worker process: python -m kdbundle.engine.jobs.runner DB_PATH JOB_ID
-    # Run the imported module's run_job, not this __main__ copy: handlers raise
-    # kdbundle.engine.jobs.runner.JobCancelled, which __main__.JobCancelled would not catch.
+    # Run the imported module's run_job, not this __main__ copy: the handlers import
+    # kdbundle.engine.jobs.runner (JobContext, ...), and one module should hold one copy of them.
     from kdbundle.engine.jobs.runner import run_job as _run_job
 
     sys.exit(0 if _run_job(sys.argv[1], int(sys.argv[2])) in ("done", "cancelled") else 1)

@@ -2,7 +2,7 @@
 
 Job params (what `kdbundle train` and experiment grids send):
     {"datasets": ["electronic", ...], "student": "smollm2-135m", "knowledge_set": "name" | null,
-     "train": {TrainConfig fields}, "sft": {SftDataConfig fields other than datasets/knowledge_set/max_len}}
+     "train": {TrainConfig's options}, "sft": {SftDataConfig's options}}   (engine.config.options)
 
 Reuse by identity (student.runs): a finished run with the same inputs is reused, an unfinished one
 resumed, so `kdbundle jobs resume ID` and a rerun of the same command both continue.
@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
-from ..config import default
+from ..config import default, from_dict, option_names
 from ..data.sessions import load_sessions
 from ..errors import InputError
 from ..evaluation.evaluate import EvalConfig, EvalStopped, evaluate
@@ -27,11 +27,12 @@ from ..knowledge.formats import FORMAT_NAMES
 from ..knowledge.sets import create_set, parse_list
 from ..llm.backends import unload_llama
 from ..llm.gguf import training_carried
+from ..student.config import TrainConfig, check_train_config
 from ..student.examples import SftDataConfig, build_examples, student_pair_model
 from ..student.export import write_gguf
-from ..student.runs import find_or_create_run, sft_config, token_counter, train_config
+from ..student.recipe import ADAPTER_DIR, train
+from ..student.runs import find_or_create_run, get_run, sft_config, token_counter, train_config
 from ..student.selection import CANDIDATE_DIR, valid_curve
-from ..student.train import ADAPTER_DIR, TrainConfig, check_train_config, get_run, train
 from ..student.weights import resolve_student
 from .runner import JobContext
 
@@ -46,11 +47,10 @@ def formats_set(db: sqlite_utils.Database, formats: str | list[str], datasets: l
     return name
 
 
-# The options a train job records (the rest of TrainConfig / SftDataConfig keep their defaults).
-TRAIN_OPTIONS = ("recipe", "method", "top_layers", "rank", "alpha", "target_modules", "lr", "epochs", "max_steps", "batch_size", "grad_accum",
-                 "max_len", "seed", "threads", "save_steps", "valid", "eval_steps", "patience", "precision")
-SFT_OPTIONS = ("thoughts", "k", "knowledge_in_prompt", "limit", "fields", "prompt", "answer", "title_max", "hints", "group_hints",
-               "targets", "min_confidence", "answered_only", "thought_sessions_only", "orderings")
+# The options a train job records: every user option of TrainConfig (the student goes at the top) and of
+# SftDataConfig (engine.config.options), each at its default unless given.
+TRAIN_OPTIONS = tuple(n for n in option_names(TrainConfig) if n != "student")
+SFT_OPTIONS = option_names(SftDataConfig)
 
 
 def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tuple[str, ...] = (),
@@ -60,18 +60,16 @@ def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tup
 
     `options` are TrainConfig / SftDataConfig fields; one left out takes the dataclass's default.
     """
-    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(TrainConfig)} - set(SFT_OPTIONS))
-    if unknown:
-        raise InputError(f"unknown training option(s): {', '.join(unknown)}")
+    train = {k: v for k, v in options.items() if k not in SFT_OPTIONS}
+    from_dict(TrainConfig, train, "training option")  # an unknown option fails here, before any knowledge set is made
     datasets = list(dict.fromkeys([dataset, *also]))
     if knowledge_set and formats:
         raise InputError("give a knowledge set or formats, not both")
     if formats:
         knowledge_set = formats_set(db, formats, datasets)
-    train = {**{k: default(TrainConfig, k) for k in TRAIN_OPTIONS}, **{k: v for k, v in options.items() if k not in SFT_OPTIONS}}
     params = {
         "datasets": datasets, "student": student or default(TrainConfig, "student"), "knowledge_set": knowledge_set,
-        "train": train,
+        "train": {**{k: default(TrainConfig, k) for k in TRAIN_OPTIONS}, **train},
         "sft": {k: options.get(k, default(SftDataConfig, k)) for k in SFT_OPTIONS},
     }
     cfg = train_config(params)  # bad options fail here, in one line, before a job exists

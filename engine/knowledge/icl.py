@@ -38,10 +38,13 @@ from .sets import SetKnowledge, load_set_knowledge
 
 KnowledgeFor = Callable[[Session], PromptKnowledge | None]
 
+ICL_K = 2
+"""Worked examples per prompt, by default, wherever a prompt shows them (ICL, training, grids)."""
+
 
 @dataclass
 class IclConfig:
-    k: int = 2
+    k: int = ICL_K
     """Worked examples retrieved per session when the set holds thoughts."""
     max_patterns: int = 15
     """Pattern statements shown (strongest support first)."""
@@ -120,6 +123,6 @@ def provider_from_set(sk: SetKnowledge, cfg: IclConfig | None = None,
     return knowledge_for
 
 
-def knowledge_provider(db: sqlite_utils.Database, knowledge_set: str, k: int = 2, **options) -> KnowledgeFor:
+def knowledge_provider(db: sqlite_utils.Database, knowledge_set: str, k: int = ICL_K, **options) -> KnowledgeFor:
     """The provider `llm_predictor` uses for utilization icl and icl+sft (options: IclConfig fields)."""
     return provider_from_set(load_set_knowledge(db, knowledge_set), IclConfig(k=k, **options))

@@ -9,7 +9,6 @@ those options (leaving them untouched when nothing changed); other options' patt
 """
 from __future__ import annotations
 
-import datetime as _dt
 import itertools
 import json
 import time
@@ -21,6 +20,7 @@ import sqlite_utils
 from ...store.db import transaction
 from ..data.sessions import dataset_id
 from ..errors import InputError
+from ..progress import now as clock
 
 ALGORITHMS = ("fpgrowth", "apriori")
 
@@ -167,7 +167,7 @@ def mine(db: sqlite_utils.Database, cfg: MineConfig) -> MineResult:
         unchanged = [json.loads(d) for (d,) in old] == [p.data() for p in patterns]
         if not unchanged:
             db.execute("DELETE FROM knowledge WHERE dataset_id = ? AND kind = 'pattern' AND params = ?", [ds, params])
-            now = _dt.datetime.now(_dt.UTC).isoformat()
+            now = clock("auto")
             next_id = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM knowledge").fetchone()[0]
             rows, links = [], []
             for k, p in enumerate(patterns):

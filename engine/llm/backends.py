@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import KdError
-from ..threads import THREADS_ENV, foreground, thread_budget  # noqa: F401  (THREADS_ENV re-exported)
+from ..threads import foreground, thread_budget
 from . import registry
 from .gguf import check_gguf
 from .registry import SCHEMA_MODES

@@ -11,7 +11,6 @@ for free-text calls (the distillation recipes' reflections, rules and thoughts).
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import threading
 import time
@@ -24,6 +23,7 @@ from ...store.db import transaction
 from ..embeddings import similar_pairs
 from ..errors import InputError, NotFound
 from ..pairs import session_hint, session_pairs
+from ..progress import now
 from ..types import Bundle, Prediction, Product, Session
 from .answers import get_answer
 from .backends import Backend, Completion, GenParams, OnToken, open_backend
@@ -93,9 +93,6 @@ class GenerationResult:
                           seconds=c.seconds, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens)
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat()
-
 
 def log_generation(
     db: sqlite_utils.Database,
@@ -128,7 +125,7 @@ def log_generation(
         "prompt_seconds": completion.first_token_seconds, "latency_seconds": completion.seconds,
         "tokens_per_second": completion.tokens_per_second,
         "params": json.dumps({**(params or {}), "finish_reason": completion.finish_reason}, ensure_ascii=False),
-        "created_at": _now(),
+        "created_at": now("auto"),
     }
     with _WRITE_LOCK, transaction(db):
         cur = db.execute(
@@ -228,7 +225,8 @@ class BundleGenerator:
         params = self.cfg.params()
         t1 = time.perf_counter()
         decoder = self.decoder(session.n, session)
-        extra = {"decoder": decoder} if decoder is not None else {}  # backends without one keep their signature
+        # Every Backend takes a decoder; passed only when there is one, so a stand-in backend (a test's) need not.
+        extra = {"decoder": decoder} if decoder is not None else {}
         c = self.backend.chat(prompt.messages, schema=prompt.schema, params=params, on_token=on_token,
                               grammar=prompt.grammar if self.cfg.strict_grammar or prompt.schema is None else None,
                               **extra)

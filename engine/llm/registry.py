@@ -15,7 +15,6 @@ fetches a Hugging Face file, and it is only called on a user's explicit request.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import importlib.util
 import json
@@ -29,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-from platformdirs import user_cache_dir
 
 from ...store.db import transaction
 from ..errors import InputError, KdError, NotFound
+from ..machine import cache_root
+from ..progress import now
 from .catalogue import CATALOGUE, DEFAULT_STUDENT, DEFAULT_TEACHER, Builtin, Chunk
 from .gguf import carried_config, gguf_metadata
 
@@ -40,7 +40,6 @@ __all__ = ["CATALOGUE", "DEFAULT_STUDENT", "DEFAULT_TEACHER", "SCHEMA_MODES"]
 
 SCHEMA_MODES = ("auto", "json_schema", "json_object", "none")
 """How an OpenAI-compatible endpoint is asked for JSON (a registered endpoint's `schema_mode`)."""
-CACHE_ENV = "KDBUNDLE_CACHE"  # shared with the training recipes' cache
 
 Progress = Callable[[int, int | None], None]
 """progress(done, total): bytes (or steps) done so far; total None while unknown."""
@@ -74,12 +73,8 @@ class ModelInfo:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get(CACHE_ENV) or user_cache_dir("kdbundle", appauthor=False)
-    return Path(root).expanduser() / "models"
+    return cache_root() / "models"
 
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat()
 
 
 # ---------------------------------------------------------------- built-in files
@@ -291,7 +286,7 @@ def _check_new_name(db: sqlite_utils.Database, name: str, replace: bool) -> None
 
 
 def _insert(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
-    row = {"created_at": _now(), **row}
+    row = {"created_at": now("auto"), **row}
     row["config"] = json.dumps(row.get("config") or {})
     with transaction(db):
         db.execute("DELETE FROM models WHERE name = ?", [row["name"]])
@@ -384,10 +379,8 @@ def pull_model(db: sqlite_utils.Database, name: str, progress: Progress | None =
 
 
 def _hf_download(repo: str, filename: str) -> Path:
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        raise KdError("pulling from Hugging Face needs the huggingface_hub package (pip install huggingface_hub)") from None
+    from huggingface_hub import hf_hub_download  # a dependency of transformers: always installed
+
     target = cache_dir() / "hf" / repo.replace("/", "__")
     try:
         return Path(hf_hub_download(repo_id=repo, filename=filename, local_dir=str(target)))

@@ -38,11 +38,12 @@ from typing import Any
 
 import sqlite_utils
 
+from ..config import opt
 from ..data.leak import resolve_fields
 from ..data.sessions import load_sessions
 from ..embeddings import similar_pairs
 from ..errors import InputError, KdError
-from ..knowledge.icl import IclConfig, provider_from_set
+from ..knowledge.icl import ICL_K, IclConfig, provider_from_set
 from ..knowledge.sets import load_set_knowledge
 from ..llm.answers import get_answer
 from ..llm.prompts import ASK, PARTS, Prompt, PromptSpec, answer_grammar, answer_json, build_messages, fit_as_trained, labelled_answer
@@ -59,59 +60,60 @@ EXPLAIN_LINE = "Explain which products share one purpose, then answer."
 
 @dataclass
 class SftDataConfig:
-    datasets: list[str]
+    datasets: list[str] = opt(option=False, identity=False)
     """Datasets whose training sessions become examples (several: multi-domain training)."""
-    knowledge_set: str | None = None
+    knowledge_set: str | None = opt(None, option=False, identity=False)
     """Named knowledge set; None trains on session -> answer only."""
-    split: str = "train"
+    split: str = opt("train", option=False)
     """Split the sessions come from (never the evaluation split)."""
-    knowledge_in_prompt: bool = True
+    knowledge_in_prompt: bool = opt(True, flags=(" /--no-knowledge-in-prompt",), panel="knowledge",
+                                    help="Train without the set's knowledge in the instruction.")
     """Put the set's patterns/rules (and retrieved worked examples) into the instruction."""
-    thoughts: str = "rationale"
+    thoughts: str = opt("rationale", panel="knowledge")
     """How thoughts are learned: rationale | reasoning-json | none (see module docstring)."""
-    k: int = 2
+    k: int = opt(ICL_K, panel="knowledge")
     """Worked examples per prompt for sets with thoughts (the run records it: an icl+sft evaluation of the student
     shows as many)."""
-    max_len: int = 1024
+    max_len: int = opt(1024, option=False)
     """The training token limit the instruction must leave room within."""
-    limit: int | None = None
+    limit: int | None = opt(None, panel="data")
     """Use only the first N sessions per dataset (quick runs and tests)."""
-    fields: str | None = None
+    fields: str | None = opt(None, panel="data")
     """What prompts show of each product: titles | titles+categories (None: each dataset's default,
     titles where its categories leak the answer). Serve the student with the same fields."""
-    prompt: str = "compact"
+    prompt: str = opt("compact", panel="data")
     """Prompt the student learns with: compact (one task line + numbered titles) | full (the teacher's).
     The run records it and the exported student is served with it."""
-    answer: str = "letters"
+    answer: str = opt("letters", panel="data")
     """Answer format the student learns: letters (each product's bundle letter or -) | json."""
-    title_max: int | None = None
+    title_max: int | None = opt(None, panel="data")
     """Characters of each title in the prompt (None: 80 for compact, 160 for full)."""
-    hints: int = 0
+    hints: int = opt(0, panel="data")
     """Compact prompt: the session's N most similar title pairs shown after the products (0: none)."""
-    group_hints: bool = False
+    group_hints: bool = opt(False, panel="data")
     """Compact prompt, letters answer: show a small pair model's grouping of the session (title
     embeddings; fitted on train, threshold on valid; on teacher answers, fitted on them; the student
     carries it) as a hint line."""
-    targets: str = "truth"
+    targets: str = opt("truth", panel="knowledge")
     """What the student learns to answer: truth (the ground-truth bundles) | answers (the knowledge
     set's teacher answers, for every session they label, ground truth or not; others are left out) |
     answers+truth (teacher answers where the set has them, ground truth for the other sessions)."""
-    min_confidence: float = 0.0
+    min_confidence: float = opt(0.0, panel="knowledge")
     """Teacher answers: leave out labels whose vote agreement is below this (0..1)."""
-    answered_only: bool = False
+    answered_only: bool = opt(False, flags=("--answered-only/--all-sessions",), panel="knowledge")
     """Train only on the sessions the set's teacher answers label (at or above min_confidence), whatever
     the targets; with --targets truth: the same sessions on ground truth, to measure what the teacher's
     labels cost. The group hints' pair model is then fitted on the run's own targets either way."""
-    thought_sessions_only: bool = False
+    thought_sessions_only: bool = opt(False, flags=("--thought-sessions-only",), panel="knowledge")
     """Train only on the sessions the knowledge set holds thoughts for (its sample's accepted thoughts):
     a quantity study (RQ2) then learns from the sampled share of the training data, each example with
     its thought, instead of all sessions with thoughts on a few."""
-    orderings: int = 1
+    orderings: int = opt(1, panel="data")
     """Show each training session this many times: once in its own order, the others with its products in a
     seeded shuffled order (a bundle is a set: only the numbering of the answer changes). More orderings teach
     the student that a product's place in the list says nothing. Rationale examples stay in the session's own
     order (thoughts name products by number)."""
-    pair_model: PairModel | None = None
+    pair_model: PairModel | None = opt(None, option=False, identity=False)
     """The fitted pair model behind group_hints (set by the train job; not an option)."""
 
     @property

@@ -28,7 +28,8 @@ from ..errors import InputError, KdError
 from ..llm.gguf import carried_metadata, training_carried
 from ..llm.onepass import HEADS_FILE, HEADS_KEY, Heads
 from . import gguf_write
-from .train import ADAPTER_DIR, get_run, runs_dir, weights_kind
+from .recipe import ADAPTER_DIR, weights_kind
+from .runs import get_run, runs_dir
 from .weights import Student, load_model, load_tokenizer, resolve_student
 
 
@@ -39,7 +40,7 @@ class ExportConfig:
     adapter: bool = False
     """Export the LoRA adapter alone (format gguf-lora, loaded over the base with lora_path)."""
     out_dir: str | None = None
-    """Where the .gguf goes; default `<user data dir>/kdbundle/models`."""
+    """Where the .gguf goes; default `runs/<db name>/models` beside the database."""
     name: str | None = None
     """Registered model name; default `<student>-run<id>-<quant>` or `<student>-run<id>-lora`."""
     threads: int = 0

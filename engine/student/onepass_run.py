@@ -25,9 +25,12 @@ from ..data.sessions import load_sessions
 from ..embeddings import session_vectors
 from ..errors import InputError
 from ..llm.onepass import HEADS_FILE, Heads
+from ..progress import now as _now
 from ..threads import thread_budget
 from .onepass import FitConfig, choose_decoder, fit, heads_from_module, score_sessions
-from .train import ADAPTER_DIR, TrainResult, _now, _update_run, get_run, runs_dir
+from .recipe import ADAPTER_DIR, TrainResult
+from .runs import get_run, runs_dir
+from .runs import update_run as _update_run
 from .weights import load_model, load_tokenizer, resolve_student
 
 CHECKPOINT = "checkpoint-epoch"

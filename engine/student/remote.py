@@ -28,7 +28,6 @@ run keeps it, so a later `kdbundle train` with the same options reuses it instea
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 import os
@@ -45,10 +44,12 @@ from ...store.db import open_db, transaction
 from ..errors import InputError, KdError
 from ..files import MiB, read_capped
 from ..llm import registry
+from ..progress import now
+from .config import check_train_config
 from .encoding import check_example
 from .examples import build_examples
-from .runs import run_key, sft_config, token_counter, train_config
-from .train import ADAPTER_DIR, check_train_config, create_run, weights_kind
+from .recipe import ADAPTER_DIR, weights_kind
+from .runs import create_run, run_key, sft_config, token_counter, train_config
 from .weights import resolve_student
 
 MANIFEST = "prepared.json"
@@ -79,9 +80,6 @@ exec "${{PYTHON:-python3}}" -m kdbundle.engine.student.train \\
   --db "$HERE/{db}" --config "$HERE/config.json" --examples "$HERE/examples.jsonl" --run-id {run_id}
 """
 
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _portable_student(name: str, db) -> tuple[str, str | None, str]:
@@ -153,7 +151,7 @@ def prepare_run(db: sqlite_utils.Database, params: dict[str, Any], out_dir: str 
             "format": 1, "key": key, "run_id": run_id, "student": cfg.student,
             "student_source": source, "datasets": data.datasets,
             "knowledge_set": data.knowledge_set, "examples": len(examples), "example_stats": stats.to_dict(),
-            "prepared_at": _now(),
+            "prepared_at": now(),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if out.exists():
@@ -335,7 +333,7 @@ def import_run(db: sqlite_utils.Database, folder: str | os.PathLike) -> dict[str
             " final_loss, seconds, created_at, finished_at) VALUES (?, NULL, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, ?)",
             [key, config["student"], remote["datasets"], remote["knowledge_set"], json.dumps(config), str(output),
              remote["steps"], remote["final_loss"], remote["seconds"], remote["created_at"],
-             remote["finished_at"] or _now()],
+             remote["finished_at"] or now()],
         ).lastrowid
         db.conn.executemany(
             f"INSERT INTO train_metrics (run_id, {', '.join(_METRIC_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -1,4 +1,5 @@
-"""A training run's identity: its configs from job parameters, and the key that makes a rerun reuse it.
+"""A training run's row and identity: its configs from job parameters, the key that makes a rerun reuse it,
+and the `train_runs` row the recipe (student.recipe) updates as it goes.
 
 The run's `key` hashes everything the adapter depends on (student file, each dataset's import, the
 knowledge set's identity, the example options, the training options except where files go and how
@@ -7,46 +8,58 @@ many threads run). Same key, finished run -> reused without training; same key, 
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from platformdirs import user_data_dir
 
-from ..errors import InputError
+from ...store.db import transaction
+from ..config import changed, from_dict, option_names
+from ..errors import InputError, NotFound
+from ..progress import now
+from .config import TrainConfig
 from .examples import SftDataConfig, student_pair_model, tokenizer_counter
-from .train import TrainConfig, create_run
 from .weights import load_tokenizer, resolve_student
 
-# Options that change where or how fast a run goes, not what it learns.
-_NOT_IDENTITY = ("output_dir", "threads", "save_steps", "keep_checkpoints")
+# The fields every run key held before options were added at their defaults only: they stay in the key
+# at their defaults too, so the keys of earlier runs stay what they were. A field added since is in the
+# key only when set (engine.config.changed); a field that changes where or how fast a run goes, not
+# what it learns, says so in its declaration (identity=False) and is never in it.
+_KEYED_ALWAYS = {
+    "train": ("student", "method", "top_layers", "rank", "alpha", "dropout", "target_modules", "lr", "scheduler",
+              "warmup_steps", "epochs", "max_steps", "batch_size", "grad_accum", "max_len", "seed", "valid",
+              "eval_steps", "patience", "group_by_length"),
+    "sft": ("split", "knowledge_in_prompt", "thoughts", "k", "max_len", "limit", "fields", "prompt", "answer",
+            "title_max", "hints", "group_hints"),
+}
 
 
 def train_config(params: dict[str, Any]) -> TrainConfig:
-    raw = dict(params.get("train") or {})
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise InputError(f"unknown training option(s): {', '.join(unknown)}")
-    if params.get("student"):
-        raw["student"] = params["student"]
-    return TrainConfig(**raw)
+    """The run's TrainConfig from a train job's params (student at the top, the rest under "train")."""
+    student = {"student": params["student"]} if params.get("student") else {}
+    return from_dict(TrainConfig, dict(params.get("train") or {}), "training option", **student)
 
 
 def sft_config(params: dict[str, Any], cfg: TrainConfig) -> SftDataConfig:
-    raw = dict(params.get("sft") or {})
-    known = {f.name for f in dataclasses.fields(SftDataConfig)} - {"datasets", "knowledge_set", "max_len", "pair_model"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise InputError(f"unknown example option(s): {', '.join(unknown)}")
-    datasets = list(params.get("datasets") or [])
-    return SftDataConfig(datasets=datasets, knowledge_set=params.get("knowledge_set"), max_len=cfg.max_len, **raw)
+    """The run's SftDataConfig from a train job's params (the options under "sft")."""
+    return from_dict(SftDataConfig, dict(params.get("sft") or {}), "example option", only=option_names(SftDataConfig),
+                     datasets=list(params.get("datasets") or []), knowledge_set=params.get("knowledge_set"),
+                     max_len=cfg.max_len)
 
 
 def run_key(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig) -> str:
     """Hash of the inputs of a training run (see module docstring)."""
+    ident = run_identity(db, cfg, data)
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def run_identity(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig) -> dict[str, Any]:
+    """The inputs of a training run that its key hashes."""
     student = resolve_student(cfg.student, db)
     src = student.gguf_path
     ident: dict[str, Any] = {
@@ -55,19 +68,16 @@ def run_key(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig) ->
                      for d in data.datasets],
         "knowledge_set": None,
         # pair_model is fitted from the datasets above (its floats may differ in the last bits elsewhere)
-        "sft": {k: v for k, v in asdict(data).items() if k not in ("datasets", "knowledge_set", "pair_model")
-                # at their defaults, options added later leave the keys of earlier runs as they were
-                and not (k == "targets" and v == "truth") and not (k == "min_confidence" and v == 0.0)
-                and not (k in ("answered_only", "thought_sessions_only") and not v) and not (k == "orderings" and v == 1)},
-        "train": {k: v for k, v in asdict(cfg).items() if k not in _NOT_IDENTITY
-                  and not (k == "precision" and v == "fp32") and not (k == "recipe" and v == "letters")},
+        # the datasets and the knowledge set are in the key by their identities (above, below)
+        "sft": changed(data, keep=_KEYED_ALWAYS["sft"]),
+        "train": changed(cfg, keep=_KEYED_ALWAYS["train"]),
     }
     if data.knowledge_set:
         row = db.execute("SELECT id, created_at FROM knowledge_sets WHERE name = ?", [data.knowledge_set]).fetchone()
         if row is None:
             raise InputError(f"no knowledge set named {data.knowledge_set!r}")
         ident["knowledge_set"] = [data.knowledge_set, *row]
-    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return ident
 
 
 def find_or_create_run(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig,
@@ -96,3 +106,46 @@ def token_counter(cfg: TrainConfig, db):
     """Counts tokens with the student's tokenizer (to fit knowledge into its instruction)."""
 
     return tokenizer_counter(load_tokenizer(resolve_student(cfg.student, db)))
+
+
+# ---------------------------------------------------------------- run rows
+
+
+def runs_dir(db=None) -> Path:
+    """`runs/<db name>/` next to the database file (run ids are per database), else in the user data dir."""
+    if db is not None:
+        for _, name, file in db.execute("PRAGMA database_list").fetchall():
+            if name == "main" and file:
+                return Path(file).resolve().parent / "runs" / Path(file).stem
+    return Path(user_data_dir("kdbundle", appauthor=False)) / "runs"
+
+
+def create_run(db, cfg: TrainConfig, *, datasets: Sequence[str] = (), knowledge_set: str | None = None,
+               key: str | None = None, job_id: int | None = None, extra: dict | None = None) -> int:
+    """Insert the `train_runs` row for a run about to start; returns its id. `extra` goes into its
+    config beside TrainConfig's fields (the prompt spec the examples used, which export carries on)."""
+    with transaction(db):
+        cur = db.execute(
+            "INSERT INTO train_runs (key, job_id, student, datasets, knowledge_set, config, output_dir, status, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+            [key, job_id, cfg.student, json.dumps(list(datasets)), knowledge_set, json.dumps({**(extra or {}), **asdict(cfg)}),
+             cfg.output_dir, now()],
+        )
+        return cur.lastrowid
+
+
+def get_run(db, run_id: int) -> dict[str, Any]:
+    cur = db.execute("SELECT * FROM train_runs WHERE id = ?", [run_id])
+    row = cur.fetchone()
+    if row is None:
+        raise NotFound(f"no training run with id {run_id}")
+    run = dict(zip([c[0] for c in cur.description], row))
+    run["config"] = json.loads(run["config"] or "{}")
+    run["datasets"] = json.loads(run["datasets"] or "[]")
+    return run
+
+
+def update_run(db, run_id: int, **fields: Any) -> None:
+    sets = ", ".join(f"{k} = ?" for k in fields)
+    with transaction(db):
+        db.execute(f"UPDATE train_runs SET {sets} WHERE id = ?", [*fields.values(), run_id])

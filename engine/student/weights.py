@@ -15,11 +15,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from platformdirs import user_cache_dir
-
 from ..errors import KdError, NotFound
+from ..machine import cache_root
 
-CACHE_ENV = "KDBUNDLE_CACHE"
 # For base models shipped without a chat template (e.g. gemma3-270m). The answer ends with the
 # tokenizer's EOS so llama.cpp stops there; export writes this template into the GGUF.
 FALLBACK_CHAT_TEMPLATE = (
@@ -92,10 +90,6 @@ def _registry_gguf(name: str, db) -> Path | None:
     if info.format != "gguf":
         raise KdError(f"model {name!r} is {info.format}: a student must be a GGUF model or Hugging Face weights")
     return registry.model_file(db, info)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or user_cache_dir("kdbundle", appauthor=False))
 
 
 def _converted_dir(path: Path) -> Path:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from kdbundle.engine.cli import app
 from kdbundle.engine.jobs import runner as J
 from kdbundle.engine.jobs.train import SHORT_RUN_VALID, disk_bytes, valid_limit
-from kdbundle.engine.student.train import TrainConfig
+from kdbundle.engine.student.config import TrainConfig
 
 
 def test_a_trial_run_validates_on_a_sample_and_a_real_run_on_the_whole_split():

@@ -15,8 +15,10 @@ from test_train import electronic_chat_examples
 
 from kdbundle.engine.errors import InputError, KdError
 from kdbundle.engine.student import gguf_write
+from kdbundle.engine.student.config import TrainConfig
 from kdbundle.engine.student.export import ExportConfig, export_run
-from kdbundle.engine.student.train import TrainConfig, create_run, train
+from kdbundle.engine.student.recipe import train
+from kdbundle.engine.student.runs import create_run
 from kdbundle.engine.student.weights import load_model, load_tokenizer, resolve_student
 from kdbundle.store import open_db
 

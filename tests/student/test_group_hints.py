@@ -54,8 +54,8 @@ def test_training_sessions_are_hinted_out_of_fold_and_served_sessions_by_the_car
 def test_a_group_hint_run_records_the_pair_model_whoever_creates_it(db):
     # The paper grid created its runs before building examples (which fit the pair model): its runs recorded a
     # spec without the hint, so every exported grid student was served without the line it learned from.
+    from kdbundle.engine.student.config import TrainConfig
     from kdbundle.engine.student.runs import find_or_create_run
-    from kdbundle.engine.student.train import TrainConfig
 
     load_demo(db)
     data = SftDataConfig([DATASET], group_hints=True, prompt="compact", answer="letters", title_max=50)
@@ -78,9 +78,9 @@ def test_more_orderings_show_each_session_shuffled_with_its_answer_and_hint_move
     # A bundle is a set: a shuffled copy of a session has the same bundles under new numbers, and the pair
     # model (no positional feature) gives the copy the same groups, lettered in the copy's order.
     from kdbundle.engine.llm.answers import parse_letters
+    from kdbundle.engine.student.config import TrainConfig
     from kdbundle.engine.student.examples import reordered, reordered_hint
     from kdbundle.engine.student.runs import run_key
-    from kdbundle.engine.student.train import TrainConfig
 
     load_demo(db)
     once, _ = build_examples(db, cfg := SftDataConfig([DATASET], group_hints=True, title_max=50))

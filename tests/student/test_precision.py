@@ -1,7 +1,7 @@
 """Which precision a run trains in, on a CPU and on a GPU (pure: no model, no device needed)."""
 from __future__ import annotations
 
-from kdbundle.engine.student.train import precision_args
+from kdbundle.engine.student.recipe import precision_args
 
 
 def test_the_configured_precision_holds_on_a_gpu_too():

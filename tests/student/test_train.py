@@ -18,8 +18,11 @@ from pathlib import Path
 import pytest
 
 from kdbundle.engine.errors import InputError, KdError
+from kdbundle.engine.student.callbacks import last_checkpoint
+from kdbundle.engine.student.config import TrainConfig
 from kdbundle.engine.student.encoding import IGNORE, encode_examples
-from kdbundle.engine.student.train import TrainConfig, create_run, get_run, last_checkpoint, train
+from kdbundle.engine.student.recipe import train
+from kdbundle.engine.student.runs import create_run, get_run
 from kdbundle.engine.student.weights import load_tokenizer, resolve_student
 from kdbundle.store import open_db
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from kdbundle.engine.student.train import TrainConfig, create_run
+from kdbundle.engine.student.config import TrainConfig
+from kdbundle.engine.student.runs import create_run
 from kdbundle.store import open_db
 
 pytestmark = pytest.mark.slow

@@ -7,9 +7,10 @@ from test_train import BASE, EXAMPLES
 
 from kdbundle.engine.errors import InputError
 from kdbundle.engine.student.answer_loss import answer_loss
+from kdbundle.engine.student.config import TrainConfig
 from kdbundle.engine.student.encoding import encode_examples
+from kdbundle.engine.student.recipe import ADAPTER_DIR, train, weights_kind
 from kdbundle.engine.student.selection import BEST_DIR
-from kdbundle.engine.student.train import ADAPTER_DIR, TrainConfig, train, weights_kind
 from kdbundle.engine.student.weights import load_model, load_tokenizer, resolve_student
 from kdbundle.store import open_db
 

@@ -196,7 +196,9 @@ def test_training_loss_curve_grows_live(tmp_path):
 
     from kdbundle.engine.data.sessions import load_sessions
     from kdbundle.engine.llm.prompts import answer_json, product_list
-    from kdbundle.engine.student.train import TrainConfig, create_run, train
+    from kdbundle.engine.student.config import TrainConfig
+    from kdbundle.engine.student.recipe import train
+    from kdbundle.engine.student.runs import create_run
 
     path = demo_db(tmp_path / "kd.db")
     db = open_db(path)
@@ -253,7 +255,8 @@ def test_a_train_job_shows_its_valid_curve(tmp_path):
     """The valid scores model selection stored draw as a second curve, with the best step named."""
     import json as _json
 
-    from kdbundle.engine.student.train import TrainConfig, create_run
+    from kdbundle.engine.student.config import TrainConfig
+    from kdbundle.engine.student.runs import create_run
 
     path = demo_db(tmp_path / "kd.db")  # an empty database would open on the first-run dialog
     db = open_db(path)

@@ -5,7 +5,6 @@ Importers parse and validate their files into a `ParsedDataset` without touching
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import random
 import time
@@ -16,6 +15,7 @@ import sqlite_utils
 
 from ....store.db import transaction
 from ...errors import InputError
+from ...progress import now
 from ..in_use import check_not_in_use
 
 SPLITS = ("train", "valid", "test")
@@ -131,7 +131,7 @@ def write_dataset(db: sqlite_utils.Database, name: str, parsed: ParsedDataset, *
         conn.execute(
             "INSERT INTO datasets (id, name, format, domain, source, created_at, meta) VALUES (?,?,?,?,?,?,?)",
             [ds_id, name, parsed.format, parsed.domain, parsed.source,
-             _dt.datetime.now(_dt.UTC).isoformat(), json.dumps(parsed.meta)],
+             now("auto"), json.dumps(parsed.meta)],
         )
         # Only items some session uses are stored; ids are assigned here so executemany can link rows.
         used = {i for s in parsed.sessions for i in s.items}
