@@ -25,6 +25,7 @@ from ..data.sessions import load_sessions
 from ..embeddings import session_vectors
 from ..errors import InputError
 from ..llm.onepass import HEADS_FILE, Heads
+from ..llm.onepass import VERSION as ONEPASS_VERSION
 from ..progress import now as _now
 from ..threads import thread_budget
 from .onepass import FitConfig, choose_decoder, fit, heads_from_module, score_sessions
@@ -73,7 +74,9 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
     run = get_run(db, run_id)
     output_dir = Path(cfg.output_dir or run["output_dir"] or runs_dir(db) / f"run-{run_id}")
     output_dir.mkdir(parents=True, exist_ok=True)
-    _update_run(db, run_id, status="running", output_dir=str(output_dir), finished_at=None)
+    config = {**run["config"], "onepass": ONEPASS_VERSION, "prompt_spec": None, "icl_k": None}
+    # what its export carries (llm.gguf.training_carried): the heads' version, not a letters prompt spec
+    _update_run(db, run_id, status="running", output_dir=str(output_dir), finished_at=None, config=json.dumps(config))
     say = log or (lambda _m: None)
     train = [s for d in datasets for s in load_sessions(db, d, "train", with_bundles_only=True)]
     valid = [s for d in datasets for s in load_sessions(db, d, "valid", with_bundles_only=True)] if cfg.valid else []
