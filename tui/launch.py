@@ -24,7 +24,7 @@ from ..engine.llm.catalogue import DEFAULT_STUDENT, DEFAULT_TEACHER
 from ..engine.student.export import ExportConfig
 from ..engine.student.gguf_write import QUANTS
 from ..engine.student.train import TrainConfig
-from .base import plain
+from .base import WorkerErrors, plain
 from .messages import FormChoicesLoaded
 
 
@@ -154,11 +154,13 @@ def form_choices_safe(db) -> dict[str, list[str]]:
 def registry_models(db) -> list[dict[str, Any]]:
     from ..engine.llm import registry
 
-    return [m if isinstance(m, dict) else vars(m) for m in registry.list_models(db)]
+    return [m.to_dict() for m in registry.list_models(db)]
 
 
-class LaunchScreen(ModalScreen[tuple[str, dict[str, Any]] | None]):
+class LaunchScreen(WorkerErrors, ModalScreen[tuple[str, dict[str, Any]] | None]):
     """Pick a job kind, fill its form (defaults filled in), launch."""
+
+    NOTIFY_WORKER_ERRORS = False  # the form stays usable: store-backed fields fall back to free text
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("ctrl+s", "launch", "Launch")]
 
@@ -194,10 +196,8 @@ class LaunchScreen(ModalScreen[tuple[str, dict[str, Any]] | None]):
     async def _loaded(self, msg: FormChoicesLoaded) -> None:
         await self._got_choices(msg.choices)
 
-    async def on_worker_state_changed(self, event) -> None:
-        if event.state.name == "ERROR":
-            # Still usable: store-backed fields fall back to free text.
-            await self._got_choices({})
+    def worker_failed(self, worker) -> None:
+        self.call_later(self._got_choices, {})
 
     async def _got_choices(self, choices: dict[str, list[str]]) -> None:
         self.choices = choices
