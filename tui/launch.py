@@ -23,7 +23,8 @@ from ..engine.knowledge.sampling import STRATEGIES
 from ..engine.llm.catalogue import DEFAULT_STUDENT, DEFAULT_TEACHER
 from ..engine.student.export import ExportConfig
 from ..engine.student.gguf_write import QUANTS
-from ..engine.student.train import TrainConfig
+from ..engine.student.train import FULL_MAX_PARAMS, LR_DEFAULT, TrainConfig
+from ..engine.student.train import METHODS as TRAIN_METHODS
 from .base import WorkerErrors, plain
 from .messages import FormChoicesLoaded
 
@@ -41,8 +42,12 @@ class FormField:
     type: type = str
     optional: bool = False
     """Left out of the parameters when empty."""
-    when: tuple[str, str] | None = None
-    """(other field, value): the field applies only when that field has that value."""
+    when: tuple[str, str | tuple[str, ...]] | None = None
+    """(other field, value or values): the field applies only when that field has one of them (for a train
+    job's method, the method `auto` resolves to for the chosen student: see condition_values)."""
+    implied: bool = False
+    """Its default depends on other fields (default_value); left at that default it is sent as unset, so the
+    engine picks the same value and the run is the one the CLI would start with no flag."""
 
 
 def from_config(cls: type, name: str, label: str, **kw: Any) -> FormField:
@@ -78,9 +83,10 @@ FORMS: dict[str, tuple[FormField, ...]] = {
         from_config(TrainConfig, "student", "student model", source="models"),
         FormField("knowledge_set", "knowledge set", "", source="knowledge_sets", optional=True),
         FormField("formats", "or formats", "", optional=True),
-        from_config(TrainConfig, "rank", "LoRA rank", type=int),
-        from_config(TrainConfig, "alpha", "LoRA alpha", type=float),
-        from_config(TrainConfig, "lr", "learning rate", type=float),
+        from_config(TrainConfig, "method", "method", choices=TRAIN_METHODS),
+        from_config(TrainConfig, "rank", "LoRA rank", type=int, when=("method", ("lora", "auto"))),
+        from_config(TrainConfig, "alpha", "LoRA alpha", type=float, when=("method", ("lora", "auto"))),
+        FormField("lr", "learning rate", type=float, implied=True),
         from_config(TrainConfig, "epochs", "epochs", type=float),
         from_config(TrainConfig, "max_steps", "max steps", type=int, optional=True),
         from_config(TrainConfig, "batch_size", "batch size", type=int),
@@ -98,13 +104,55 @@ FORMS: dict[str, tuple[FormField, ...]] = {
 }
 
 
-def parse_form(kind: str, values: dict[str, str]) -> dict[str, Any]:
-    """Typed job parameters from the form's strings; raises ValueError naming the bad field."""
+def model_params(text: str | None) -> float | None:
+    """A registry size ("135M", "1.5B") as a number of parameters; None when it says none."""
+    text = (text or "").strip().upper()
+    scale = {"K": 1e3, "M": 1e6, "B": 1e9}.get(text[-1:])
+    try:
+        return float(text[:-1]) * scale if scale else None
+    except ValueError:
+        return None
+
+
+def condition_values(kind: str, values: dict[str, str], sizes: dict[str, str] | None = None) -> dict[str, str]:
+    """The values `when` conditions read: a train job's method `auto` becomes what training will choose for
+    the student (full fine-tuning up to FULL_MAX_PARAMS, LoRA above), where the registry knows its size."""
+    out = dict(values)
+    if kind == "train" and out.get("method") == "auto":
+        n = model_params((sizes or {}).get(out.get("student") or ""))
+        if n is not None:
+            out["method"] = "full" if n <= FULL_MAX_PARAMS else "lora"
+    return out
+
+
+def applies(f: FormField, shown: dict[str, str]) -> bool:
+    if not f.when:
+        return True
+    other, wanted = f.when
+    return shown.get(other) in ((wanted,) if isinstance(wanted, str) else wanted)
+
+
+def default_value(f: FormField, shown: dict[str, str]) -> str:
+    """A field's default given the form's other values (`shown`, from condition_values)."""
+    if f.name == "lr":  # TrainConfig's, else the resolved method's (LR_DEFAULT: what training uses)
+        value = config.default(TrainConfig, "lr")
+        if value is None:
+            value = LR_DEFAULT.get(shown.get("method") or "", LR_DEFAULT["lora"])  # auto, size unknown: LoRA's
+        return str(value)
+    return f.default
+
+
+def parse_form(kind: str, values: dict[str, str], shown: dict[str, str] | None = None) -> dict[str, Any]:
+    """Typed job parameters from the form's strings; raises ValueError naming the bad field. `shown`: the
+    values conditions read (condition_values; the form's own values by default)."""
+    shown = values if shown is None else shown
     params: dict[str, Any] = {}
     for f in FORMS[kind]:
-        if f.when and values.get(f.when[0]) != f.when[1]:
+        if not applies(f, shown):
             continue
         raw = (values.get(f.name) or "").strip()
+        if f.implied and raw == default_value(f, shown):
+            continue
         if not raw:
             if f.optional:
                 continue
@@ -140,6 +188,7 @@ def form_choices(db) -> dict[str, list[str]]:
         "installed_models": [m["name"] for m in registry_models(db) if m.get("installed")],
         "knowledge_sets": [s.name for s in browse.knowledge_sets(db)],
         "train_runs": [str(r) for r in sorted(browse.train_runs(db), reverse=True)],
+        "model_sizes": {m["name"]: m.get("params") or "" for m in registry_models(db)},
     }
 
 
@@ -171,6 +220,7 @@ class LaunchScreen(WorkerErrors, ModalScreen[tuple[str, dict[str, Any]] | None])
         self.choices: dict[str, list[str]] = {}
         self.built = False
         self._building = asyncio.Lock()
+        self._implied: dict[str, str] = {}  # implied field -> the default it shows now (replaced while untouched)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide", id="launch"):
@@ -238,18 +288,28 @@ class LaunchScreen(WorkerErrors, ModalScreen[tuple[str, dict[str, Any]] | None])
                                compact=True)
             rows.append(Horizontal(Label(f.label, classes="field-label"), widget, classes="field", id=f"row-{f.name}"))
         await form.mount_all(rows)
+        self._implied = {}
         self._apply_conditions()
         self.query_one("#form-error", Static).update("")
         self.built = True
 
+    def shown(self) -> dict[str, str]:
+        """The values the form's conditions and implied defaults read (condition_values)."""
+        return condition_values(self.kind, self.values(), self.choices.get("model_sizes"))
+
     @on(Select.Changed, "#form Select")
     def _apply_conditions(self) -> None:
-        values = self.values()
+        shown = self.shown()
         for f in FORMS[self.kind]:
+            rows = self.query(f"#row-{f.name}")
+            if not rows:
+                continue
             if f.when:
-                rows = self.query(f"#row-{f.name}")
-                if rows:
-                    rows.first().display = values.get(f.when[0]) == f.when[1]
+                rows.first().display = applies(f, shown)
+            if f.implied:  # follows the fields it depends on until the user types over it
+                box = self.query_one(f"#f-{f.name}", Input)
+                if box.value in ("", self._implied.get(f.name)) and f.name not in self.defaults:
+                    box.value = self._implied[f.name] = default_value(f, shown)
 
     def values(self) -> dict[str, str]:
         out = {}
@@ -268,7 +328,7 @@ class LaunchScreen(WorkerErrors, ModalScreen[tuple[str, dict[str, Any]] | None])
         if not self.built:
             return
         try:
-            params = parse_form(self.kind, self.values())
+            params = parse_form(self.kind, self.values(), self.shown())
         except ValueError as exc:
             self.query_one("#form-error", Static).update(str(exc))
             return
