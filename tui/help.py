@@ -33,7 +33,8 @@ is kept) · `r` resume a failed or cancelled job · `l` focus the log. Jobs are 
 app does not stop them.
 
 **Models** — `p` pull (download) the highlighted model · `x` export the run it came from ·
-`delete` remove a registered model (asks first).
+`delete` remove a registered model (asks first) · `f` free the disk finished training runs no longer need
+(`kdbundle runs prune`).
 
 **Arena** — `ctrl+r` run teacher and student side by side · `escape` stop · `u` cycle the student's utilization
 (zero-shot, ICL, SFT, ICL+SFT) · `k` cycle the knowledge set · `s` pick a session by id · `t` type your own

@@ -119,9 +119,10 @@ class ModelDeleted(Message):
 
 @dataclass
 class RunsPruned(Message):
-    """`kdbundle runs prune` done from the Models screen: what each run freed."""
+    """`kdbundle runs prune` from the Models screen: what each run freed (or would free, on a dry run)."""
 
     runs: list[dict[str, Any]]
+    dry_run: bool
 
 
 @dataclass
