@@ -61,6 +61,8 @@ class KdApp(WorkerErrors, App):
     TITLE = "kdbundle"
     CSS_PATH = "kdbundle.tcss"
     MODES = MODES
+    SCREEN_TABLE = SCREENS
+    """The table of screens the nav bar draws (App.SCREENS is Textual's own)."""
     DEFAULT_MODE = "sessions"
     COMMANDS = App.COMMANDS | {KdCommands}
     BINDINGS = [

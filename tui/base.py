@@ -61,7 +61,8 @@ class NavBar(Static):
     def _draw(self) -> None:
         # The widest form that fits: full titles with the app name, without it, short titles, keys only
         # (a 60-column terminal still shows every screen and its key).
-        from .screens import SCREENS  # the table names the screen classes, which import this module
+        # The app's table of screens (tui/screens.py: it names the screen classes, which import this module).
+        SCREENS = self.app.SCREEN_TABLE  # noqa: N806
 
         width = self.size.width or 200
         for brand, short in ((True, None), (False, None), (False, True), (False, False)):
