@@ -14,20 +14,18 @@ from textual import on, work
 from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
-from textual.worker import Worker, WorkerState
 
 from ..engine import browse
 from ..engine.jobs import runner as J
 from ..store.db import StoreError, default_db_path, open_db
 from .arena import ArenaScreen
-from .base import SCREENS, describe_error
+from .base import WorkerErrors
 from .help import HelpScreen
 from .jobs import JobsScreen
 from .knowledge import KnowledgeScreen
 from .launch import FORMS, job_params
 from .messages import DataChanged, JobLaunched, JobsPolled, OpenInArena
-from .models import ModelsScreen
-from .results import ResultsScreen
+from .screens import MODES, SCREENS
 from .sessions import SessionsScreen
 
 
@@ -36,7 +34,7 @@ class KdCommands(Provider):
 
     def commands(self) -> list[tuple[str, Any, str]]:
         app: KdApp = self.app  # type: ignore[assignment]
-        out = [(f"Go to {title}", partial(app.switch_mode, mode), f"key {key}") for mode, (key, title) in SCREENS.items()]
+        out = [(f"Go to {s.title}", partial(app.switch_mode, s.mode), f"key {s.key}") for s in SCREENS]
         out += [
             ("Load the demo dataset", app.action_load_demo, "adds the built-in demo sessions"),
             ("Mine patterns", app.action_mine_patterns, "category itemsets of the current dataset"),
@@ -59,21 +57,16 @@ class KdCommands(Provider):
                 yield Hit(score, matcher.highlight(name), callback, help=help_text)
 
 
-class KdApp(App):
+class KdApp(WorkerErrors, App):
     TITLE = "kdbundle"
     CSS_PATH = "kdbundle.tcss"
-    MODES = {
-        "sessions": SessionsScreen,
-        "knowledge": KnowledgeScreen,
-        "jobs": JobsScreen,
-        "models": ModelsScreen,
-        "arena": ArenaScreen,
-        "results": ResultsScreen,
-    }
+    MODES = MODES
+    SCREEN_TABLE = SCREENS
+    """The table of screens the nav bar draws (App.SCREENS is Textual's own)."""
     DEFAULT_MODE = "sessions"
     COMMANDS = App.COMMANDS | {KdCommands}
     BINDINGS = [
-        *(Binding(key, f"switch_mode('{mode}')", title, show=False) for mode, (key, title) in SCREENS.items()),
+        *(Binding(s.key, f"switch_mode('{s.mode}')", s.title, show=False) for s in SCREENS),
         Binding("question_mark,f1", "help", "Help"),
         Binding("ctrl+t", "toggle_theme", "Theme", show=False),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
@@ -166,12 +159,6 @@ class KdApp(App):
         await self.switch_mode("jobs")
         if isinstance(self.screen, JobsScreen):
             self.screen.select_job(msg.job_id)
-
-    @on(Worker.StateChanged)
-    def _worker_failed(self, event: Worker.StateChanged) -> None:
-        if event.state == WorkerState.ERROR:
-            self.notify(describe_error(event.worker.error, self.db_path), title=event.worker.description or "error",
-                        severity="error", markup=False, timeout=8)
 
     # ------------------------------------------------------------ cross-screen actions
 

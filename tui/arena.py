@@ -20,17 +20,16 @@ from textual.widgets import Footer, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from ..engine import browse
+from ..engine.llm.catalogue import DEFAULT_STUDENT, DEFAULT_TEACHER
 from ..engine.llm.generate import PRODUCT_SEPARATOR, split_products
 from ..engine.types import Product, Session
 from .arena_run import KNOWLEDGE_UTILIZATIONS, GenerationStopped, Outcome, run_pane
-from .base import KdScreen, describe_error, metrics_line, plain
+from .base import KdScreen, WorkerErrors, describe_error, metrics_line, plain
 from .messages import ArenaChoicesLoaded, DataChanged, GenerationFinished, SessionLoaded, SessionResolved, Token
 from .sessions import bundle_tag
 
 UTILIZATIONS = ("zero-shot", "icl", "sft", "icl+sft")
 PANES = ("teacher", "student")
-DEFAULT_TEACHER = "qwen2.5-coder-1.5b"
-DEFAULT_STUDENT = "smollm2-135m"
 
 
 def truth_lines(session: Session | None) -> Text:
@@ -122,7 +121,7 @@ class ArenaScreen(KdScreen):
         from ..engine.llm import registry
 
         db = self.app.db()
-        models = [m if isinstance(m, dict) else vars(m) for m in registry.list_models(db)]
+        models = [m.to_dict() for m in registry.list_models(db)]
         names = [m["name"] for m in models]
         installed = [m["name"] for m in models if m.get("installed")]
         hint = None
@@ -439,8 +438,10 @@ def utilization_hint(cfg: dict[str, Any]) -> str:
     return text
 
 
-class PickSessionScreen(ModalScreen[int | None]):
+class PickSessionScreen(WorkerErrors, ModalScreen[int | None]):
     """Type a session: its store id, or dataset:source-id."""
+
+    NOTIFY_WORKER_ERRORS = False  # said under the field, which stays open for another try
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
@@ -463,6 +464,5 @@ class PickSessionScreen(ModalScreen[int | None]):
     def _resolved(self, msg: SessionResolved) -> None:
         self.dismiss(msg.session_id)
 
-    def on_worker_state_changed(self, event) -> None:
-        if event.state.name == "ERROR":
-            self.query_one("#pick-error", Static).update(str(event.worker.error))
+    def worker_failed(self, worker) -> None:
+        self.query_one("#pick-error", Static).update(str(worker.error))

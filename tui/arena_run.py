@@ -54,10 +54,7 @@ def knowledge_for(db: sqlite_utils.Database, knowledge_set: str | None, session:
     """The prompt knowledge a knowledge set gives this session (for ICL and ICL+SFT)."""
     if not knowledge_set:
         raise KdError("ICL needs a knowledge set: pick one (k) or build one on the Knowledge screen")
-    try:
-        from ..engine.knowledge.icl import knowledge_provider
-    except ImportError:
-        raise KdError("in-context knowledge (utilization icl) is not available in this version") from None
+    from ..engine.knowledge.icl import knowledge_provider
     return knowledge_provider(db, knowledge_set)(session)
 
 

@@ -24,20 +24,6 @@ def plain(value) -> Text:
     reads as markup, so "x[/bold]" shows as typed; control characters are shown as "?"."""
     return Text(printable(value))
 
-# mode name -> (key, title); the order is the order in the nav bar.
-SCREENS: dict[str, tuple[str, str]] = {
-    "sessions": ("1", "Sessions"),
-    "knowledge": ("2", "Knowledge"),
-    "jobs": ("3", "Jobs"),
-    "models": ("4", "Models"),
-    "arena": ("5", "Arena"),
-    "results": ("6", "Results"),
-}
-SHORT_TITLES = {"sessions": "Sess", "knowledge": "Know", "jobs": "Jobs", "models": "Model", "arena": "Arena",
-                "results": "Res"}
-"""Nav-bar titles for narrow terminals."""
-
-
 def metrics_line(values: dict) -> Text:
     """Both metric families on one line (engine.evaluation.metrics' table): jobs, arena."""
     parts: list = []
@@ -75,46 +61,51 @@ class NavBar(Static):
     def _draw(self) -> None:
         # The widest form that fits: full titles with the app name, without it, short titles, keys only
         # (a 60-column terminal still shows every screen and its key).
+        # The app's table of screens (tui/screens.py: it names the screen classes, which import this module).
+        SCREENS = self.app.SCREEN_TABLE  # noqa: N806
+
         width = self.size.width or 200
         for brand, short in ((True, None), (False, None), (False, True), (False, False)):
-            labels = {m: f" {k} {t if short is None else SHORT_TITLES[m]} " if short is not False else f" {k} "
-                      for m, (k, t) in SCREENS.items()}
+            labels = {s.mode: f" {s.key} {s.title if short is None else s.short} " if short is not False else f" {s.key} "
+                      for s in SCREENS}
             if (9 if brand else 0) + sum(map(len, labels.values())) <= width:
                 break
         markup = "[b $text-accent]kdbundle[/] " if brand else ""
-        for mode, (key, _) in SCREENS.items():
-            label = labels[mode].replace(f" {key} ", f" [b]{key}[/b] ", 1)
-            item = f"[@click=app.switch_mode('{mode}')]{label}[/]"
-            markup += f"[reverse]{item}[/reverse]" if mode == self.current else item
+        for s in SCREENS:
+            label = labels[s.mode].replace(f" {s.key} ", f" [b]{s.key}[/b] ", 1)
+            item = f"[@click=app.switch_mode('{s.mode}')]{label}[/]"
+            markup += f"[reverse]{item}[/reverse]" if s.mode == self.current else item
         self.update(Content.from_markup(markup))
 
 
-class KdScreen(Screen):
-    """A top-level screen: nav bar on top, and worker errors shown as notifications.
+class WorkerErrors:
+    """The single place a thread worker's exception becomes a message to the user: mixed into the app and
+    every screen. Every blocking call runs in a @work(thread=True, exit_on_error=False) worker; when one
+    fails, a notification names the error (unless the screen shows it in place: NOTIFY_WORKER_ERRORS =
+    False) and the screen's worker_failed hook resets what the worker left half done."""
 
-    Every blocking call runs in a @work(thread=True, exit_on_error=False) worker started from a
-    screen; this is the single place such a worker's exception becomes a message to the user.
-    """
+    NOTIFY_WORKER_ERRORS = True
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR:
+            return
+        if self.NOTIFY_WORKER_ERRORS:
+            app = self.app  # type: ignore[attr-defined]
+            app.notify(describe_error(event.worker.error, app.db_path), title=event.worker.description or "error",
+                       severity="error", markup=False, timeout=8)
+        self.worker_failed(event.worker)
+
+    def worker_failed(self, worker: Worker) -> None:
+        """Hook for screens to reset busy indicators (or show the error in place) after a failed worker."""
+
+
+class KdScreen(WorkerErrors, Screen):
+    """A top-level screen: nav bar on top, and worker errors shown as notifications (WorkerErrors)."""
 
     MODE = ""
 
     def compose_nav(self) -> ComposeResult:
         yield NavBar(self.MODE)
-
-    @on(Worker.StateChanged)
-    def _worker_failed(self, event: Worker.StateChanged) -> None:
-        if event.state == WorkerState.ERROR:
-            self.app.notify(
-                describe_error(event.worker.error, self.app.db_path),
-                title=event.worker.description or "error",
-                severity="error",
-                markup=False,
-                timeout=8,
-            )
-            self.worker_failed(event.worker)
-
-    def worker_failed(self, worker: Worker) -> None:
-        """Hook for screens to reset busy indicators after a failed worker."""
 
 
 class ConfirmScreen(ModalScreen[bool]):

@@ -7,14 +7,16 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Markdown
 
-HELP = """\
+from .screens import SCREENS
+
+HELP_TEMPLATE = """\
 # kdbundle
 
 Distil a teacher LLM's bundle-generation skill into a small, fast student.
-A typical path: browse the data (**1**), mine patterns (**2**, `m`), start a distillation and a
-training job (**3**, `n`), then compare teacher and student on a session (**5**).
+A typical path: browse the data (**{sessions}**), mine patterns (**{knowledge}**, `m`), start a distillation and a
+training job (**{jobs}**, `n`), then compare teacher and student on a session (**{arena}**).
 
-**Anywhere** — `1`…`6` switch screens (Sessions, Knowledge, Jobs, Models, Arena, Results) ·
+**Anywhere** — `{first}`…`{last}` switch screens ({titles}) ·
 `ctrl+p` command palette (every main action) · `?` or `f1` this help · `ctrl+t` dark / light theme ·
 `q` or `ctrl+q` quit (`q` types a q when a text field has focus) (jobs keep running in their own processes and are found again on start).
 
@@ -31,7 +33,8 @@ is kept) · `r` resume a failed or cancelled job · `l` focus the log. Jobs are 
 app does not stop them.
 
 **Models** — `p` pull (download) the highlighted model · `x` export the run it came from ·
-`delete` remove a registered model (asks first).
+`delete` remove a registered model (asks first) · `f` free the disk finished training runs no longer need
+(`kdbundle runs prune`).
 
 **Arena** — `ctrl+r` run teacher and student side by side · `escape` stop · `u` cycle the student's utilization
 (zero-shot, ICL, SFT, ICL+SFT) · `k` cycle the knowledge set · `s` pick a session by id · `t` type your own
@@ -43,6 +46,9 @@ products. Hits against the ground truth are marked ✓; both metric families are
 and coverage are averaged over sessions with output. *Strict*: one-to-one matching by best Jaccard; sessions
 without valid output count as zero.
 """
+HELP = HELP_TEMPLATE.format(first=SCREENS[0].key, last=SCREENS[-1].key, titles=", ".join(s.title for s in SCREENS),
+                            **{s.mode: s.key for s in SCREENS})
+"""The help text, its keys and screen names read from the table of screens."""
 
 
 class HelpScreen(ModalScreen[None]):

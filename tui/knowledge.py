@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Footer, Markdown, Select, Static, TabbedC
 
 from ..engine import browse
 from ..engine.knowledge.formats import FORMATS
-from .base import KdScreen, plain
+from .base import KdScreen, WorkerErrors, plain
 from .messages import DataChanged, DatasetsLoaded, KnowledgeLoaded, KnowledgeSetsLoaded, PatternsMined, ProvenanceLoaded
 
 # The formats this screen has a tab for (a format added to the table shows up in `knowledge list` first).
@@ -300,8 +300,10 @@ def thought_markdown(rec: browse.KnowledgeRow) -> str:
     return "\n".join(parts)
 
 
-class ProvenanceScreen(ModalScreen[None]):
+class ProvenanceScreen(WorkerErrors, ModalScreen[None]):
     """A knowledge record with the sessions and teacher outputs it came from."""
+
+    NOTIFY_WORKER_ERRORS = False  # said in place of the sources
 
     BINDINGS = [Binding("escape,q,p", "dismiss", "Close")]
 
@@ -326,9 +328,8 @@ class ProvenanceScreen(ModalScreen[None]):
     async def _loaded(self, msg: ProvenanceLoaded) -> None:
         await self.query_one("#prov-md", Markdown).update(msg.markdown)
 
-    def on_worker_state_changed(self, event) -> None:
-        if event.state.name == "ERROR":
-            self.query_one("#prov-md", Markdown).update(f"Could not read sources: {event.worker.error}")
+    def worker_failed(self, worker) -> None:
+        self.query_one("#prov-md", Markdown).update(f"Could not read sources: {worker.error}")
 
 
 def provenance_markdown(prov: browse.Provenance) -> str:

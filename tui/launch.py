@@ -21,10 +21,11 @@ from ..engine.knowledge.distill import DistillConfig
 from ..engine.knowledge.formats import DISTILLED
 from ..engine.knowledge.sampling import STRATEGIES
 from ..engine.llm.catalogue import DEFAULT_STUDENT, DEFAULT_TEACHER
-from ..engine.student.config import TrainConfig
+from ..engine.student.config import FULL_MAX_PARAMS, LR_DEFAULT, RECIPES, TrainConfig
+from ..engine.student.config import METHODS as TRAIN_METHODS
 from ..engine.student.export import ExportConfig
 from ..engine.student.gguf_write import QUANTS
-from .base import plain
+from .base import WorkerErrors, plain
 from .messages import FormChoicesLoaded
 
 
@@ -41,8 +42,12 @@ class FormField:
     type: type = str
     optional: bool = False
     """Left out of the parameters when empty."""
-    when: tuple[str, str] | None = None
-    """(other field, value): the field applies only when that field has that value."""
+    when: tuple[str, str | tuple[str, ...]] | None = None
+    """(other field, value or values): the field applies only when that field has one of them (for a train
+    job's method, the method `auto` resolves to for the chosen student: see condition_values)."""
+    implied: bool = False
+    """Its default depends on other fields (default_value); left at that default it is sent as unset, so the
+    engine picks the same value and the run is the one the CLI would start with no flag."""
 
 
 def from_config(cls: type, name: str, label: str, **kw: Any) -> FormField:
@@ -51,9 +56,11 @@ def from_config(cls: type, name: str, label: str, **kw: Any) -> FormField:
     return FormField(name, label, "" if value is None else str(value), **kw)
 
 
-def config_fields(cls: type, sources: dict[str, str] | None = None) -> tuple[FormField, ...]:
+def config_fields(cls: type, sources: dict[str, str] | None = None,
+                  tweaks: dict[str, dict[str, Any]] | None = None) -> tuple[FormField, ...]:
     """A field for each option of the config dataclass that belongs in its form (engine.config.Show): label,
-    default, type and whether it may stay empty all read from the field, so a new option needs no edit here."""
+    default, type and whether it may stay empty all read from the field, so a new option needs no edit here.
+    `tweaks`: what only a form knows of a field (fixed choices, when it applies, a default implied by others)."""
     out = []
     for f in config.options(cls):
         show = config.show(f)
@@ -64,8 +71,17 @@ def config_fields(cls: type, sources: dict[str, str] | None = None) -> tuple[For
         out.append(FormField(f.name, show.label or f.name.replace("_", " "),
                              ("yes" if value else "no") if tp is bool else "" if value is None else str(value),
                              choices=("no", "yes") if tp is bool else None, source=(sources or {}).get(f.name),
-                             type=tp, optional=nullable))
+                             type=tp, optional=nullable, **(tweaks or {}).get(f.name, {})))
     return tuple(out)
+
+
+TRAIN_TWEAKS: dict[str, dict[str, Any]] = {
+    "recipe": {"choices": RECIPES},
+    "method": {"choices": TRAIN_METHODS},
+    "rank": {"when": ("method", ("lora", "auto"))},
+    "alpha": {"when": ("method", ("lora", "auto"))},
+    "lr": {"implied": True},
+}
 
 
 DISTILL_FIELDS = (
@@ -92,7 +108,7 @@ FORMS: dict[str, tuple[FormField, ...]] = {
     **{f.job_kind: DISTILL_FIELDS for f in DISTILLED},
     "train": (
         FormField("dataset", "dataset", source="datasets"),
-        *(TRAIN_FIELDS := config_fields(TrainConfig, sources={"student": "models"}))[:1],
+        *(TRAIN_FIELDS := config_fields(TrainConfig, sources={"student": "models"}, tweaks=TRAIN_TWEAKS))[:1],
         FormField("knowledge_set", "knowledge set", "", source="knowledge_sets", optional=True),
         FormField("formats", "or formats", "", optional=True),
         *TRAIN_FIELDS[1:],
@@ -108,13 +124,55 @@ FORMS: dict[str, tuple[FormField, ...]] = {
 }
 
 
-def parse_form(kind: str, values: dict[str, str]) -> dict[str, Any]:
-    """Typed job parameters from the form's strings; raises ValueError naming the bad field."""
+def model_params(text: str | None) -> float | None:
+    """A registry size ("135M", "1.5B") as a number of parameters; None when it says none."""
+    text = (text or "").strip().upper()
+    scale = {"K": 1e3, "M": 1e6, "B": 1e9}.get(text[-1:])
+    try:
+        return float(text[:-1]) * scale if scale else None
+    except ValueError:
+        return None
+
+
+def condition_values(kind: str, values: dict[str, str], sizes: dict[str, str] | None = None) -> dict[str, str]:
+    """The values `when` conditions read: a train job's method `auto` becomes what training will choose for
+    the student (full fine-tuning up to FULL_MAX_PARAMS, LoRA above), where the registry knows its size."""
+    out = dict(values)
+    if kind == "train" and out.get("method") == "auto":
+        n = model_params((sizes or {}).get(out.get("student") or ""))
+        if n is not None:
+            out["method"] = "full" if n <= FULL_MAX_PARAMS else "lora"
+    return out
+
+
+def applies(f: FormField, shown: dict[str, str]) -> bool:
+    if not f.when:
+        return True
+    other, wanted = f.when
+    return shown.get(other) in ((wanted,) if isinstance(wanted, str) else wanted)
+
+
+def default_value(f: FormField, shown: dict[str, str]) -> str:
+    """A field's default given the form's other values (`shown`, from condition_values)."""
+    if f.name == "lr":  # TrainConfig's, else the resolved method's (LR_DEFAULT: what training uses)
+        value = config.default(TrainConfig, "lr")
+        if value is None:
+            value = LR_DEFAULT.get(shown.get("method") or "", LR_DEFAULT["lora"])  # auto, size unknown: LoRA's
+        return str(value)
+    return f.default
+
+
+def parse_form(kind: str, values: dict[str, str], shown: dict[str, str] | None = None) -> dict[str, Any]:
+    """Typed job parameters from the form's strings; raises ValueError naming the bad field. `shown`: the
+    values conditions read (condition_values; the form's own values by default)."""
+    shown = values if shown is None else shown
     params: dict[str, Any] = {}
     for f in FORMS[kind]:
-        if f.when and values.get(f.when[0]) != f.when[1]:
+        if not applies(f, shown):
             continue
         raw = (values.get(f.name) or "").strip()
+        if f.implied and raw == default_value(f, shown):
+            continue
         if not raw:
             if f.optional:
                 continue
@@ -150,6 +208,7 @@ def form_choices(db) -> dict[str, list[str]]:
         "installed_models": [m["name"] for m in registry_models(db) if m.get("installed")],
         "knowledge_sets": [s.name for s in browse.knowledge_sets(db)],
         "train_runs": [str(r) for r in sorted(browse.train_runs(db), reverse=True)],
+        "model_sizes": {m["name"]: m.get("params") or "" for m in registry_models(db)},
     }
 
 
@@ -164,11 +223,13 @@ def form_choices_safe(db) -> dict[str, list[str]]:
 def registry_models(db) -> list[dict[str, Any]]:
     from ..engine.llm import registry
 
-    return [m if isinstance(m, dict) else vars(m) for m in registry.list_models(db)]
+    return [m.to_dict() for m in registry.list_models(db)]
 
 
-class LaunchScreen(ModalScreen[tuple[str, dict[str, Any]] | None]):
+class LaunchScreen(WorkerErrors, ModalScreen[tuple[str, dict[str, Any]] | None]):
     """Pick a job kind, fill its form (defaults filled in), launch."""
+
+    NOTIFY_WORKER_ERRORS = False  # the form stays usable: store-backed fields fall back to free text
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("ctrl+s", "launch", "Launch")]
 
@@ -179,6 +240,7 @@ class LaunchScreen(ModalScreen[tuple[str, dict[str, Any]] | None]):
         self.choices: dict[str, list[str]] = {}
         self.built = False
         self._building = asyncio.Lock()
+        self._implied: dict[str, str] = {}  # implied field -> the default it shows now (replaced while untouched)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide", id="launch"):
@@ -204,10 +266,8 @@ class LaunchScreen(ModalScreen[tuple[str, dict[str, Any]] | None]):
     async def _loaded(self, msg: FormChoicesLoaded) -> None:
         await self._got_choices(msg.choices)
 
-    async def on_worker_state_changed(self, event) -> None:
-        if event.state.name == "ERROR":
-            # Still usable: store-backed fields fall back to free text.
-            await self._got_choices({})
+    def worker_failed(self, worker) -> None:
+        self.call_later(self._got_choices, {})
 
     async def _got_choices(self, choices: dict[str, list[str]]) -> None:
         self.choices = choices
@@ -248,18 +308,28 @@ class LaunchScreen(ModalScreen[tuple[str, dict[str, Any]] | None]):
                                compact=True)
             rows.append(Horizontal(Label(f.label, classes="field-label"), widget, classes="field", id=f"row-{f.name}"))
         await form.mount_all(rows)
+        self._implied = {}
         self._apply_conditions()
         self.query_one("#form-error", Static).update("")
         self.built = True
 
+    def shown(self) -> dict[str, str]:
+        """The values the form's conditions and implied defaults read (condition_values)."""
+        return condition_values(self.kind, self.values(), self.choices.get("model_sizes"))
+
     @on(Select.Changed, "#form Select")
     def _apply_conditions(self) -> None:
-        values = self.values()
+        shown = self.shown()
         for f in FORMS[self.kind]:
+            rows = self.query(f"#row-{f.name}")
+            if not rows:
+                continue
             if f.when:
-                rows = self.query(f"#row-{f.name}")
-                if rows:
-                    rows.first().display = values.get(f.when[0]) == f.when[1]
+                rows.first().display = applies(f, shown)
+            if f.implied:  # follows the fields it depends on until the user types over it
+                box = self.query_one(f"#f-{f.name}", Input)
+                if box.value in ("", self._implied.get(f.name)) and f.name not in self.defaults:
+                    box.value = self._implied[f.name] = default_value(f, shown)
 
     def values(self) -> dict[str, str]:
         out = {}
@@ -278,7 +348,7 @@ class LaunchScreen(ModalScreen[tuple[str, dict[str, Any]] | None]):
         if not self.built:
             return
         try:
-            params = parse_form(self.kind, self.values())
+            params = parse_form(self.kind, self.values(), self.shown())
         except ValueError as exc:
             self.query_one("#form-error", Static).update(str(exc))
             return

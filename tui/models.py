@@ -1,5 +1,5 @@
 """Models: the registry (installed or not, size, quant, source, the run a student came from);
-pull with a progress bar, export a run's student, delete with confirmation."""
+pull with a progress bar, export a run's student, delete with confirmation, prune finished training runs."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, ProgressBar, Static
 
 from .base import ConfirmScreen, KdScreen
 from .launch import LaunchScreen
-from .messages import DataChanged, ModelDeleted, ModelPulled, ModelsLoaded, PullProgress
+from .messages import DataChanged, ModelDeleted, ModelPulled, ModelsLoaded, PullProgress, RunsPruned
 
 
 def human_size(n: int | None) -> str:
@@ -55,6 +55,7 @@ class ModelsScreen(KdScreen):
         Binding("p", "pull", "Pull"),
         Binding("x", "export", "Export"),
         Binding("delete", "delete", "Delete"),
+        Binding("f", "prune", "Free disk"),
         Binding("r", "reload", "Reload", show=False),
     ]
 
@@ -209,3 +210,31 @@ class ModelsScreen(KdScreen):
     def _deleted(self, msg: ModelDeleted) -> None:
         self.notify(f"{msg.name} deleted.", title="models")
         self.load()
+
+    # ------------------------------------------------------------ prune (kdbundle runs prune)
+
+    def action_prune(self) -> None:
+        """Say what pruning the finished training runs would free, and free it on yes."""
+        self.prune_runs(dry_run=True)
+
+    @work(thread=True, group="runs-prune", description="Pruning training runs", exit_on_error=False)
+    def prune_runs(self, dry_run: bool) -> None:
+        from ..engine.jobs.runs import prune_runs
+
+        self.post_message(RunsPruned(prune_runs(self.app.db(), dry_run=dry_run), dry_run))
+
+    @on(RunsPruned)
+    def _pruned(self, msg: RunsPruned) -> None:
+        freed = sum(r["freed_bytes"] for r in msg.runs)
+        runs = [str(r["run"]) for r in msg.runs if r["removed"]]
+        if not freed and not runs:
+            self.notify("Nothing to prune: no finished training run keeps checkpoints.", title="runs")
+        elif msg.dry_run:
+            question = (f"Free {human_size(freed)} of run{'s' if len(runs) > 1 else ''} {', '.join(runs)}: resumable "
+                        "checkpoints and validation candidates of finished runs? Their adapters, best weights and "
+                        "records stay.")
+            self.app.push_screen(ConfirmScreen(question, yes="Prune", no="Keep"),
+                                 lambda ok: self.prune_runs(dry_run=False) if ok else None)
+        else:
+            self.notify(f"Freed {human_size(freed)} (run{'s' if len(runs) > 1 else ''} {', '.join(runs)}).",
+                        title="runs", markup=False)

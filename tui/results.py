@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Markdown, Select
+from textual.widgets.data_table import ColumnKey
 from textual_plotext import PlotextPlot
 
 from ..engine import browse
@@ -23,6 +24,7 @@ METRICS = tuple((m.key, m.label) for m in sorted(QUALITY, key=lambda m: (m.famil
                 if m.summary) + (
     (metric("seconds_per_session").key, metric("seconds_per_session").label),)
 COLUMNS = tuple(m.key for m in SUMMARY)
+METHOD_MIN = 16
 
 
 def metric_value(run: browse.EvalRunRow, key: str) -> float | None:
@@ -59,6 +61,7 @@ class ResultsScreen(KdScreen):
         self.reports: list[dict[str, str]] = []
         self.plotted: list[tuple[str, float]] = []  # (label, value) bars currently drawn
         self.opened: str | None = None  # the report last handed to the system viewer
+        self._filtered = False  # the dataset filter starts on the newest real dataset once, then is the user's
 
     def compose(self) -> ComposeResult:
         yield from self.compose_nav()
@@ -75,7 +78,7 @@ class ResultsScreen(KdScreen):
     def on_mount(self) -> None:
         table = self.query_one("#runs", DataTable)
         table.add_column("dataset/split", key="dataset", width=18)
-        table.add_column("method", key="method")  # sized to the names: a model's whole name, never a path
+        table.add_column("method", key="method", width=METHOD_MIN)  # widened to the table: whole model names
         table.add_column("fields", key="fields", width=7)
         for key in COLUMNS:
             table.add_column(metric(key).compact, key=key, width=4)
@@ -94,7 +97,10 @@ class ResultsScreen(KdScreen):
     @work(thread=True, group="results", description="Reading results", exclusive=True, exit_on_error=False)
     def load(self) -> None:
         db = self.app.db()
-        self.post_message(ResultsLoaded(browse.eval_runs(db), find_reports(db)))
+        runs = browse.eval_runs(db)
+        real = {d.name for d in browse.dataset_summaries(db) if d.format != "demo"}
+        newest_real = next((r.dataset for r in reversed(runs) if r.dataset in real), None)
+        self.post_message(ResultsLoaded(runs, find_reports(db), newest_real))
 
     def action_reload(self) -> None:
         self.load()
@@ -106,9 +112,30 @@ class ResultsScreen(KdScreen):
         current = select.value
         names = sorted({r.dataset for r in msg.runs})
         select.set_options([(plain(n), n) for n in names])
-        if current in names:
+        if not self._filtered and msg.newest_real in names:
+            # Real results first: demo runs and real ones side by side compare nothing.
+            self._filtered = True
+            select.value = msg.newest_real
+        elif current in names:
             select.value = current
         self._fill()
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._fit_columns)
+
+    def _fit_columns(self) -> None:
+        """The method column takes the width the others leave (the table spans the screen)."""
+        table = self.query_one("#runs", DataTable)
+        inner = table.scrollable_content_region.width
+        if not inner:
+            return
+        others = sum(c.width + 2 * table.cell_padding for c in table.columns.values() if c.key.value != "method")
+        longest = max((len(r.label) + 12 for r in self.runs), default=0)  # "✗ failed" marks fit too
+        column = table.columns[ColumnKey("method")]
+        width = max(METHOD_MIN, inner - others - 2 * table.cell_padding, min(longest, 80))
+        if column.width != width:
+            column.width = width
+            table.refresh(layout=True)
 
     @property
     def visible_runs(self) -> list[browse.EvalRunRow]:
@@ -134,6 +161,7 @@ class ResultsScreen(KdScreen):
                           "-" if sps is None else f"{sps:.2f}", key=str(r.id))
         table.border_title = (f"{len(runs)} evaluation run{'s' if len(runs) != 1 else ''}" if runs
                               else "no evaluation runs yet: launch an eval job (3, n)")
+        self._fit_columns()
         self._plot(runs)
 
     def _plot(self, runs: list[browse.EvalRunRow]) -> None:

@@ -1,13 +1,12 @@
 """`kdbundle runs list|prune`: training runs on disk, and freeing what a finished run no longer needs."""
 from __future__ import annotations
 
-import shutil
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.table import Table
 
-from ..jobs.train import disk_bytes, prunable
+from ..jobs.runs import list_runs, prune_runs
 from . import app
 from .common import console, print_json, safe, state
 
@@ -16,23 +15,10 @@ runs_app = typer.Typer(help="Training runs on disk: list their sizes, prune what
 app.add_typer(runs_app, name="runs")
 
 
-def _runs(db, run: Optional[int]) -> list[dict[str, Any]]:
-    where, args = ("WHERE id = ?", [run]) if run is not None else ("", [])
-    rows = db.execute(f"SELECT id, status, steps, output_dir FROM train_runs {where} ORDER BY id", args).fetchall()
-    if run is not None and not rows:
-        from ..errors import NotFound
-
-        raise NotFound(f"no training run {run}")
-    return [{"run": i, "status": st, "steps": steps, "output_dir": out, "bytes": disk_bytes(out)}
-            for i, st, steps, out in rows]
-
-
 @runs_app.command("list")
 def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")):
     """Training runs with their status and disk use."""
-    rows = _runs(state(ctx).db, None)
-    for r in rows:
-        r["prunable_bytes"] = sum(disk_bytes(p) or 0 for p in prunable(r["output_dir"], r["status"]))
+    rows = list_runs(state(ctx).db)
     if as_json:
         print_json(rows)
         return
@@ -49,15 +35,7 @@ def prune_cmd(ctx: typer.Context, run: Optional[int] = typer.Argument(None, help
               as_json: bool = typer.Option(False, "--json")):
     """Free the disk a finished run no longer needs: its resumable checkpoints and validation candidate.
     Its adapter (what export and reuse read), its best weights and its records stay."""
-    out = []
-    for r in _runs(state(ctx).db, run):
-        gone = prunable(r["output_dir"], r["status"])
-        freed = sum(disk_bytes(p) or 0 for p in gone)
-        if not dry_run:
-            for p in gone:
-                shutil.rmtree(p, ignore_errors=True)
-        out.append({"run": r["run"], "removed": [p.name for p in gone], "freed_bytes": freed,
-                    "bytes": r["bytes"] if dry_run else disk_bytes(r["output_dir"])})
+    out = prune_runs(state(ctx).db, run, dry_run=dry_run)
     if as_json:
         print_json({"dry_run": dry_run, "runs": out, "freed_bytes": sum(o["freed_bytes"] for o in out)})
         return

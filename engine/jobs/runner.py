@@ -348,8 +348,8 @@ def wait_job(db: sqlite_utils.Database, job_id: int, on_update: Callable[[dict],
 
 
 if __name__ == "__main__":  # the worker process: python -m kdbundle.engine.jobs.runner DB_PATH JOB_ID
-    # Run the imported module's run_job, not this __main__ copy: the handlers import
-    # kdbundle.engine.jobs.runner (JobContext, ...), and one module should hold one copy of them.
+    # Run the imported module's run_job, not this __main__ copy: the handlers import the package's modules,
+    # whose classes and module state (its JobContext, engine.progress.JobCancelled) are not this copy's.
     from kdbundle.engine.jobs.runner import run_job as _run_job
 
     sys.exit(0 if _run_job(sys.argv[1], int(sys.argv[2])) in ("done", "cancelled") else 1)

@@ -162,20 +162,6 @@ class SetKnowledge:
     thoughts: list[ThoughtExample] = field(default_factory=list)
     knowledge_ids: list[int] = field(default_factory=list)
 
-    def text(self, max_patterns: int = 15, max_rules: int = 12) -> str:
-        """Patterns and rules as one prompt section (thoughts go in as worked examples instead).
-
-        Caps keep the section short: patterns are the strongest `max_patterns` by support, rules the
-        top `max_rules` by rank; the caller decides what fits the context window.
-        """
-        parts = []
-        if self.rules:
-            parts.append("Rules for finding bundles:\n" + "\n".join(f"{i}. {r}" for i, r in enumerate(self.rules[:max_rules], 1)))
-        if self.patterns:
-            parts.append("Category patterns seen in real bundles:\n" + "\n".join(f"- {p}" for p in self.patterns[:max_patterns]))
-        return "\n\n".join(parts)
-
-
     def prompt_knowledge(self, examples: Sequence[ThoughtExample] | None = None, *, max_patterns: int = 15,
                          max_rules: int = 12):
         """The set as prompts.PromptKnowledge: strongest patterns, top rules, and `examples` (e.g. the

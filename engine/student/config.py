@@ -33,7 +33,7 @@ class TrainConfig:
     """letters: a generative student that writes one bundle letter per product | onepass: the student reads the
     session once and small heads on its states decide every product and pair (reads top_layers, lr, epochs,
     batch_size, seed; the prompt and answer options do not apply)."""
-    method: str = opt("auto", panel="recipe", form=False)
+    method: str = opt("auto", panel="recipe")
     """lora | full | auto (full fine-tuning for students of at most 300M parameters, LoRA above)."""
     top_layers: int | None = opt(None, panel="recipe", form=False)
     """Full fine-tuning: update only the top N transformer layers (and the final norm); the rest,

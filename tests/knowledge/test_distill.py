@@ -489,7 +489,8 @@ def test_a_knowledge_set_records_exactly_which_records_from_which_formats_and_do
     ranked = [t for (t,) in kdb.execute("SELECT text FROM knowledge WHERE kind = 'rule' AND job_id = ? ORDER BY rank",
                                         [rules_job])]
     assert k.rules == ranked
-    assert k.patterns and "Rules for finding bundles" in k.text() and "Category patterns" in k.text()
+    pk = k.prompt_knowledge()
+    assert k.patterns and pk.patterns == k.patterns[:15] and pk.rules == k.rules[:12]
     assert show_set(kdb, "e-pr")["members"] == s["members"]
 
 

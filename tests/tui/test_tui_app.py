@@ -159,7 +159,7 @@ def test_a_60_by_15_terminal_still_shows_every_screen_key_and_the_help_key(tmp_p
     import html
     import re
 
-    from kdbundle.tui.base import SCREENS, SHORT_TITLES
+    from kdbundle.tui.screens import SCREENS
 
     path = demo_db(tmp_path / "kd.db")
 
@@ -170,12 +170,12 @@ def test_a_60_by_15_terminal_still_shows_every_screen_key_and_the_help_key(tmp_p
     async def scenario():
         app = KdApp(path)
         async with app.run_test(size=(60, 15)) as pilot:
-            for key in ("1", "2", "3", "4", "5", "6"):
+            for key in [s.key for s in SCREENS]:
                 await pilot.press(key)
                 await pilot.pause(0.2)
                 text = drawn(app)
-                for mode, (k, _) in SCREENS.items():
-                    assert f"{k} {SHORT_TITLES[mode]}" in text, (key, mode)
+                for s in SCREENS:
+                    assert f"{s.key} {s.short}" in text, (key, s.mode)
                 assert "? Help" in text, key
 
     run(scenario())

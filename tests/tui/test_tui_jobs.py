@@ -281,3 +281,37 @@ def test_a_train_job_shows_its_valid_curve(tmp_path):
             assert "best 0.420@20" in str(screen.query_one("#valid-label", Static).render())
 
     run(scenario())
+
+
+def test_the_training_form_starts_from_the_real_defaults(tmp_path):
+    """The learning rate is filled with what training would use (LR_DEFAULT of the method `auto` picks for the
+    student) and follows the method until typed over; LoRA rank/alpha show only for LoRA; a form left at its
+    defaults sends the same parameters as `kdbundle train` with no flag (lr unset, so the run is the same)."""
+    from kdbundle.engine.student.train import LR_DEFAULT
+
+    path = demo_db(tmp_path / "kd.db")
+
+    async def scenario():
+        app = KdApp(path)
+        async with app.run_test(size=(100, 40)) as pilot:
+            await pilot.press("3")
+            app.screen.action_new("train")
+            form = await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen) and app.screen.built and app.screen,
+                                  what="launch form")
+            lr = form.query_one("#f-lr", Input)
+            await wait_for(pilot, lambda: lr.value, what="learning rate filled")
+            assert form.query_one("#f-method", Select).value == "auto"
+            assert float(lr.value) == LR_DEFAULT["full"], "smollm2-135m (135M) is fully fine-tuned by auto"
+            assert not form.query_one("#row-rank").display and not form.query_one("#row-alpha").display
+            assert parse_form("train", form.values(), form.shown()).get("lr") is None
+            form.query_one("#f-method", Select).value = "lora"
+            await wait_for(pilot, lambda: form.query_one("#row-rank").display, what="LoRA fields shown")
+            assert float(lr.value) == LR_DEFAULT["lora"]
+            lr.value = "1e-4"  # typed over: kept, and sent
+            form.query_one("#f-method", Select).value = "full"
+            await wait_for(pilot, lambda: not form.query_one("#row-rank").display, what="LoRA fields hidden")
+            assert lr.value == "1e-4"
+            params = parse_form("train", form.values(), form.shown())
+            assert params["lr"] == 1e-4 and params["method"] == "full" and "rank" not in params
+
+    run(scenario())

@@ -72,3 +72,34 @@ def test_registry_listed_delete_with_confirmation(tmp_path):
     db = open_db(path)
     assert "my-student" not in [m.name for m in registry.list_models(db)]
     assert Path(smol).is_file(), "a user's own GGUF file is never deleted"
+
+
+def test_f_prunes_finished_runs_after_saying_how_much(tmp_path):
+    """The Models screen frees what `kdbundle runs prune` frees (one function), after a question with the size."""
+    path = demo_db(tmp_path / "kd.db")
+    out = tmp_path / "run-1"
+    for sub in ("checkpoint-2", "adapter"):
+        (out / sub).mkdir(parents=True)
+        (out / sub / "w.bin").write_bytes(b"x" * 2_000_000)
+    db = open_db(path)
+    db.execute("INSERT INTO train_runs (key, status, steps, output_dir, created_at, student) VALUES ('k', 'done', 2, ?, 't', 's')",
+               [str(out)])
+    db.conn.commit()
+    db.conn.close()
+
+    async def scenario():
+        app = KdApp(path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("4")
+            await pilot.press("f")
+            confirm = await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen, what="question")
+            assert "Free 1.9MB of run 1" in confirm.question and "adapters" in confirm.question
+            assert (out / "checkpoint-2").is_dir(), "nothing goes before the answer"
+            await pilot.press("y")
+            await wait_for(pilot, lambda: not (out / "checkpoint-2").exists(), what="checkpoint removed")
+            await wait_for(pilot, lambda: any("Freed 1.9MB" in n.message for n in app._notifications), what="said")
+            assert (out / "adapter" / "w.bin").is_file()
+            await pilot.press("f")
+            await wait_for(pilot, lambda: any("Nothing to prune" in n.message for n in app._notifications), what="nothing")
+
+    run(scenario())

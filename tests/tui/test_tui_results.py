@@ -84,3 +84,38 @@ def test_the_newest_experiment_report_shows_and_opens_in_the_system_viewer(tmp_p
             assert screen.opened.startswith("file://") and report["report"].endswith("refs.md")
 
     run(scenario())
+
+
+def test_the_filter_starts_on_the_newest_real_dataset_and_the_table_spans_the_screen(tmp_path):
+    from kdbundle.engine.data.importers import import_dataset
+
+    path = demo_db(tmp_path / "kd.db")
+    lines = [{"id": f"s{i}", "items": [{"title": f"charger {i}"}, {"title": f"cable {i}"}, {"title": f"case {i}"}],
+              "bundles": [{"items": [1, 2], "intent": "charge"}], "split": "test"} for i in range(4)]
+    shop = tmp_path / "shop.jsonl"
+    shop.write_text("\n".join(json.dumps(x) for x in lines), encoding="utf-8")
+    db = open_db(path)
+    import_dataset(db, shop, "shop", format="jsonl")
+    db.conn.close()
+    run_eval_job(path, dataset="shop", split="test", method="whole-session")
+    run_eval_job(path, dataset="demo-clothing", split="test", method="whole-session")  # newer, but the demo's
+
+    async def scenario():
+        app = KdApp(path)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await pilot.press("6")
+            screen = app.screen
+            table = screen.query_one("#runs", DataTable)
+            await wait_for(pilot, lambda: table.row_count == 1, what="the real dataset's run only")
+            assert screen.query_one("#r-dataset", Select).value == "shop"
+            assert str(table.get_row_at(0)[0]) == "shop/test"
+            await pilot.pause(0.2)
+            widths = sum(c.get_render_width(table) for c in table.columns.values())
+            assert widths >= table.scrollable_content_region.width - 2, "the columns fill the table's width"
+            screen.query_one("#r-dataset", Select).clear()  # the user's choice holds: all datasets
+            await wait_for(pilot, lambda: table.row_count == 2, what="all runs")
+            await pilot.press("r")
+            await pilot.pause(0.3)
+            assert table.row_count == 2
+
+    run(scenario())
