@@ -68,10 +68,10 @@ def config_fields(cls: type, sources: dict[str, str] | None = None,
             continue
         tp, nullable = config.base_type(config.field_types(cls)[f.name])
         value = config.default(cls, f.name)
+        kw: dict[str, Any] = {"choices": ("no", "yes") if tp is bool else None, "source": (sources or {}).get(f.name),
+                              "type": tp, "optional": nullable, **(tweaks or {}).get(f.name, {})}
         out.append(FormField(f.name, show.label or f.name.replace("_", " "),
-                             ("yes" if value else "no") if tp is bool else "" if value is None else str(value),
-                             choices=("no", "yes") if tp is bool else None, source=(sources or {}).get(f.name),
-                             type=tp, optional=nullable, **(tweaks or {}).get(f.name, {})))
+                             ("yes" if value else "no") if tp is bool else "" if value is None else str(value), **kw))
     return tuple(out)
 
 

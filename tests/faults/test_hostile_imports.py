@@ -24,8 +24,10 @@ from kdbundle.engine.evaluation.report import write_report
 from kdbundle.engine.jobs import runner as J
 from kdbundle.engine.knowledge.records import list_knowledge
 from kdbundle.engine.knowledge.transfer import import_knowledge
+from kdbundle.engine.student.config import TrainConfig
+from kdbundle.engine.student.recipe import ADAPTER_DIR
 from kdbundle.engine.student.remote import MANIFEST, REMOTE_DB, REMOTE_OUTPUT, import_run
-from kdbundle.engine.student.train import ADAPTER_DIR, TrainConfig, create_run
+from kdbundle.engine.student.runs import create_run
 from kdbundle.store import open_db
 
 DATASET = "demo-electronics"

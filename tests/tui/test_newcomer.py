@@ -18,7 +18,7 @@ from tui_support import run, wait_for
 
 from kdbundle.engine.llm import registry
 from kdbundle.engine.llm.catalogue import DEFAULT_STUDENT, DEFAULT_TEACHER
-from kdbundle.engine.student.train import LR_DEFAULT
+from kdbundle.engine.student.config import LR_DEFAULT
 from kdbundle.store import open_db
 from kdbundle.tui.app import KdApp
 from kdbundle.tui.arena import ArenaScreen, PickSessionScreen

@@ -287,7 +287,7 @@ def test_the_training_form_starts_from_the_real_defaults(tmp_path):
     """The learning rate is filled with what training would use (LR_DEFAULT of the method `auto` picks for the
     student) and follows the method until typed over; LoRA rank/alpha show only for LoRA; a form left at its
     defaults sends the same parameters as `kdbundle train` with no flag (lr unset, so the run is the same)."""
-    from kdbundle.engine.student.train import LR_DEFAULT
+    from kdbundle.engine.student.config import LR_DEFAULT
 
     path = demo_db(tmp_path / "kd.db")
 
