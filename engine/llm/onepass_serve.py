@@ -156,6 +156,45 @@ class OnePassRunner:
         self._prompt_len = len(ids)
         return np.concatenate([line, read], axis=1).astype(np.float64), len(ids)
 
+    def answer_batch(self, sessions: list[Session], feats: list[np.ndarray]) -> list[OnePassAnswer]:
+        """Several sessions' states in one llama.cpp decode (one sequence each), then heads and decoder per session;
+        no intents (they need each session's own cache). What a batched evaluation measures."""
+        import llama_cpp
+
+        with self.lock:
+            t0 = time.perf_counter()
+            pieces = [tokens_and_positions(s, self.heads.template, self.tokenize, title_max=self.heads.title_max)
+                      for s in sessions]
+            total = sum(len(ids) for ids, _, _ in pieces)
+            if total > self.llm.n_ctx() or total > self.llm.n_batch:
+                raise KdError(f"a batch of {len(sessions)} sessions ({total} tokens) does not fit one decode")
+            self.llm._ctx.kv_cache_clear()  # noqa: SLF001
+            batch = self.llm._batch  # noqa: SLF001
+            batch.reset()
+            b, k, where = batch.batch, 0, []
+            for seq, (ids, line, read) in enumerate(pieces):
+                wanted, base = {*line, *read}, k
+                for pos, tok in enumerate(ids):
+                    b.token[k], b.pos[k], b.n_seq_id[k] = tok, pos, 1
+                    b.seq_id[k][0] = seq
+                    b.logits[k] = pos in wanted
+                    k += 1
+                where.append(([base + p for p in line], [base + p for p in read]))
+            b.n_tokens = k
+            rc = llama_cpp.llama_decode(self.llm._ctx.ctx, b)  # noqa: SLF001
+            if rc != 0:
+                raise KdError(f"llama.cpp could not decode the batch (code {rc})")
+            h = self.llm.n_embd()
+            out = []
+            per = (time.perf_counter() - t0) / max(1, len(sessions))
+            for s, f, (line, read), (ids, _, _) in zip(sessions, feats, where, pieces):
+                states = np.concatenate([np.stack([self._row(i, h) for i in line]), np.stack([self._row(i, h) for i in read])],
+                                        axis=1).astype(np.float64)
+                item, pair = self.heads.scores(states, f, s.n)
+                out.append(OnePassAnswer(decode(s.n, item, pair, **self.heads.decoder), item, pair, len(ids), 0,
+                                         {"prefill": per}))
+        return out
+
     def intent(self, bundle: Bundle) -> tuple[str, int]:
         """Greedy intent for one bundle after the cached prompt: "Bundle 1,3:" then up to INTENT_TOKENS tokens."""
         import llama_cpp

@@ -161,4 +161,11 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
     want = np.concatenate([h[line], h[read]], axis=1)
     corr = [np.corrcoef(got[i], want[i])[0, 1] for i in range(s.n)]
     assert min(corr) > 0.98, corr
+    # several sessions through one decode score as they do one at a time
+    from kdbundle.engine.llm.onepass import pair_features_of
+
+    tests = load_sessions(db, "demo-electronics", "test", with_bundles_only=True)[:4]
+    feats = [pair_features_of(db, t) for t in tests]
+    for one, many in zip([runner.answer(t, f, intents=False) for t, f in zip(tests, feats)], runner.answer_batch(tests, feats)):
+        assert np.allclose(one.item, many.item, atol=0.02) and np.allclose(one.pair, many.pair, atol=0.02)
     runner.close()

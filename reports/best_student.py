@@ -1,0 +1,194 @@
+"""The one-pass student beside every titles-only baseline on the full test splits: writes reports/best_student.md/.json.
+
+    KDBUNDLE_DB=kd.db .venv/bin/python -m reports.best_student --model smollm2-135m-run1-q8_0
+
+Per domain (Electronic, Clothing; 180 test sessions each, titles only):
+  - the one-pass student, scored by `kdbundle eval`'s own path (one process, one session at a time: its
+    seconds_per_session is wall time per session on this machine's threads), and its batched throughput
+    (sessions through one llama.cpp context in one decode call, measured here on the same sessions);
+  - the baselines every student must beat (whole-session, embedding-clusters, pairwise, pair-logistic), each
+    scored by `eval --method`;
+  - the ablation: the same heads trained on the pair features alone (no LLM states), fitted on the same train
+    splits with the same recipe, its decoder chosen on valid;
+  - the generative student and the teacher as measured before (reports/student_table.json: other runs, cited
+    with their numbers, not rerun here).
+Paired bootstrap 95% intervals (strict F1, student - other) on the sessions both scored. Every choice (decoder
+thresholds, recipe) was made on valid; test is only read here.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import datetime as _dt
+import json
+import os
+import time
+
+import numpy as np
+
+from benchmarks.common import machine_info
+from kdbundle.engine.data.sessions import load_sessions
+from kdbundle.engine.embeddings import session_vectors, similarity
+from kdbundle.engine.evaluation.bootstrap import paired_bootstrap, session_scores
+from kdbundle.engine.evaluation.evaluate import EvalConfig, evaluate
+from kdbundle.engine.evaluation.metrics import aggregate, score_session
+from kdbundle.engine.pairs import pair_features
+from kdbundle.store import open_db
+
+OUT = Path(__file__).resolve().parent
+DOMAINS = ("electronic", "clothing")
+BASELINES = ("whole-session", "embedding-clusters", "pairwise", "pair-logistic")
+COLUMNS = ("strict_precision", "strict_recall", "strict_f1", "precision", "collapse_rate", "intent_similarity")
+
+
+def features_only(db, domains, seed: int = 0):
+    """The heads on the pair features alone (the ablation), trained as the student's are; decoder chosen on valid."""
+    import torch
+
+    from kdbundle.engine.student.onepass import FitConfig, choose_decoder, fit, heads_from_module, score_sessions
+    from kdbundle.engine.student.weights import load_model, load_tokenizer, resolve_student
+
+    train = [s for d in domains for s in load_sessions(db, d, "train", with_bundles_only=True)]
+    valid = [s for d in domains for s in load_sessions(db, d, "valid", with_bundles_only=True)]
+    vectors = session_vectors(db, [*train, *valid])
+    student = resolve_student("smollm2-135m")
+    tok, model = load_tokenizer(student), load_model(student)
+    torch.manual_seed(seed)
+    cfg = FitConfig(uses_states=False, epochs=30, seed=seed)
+    heads_mod, mean, scale, template = fit(model, tok, train, vectors, cfg)
+    heads = heads_from_module(heads_mod, mean, scale, template, title_max=cfg.title_max, uses_states=False)
+    decoder, _ = choose_decoder(valid, score_sessions(model, tok, heads, valid, vectors))
+    heads.decoder = decoder
+    return heads
+
+
+def ablation_scores(db, heads, dataset: str) -> dict:
+    test = load_sessions(db, dataset, "test", with_bundles_only=True)
+    vectors = session_vectors(db, test)
+    out = {}
+    for s in test:
+        feats = pair_features(s, similarity(s, vectors)) if s.n >= 2 else np.zeros((0, 9))
+        pred = heads.bundles(None, feats, s.n)
+        out[s.id] = score_session([b.items for b in pred], [b.items for b in s.bundles], n_items=s.n)
+    return out
+
+
+def batched_throughput(db, model: str, dataset: str, batch: int = 8) -> dict:
+    """Sessions/s of the student's states for the whole split, `batch` sessions per llama.cpp decode, against one
+    at a time, on the same runner (heads and decoder included, intents left out of both)."""
+    from kdbundle.engine.llm.onepass import pair_features_of
+    from kdbundle.engine.llm.onepass_serve import open_onepass
+
+    runner = open_onepass(db, model)
+    test = load_sessions(db, dataset, "test", with_bundles_only=True)
+    feats = {s.id: pair_features_of(db, s) for s in test}
+    t0 = time.perf_counter()
+    one = [runner.answer(s, feats[s.id], intents=False).bundles for s in test]
+    single = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    many = []
+    for i in range(0, len(test), batch):
+        many.extend(runner.answer_batch(test[i:i + batch], [feats[s.id] for s in test[i:i + batch]]))
+    batched = time.perf_counter() - t0
+    same = sum(sorted(map(sorted, (b.items for b in a))) == sorted(map(sorted, (b.items for b in b_)))
+               for a, b_ in zip(one, many))
+    return {"sessions": len(test), "one_at_a_time_sessions_per_s": len(test) / single,
+            "batched_sessions_per_s": len(test) / batched, "batch": batch, "same_answers": same}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True, help="the exported one-pass student (registered name)")
+    ap.add_argument("--db", default=os.environ.get("KDBUNDLE_DB"))
+    ap.add_argument("--load", default="", help="what else ran on the machine meanwhile (for the record)")
+    args = ap.parse_args(argv)
+    db = open_db(args.db)
+    cited = json.loads((OUT / "student_table.json").read_text()) if (OUT / "student_table.json").exists() else {}
+    heads = features_only(db, DOMAINS)
+    result: dict = {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "machine": machine_info(),
+                    "load": args.load, "model": args.model}
+    for d in DOMAINS:
+        rows = {}
+        t0 = time.perf_counter()
+        ev = evaluate(db, EvalConfig(dataset=d, split="test", method="llm", model=args.model, workers=1))
+        wall = time.perf_counter() - t0
+        student_scores = session_scores(db, ev["eval_run_id"])
+        rows["one-pass student"] = {**{k: ev.get(k) for k in COLUMNS}, "seconds_per_session": ev["seconds_per_session"],
+                                    "wall_seconds_per_session": wall / max(1, ev["sessions"]), "eval_run_id": ev["eval_run_id"]}
+        scores = {"one-pass student": student_scores}
+        for method in BASELINES:
+            b = evaluate(db, EvalConfig(dataset=d, split="test", method=method, fields="titles"))
+            rows[method] = {**{k: b.get(k) for k in COLUMNS}, "eval_run_id": b["eval_run_id"], "seconds_per_session": b.get("seconds_per_session")}
+            scores[method] = session_scores(db, b["eval_run_id"])
+        abl = ablation_scores(db, heads, d)
+        rows["heads on pair features alone (ablation)"] = {k: aggregate(list(abl.values())).get(k) for k in COLUMNS}
+        scores["heads on pair features alone (ablation)"] = abl
+        best = max(BASELINES, key=lambda m: rows[m]["strict_f1"])
+        vs = {name: {k: v for k, v in paired_bootstrap(s, student_scores, "strict_f1").items()
+                     if k in ("diff", "low", "high", "significant")}
+              for name, s in scores.items() if name != "one-pass student"}
+        throughput = batched_throughput(db, args.model, d)
+        result[d] = {"strict_precision": rows["one-pass student"]["strict_precision"],
+                     "strict_f1": rows["one-pass student"]["strict_f1"],
+                     "seconds_per_session": rows["one-pass student"]["wall_seconds_per_session"],
+                     "batched_sessions_per_second": throughput["batched_sessions_per_s"],
+                     "best_baseline": best, "best_baseline_strict_f1": rows[best]["strict_f1"],
+                     "delta_ci": [vs[best]["low"], vs[best]["high"]], "delta": vs[best]["diff"],
+                     "rows": rows, "student_minus": vs, "throughput": throughput, "cited": cited_rows(cited, d)}
+    (OUT / "best_student.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    (OUT / "best_student.md").write_text(render(result))
+    print((OUT / "best_student.md").read_text())
+    return 0
+
+
+CITED = ("teacher zero-shot", "rationales + fused decoder", "answer only, E+C")
+"""Rows of reports/student_table.json cited as measured there: the teacher and the generative (letters) students."""
+
+
+def cited_rows(table: dict, dataset: str) -> list[dict]:
+    rows = (table.get("tables") or {}).get(dataset, {}).get("rows", [])
+    return [{"label": r["label"], **{k: r["metrics"].get(k) for k in (*COLUMNS, "seconds_per_session")}}
+            for r in rows if r.get("label", "").startswith(CITED)]
+
+
+def _f(v) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def render(r: dict) -> str:
+    lines = ["# The one-pass student against every titles-only baseline (full test splits)", "",
+             f"Model `{r['model']}`; written {r['created']} by `python -m reports.best_student` on {r['machine']}"
+             + (f"; load: {r['load']}" if r["load"] else "") + ".", "",
+             "Titles only, 180 test sessions a domain; decoder thresholds and the recipe were chosen on valid. "
+             "Intervals: paired bootstrap 95%, strict F1, student minus the row.", ""]
+    for d in DOMAINS:
+        x = r[d]
+        lines += [f"## {d.capitalize()}", "",
+                  "| | strict P | strict R | strict F1 | AICL P | collapse | intent sim. | s/session | student − row (strict F1) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, row in x["rows"].items():
+            vs = x["student_minus"].get(name)
+            ci = f"{vs['diff']:+.3f} [{vs['low']:+.3f}, {vs['high']:+.3f}]" if vs else ""
+            sps = row.get("wall_seconds_per_session", row.get("seconds_per_session"))
+            lines.append(f"| {name} | {_f(row['strict_precision'])} | {_f(row['strict_recall'])} | {_f(row['strict_f1'])} | "
+                         f"{_f(row['precision'])} | {_f(row['collapse_rate'])} | {_f(row.get('intent_similarity'))} | "
+                         f"{_f(sps)} | {ci} |")
+        for row in x["cited"]:
+            lines.append(f"| {row['label']} (measured before: reports/student_table.md) | {_f(row['strict_precision'])} | "
+                         f"{_f(row['strict_recall'])} | {_f(row['strict_f1'])} | {_f(row['precision'])} | "
+                         f"{_f(row['collapse_rate'])} | {_f(row.get('intent_similarity'))} | {_f(row['seconds_per_session'])} | |")
+        t = x["throughput"]
+        lines += ["", f"Best baseline: **{x['best_baseline']}** ({x['best_baseline_strict_f1']:.3f}); student − it: "
+                  f"{x['delta']:+.3f} [{x['delta_ci'][0]:+.3f}, {x['delta_ci'][1]:+.3f}]. Throughput without intents: "
+                  f"{t['one_at_a_time_sessions_per_s']:.2f} sessions/s one at a time, {t['batched_sessions_per_s']:.2f} "
+                  f"batched ({t['batch']} per decode; {t['same_answers']}/{t['sessions']} identical answers).", ""]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
