@@ -424,3 +424,24 @@ def m014_cell_machine(db):
     # The machine a cell ran on ("AMD EPYC, 2 cores"): a grid runs over several sittings, maybe on
     # different machines, and its report states the time each machine spent.
     _script(db, "ALTER TABLE experiment_cells ADD COLUMN machine TEXT")
+
+
+@migration
+def m015_estimates(db):
+    # What a job will cost, planned when it is created (`jobs.estimate`), beside what it took (`jobs.actual`),
+    # from this machine's measured speeds: one row per machine ("AMD EPYC, 2 cores") and speed key
+    # ("distill-thoughts|qwen2.5-coder-1.5b", "eval:llm|smollm2-135m", "train:fp32|smollm2-135m", "export", ...),
+    # seeded from the benchmark figures and replaced by each finished job of that kind (engine.jobs.estimate).
+    _script(db, """
+    ALTER TABLE jobs ADD COLUMN estimate TEXT;
+    ALTER TABLE jobs ADD COLUMN actual TEXT;
+    CREATE TABLE machine_speeds (
+        machine TEXT NOT NULL,
+        key TEXT NOT NULL,
+        figures TEXT NOT NULL,         -- JSON: seconds_per_unit, tokens_per_second, prompt/completion tokens, ...
+        source TEXT NOT NULL,          -- benchmark | job N
+        samples INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (machine, key)
+    )
+    """)

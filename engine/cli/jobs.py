@@ -16,7 +16,8 @@ jobs_app = typer.Typer(help="Background jobs: list, follow, cancel, resume.", no
 app.add_typer(jobs_app, name="jobs")
 
 _PUBLIC = ("id", "kind", "status", "done", "total", "threads", "pid", "error", "created_at", "started_at", "finished_at",
-           "eta_seconds", "params", "result")
+           "eta_seconds", "params", "result", "estimate", "actual")
+PLAN_HELP = "Print what the job would cost (units, calls, tokens, seconds, disk) and start nothing."
 
 
 def _public(job: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +64,21 @@ def launch(ctx: typer.Context, kind: str, params: dict[str, Any], *, detach: boo
     return job
 
 
+def show_plan(ctx: typer.Context, kind: str, params: dict[str, Any], as_json: bool) -> None:
+    """`--plan`: the job's estimate from this machine's speeds; no model is asked anything, no job written."""
+    from ..jobs.estimate import one_line, plan
+
+    est = plan(state(ctx).db, kind, params)
+    if as_json:
+        print_json(est)
+        return
+    console.print(safe(one_line(est)), highlight=False)
+    if est.get("priced_tokens"):
+        p = est["priced_tokens"]
+        console.print(f"endpoint tokens to price: {p['input']} input, {p['output']} output", highlight=False)
+    console.print(f"from: {safe('; '.join(est['basis']))} on {safe(est['machine'])}", highlight=False)
+
+
 def _fail(job: dict[str, Any]) -> int:
     err_console.print(f"[red]error:[/] job {job['id']} failed: {safe(job['error'])}")
     return 1
@@ -101,6 +117,12 @@ def show_cmd(ctx: typer.Context, job_id: int, as_json: bool = typer.Option(False
         return
     for k in ("id", "kind", "status", "done", "total", "threads", "pid", "error", "params", "result"):
         console.print(f"[bold]{k}[/]: {safe(job[k])}")
+    est, act = job.get("estimate") or {}, job.get("actual") or {}
+    if est or act:
+        t = Table("", "estimate", "actual", title="estimate vs actual")
+        for k in ("units", "calls", "tokens", "seconds", "disk_bytes"):
+            t.add_row(k, safe(est.get(k, "")), safe(act.get(k, "") if act.get(k) is not None else ""))
+        console.print(t)
     for line in job["log"]:
         console.print(Text.assemble((line["ts"], "dim"), " ", line["message"]), highlight=False)
 

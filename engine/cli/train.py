@@ -21,7 +21,7 @@ from ..student.train import TrainConfig, get_run
 from . import app
 from .common import console, not_the_database, option, output_file, print_json, state
 from .data import ready_db
-from .jobs import launch
+from .jobs import PLAN_HELP, launch, show_plan
 
 
 def _result(job: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -82,6 +82,7 @@ def train_cmd(
     detach: bool = typer.Option(False, "--detach", help="Start in the background; print the job id."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (run_id, steps, final_loss, seconds, "
                                                        "best_step, valid)."),
+    plan: bool = typer.Option(False, "--plan", help=PLAN_HELP),
 ):
     """Fine-tune a student (full for small students, else LoRA) on a dataset's training sessions, selecting on valid."""
     if prepare is not None and detach:
@@ -96,6 +97,9 @@ def train_cmd(
                         title_max=title_max, hints=hints, group_hints=group_hints, targets=targets,
                         min_confidence=min_confidence, answered_only=answered_only,
                         thought_sessions_only=thought_sessions_only, orderings=orderings)
+    if plan:
+        show_plan(ctx, "train", params, as_json)
+        return
     if prepare is not None:
         not_the_database(ctx, prepare)  # prepare_run itself refuses anything but a new or empty folder
         _prepared(prepare_run(db, params, prepare), as_json)
@@ -164,6 +168,7 @@ def export_cmd(
     force: bool = typer.Option(False, "--force", help="Replace an existing .gguf that is not this database's export."),
     detach: bool = typer.Option(False, "--detach"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (model, path, size_bytes, quant)."),
+    plan: bool = typer.Option(False, "--plan", help=PLAN_HELP),
 ):
     """Merge a run's LoRA into its base and write a quantized GGUF (or the adapter alone); register it."""
     db = ready_db(ctx)
@@ -176,6 +181,9 @@ def export_cmd(
     if force:
         params["force"] = True  # only when asked: the params of earlier exports stay as they were
     cfg = ExportConfig(**{k: v for k, v in params.items() if k != "run_id"})  # fails here, not in the worker
+    if plan:
+        show_plan(ctx, "export", params, as_json)
+        return
     _, model, path = export_target(db, run_id, cfg)
     if owned_export(db, model, path):
         not_the_database(ctx, path)  # refreshing its own export
