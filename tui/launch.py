@@ -177,6 +177,7 @@ class LaunchScreen(ModalScreen[tuple[str, dict[str, Any]] | None]):
                              Select([(k, k) for k in FORMS], value=self.kind, allow_blank=False, id="kind",
                                     compact=True), classes="field")
             yield VerticalScroll(id="form")
+            yield Static("", id="form-estimate")
             yield Static("", id="form-error", classes="error-line")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Launch", variant="primary", id="launch-btn", compact=True)
@@ -195,7 +196,7 @@ class LaunchScreen(ModalScreen[tuple[str, dict[str, Any]] | None]):
         await self._got_choices(msg.choices)
 
     async def on_worker_state_changed(self, event) -> None:
-        if event.state.name == "ERROR":
+        if event.state.name == "ERROR" and event.worker.group != "estimate":
             # Still usable: store-backed fields fall back to free text.
             await self._got_choices({})
 
@@ -241,6 +242,28 @@ class LaunchScreen(ModalScreen[tuple[str, dict[str, Any]] | None]):
         self._apply_conditions()
         self.query_one("#form-error", Static).update("")
         self.built = True
+        self.refresh_estimate()
+
+    @on(Input.Changed, "#form Input")
+    @on(Select.Changed, "#form Select")
+    def refresh_estimate(self) -> None:
+        """The one-line estimate of the job as filled in (engine.jobs.estimate; nothing is asked or written)."""
+        if self.built:
+            self._estimate(self.kind, self.values())
+
+    @work(thread=True, exclusive=True, group="estimate", exit_on_error=False)
+    def _estimate(self, kind: str, values: dict[str, str]) -> None:
+        from ..engine.jobs.estimate import one_line, plan
+
+        try:
+            db = self.app.db()
+            line = one_line(plan(db, kind, job_params(db, kind, parse_form(kind, values))))
+        except Exception as exc:  # an unfinished form: say what is missing instead of a figure
+            line = f"estimate: – ({str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__})"
+        try:
+            self.app.call_from_thread(lambda: self.query_one("#form-estimate", Static).update(plain(line)))
+        except Exception:  # the form closed meanwhile
+            pass
 
     @on(Select.Changed, "#form Select")
     def _apply_conditions(self) -> None:

@@ -278,3 +278,28 @@ def test_a_train_job_shows_its_valid_curve(tmp_path):
             assert "best 0.420@20" in str(screen.query_one("#valid-label", Static).render())
 
     run(scenario())
+
+
+def test_each_launch_form_shows_a_one_line_estimate(tmp_path):
+    """The form says what the job would cost before it starts (engine.jobs.estimate), and follows the fields."""
+    path = demo_db(tmp_path / "kd.db")
+
+    async def scenario():
+        app = KdApp(path, poll_seconds=0.3)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("3", "n")
+            form = await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen) and app.screen.built and app.screen,
+                                  what="launch form")
+            line = form.query_one("#form-estimate", Static)
+            await wait_for(pilot, lambda: "estimate: ≈" in str(line.render()), what="eval estimate")
+            assert "0 calls" in str(line.render())  # the patterns baseline asks no model
+            form.query_one("#f-method", Select).value = "llm"
+            await wait_for(pilot, lambda: "0 calls" not in str(line.render()) and "≈" in str(line.render()),
+                           what="llm estimate")
+            form.query_one("#kind", Select).value = "distill-thoughts"
+            await wait_for(pilot, lambda: form.kind == "distill-thoughts" and form.built and "≈" in str(line.render())
+                           and "0 calls" not in str(line.render()), what="distill estimate")
+        db = open_db(path)
+        assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+
+    run(scenario())

@@ -69,6 +69,8 @@ def test_launch_form(snap_compare, demo_path):
     async def before(pilot):
         await pilot.press("3", "n")
         await wait_for(pilot, lambda: getattr(pilot.app.screen, "built", False), what="form")
+        await wait_for(pilot, lambda: "≈" in str(pilot.app.screen.query_one("#form-estimate").render()),
+                       what="estimate line")
 
     assert snap_compare(KdApp(demo_path), terminal_size=SIZE, run_before=before)
 
