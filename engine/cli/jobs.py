@@ -106,11 +106,18 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"), 
 
 @jobs_app.command("show")
 def show_cmd(ctx: typer.Context, job_id: int, as_json: bool = typer.Option(False, "--json"),
-             tail: int = typer.Option(20, help="Log lines to show.")):
-    """One job with the tail of its log."""
+             tail: int = typer.Option(20, help="Log lines to show."),
+             samples: bool = typer.Option(False, "--samples", help="A train job: for its newest and best validation, "
+                                          "random, best and worst valid sessions with truth beside answer."),
+             k: int = typer.Option(2, "--k", help="Sessions of each kind with --samples."),
+             seed: int = typer.Option(0, "--seed", help="Seed of the random sessions with --samples.")):
+    """One job with the tail of its log (or, with --samples, what its student answered at validation)."""
     db = state(ctx).db
     J.reconcile(db)
     job = _public(J.get_job(db, job_id))
+    if samples:
+        _show_samples(db, job, k, seed, as_json)
+        return
     job["log"] = J.job_logs(db, job_id, tail)
     if as_json:
         print_json(job)
@@ -125,6 +132,23 @@ def show_cmd(ctx: typer.Context, job_id: int, as_json: bool = typer.Option(False
         console.print(t)
     for line in job["log"]:
         console.print(Text.assemble((line["ts"], "dim"), " ", line["message"]), highlight=False)
+
+
+def _show_samples(db, job: dict[str, Any], k: int, seed: int, as_json: bool) -> None:
+    from ..browse import train_run_for_job
+    from ..errors import InputError
+    from ..student.samples import sample_lines, validation_samples
+
+    run = train_run_for_job(db, job["id"]) if job["kind"] == "train" else None
+    if run is None:
+        raise InputError(f"job {job['id']} is a {job['kind']} job with no training run: --samples shows a train "
+                         "job's validations")
+    result = validation_samples(db, run["id"], k=k, seed=seed)
+    if as_json:
+        print_json({"job_id": job["id"], **result})
+        return
+    for line in sample_lines(result):
+        console.print(safe(line), highlight=False, soft_wrap=True)
 
 
 @jobs_app.command("cancel")

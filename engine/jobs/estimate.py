@@ -183,6 +183,11 @@ def _eval_key(db: sqlite_utils.Database, method: str, model: str | None) -> tupl
     return f"{family}|{name}", True
 
 
+def _eval_fixed(model: bool) -> float:
+    """Seconds an evaluation takes whatever its size: loading the model (or the baseline's embedder)."""
+    return 5.0 if model else 1.0
+
+
 def plan_eval(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, Any]:
     from ..evaluation.evaluate import EvalConfig
 
@@ -193,7 +198,7 @@ def plan_eval(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, An
     fig = speed(db, key)
     calls = n if model else 0
     return _out(n, calls, calls * fig.get("prompt_tokens", 0), calls * fig.get("completion_tokens", 0),
-                n * fig["seconds_per_unit"] + (5 if model else 2), n * (BYTES_PER_CALL_ROW if model else 512),
+                n * fig["seconds_per_unit"] + _eval_fixed(model), n * (BYTES_PER_CALL_ROW if model else 512),
                 [_basis(key, fig)], sessions=n)
 
 
@@ -372,7 +377,7 @@ def _refresh(db: sqlite_utils.Database, job: dict[str, Any], actual: dict[str, A
         n = result.get("sessions") or actual["units"]
         if n and result.get("seconds") is not None:
             key, model = _eval_key(db, params.get("method") or "patterns", params.get("model"))
-            fig = {"seconds_per_unit": secs / n}
+            fig = {"seconds_per_unit": max(secs - _eval_fixed(model), secs / 2) / n}
             if model and actual["calls"]:
                 fig.update(prompt_tokens=actual["prompt_tokens"] / actual["calls"],
                            completion_tokens=actual["completion_tokens"] / actual["calls"])
