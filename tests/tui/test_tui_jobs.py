@@ -303,3 +303,30 @@ def test_each_launch_form_shows_a_one_line_estimate(tmp_path):
         assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
 
     run(scenario())
+
+
+def test_samples_pane_shows_what_the_student_answered_at_validation(tmp_path):
+    """s on a train job: the newest and the best validation's random, best and worst sessions, truth beside
+    answer and the change since the validation before, in place of the log; s again brings the log back."""
+    from samples_support import train_job_with_validations
+
+    path = demo_db(tmp_path / "kd.db")
+    job_id, _, _ = train_job_with_validations(open_db(path))
+
+    async def scenario():
+        app = KdApp(path, poll_seconds=0.3)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("3")
+            screen = app.screen
+            await wait_for(pilot, lambda: screen.selected == job_id, what="train job selected")
+            await pilot.press("s")
+            pane = screen.query_one("#job-samples", Static)
+            await wait_for(pilot, lambda: "newest validation: step 30" in str(pane.render()), what="samples")
+            text = str(pane.render())
+            assert "best validation: step 20" in text and "worst" in text and "random" in text
+            assert "truth" in text and "answer" in text and "worse; was 1.00" in text
+            assert not screen.query_one("#job-log", Log).display
+            await pilot.press("s")
+            assert screen.query_one("#job-log", Log).display and not screen.query_one("#samples-pane").display
+
+    run(scenario())
