@@ -445,3 +445,18 @@ def m015_estimates(db):
         PRIMARY KEY (machine, key)
     )
     """)
+
+
+@migration
+def m016_knowledge_review(db):
+    # A reviewer's accept / reject / edit of a knowledge record (engine.knowledge.review): every change is a
+    # new record (`review`, `reviewer`, `reviewed_at`, and the record it `supersedes`); the old one is kept,
+    # pointing at it by `superseded_by`. Knowledge sets skip superseded records and prefer reviewed ones.
+    _script(db, """
+    ALTER TABLE knowledge ADD COLUMN review TEXT;          -- accepted | rejected | edited | NULL (not reviewed)
+    ALTER TABLE knowledge ADD COLUMN reviewer TEXT;
+    ALTER TABLE knowledge ADD COLUMN reviewed_at TEXT;
+    ALTER TABLE knowledge ADD COLUMN supersedes INTEGER;
+    ALTER TABLE knowledge ADD COLUMN superseded_by INTEGER;
+    CREATE INDEX idx_knowledge_superseded ON knowledge(superseded_by)
+    """)

@@ -113,6 +113,10 @@ def train_cmd(
     console.print(f"run {out['run_id']}: {out['status']} after {out['steps']} steps, final loss "
                   f"{out['final_loss'] if out['final_loss'] is None else round(out['final_loss'], 4)}, "
                   f"{out['seconds']:.1f}s{' (reused)' if out.get('reused') else ''}")
+    if out.get("knowledge_set") and out.get("knowledge_review"):
+        r = out["knowledge_review"]
+        console.print(f"knowledge set {out['knowledge_set']}: {r['reviewed']} of {r['records']} records reviewed",
+                      markup=False, highlight=False)
     for v in out.get("valid") or []:
         mark = " <- kept" if v["step"] == out.get("best_step") else ""
         console.print(f"  valid at step {v['step']}: strict P {v.get('strict_precision') or 0:.3f}, "
