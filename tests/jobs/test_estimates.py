@@ -92,3 +92,17 @@ def test_cli_plan_acceptance(real_db, tmp_path):
     text = subprocess.run([KDBUNDLE, "--db", path, "eval", "--dataset", "electronic", "--method", "pairwise", "--plan"],
                           capture_output=True, text=True, timeout=120)
     assert text.returncode == 0 and "estimate: ≈" in text.stdout, text.stderr
+
+
+def test_export_and_experiment_plans(real_db):
+    from kdbundle.engine.jobs.experiment import job_params as experiment_params
+    from kdbundle.engine.student.train import TrainConfig, create_run
+
+    run_id = create_run(real_db, TrainConfig(), datasets=["electronic"])
+    real_db.execute("UPDATE train_runs SET status = 'done' WHERE id = ?", [run_id])
+    q8 = E.plan(real_db, "export", {"run_id": run_id, "quant": "q8_0"})
+    q4 = E.plan(real_db, "export", {"run_id": run_id, "quant": "q4_k_m"})
+    assert q8["units"] == 1 and 100e6 < q8["disk_bytes"] < 200e6  # ~145 MB for the 135M student at q8_0
+    assert q4["disk_bytes"] < q8["disk_bytes"] and q8["seconds"] == E.SEEDS["export"]["seconds_per_unit"]
+    grid = E.plan(real_db, "experiment", experiment_params("assets/experiments/small.toml"))
+    assert grid["units"] == grid["cells"] > 0 and grid["seconds"] == grid["cells"] * E.SEEDS["experiment"]["seconds_per_unit"]
