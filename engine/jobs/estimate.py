@@ -88,7 +88,21 @@ def speed(db: sqlite_utils.Database, key: str) -> dict[str, Any]:
     return {**seed, "source": "benchmark", "samples": 0}
 
 
+BLEND = 0.5
+"""A job's figure counts this much against the speed measured before it (a seed is simply replaced): one
+job slowed by a neighbour on its cores moves the estimate half way, not all the way."""
+
+
 def set_speed(db: sqlite_utils.Database, key: str, figures: dict[str, float], source: str) -> None:
+    row = db.execute("SELECT figures, source FROM machine_speeds WHERE machine = ? AND key = ?",
+                     [machine(), key]).fetchone()
+    if row and row[1] != "benchmark":
+        try:
+            before = json.loads(row[0])
+            figures = {k: BLEND * v + (1 - BLEND) * before[k] if isinstance(before.get(k), (int, float)) else v
+                       for k, v in figures.items()}
+        except (json.JSONDecodeError, TypeError):
+            pass
     with transaction(db):
         db.execute(
             "INSERT INTO machine_speeds (machine, key, figures, source, samples, updated_at) VALUES (?, ?, ?, ?, 1, ?)"
@@ -186,7 +200,7 @@ def _eval_key(db: sqlite_utils.Database, method: str, model: str | None) -> tupl
 
 def _eval_fixed(model: bool) -> float:
     """Seconds an evaluation takes whatever its size: loading the model (or the baseline's embedder)."""
-    return 5.0 if model else 1.0
+    return 5.0 if model else 0.3
 
 
 EMBEDDING_SPLITS = {"embedding-clusters": ("valid",), "pairwise": ("train", "valid"),
@@ -374,6 +388,12 @@ def actual_figures(db: sqlite_utils.Database, job: dict[str, Any]) -> dict[str, 
             "machine": machine()}
 
 
+def _asked_since(db: sqlite_utils.Database, job: dict[str, Any], where: str, args: list[Any]) -> int:
+    """Generations matching `where` that this attempt of the job made (since its worker started)."""
+    return db.execute(f"SELECT COUNT(*) FROM generations WHERE {where} AND julianday(created_at) >= julianday(?)",
+                      [*args, job["started_at"]]).fetchone()[0]
+
+
 def record_actual(db: sqlite_utils.Database, job: dict[str, Any]) -> dict[str, Any] | None:
     """Store what the job (its row, as runner.get_job reads it) took beside its estimate and, when it
     finished, refresh this machine's speed of its kind from it."""
@@ -395,15 +415,24 @@ def _refresh(db: sqlite_utils.Database, job: dict[str, Any], actual: dict[str, A
     if kind.startswith("distill-"):
         from ..knowledge.sampling import default_teacher
 
-        calls = actual["calls"]
-        if calls:  # calls this job asked itself (answers reused from other jobs cost nothing)
+        calls = _asked_since(db, job, "job_id = ?", [job["id"]])
+        if calls:  # calls this attempt asked itself (answers reused from other jobs, or earlier attempts, cost nothing)
             key = f"{kind}|{params.get('teacher') or default_teacher()}"
             set_speed(db, key, {"seconds_per_unit": secs / calls, "prompt_tokens": actual["prompt_tokens"] / calls,
                                 "completion_tokens": actual["completion_tokens"] / calls}, source)
     elif kind == "eval":
         n = result.get("sessions") or actual["units"]
-        if n and result.get("seconds") is not None:
-            key, model = _eval_key(db, params.get("method") or "patterns", params.get("model"))
+        run = result.get("eval_run_id")
+        # An evaluation stored before this attempt (a rerun, a resume) was not timed by it: a model's
+        # sessions answered since it started count; a baseline counts only if the run began here.
+        made_here = isinstance(run, int) and db.execute(
+            "SELECT 1 FROM eval_runs WHERE id = ? AND julianday(created_at) >= julianday(?)",
+            [run, job["started_at"]]).fetchone() is not None
+        key, model = _eval_key(db, params.get("method") or "patterns", params.get("model"))
+        if model and isinstance(run, int):
+            n = _asked_since(db, job, "eval_run_id = ?", [run])
+            made_here = n > 0
+        if n and made_here and result.get("seconds") is not None:  # a cached evaluation measured nothing
             embedded = (job.get("estimate") or {}).get("embed_items") or 0
             if embedded:  # most of its time went into the embeddings: that is what it measured
                 per_session = speed(db, key)["seconds_per_unit"]
