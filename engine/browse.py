@@ -167,6 +167,11 @@ class KnowledgeRow:
     job_id: int | None
     first_session: str | None = None
     """Source id of its first source session (thoughts have exactly one)."""
+    review: str | None = None
+    """A reviewer's decision (accepted | rejected | edited; knowledge.review), None if not reviewed."""
+    reviewer: str | None = None
+    superseded_by: int | None = None
+    """The record a review replaced this one with (the old one is kept, out of every new knowledge set)."""
 
 
 def knowledge_list(
@@ -184,7 +189,8 @@ def knowledge_list(
     out = [
         KnowledgeRow(r["id"], r["dataset"], r["kind"], r["text"], r["data"], r["teacher"], r["status"], r["reason"],
                      r["rank"], len(r["sessions"]), r["job_id"],
-                     source_ids.get(r["sessions"][0]) if r["sessions"] else None)
+                     source_ids.get(r["sessions"][0]) if r["sessions"] else None, r.get("review"), r.get("reviewer"),
+                     r.get("superseded_by"))
         for r in records
     ]
     if kind == "pattern":

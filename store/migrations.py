@@ -424,3 +424,39 @@ def m014_cell_machine(db):
     # The machine a cell ran on ("AMD EPYC, 2 cores"): a grid runs over several sittings, maybe on
     # different machines, and its report states the time each machine spent.
     _script(db, "ALTER TABLE experiment_cells ADD COLUMN machine TEXT")
+
+
+@migration
+def m015_estimates(db):
+    # What a job will cost, planned when it is created (`jobs.estimate`), beside what it took (`jobs.actual`),
+    # from this machine's measured speeds: one row per machine ("AMD EPYC, 2 cores") and speed key
+    # ("distill-thoughts|qwen2.5-coder-1.5b", "eval:llm|smollm2-135m", "train:fp32|smollm2-135m", "export", ...),
+    # seeded from the benchmark figures and replaced by each finished job of that kind (engine.jobs.estimate).
+    _script(db, """
+    ALTER TABLE jobs ADD COLUMN estimate TEXT;
+    ALTER TABLE jobs ADD COLUMN actual TEXT;
+    CREATE TABLE machine_speeds (
+        machine TEXT NOT NULL,
+        key TEXT NOT NULL,
+        figures TEXT NOT NULL,         -- JSON: seconds_per_unit, tokens_per_second, prompt/completion tokens, ...
+        source TEXT NOT NULL,          -- benchmark | job N
+        samples INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (machine, key)
+    )
+    """)
+
+
+@migration
+def m016_knowledge_review(db):
+    # A reviewer's accept / reject / edit of a knowledge record (engine.knowledge.review): every change is a
+    # new record (`review`, `reviewer`, `reviewed_at`, and the record it `supersedes`); the old one is kept,
+    # pointing at it by `superseded_by`. Knowledge sets skip superseded records and prefer reviewed ones.
+    _script(db, """
+    ALTER TABLE knowledge ADD COLUMN review TEXT;          -- accepted | rejected | edited | NULL (not reviewed)
+    ALTER TABLE knowledge ADD COLUMN reviewer TEXT;
+    ALTER TABLE knowledge ADD COLUMN reviewed_at TEXT;
+    ALTER TABLE knowledge ADD COLUMN supersedes INTEGER;
+    ALTER TABLE knowledge ADD COLUMN superseded_by INTEGER;
+    CREATE INDEX idx_knowledge_superseded ON knowledge(superseded_by)
+    """)

@@ -13,7 +13,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Log, ProgressBar, Sparkline, Static
 
 from ..engine import browse
@@ -92,6 +92,7 @@ class JobsScreen(KdScreen):
         Binding("c", "cancel_job", "Cancel"),
         Binding("r", "resume_job", "Resume"),
         Binding("l", "focus_log", "Log", show=False),
+        Binding("s", "toggle_samples", "Samples"),
     ]
 
     def __init__(self) -> None:
@@ -101,6 +102,7 @@ class JobsScreen(KdScreen):
         self._log_after = 0
         self._step_after = -1
         self._losses: list[float] = []
+        self._samples_at: tuple[int, int] | None = None  # (job, validations) the samples pane shows
 
     def compose(self) -> ComposeResult:
         yield from self.compose_nav()
@@ -117,6 +119,8 @@ class JobsScreen(KdScreen):
                 yield Static("valid -", id="valid-label")
                 yield Sparkline([], id="valid", summary_function=max)
             yield Log(id="job-log", max_lines=2000)
+            with VerticalScroll(id="samples-pane"):
+                yield Static("", id="job-samples")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -132,6 +136,7 @@ class JobsScreen(KdScreen):
         self.query_one("#loss-row").display = False
         self.query_one("#valid-row").display = False
         self.query_one("#job-progress-row").display = False
+        self.query_one("#samples-pane").display = False
         self._show_jobs(self.app.jobs)
         self.set_interval(1.0, self._poll_detail, name="job-detail")
 
@@ -189,6 +194,8 @@ class JobsScreen(KdScreen):
             self.query_one("#valid", Sparkline).data = []
             self._show_head()
             self._poll_detail()
+            if self.query_one("#samples-pane").display:
+                self.read_samples(job_id)
 
     def job(self, job_id: int | None) -> dict[str, Any] | None:
         return next((j for j in self.jobs if j["id"] == job_id), None)
@@ -261,6 +268,41 @@ class JobsScreen(KdScreen):
             self.query_one("#valid", Sparkline).data = [v.strict_f1 or 0.0 for v in msg.valid]
             self.query_one("#valid-label", Static).update(
                 f"valid F1 {msg.valid[-1].strict_f1 or 0:.3f}\nbest {best.strict_f1 or 0:.3f}@{best.step}")
+        if self.query_one("#samples-pane").display and self._samples_at != (msg.job_id, len(msg.valid)):
+            self._samples_at = (msg.job_id, len(msg.valid))  # a new validation: its samples
+            self.read_samples(msg.job_id)
+
+    # ------------------------------------------------------------ samples (what the student answered)
+
+    def action_toggle_samples(self) -> None:
+        """s: the newest and best validation's random, best and worst sessions, truth beside answer, in place
+        of the log (s again: the log)."""
+        pane = self.query_one("#samples-pane")
+        pane.display = not pane.display
+        self.query_one("#job-log", Log).display = not pane.display
+        if pane.display and self.selected is not None:
+            self._samples_at = None
+            self.query_one("#job-samples", Static).update("reading the validations' answers...")
+            self.read_samples(self.selected)
+
+    @work(thread=True, group="job-samples", description="Reading validation samples", exclusive=True,
+          exit_on_error=False)
+    def read_samples(self, job_id: int) -> None:
+        from ..engine.student.samples import sample_lines, validation_samples
+
+        db = self.app.db()
+        run = browse.train_run_for_job(db, job_id)
+        lines = sample_lines(validation_samples(db, run["id"])) if run else \
+            ["samples: a train job's validations (this job has no training run)"]
+        text = Text("\n".join(lines))
+        for word, style in (("truth ", "green"), ("answer ", "cyan"), ("worse", "red"), ("better", "green")):
+            text.highlight_words([word], style)
+
+        def show() -> None:
+            if self.selected == job_id:
+                self.query_one("#job-samples", Static).update(text)
+
+        self.app.call_from_thread(show)
 
     # ------------------------------------------------------------ actions
 

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, Markdown, Select, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Input, Label, Markdown, Select, Static, TabbedContent, TabPane
 
 from ..engine import browse
 from ..engine.knowledge.formats import FORMATS
@@ -42,6 +42,9 @@ class KnowledgeScreen(KdScreen):
         Binding("p", "provenance", "Sources"),
         Binding("f", "cycle_status", "Status"),
         Binding("r", "reload", "Reload", show=False),
+        Binding("a", "review('accept')", "Accept"),
+        Binding("x", "review('reject')", "Reject"),
+        Binding("e", "review('edit')", "Edit"),
     ]
 
     def __init__(self) -> None:
@@ -50,6 +53,7 @@ class KnowledgeScreen(KdScreen):
         self.sort_by = "support"
         self.thought_status = ""  # "" = all, accepted, rejected
         self.loaded: set[str] = set()  # kinds (and "sets") read for the current dataset
+        self._keep_row: dict[str, int] = {}  # kind -> row to highlight again after a review reloads it
 
     def compose(self) -> ComposeResult:
         yield from self.compose_nav()
@@ -173,8 +177,11 @@ class KnowledgeScreen(KdScreen):
         table = self.query_one("#rules", DataTable)
         table.clear()
         for r in self.rows["rule"]:
-            table.add_row(str(r.rank or "-"), str(r.sessions), Text(r.teacher or "-"),
-                          Text(r.text.replace("\n", " ")), key=str(r.id))
+            if r.superseded_by is not None or r.status != "accepted" and r.review:
+                continue  # replaced or rejected in review: the review's record stands for it
+            text = Text(f"✓{r.review[0]} " if r.review else "", style="green") + Text(r.text.replace("\n", " "))
+            table.add_row(str(r.rank or "-"), str(r.sessions), Text(r.teacher or "-"), text, key=str(r.id))
+        self._restore_row("rule", table)
         if not self.rows["rule"]:
             self.query_one("#rule-text", Static).update(Text(
                 f"No rules for {self.dataset or 'this dataset'}: a teacher distils them (a distill-rules job: "
@@ -184,11 +191,13 @@ class KnowledgeScreen(KdScreen):
     def _fill_thoughts(self) -> None:
         table = self.query_one("#thoughts", DataTable)
         table.clear()
-        shown = [r for r in self.rows["thought"] if not self.thought_status or r.status == self.thought_status]
+        shown = [r for r in self.rows["thought"] if r.superseded_by is None
+                 and (not self.thought_status or r.status == self.thought_status)]
         for r in shown:
             sid = r.first_session or f"#{r.id}"
             style = "green" if r.status == "accepted" else "red"
-            table.add_row(Text(str(sid)), Text(r.status, style=style), key=str(r.id))
+            table.add_row(Text(str(sid)), Text(r.status + (" ✓" if r.review else ""), style=style), key=str(r.id))
+        self._restore_row("thought", table)
         self._summary()
         if not shown:
             which = f"{self.thought_status} " if self.thought_status and self.rows["thought"] else ""
@@ -225,6 +234,54 @@ class KnowledgeScreen(KdScreen):
         rec = self._record("thought", event.row_key.value)
         if rec:
             self.query_one("#thought-md", Markdown).update(thought_markdown(rec))
+
+    def _restore_row(self, kind: str, table: DataTable) -> None:
+        if kind in self._keep_row and table.row_count:
+            table.move_cursor(row=min(self._keep_row.pop(kind), table.row_count - 1))
+
+    # ------------------------------------------------------------ review (a: accept, x: reject, e: edit)
+
+    def _highlighted_record(self) -> tuple[str, browse.KnowledgeRow, int] | None:
+        active = self.query_one("#k-tabs", TabbedContent).active
+        kind = {"tab-rules": "rule", "tab-thoughts": "thought"}.get(active)
+        table = self.query_one(f"#{kind}s", DataTable) if kind else None
+        if table is None or not table.row_count:
+            return None
+        rec = self._record(kind, table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        return (kind, rec, table.cursor_row) if rec else None
+
+    def action_review(self, action: str) -> None:
+        found = self._highlighted_record()
+        if found is None:
+            self.notify("Reviews are of rules and thoughts: highlight one on the Rules or Thoughts tab.",
+                        severity="warning")
+            return
+        kind, rec, row = found
+        if action == "edit":
+            self.app.push_screen(EditScreen(f"Edit {kind} {rec.id} (enter saves, escape cancels)", rec.text),
+                                 lambda text: self.review(kind, rec.id, "edit", text, row) if text else None)
+        else:
+            self.review(kind, rec.id, action, None, row)
+
+    @work(thread=True, group="knowledge-review", description="Reviewing a record", exit_on_error=False)
+    def review(self, kind: str, knowledge_id: int, action: str, text: str | None, row: int) -> None:
+        from ..engine.knowledge.review import review_record
+
+        try:
+            out = review_record(self.app.db(), knowledge_id, action, text=text)
+        except Exception as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", title="review")
+            return
+
+        def done() -> None:
+            self.notify(f"{kind} {knowledge_id} {out['review']} by {out['reviewer']}: record {out['id']} replaces it",
+                        title="review")
+            # the next record: a rule keeps its rank (and its row) unless rejected; a thought's review moves it last
+            self._keep_row[kind] = row + 1 if kind == "rule" and action != "reject" else row
+            if self.dataset:
+                self.load_kind(self.dataset, kind)
+
+        self.app.call_from_thread(done)
 
     def _record(self, kind: str, key: str | None) -> browse.KnowledgeRow | None:
         return next((r for r in self.rows[kind] if str(r.id) == key), None)
@@ -298,6 +355,26 @@ def thought_markdown(rec: browse.KnowledgeRow) -> str:
     if truth:
         parts += ["", "**Ground truth**", *truth]
     return "\n".join(parts)
+
+
+class EditScreen(ModalScreen[str | None]):
+    """One line of text to edit (a rule's or a thought's new text); dismisses with it, or None."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, question: str, text: str) -> None:
+        super().__init__(classes="dialog-screen")
+        self.question, self.text = question, text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label(self.question, classes="dialog-question", markup=False)
+            yield Input(self.text, id="edit-text")
+        yield Footer(compact=True)
+
+    @on(Input.Submitted)
+    def _save(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
 
 
 class ProvenanceScreen(WorkerErrors, ModalScreen[None]):

@@ -249,6 +249,7 @@ class LaunchScreen(WorkerErrors, ModalScreen[tuple[str, dict[str, Any]] | None])
                              Select([(k, k) for k in FORMS], value=self.kind, allow_blank=False, id="kind",
                                     compact=True), classes="field")
             yield VerticalScroll(id="form")
+            yield Static("", id="form-estimate")
             yield Static("", id="form-error", classes="error-line")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Launch", variant="primary", id="launch-btn", compact=True)
@@ -267,7 +268,8 @@ class LaunchScreen(WorkerErrors, ModalScreen[tuple[str, dict[str, Any]] | None])
         await self._got_choices(msg.choices)
 
     def worker_failed(self, worker) -> None:
-        self.call_later(self._got_choices, {})
+        if worker.group != "estimate":  # still usable: store-backed fields fall back to free text
+            self.call_later(self._got_choices, {})
 
     async def _got_choices(self, choices: dict[str, list[str]]) -> None:
         self.choices = choices
@@ -312,6 +314,28 @@ class LaunchScreen(WorkerErrors, ModalScreen[tuple[str, dict[str, Any]] | None])
         self._apply_conditions()
         self.query_one("#form-error", Static).update("")
         self.built = True
+        self.refresh_estimate()
+
+    @on(Input.Changed, "#form Input")
+    @on(Select.Changed, "#form Select")
+    def refresh_estimate(self) -> None:
+        """The one-line estimate of the job as filled in (engine.jobs.estimate; nothing is asked or written)."""
+        if self.built:
+            self._estimate(self.kind, self.values())
+
+    @work(thread=True, exclusive=True, group="estimate", exit_on_error=False)
+    def _estimate(self, kind: str, values: dict[str, str]) -> None:
+        from ..engine.jobs.estimate import one_line, plan
+
+        try:
+            db = self.app.db()
+            line = one_line(plan(db, kind, job_params(db, kind, parse_form(kind, values))))
+        except Exception as exc:  # an unfinished form: say what is missing instead of a figure
+            line = f"estimate: – ({str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__})"
+        try:
+            self.app.call_from_thread(lambda: self.query_one("#form-estimate", Static).update(plain(line)))
+        except Exception:  # the form closed meanwhile
+            pass
 
     def shown(self) -> dict[str, str]:
         """The values the form's conditions and implied defaults read (condition_values)."""

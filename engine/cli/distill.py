@@ -11,7 +11,7 @@ from ..knowledge.sampling import STRATEGIES
 from . import app
 from .common import console, option, print_json, safe
 from .data import ready_db
-from .jobs import launch
+from .jobs import PLAN_HELP, launch, show_plan
 
 distill_app = typer.Typer(help="Distil knowledge (rules, thoughts, answers) from a teacher LLM as a resumable job.",
                           no_args_is_help=True)
@@ -21,7 +21,7 @@ app.add_typer(distill_app, name="distill")
 def _run(ctx: typer.Context, kind: str, dataset: str, teacher: Optional[str], sample: str, ratio: float, seed: int,
          concurrency: int, max_rounds: int, limit: Optional[int], max_tokens: int,
          difficulty_model: Optional[str], fields: Optional[str], detach: bool, as_json: bool,
-         split: str = "train", votes: int = 1, temperature: float = 0.0) -> None:
+         split: str = "train", votes: int = 1, temperature: float = 0.0, plan: bool = False) -> None:
     cfg = DistillConfig(dataset, teacher=teacher, sample=sample, ratio=ratio, seed=seed, concurrency=concurrency,
                         max_rounds=max_rounds, limit=limit, max_tokens=max_tokens, difficulty_model=difficulty_model,
                         fields=fields, split=split, votes=votes, temperature=temperature)
@@ -31,6 +31,9 @@ def _run(ctx: typer.Context, kind: str, dataset: str, teacher: Optional[str], sa
     # Only non-default fields go into the job, so `jobs list` shows what the user chose.
     defaults = DistillConfig(dataset).params()
     params = {k: v for k, v in cfg.params().items() if k == "dataset" or v != defaults[k]}
+    if plan:
+        show_plan(ctx, get_format(kind).job_kind, params, as_json)
+        return
     job = launch(ctx, get_format(kind).job_kind, params, detach=detach, as_json=as_json, total=total)
     if job is None:
         return
@@ -85,9 +88,10 @@ def _command(kind: str, doc: str):
         temperature: float = option(DistillConfig, "temperature", "--temperature"),
         detach: bool = typer.Option(False, "--detach", help="Start in the background and print only the job id."),
         as_json: bool = typer.Option(False, "--json"),
+        plan: bool = typer.Option(False, "--plan", help=PLAN_HELP),
     ):
         _run(ctx, kind, dataset, teacher, sample, ratio, seed, concurrency, max_rounds, limit, max_tokens,
-             difficulty_model, fields, detach, as_json, split, votes, temperature)
+             difficulty_model, fields, detach, as_json, split, votes, temperature, plan)
 
     command.__doc__ = doc
     command.__name__ = f"{kind}_cmd"

@@ -39,6 +39,7 @@ def eval_cmd(
     hint_weight: Optional[float] = option(EvalConfig, "hint_weight", "--hint-weight"),
     detach: bool = typer.Option(False, "--detach", help="Run as a background job; print its id."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the metrics."),
+    plan: bool = typer.Option(False, "--plan", help="Print what the evaluation would cost and score nothing."),
 ):
     """Score a method (resumable: rerunning the same evaluation continues where it stopped)."""
     cfg = EvalConfig(dataset, split=split, method=method, model=model, limit=limit, seed=seed,
@@ -48,6 +49,11 @@ def eval_cmd(
     quiet_library_progress()
     db = ready_db(ctx)
     check_config(db, cfg)  # bad options: one line, before a job, a run row or a progress bar exists
+    if plan:
+        from .jobs import show_plan
+
+        show_plan(ctx, "eval", {k: v for k, v in asdict(cfg).items() if k not in ("eval_run_id", "job_id")}, as_json)
+        return
     if detach:
         from .jobs import launch
 

@@ -13,7 +13,7 @@ from ..jobs.experiment import job_params
 from . import app
 from .common import console, output_file, print_json, safe
 from .data import ready_db
-from .jobs import launch
+from .jobs import PLAN_HELP, launch, show_plan
 
 experiment_app = typer.Typer(help="Research-question grids: run them (resumable) and report them.",
                              no_args_is_help=True)
@@ -22,10 +22,14 @@ app.add_typer(experiment_app, name="experiment")
 
 @experiment_app.command("run")
 def run_cmd(ctx: typer.Context, file: Path = typer.Argument(..., help="Grid file (.toml), e.g. assets/experiments/small.toml."),
-            detach: bool = typer.Option(False, "--detach"), as_json: bool = typer.Option(False, "--json")):
+            detach: bool = typer.Option(False, "--detach"), as_json: bool = typer.Option(False, "--json"),
+            plan: bool = typer.Option(False, "--plan", help=PLAN_HELP)):
     """Run every cell of a grid not yet done (knowledge, training, export and evaluation are reused by identity)."""
     cfg = load_config(file)
     ready_db(ctx)
+    if plan:
+        show_plan(ctx, "experiment", job_params(file), as_json)
+        return
     job = launch(ctx, "experiment", job_params(file), detach=detach, as_json=as_json,
                  total=len(cfg.cells()))
     if job is None:

@@ -16,7 +16,8 @@ jobs_app = typer.Typer(help="Background jobs: list, follow, cancel, resume.", no
 app.add_typer(jobs_app, name="jobs")
 
 _PUBLIC = ("id", "kind", "status", "done", "total", "threads", "pid", "error", "created_at", "started_at", "finished_at",
-           "eta_seconds", "params", "result")
+           "eta_seconds", "params", "result", "estimate", "actual")
+PLAN_HELP = "Print what the job would cost (units, calls, tokens, seconds, disk) and start nothing."
 
 
 def _public(job: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +64,21 @@ def launch(ctx: typer.Context, kind: str, params: dict[str, Any], *, detach: boo
     return job
 
 
+def show_plan(ctx: typer.Context, kind: str, params: dict[str, Any], as_json: bool) -> None:
+    """`--plan`: the job's estimate from this machine's speeds; no model is asked anything, no job written."""
+    from ..jobs.estimate import one_line, plan
+
+    est = plan(state(ctx).db, kind, params)
+    if as_json:
+        print_json(est)
+        return
+    console.print(safe(one_line(est)), highlight=False)
+    if est.get("priced_tokens"):
+        p = est["priced_tokens"]
+        console.print(f"endpoint tokens to price: {p['input']} input, {p['output']} output", highlight=False)
+    console.print(f"from: {safe('; '.join(est['basis']))} on {safe(est['machine'])}", highlight=False)
+
+
 def _fail(job: dict[str, Any]) -> int:
     err_console.print(f"[red]error:[/] job {job['id']} failed: {safe(job['error'])}")
     return 1
@@ -90,19 +106,49 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"), 
 
 @jobs_app.command("show")
 def show_cmd(ctx: typer.Context, job_id: int, as_json: bool = typer.Option(False, "--json"),
-             tail: int = typer.Option(20, help="Log lines to show.")):
-    """One job with the tail of its log."""
+             tail: int = typer.Option(20, help="Log lines to show."),
+             samples: bool = typer.Option(False, "--samples", help="A train job: for its newest and best validation, "
+                                          "random, best and worst valid sessions with truth beside answer."),
+             k: int = typer.Option(2, "--k", help="Sessions of each kind with --samples."),
+             seed: int = typer.Option(0, "--seed", help="Seed of the random sessions with --samples.")):
+    """One job with the tail of its log (or, with --samples, what its student answered at validation)."""
     db = state(ctx).db
     J.reconcile(db)
     job = _public(J.get_job(db, job_id))
+    if samples:
+        _show_samples(db, job, k, seed, as_json)
+        return
     job["log"] = J.job_logs(db, job_id, tail)
     if as_json:
         print_json(job)
         return
     for k in ("id", "kind", "status", "done", "total", "threads", "pid", "error", "params", "result"):
         console.print(f"[bold]{k}[/]: {safe(job[k])}")
+    est, act = job.get("estimate") or {}, job.get("actual") or {}
+    if est or act:
+        t = Table("", "estimate", "actual", title="estimate vs actual")
+        for k in ("units", "calls", "tokens", "seconds", "disk_bytes"):
+            t.add_row(k, safe(est.get(k, "")), safe(act.get(k, "") if act.get(k) is not None else ""))
+        console.print(t)
     for line in job["log"]:
         console.print(Text.assemble((line["ts"], "dim"), " ", line["message"]), highlight=False)
+
+
+def _show_samples(db, job: dict[str, Any], k: int, seed: int, as_json: bool) -> None:
+    from ..browse import train_run_for_job
+    from ..errors import InputError
+    from ..student.samples import sample_lines, validation_samples
+
+    run = train_run_for_job(db, job["id"]) if job["kind"] == "train" else None
+    if run is None:
+        raise InputError(f"job {job['id']} is a {job['kind']} job with no training run: --samples shows a train "
+                         "job's validations")
+    result = validation_samples(db, run["id"], k=k, seed=seed)
+    if as_json:
+        print_json({"job_id": job["id"], **result})
+        return
+    for line in sample_lines(result):
+        console.print(safe(line), highlight=False, soft_wrap=True)
 
 
 @jobs_app.command("cancel")

@@ -139,3 +139,29 @@ def rm_cmd(
         return
     console.print(f"removed {result['records']} records"
                   + (f", {result['generations']} generations and job {job}" if job is not None else ""))
+
+
+@knowledge_app.command("review")
+def review_cmd(
+    ctx: typer.Context,
+    knowledge_id: int = typer.Argument(..., help="The record (a rule, thought or teacher answer)."),
+    accept: bool = typer.Option(False, "--accept", help="Keep it as it is, reviewed."),
+    reject: bool = typer.Option(False, "--reject", help="Never put it in a knowledge set."),
+    edit: Optional[str] = typer.Option(None, "--edit", metavar="TEXT",
+                                       help="New text (a rule, a thought) or label (an answer: \"1,2 intent; 3,4 intent\")."),
+    reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Who reviews (default: $KDBUNDLE_REVIEWER or login)."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Accept, reject or edit a record: a new record with your name supersedes it (the old one is kept)."""
+    from ..knowledge.review import review_record
+
+    chosen = [a for a, on in (("accept", accept), ("reject", reject), ("edit", edit is not None)) if on]
+    if len(chosen) != 1:
+        raise InputError("give one of --accept, --reject or --edit TEXT")
+    out = review_record(ready_db(ctx), knowledge_id, chosen[0], text=edit, reviewer=reviewer)
+    if as_json:
+        print_json(out)
+        return
+    console.print(f"record {out['id']} ({safe(out['kind'])}, {out['review']} by {safe(out['reviewer'])}) supersedes "
+                  f"record {out['supersedes']}; new knowledge sets take it" +
+                  ("" if out["status"] == "accepted" else " as rejected, i.e. never"), highlight=False)

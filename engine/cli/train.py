@@ -22,7 +22,7 @@ from ..student.runs import get_run
 from . import app
 from .common import config_options, console, not_the_database, option, output_file, print_json, state
 from .data import ready_db
-from .jobs import launch
+from .jobs import PLAN_HELP, launch, show_plan
 
 
 def _result(job: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -59,6 +59,7 @@ def train_cmd(
                                 rich_help_panel="Output"),
     as_json: bool = typer.Option(False, "--json", rich_help_panel="Output",
                                  help="Print one JSON object (run_id, steps, final_loss, seconds, best_step, valid)."),
+    plan: bool = typer.Option(False, "--plan", help=PLAN_HELP, rich_help_panel="Output"),
     options: dict[str, Any] | None = None,
 ):
     """Fine-tune a student (full for small students, else LoRA) on a dataset's training sessions, selecting on valid.
@@ -69,6 +70,9 @@ def train_cmd(
         raise InputError("--prepare writes a folder and starts nothing: drop --detach")
     db = ready_db(ctx)
     params = job_params(db, dataset=dataset, also=also, knowledge_set=knowledge_set, formats=formats, **(options or {}))
+    if plan:
+        show_plan(ctx, "train", params, as_json)
+        return
     if prepare is not None:
         not_the_database(ctx, prepare)  # prepare_run itself refuses anything but a new or empty folder
         _prepared(prepare_run(db, params, prepare), as_json)
@@ -82,6 +86,10 @@ def train_cmd(
     console.print(f"run {out['run_id']}: {out['status']} after {out['steps']} steps, final loss "
                   f"{out['final_loss'] if out['final_loss'] is None else round(out['final_loss'], 4)}, "
                   f"{out['seconds']:.1f}s{' (reused)' if out.get('reused') else ''}")
+    if out.get("knowledge_set") and out.get("knowledge_review"):
+        r = out["knowledge_review"]
+        console.print(f"knowledge set {out['knowledge_set']}: {r['reviewed']} of {r['records']} records reviewed",
+                      markup=False, highlight=False)
     for v in out.get("valid") or []:
         mark = " <- kept" if v["step"] == out.get("best_step") else ""
         console.print(f"  valid at step {v['step']}: strict P {v.get('strict_precision') or 0:.3f}, "
@@ -137,6 +145,7 @@ def export_cmd(
     force: bool = typer.Option(False, "--force", help="Replace an existing .gguf that is not this database's export."),
     detach: bool = typer.Option(False, "--detach"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (model, path, size_bytes, quant)."),
+    plan: bool = typer.Option(False, "--plan", help=PLAN_HELP),
 ):
     """Merge a run's LoRA into its base and write a quantized GGUF (or the adapter alone); register it."""
     db = ready_db(ctx)
@@ -149,6 +158,9 @@ def export_cmd(
     if force:
         params["force"] = True  # only when asked: the params of earlier exports stay as they were
     cfg = ExportConfig(**{k: v for k, v in params.items() if k != "run_id"})  # fails here, not in the worker
+    if plan:
+        show_plan(ctx, "export", params, as_json)
+        return
     _, model, path = export_target(db, run_id, cfg)
     if owned_export(db, model, path):
         not_the_database(ctx, path)  # refreshing its own export

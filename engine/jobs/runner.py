@@ -116,12 +116,24 @@ class JobContext:
 def create_job(db: sqlite_utils.Database, kind: str, params: dict[str, Any], total: int | None = None) -> int:
     if kind not in JOB_KINDS:
         raise KdError(f"unknown job kind {kind!r} (known: {', '.join(JOB_KINDS)})")
+    estimate = _estimate(db, kind, params)
     with transaction(db):
         cur = db.execute(
-            "INSERT INTO jobs (kind, params, status, done, total, created_at, updated_at) VALUES (?, ?, 'queued', 0, ?, ?, ?)",
-            [kind, json.dumps(params), total, now(), now()],
+            "INSERT INTO jobs (kind, params, status, done, total, created_at, updated_at, estimate)"
+            " VALUES (?, ?, 'queued', 0, ?, ?, ?, ?)",
+            [kind, json.dumps(params), total, now(), now(), json.dumps(estimate) if estimate else None],
         )
         return cur.lastrowid
+
+
+def _estimate(db: sqlite_utils.Database, kind: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The job's plan (engine.jobs.estimate), kept on its row; a plan that cannot be made starts the job anyway."""
+    from .estimate import plan
+
+    try:
+        return plan(db, kind, params)
+    except Exception:
+        return None
 
 
 def job_log_path(db_path: str | os.PathLike, job_id: int) -> Path:
@@ -204,6 +216,12 @@ def run_job(db_path: str | os.PathLike, job_id: int) -> str:
             [status, error, json.dumps(result) if result is not None else None, now(), now(), job_id],
         )
     ctx.log(f"job {status}" + (f": {error}" if error else ""), level="error" if error else "info")
+    try:  # beside its estimate: what it took; a finished job refreshes this machine's speed of its kind
+        from .estimate import record_actual
+
+        record_actual(db, get_job(db, job_id))
+    except Exception as exc:
+        ctx.log(f"estimate figures not recorded: {type(exc).__name__}: {exc}", level="warning")
     return status
 
 
@@ -257,6 +275,8 @@ def _row(db: sqlite_utils.Database, r: tuple, cols: list[str]) -> dict[str, Any]
     d = dict(zip(cols, r))
     d["params"], params_ok = _json_field(d["params"], {})
     d["result"], result_ok = _json_field(d.get("result"), None)
+    d["estimate"], _ = _json_field(d.get("estimate"), None)
+    d["actual"], _ = _json_field(d.get("actual"), None)
     bad = [what for what, ok in (("params", params_ok), ("result", result_ok)) if not ok]
     d["damaged"] = f"its {' and '.join(bad)} cannot be read (not a JSON {'object' if not params_ok else 'value'})" \
         if bad else None

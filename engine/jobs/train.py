@@ -24,6 +24,7 @@ from ..data.sessions import load_sessions
 from ..errors import InputError
 from ..evaluation.evaluate import EvalConfig, EvalStopped, evaluate
 from ..knowledge.formats import FORMAT_NAMES
+from ..knowledge.review import reviewed_count
 from ..knowledge.sets import create_set, parse_list
 from ..llm.backends import unload_llama
 from ..llm.gguf import training_carried
@@ -192,11 +193,15 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
                     "best_step": run.get("best_step"), "valid": valid_curve(db, run_id),
                     "seconds": run["seconds"], "output_dir": run["output_dir"],
                     "adapter_dir": str(Path(run["output_dir"]) / ADAPTER_DIR), "key": key, "reused": True,
-                    "knowledge_set": data.knowledge_set, "datasets": data.datasets}
+                    "knowledge_set": data.knowledge_set, "datasets": data.datasets,
+                    "knowledge_review": reviewed_count(db, data.knowledge_set)}
     if cfg.recipe == "onepass":
         return _run_onepass(ctx, cfg, data, run_id, key)
     examples, stats = build_examples(db, data, count_tokens=token_counter(cfg, db) if data.knowledge_set else None)
     ctx.log(f"examples: {json.dumps(stats.to_dict())}")
+    review = reviewed_count(db, data.knowledge_set)
+    if data.knowledge_set:
+        ctx.log(f"knowledge set {data.knowledge_set}: {review['reviewed']} of {review['records']} records reviewed")
 
     def on_step(row: dict) -> None:
         ctx.progress(row["step"], row.get("total"))
@@ -217,6 +222,7 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
                              for d in data.datasets)
     return {**asdict(result), "key": key, "reused": False, "knowledge_set": data.knowledge_set,
             "datasets": data.datasets, "example_stats": stats.to_dict(), "valid_sessions": valid_sessions,
+            "knowledge_review": review,
             "disk_bytes": disk_bytes(result.output_dir)}
 
 

@@ -66,6 +66,21 @@ class Record(_Model):
     reason: str | None = None
     rank: Count | None = None
     created_at: Timestamp | None = None
+    review: Literal["accepted", "rejected", "edited"] | None = None
+    """A reviewer's decision (knowledge.review); None: not reviewed."""
+    reviewer: Name | None = None
+    reviewed_at: Timestamp | None = None
+    supersedes: Id | None = None
+    """The exported id of the record this review replaced (same job)."""
+    superseded_by: Id | None = None
+
+    @model_validator(mode="after")
+    def _reviewed(self) -> Record:
+        if (self.review is None) != (self.reviewer is None):
+            raise ValueError("a review names its reviewer, and a reviewer a review")
+        if self.review == "rejected" and self.status != "rejected":
+            raise ValueError("a record rejected in review has status rejected")
+        return self
 
 
 class Generation(_Model):

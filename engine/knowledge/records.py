@@ -27,7 +27,7 @@ def list_knowledge(db: sqlite_utils.Database, dataset: str, kind: str | None = N
         where.append("k.status = ?")
         args.append(status)
     sql = (f"""SELECT k.id, k.kind, k.text, k.teacher, k.data, k.params, k.status, k.reason, k.rank, k.job_id,
-                      k.created_at FROM knowledge k WHERE {' AND '.join(where)}
+                      k.created_at, k.review, k.reviewer, k.reviewed_at, k.supersedes, k.superseded_by FROM knowledge k WHERE {' AND '.join(where)}
                ORDER BY k.kind, COALESCE(k.rank, k.id), k.id""")
     if limit:
         sql += f" LIMIT {int(limit)}"
@@ -47,11 +47,14 @@ def list_knowledge(db: sqlite_utils.Database, dataset: str, kind: str | None = N
                 if kid in target:
                     target[kid].append(other)
     out = []
-    for kid, kd, text, teacher, data, params, st, reason, rank, job, created in rows:
+    for kid, kd, text, teacher, data, params, st, reason, rank, job, created, review, reviewer, reviewed_at, \
+            supersedes, superseded_by in rows:
         (data, data_ok), (params, params_ok) = json_object(data), json_object(params)
         rec = {"id": kid, "kind": kd, "text": text, "teacher": teacher, "sessions": sessions[kid],
                "generations": generations[kid], "dataset": dataset, "data": data, "params": params, "status": st,
-               "reason": reason, "rank": rank, "job_id": job, "created_at": created}
+               "reason": reason, "rank": rank, "job_id": job, "created_at": created, "review": review,
+               "reviewer": reviewer, "reviewed_at": reviewed_at, "supersedes": supersedes,
+               "superseded_by": superseded_by}
         if not (data_ok and params_ok):
             rec["damaged"] = f"its {'data' if not data_ok else 'params'} cannot be read (not a JSON object)"
         out.append(rec)

@@ -33,7 +33,10 @@ MAX_LINE = 64 << 20
 """Bytes in one line of an export (a record with its teacher outputs); a longer line is refused."""
 MAX_FILE = 1 << 30
 """Bytes in a whole export file `knowledge import` reads (so `/dev/zero` fails at once)."""
-_RECORD = ("kind", "text", "data", "teacher", "params", "status", "reason", "rank", "created_at")
+_RECORD = ("kind", "text", "data", "teacher", "params", "status", "reason", "rank", "created_at", "review", "reviewer",
+           "reviewed_at")
+_LINKS = ("supersedes", "superseded_by")
+"""A review's links name other records of the same job by their exported ids: mapped to the new ids on import."""
 _GENERATION = ("model", "purpose", "prompt", "response_schema", "raw_output", "parsed", "errors", "prompt_tokens",
                "completion_tokens", "prompt_seconds", "latency_seconds", "tokens_per_second", "params", "created_at")
 
@@ -55,12 +58,12 @@ def export_knowledge(db: sqlite_utils.Database, dataset: str, formats: Iterable[
                      "status": "done" if status == "done" else "cancelled"}
     source = dict(db.execute("SELECT id, source_id FROM sessions WHERE dataset_id = ?", [ds]).fetchall())
     units_sent: set[int] = set()
-    cur = db.execute(f"SELECT id, job_id, {', '.join(_RECORD)} FROM knowledge WHERE dataset_id = ? AND job_id IS NOT NULL"
+    cur = db.execute(f"SELECT id, job_id, {', '.join(_RECORD + _LINKS)} FROM knowledge WHERE dataset_id = ? AND job_id IS NOT NULL"
                      " ORDER BY id", [ds])
     for kid, job_id, *values in cur.fetchall():
         if job_id not in jobs:
             continue
-        rec = dict(zip(_RECORD, values))
+        rec = {k: v for k, v in zip(_RECORD + _LINKS, values) if v is not None or k in _RECORD[:9]}
         sessions = [s for (s,) in db.execute(
             """SELECT s.source_id FROM knowledge_sessions ks JOIN sessions s ON s.id = ks.session_id
                WHERE ks.knowledge_id = ? ORDER BY s.id""", [kid])]
@@ -177,6 +180,11 @@ def import_knowledge(db: sqlite_utils.Database, lines: Iterable[str], where: str
             records: dict[int, int] = {}
             for o in group:
                 records[o["record"].get("id")] = _insert(db, o, job_id, session_ids, generations)
+            for o in group:  # the review links, by the new ids (a link to a record not in the file is dropped)
+                links = {c: records.get(o["record"].get(c)) for c in _LINKS if o["record"].get(c) is not None}
+                if links:
+                    db.execute(f"UPDATE knowledge SET {', '.join(f'{c} = ?' for c in links)} WHERE id = ?",
+                               [*links.values(), records[o["record"].get("id")]])
             units = next((o["units"] for o in group if isinstance(o.get("units"), list)), [])
             _restore_units(db, job_id, ds_name, units, session_ids, records, stamp)
             done["jobs"] += 1

@@ -313,5 +313,53 @@ def test_the_training_form_starts_from_the_real_defaults(tmp_path):
             assert lr.value == "1e-4"
             params = parse_form("train", form.values(), form.shown())
             assert params["lr"] == 1e-4 and params["method"] == "full" and "rank" not in params
+def test_each_launch_form_shows_a_one_line_estimate(tmp_path):
+    """The form says what the job would cost before it starts (engine.jobs.estimate), and follows the fields."""
+    path = demo_db(tmp_path / "kd.db")
+
+    async def scenario():
+        app = KdApp(path, poll_seconds=0.3)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("3", "n")
+            form = await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen) and app.screen.built and app.screen,
+                                  what="launch form")
+            line = form.query_one("#form-estimate", Static)
+            await wait_for(pilot, lambda: "estimate: ≈" in str(line.render()), what="eval estimate")
+            assert "0 calls" in str(line.render())  # the patterns baseline asks no model
+            form.query_one("#f-method", Select).value = "llm"
+            await wait_for(pilot, lambda: "0 calls" not in str(line.render()) and "≈" in str(line.render()),
+                           what="llm estimate")
+            form.query_one("#kind", Select).value = "distill-thoughts"
+            await wait_for(pilot, lambda: form.kind == "distill-thoughts" and form.built and "≈" in str(line.render())
+                           and "0 calls" not in str(line.render()), what="distill estimate")
+        db = open_db(path)
+        assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+
+    run(scenario())
+
+
+def test_samples_pane_shows_what_the_student_answered_at_validation(tmp_path):
+    """s on a train job: the newest and the best validation's random, best and worst sessions, truth beside
+    answer and the change since the validation before, in place of the log; s again brings the log back."""
+    from samples_support import train_job_with_validations
+
+    path = demo_db(tmp_path / "kd.db")
+    job_id, _, _ = train_job_with_validations(open_db(path))
+
+    async def scenario():
+        app = KdApp(path, poll_seconds=0.3)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("3")
+            screen = app.screen
+            await wait_for(pilot, lambda: screen.selected == job_id, what="train job selected")
+            await pilot.press("s")
+            pane = screen.query_one("#job-samples", Static)
+            await wait_for(pilot, lambda: "newest validation: step 30" in str(pane.render()), what="samples")
+            text = str(pane.render())
+            assert "best validation: step 20" in text and "worst" in text and "random" in text
+            assert "truth" in text and "answer" in text and "worse; was 1.00" in text
+            assert not screen.query_one("#job-log", Log).display
+            await pilot.press("s")
+            assert screen.query_one("#job-log", Log).display and not screen.query_one("#samples-pane").display
 
     run(scenario())

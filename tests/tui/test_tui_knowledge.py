@@ -125,3 +125,66 @@ def test_rules_thoughts_and_sets_tabs_show_stored_records(tmp_path):
 
     run(scenario())
     assert [s.counts for s in browse.knowledge_sets(open_db(path))] == [{"rule": 1}]
+
+
+def test_review_a_thought_and_a_rule_with_keys_then_the_next_set_follows(tmp_path):
+    """x rejects the highlighted thought, e edits the highlighted rule; each review is a new record with the
+    reviewer (the old one kept, superseded), and the next knowledge set skips the rejected thought and
+    takes the edited rule text."""
+    from textual.widgets import Input
+
+    from kdbundle.engine.knowledge.demo import load_demo
+    from kdbundle.engine.knowledge.sets import create_set, load_set_knowledge
+    from kdbundle.tui.knowledge import EditScreen
+
+    path = tmp_path / "kd.db"
+    db = open_db(path)
+    load_demo(db)  # demo-electronic: real rules and thoughts
+    db.conn.close()
+
+    async def scenario():
+        app = KdApp(path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("2")
+            screen = app.screen
+            await wait_for(pilot, lambda: screen.dataset, what="dataset")
+            screen.query_one("#k-dataset", Select).value = "demo-electronic"
+            await wait_for(pilot, lambda: screen.dataset == "demo-electronic" and {"rule", "thought"} <= screen.loaded
+                           and screen.rows["thought"] and screen.rows["rule"], what="demo-electronic knowledge")
+            tabs = screen.query_one("#k-tabs", TabbedContent)
+            tabs.active = "tab-thoughts"
+            thoughts = screen.query_one("#thoughts", DataTable)
+            await wait_for(pilot, lambda: thoughts.row_count > 0, what="thoughts")
+            thoughts.focus()
+            thoughts.move_cursor(row=0)
+            first = int(thoughts.coordinate_to_cell_key(thoughts.cursor_coordinate).row_key.value)
+            n_thoughts = thoughts.row_count
+            await pilot.press("x")
+            await wait_for(pilot, lambda: any(r.superseded_by for r in screen.rows["thought"]
+                                              if r.id == first), what="thought rejected")
+            await wait_for(pilot, lambda: thoughts.row_count == n_thoughts and str(first) not in
+                           [rk.value for rk in thoughts.rows], what="list shows the review's record instead")
+
+            tabs.active = "tab-rules"
+            rules = screen.query_one("#rules", DataTable)
+            await wait_for(pilot, lambda: rules.row_count > 0, what="rules")
+            rules.focus()
+            rules.move_cursor(row=0)
+            await pilot.press("e")
+            edit = await wait_for(pilot, lambda: isinstance(app.screen, EditScreen) and app.screen, what="edit dialog")
+            edit.query_one("#edit-text", Input).value = "Put a camera with its own memory card."
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: any(r.text == "Put a camera with its own memory card." and r.review == "edited"
+                                              for r in screen.rows["rule"]), what="edited rule listed")
+            assert "Put a camera" in str(rules.get_row_at(0)[3])
+            return first
+
+    first = run(scenario())
+    db = open_db(path)
+    thought_session = db.execute("SELECT session_id FROM knowledge_sessions WHERE knowledge_id = ?", [first]).fetchone()[0]
+    reviewer = db.execute("SELECT reviewer FROM knowledge WHERE supersedes = ?", [first]).fetchone()[0]
+    assert reviewer
+    create_set(db, "reviewed", "rules,thoughts", "demo-electronic")
+    k = load_set_knowledge(db, "reviewed")
+    assert thought_session not in {t.session.id for t in k.thoughts}
+    assert k.rules[0] == "Put a camera with its own memory card."

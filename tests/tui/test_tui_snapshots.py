@@ -65,10 +65,33 @@ def test_jobs_screen(snap_compare, demo_path):
     assert snap_compare(KdApp(demo_path), terminal_size=SIZE, run_before=before)
 
 
+def test_jobs_samples(snap_compare, demo_path):
+    """The samples pane of a train job (s): truth beside answer for the newest and the best validation."""
+    from samples_support import train_job_with_validations
+
+    from kdbundle.store import open_db
+
+    job_id, _, _ = train_job_with_validations(open_db(demo_path))
+    freeze_times(demo_path)
+
+    async def before(pilot):
+        app = pilot.app
+        await pilot.press("3")
+        await wait_for(pilot, lambda: app.screen.selected == job_id, what="train job")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: "best validation" in str(app.screen.query_one("#job-samples").render()),
+                       what="samples")
+        await wait_for(pilot, lambda: len(app.screen.query_one("#valid").data) == 3, what="valid curve")
+
+    assert snap_compare(KdApp(demo_path), terminal_size=SIZE, run_before=before)
+
+
 def test_launch_form(snap_compare, demo_path):
     async def before(pilot):
         await pilot.press("3", "n")
         await wait_for(pilot, lambda: getattr(pilot.app.screen, "built", False), what="form")
+        await wait_for(pilot, lambda: "≈" in str(pilot.app.screen.query_one("#form-estimate").render()),
+                       what="estimate line")
 
     assert snap_compare(KdApp(demo_path), terminal_size=SIZE, run_before=before)
 

@@ -250,11 +250,13 @@ def _insert_knowledge(db, ctx: Progress, teacher: str, kind: str, text: str, dat
 
 
 def newest_accepted(db: sqlite_utils.Database, ds: int, kind: str) -> dict[int, int]:
-    """Session id -> the newest accepted record of `kind` about it, for dataset id `ds` (what sets pick)."""
+    """Session id -> the newest accepted record of `kind` about it, for dataset id `ds` (what sets pick): a
+    reviewed record before any unreviewed one, never one a review superseded (knowledge.review)."""
     newest: dict[int, int] = {}
     for kid, sid in db.execute(
         """SELECT k.id, ks.session_id FROM knowledge k JOIN knowledge_sessions ks ON ks.knowledge_id = k.id
-           WHERE k.dataset_id = ? AND k.kind = ? AND k.status = 'accepted' ORDER BY k.id""", [ds, kind]):
+           WHERE k.dataset_id = ? AND k.kind = ? AND k.status = 'accepted' AND k.superseded_by IS NULL
+           ORDER BY k.review IS NOT NULL, k.id""", [ds, kind]):
         newest[sid] = kid
     return newest
 

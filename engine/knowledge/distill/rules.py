@@ -225,7 +225,7 @@ def pick_rules(db: sqlite_utils.Database, ds: int, dataset: str, sample: SampleC
     """A knowledge set's rules: the newest rules job's set, or the one distilled with the set's sampling."""
     jobs = [(job, json.loads(params or "{}")) for job, params in db.execute(
         """SELECT job_id, params FROM knowledge WHERE dataset_id = ? AND kind = 'rule' AND status = 'accepted'
-           GROUP BY job_id ORDER BY MAX(id) DESC""", [ds])]
+           AND superseded_by IS NULL GROUP BY job_id ORDER BY MAX(id) DESC""", [ds])]
     if not jobs:
         raise NotFound(f"no rules distilled for dataset {dataset!r}: run `kdbundle distill rules --dataset {dataset}`")
     # Jobs store only the options a user changed: fill in the defaults before comparing.
@@ -239,7 +239,8 @@ def pick_rules(db: sqlite_utils.Database, ds: int, dataset: str, sample: SampleC
                 break
     job = chosen[0]
     ids = [i for (i,) in db.execute(
+        # reviewed rules first (knowledge.review); a rule a review superseded or rejected is never taken
         """SELECT id FROM knowledge WHERE dataset_id = ? AND kind = 'rule' AND status = 'accepted' AND job_id IS ?
-           ORDER BY rank, id""", [ds, job])]
+           AND superseded_by IS NULL ORDER BY review IS NULL, rank, id""", [ds, job])]
     return ids, {"job_id": job, "teacher": chosen[1].get("teacher"),
                  "sampling": {k: chosen[1].get(k) for k in ("sample", "ratio", "seed")}}

@@ -1,0 +1,462 @@
+"""What a job will cost before it runs: units, model calls, tokens, seconds and disk, from this machine's
+own measured speeds.
+
+`plan(db, kind, params)` reads only the database (session counts, title lengths, the speed table): it
+asks no model anything and writes nothing but, the first time a figure is needed on a machine, the
+table's seed row. Speeds live in `machine_speeds` (one row per machine and speed key): seeded from
+the committed benchmark figures (README "Performance", benchmarks/results/, the demo's own teacher
+generations) and replaced by the figures of each finished job of that kind (`record_actual`, called
+by the runner when a job ends). A job's row keeps the plan made when it was created (`jobs.estimate`)
+beside what it really took (`jobs.actual`).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+from typing import Any
+
+import sqlite_utils
+
+from ...store.db import transaction
+from ..machine import cpu_model
+
+# Seeds: AMD EPYC, 2 cores (README "Performance", benchmarks/results/20261205-140342 and 20261202-141305;
+# teacher figures from qwen2.5-coder-1.5b's generations behind the demo slice: thought 567 prompt /
+# 189 completion tokens in 22.6 s; answer 390 / 28 in 7.4 s; rules sessions ~3.5 calls of ~640 / 45
+# in ~8.4 s each). Keys name what the speed is of; `seconds_per_unit` is per call (teacher), per session
+# (eval), per example token (train: via tokens_per_second), per export or per grid cell.
+SEEDS: dict[str, dict[str, float]] = {
+    "distill-thoughts": {"seconds_per_unit": 22.6, "prompt_tokens": 567, "completion_tokens": 189},
+    "distill-rules": {"seconds_per_unit": 8.4, "prompt_tokens": 640, "completion_tokens": 45},
+    "distill-answers": {"seconds_per_unit": 7.4, "prompt_tokens": 390, "completion_tokens": 28},
+    "eval:llm": {"seconds_per_unit": 2.4, "prompt_tokens": 222, "completion_tokens": 24},
+    "eval:teacher": {"seconds_per_unit": 8.0, "prompt_tokens": 390, "completion_tokens": 28},
+    "eval:baseline": {"seconds_per_unit": 0.05},
+    "eval:pairwise": {"seconds_per_unit": 0.25},
+    "train:fp32": {"tokens_per_second": 266, "tokens_per_unit": 250},
+    "train:bf16": {"tokens_per_second": 402, "tokens_per_unit": 250},
+    "train:lora": {"tokens_per_second": 165, "tokens_per_unit": 250},
+    "export": {"seconds_per_unit": 25.0},
+    "embed": {"seconds_per_unit": 0.12},  # MiniLM title embeddings, per item not yet cached (1420 in 176 s)
+    "experiment": {"seconds_per_unit": 345.0},  # the paper grid: 72 cells in 6.9 h
+}
+ROUNDS_SEEN = 1.5
+"""Rules: revision rounds a session took on average (47 revisions over 31 sessions in the demo slice)."""
+CONSOLIDATE_SECONDS = 47.5
+ENDPOINT_SECONDS_PER_CALL = 5.0
+"""An endpoint teacher's seconds per answer before any job measured it (per request in flight)."""
+BYTES_PER_CALL_ROW = 4096
+"""A logged generation (prompt, raw output, parsed) in the database."""
+QUANT_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 1.07, "q4_k_m": 0.62, "q4_0": 0.57, "q4_1": 0.63}
+SHORT_RUN_STEPS, SHORT_RUN_VALID = 50, 12
+"""jobs.train's trial runs (fewer steps than this validate on 12 valid sessions a dataset); not imported
+from there: the runner imports this module and jobs.train imports the runner."""
+TRAIN_DISK_BYTES_PER_PARAM = 19.3
+"""Peak disk of a full fine-tune while it runs (checkpoints with optimizer state, best, adapter): 2.6 GB for
+a 4-step run of the 135M default student."""
+
+
+def machine() -> str:
+    """This machine in the speed table: CPU model and its cores (all of them: a process pinned to fewer
+    cores by taskset is still on this machine)."""
+    return f"{cpu_model()}, {os.cpu_count() or 1} cores"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def speed(db: sqlite_utils.Database, key: str) -> dict[str, Any]:
+    """This machine's figures for `key` (the seed, written to the table, if no job measured it yet)."""
+    m = machine()
+    row = db.execute("SELECT figures, source, samples FROM machine_speeds WHERE machine = ? AND key = ?",
+                     [m, key]).fetchone()
+    if row:
+        try:
+            return {**json.loads(row[0]), "source": row[1], "samples": row[2]}
+        except (json.JSONDecodeError, TypeError):
+            pass
+    seed = SEEDS.get(key) or SEEDS[key.split("|")[0]]
+    try:
+        with transaction(db):
+            db.execute("INSERT OR IGNORE INTO machine_speeds (machine, key, figures, source, samples, updated_at)"
+                       " VALUES (?, ?, ?, 'benchmark', 0, ?)", [m, key, json.dumps(seed), _now()])
+    except Exception:  # a read-only database still plans
+        pass
+    return {**seed, "source": "benchmark", "samples": 0}
+
+
+BLEND = 0.5
+"""A job's figure counts this much against the speed measured before it (a seed is simply replaced): one
+job slowed by a neighbour on its cores moves the estimate half way, not all the way."""
+
+
+def set_speed(db: sqlite_utils.Database, key: str, figures: dict[str, float], source: str) -> None:
+    row = db.execute("SELECT figures, source FROM machine_speeds WHERE machine = ? AND key = ?",
+                     [machine(), key]).fetchone()
+    if row and row[1] != "benchmark":
+        try:
+            before = json.loads(row[0])
+            figures = {k: BLEND * v + (1 - BLEND) * before[k] if isinstance(before.get(k), (int, float)) else v
+                       for k, v in figures.items()}
+        except (json.JSONDecodeError, TypeError):
+            pass
+    with transaction(db):
+        db.execute(
+            "INSERT INTO machine_speeds (machine, key, figures, source, samples, updated_at) VALUES (?, ?, ?, ?, 1, ?)"
+            " ON CONFLICT (machine, key) DO UPDATE SET figures = excluded.figures, source = excluded.source,"
+            " samples = samples + 1, updated_at = excluded.updated_at",
+            [machine(), key, json.dumps(figures), source, _now()])
+
+
+def speeds(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    rows = db.execute("SELECT machine, key, figures, source, samples, updated_at FROM machine_speeds ORDER BY 1, 2")
+    return [{"machine": m, "key": k, **json.loads(f), "source": s, "samples": n, "updated_at": u}
+            for m, k, f, s, n, u in rows]
+
+
+# ---------------------------------------------------------------- the plan of each kind
+
+
+def _sessions(db: sqlite_utils.Database, dataset: str, split: str | None, labelled: bool = True) -> tuple[int, float]:
+    """(sessions, mean products per session) of a dataset split (None: all)."""
+    where = ["d.name = ?"]
+    args: list[Any] = [dataset]
+    if split is not None:
+        where.append("s.split = ?")
+        args.append(split)
+    if labelled:
+        where.append("EXISTS (SELECT 1 FROM bundles b WHERE b.session_id = s.id AND b.is_ground_truth = 1)")
+    n, items = db.execute(f"SELECT COUNT(*), AVG(s.n_items) FROM sessions s JOIN datasets d ON d.id = s.dataset_id "
+                          f"WHERE {' AND '.join(where)}", args).fetchone()
+    return n or 0, items or 0.0
+
+
+def _teacher_info(db: sqlite_utils.Database, name: str) -> tuple[bool, str]:
+    """(is an endpoint, the speed key's model part)."""
+    try:
+        from ..llm.registry import get_model
+
+        return get_model(db, name).format == "openai", name
+    except Exception:
+        return False, name
+
+
+def _out(units: int, calls: int, prompt_tokens: float, completion_tokens: float, seconds: float, disk: float,
+         basis: list[str], **extra: Any) -> dict[str, Any]:
+    return {"units": int(units), "calls": int(calls), "tokens": int(prompt_tokens + completion_tokens),
+            "prompt_tokens": int(prompt_tokens), "completion_tokens": int(completion_tokens),
+            "seconds": round(seconds, 1), "disk_bytes": int(disk), "machine": machine(), "basis": basis, **extra}
+
+
+def _basis(key: str, fig: dict[str, Any]) -> str:
+    return f"{key}: {fig['source']}" + (f" ({fig['samples']} jobs)" if fig.get("samples") else "")
+
+
+def plan_distill(db: sqlite_utils.Database, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    from ..knowledge.distill import DistillConfig, planned_sessions, planned_units
+    from ..knowledge.formats import by_job_kind
+    from ..knowledge.sampling import default_teacher
+
+    fmt = by_job_kind(kind).name
+    cfg = DistillConfig.from_params(params)
+    n = planned_sessions(db, cfg, fmt)
+    units = planned_units(db, fmt, cfg)
+    teacher = cfg.teacher or default_teacher()
+    endpoint, model = _teacher_info(db, teacher)
+    key = f"{kind}|{model}"
+    fig = speed(db, key)
+    per_session = {"distill-thoughts": 1.0, "distill-answers": float(cfg.votes),
+                   "distill-rules": 2.0 + min(cfg.max_rounds, ROUNDS_SEEN)}.get(kind, 1.0)
+    calls = math.ceil(n * per_session) + (1 if kind == "distill-rules" else 0)
+    prompt = calls * fig.get("prompt_tokens", 500)
+    completion = calls * min(fig.get("completion_tokens", 100), cfg.max_tokens)
+    per_call = fig.get("seconds_per_unit") or ENDPOINT_SECONDS_PER_CALL
+    if endpoint and fig["source"] == "benchmark":
+        per_call = ENDPOINT_SECONDS_PER_CALL
+    seconds = calls * per_call / (cfg.concurrency if endpoint else 1)
+    if kind == "distill-rules":
+        seconds += CONSOLIDATE_SECONDS
+    if cfg.sample in ("diversity", "difficulty"):
+        seconds += 30  # the sentence embedder, or a cached difficulty pass (a fresh one is an eval of its own)
+    extra: dict[str, Any] = {"sessions": n, "teacher": teacher}
+    if endpoint:
+        extra["priced_tokens"] = {"input": int(prompt), "output": int(completion)}
+    return _out(units, calls, prompt, completion, seconds, calls * BYTES_PER_CALL_ROW, [_basis(key, fig)], **extra)
+
+
+def _eval_key(db: sqlite_utils.Database, method: str, model: str | None) -> tuple[str, bool]:
+    if method != "llm":
+        return ("eval:pairwise" if method == "pairwise" else f"eval:baseline|{method}"), False
+    from ..llm.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
+
+    name = model or DEFAULT_STUDENT
+    endpoint, _ = _teacher_info(db, name)
+    family = "eval:teacher" if name == DEFAULT_TEACHER or endpoint else "eval:llm"
+    return f"{family}|{name}", True
+
+
+def _eval_fixed(model: bool) -> float:
+    """Seconds an evaluation takes whatever its size: loading the model (or the baseline's embedder)."""
+    return 5.0 if model else 0.3
+
+
+EMBEDDING_SPLITS = {"embedding-clusters": ("valid",), "pairwise": ("train", "valid"),
+                    "pair-logistic": ("train", "valid")}
+"""Baselines that embed titles, and the splits they embed beside the scored one (thresholds on valid,
+classifiers on train): each item is embedded once, then read from `item_embeddings`."""
+
+
+def _items_to_embed(db: sqlite_utils.Database, dataset: str, splits: tuple[str, ...]) -> int:
+    from ..embeddings import EMBEDDING_MODEL
+
+    q = ",".join("?" * len(splits))
+    return db.execute(
+        f"SELECT COUNT(DISTINCT si.item_id) FROM session_items si JOIN sessions s ON s.id = si.session_id "
+        f"JOIN datasets d ON d.id = s.dataset_id WHERE d.name = ? AND s.split IN ({q}) AND NOT EXISTS "
+        f"(SELECT 1 FROM item_embeddings e WHERE e.item_id = si.item_id AND e.model = ?)",
+        [dataset, *splits, EMBEDDING_MODEL]).fetchone()[0]
+
+
+def plan_eval(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, Any]:
+    from ..evaluation.evaluate import EvalConfig
+
+    cfg = EvalConfig(**{k: v for k, v in params.items() if k not in ("eval_run_id", "job_id")})
+    n, _ = _sessions(db, cfg.dataset, cfg.split)
+    n = min(n, cfg.limit) if cfg.limit else n
+    key, model = _eval_key(db, cfg.method, cfg.model)
+    fig = speed(db, key)
+    calls = n if model else 0
+    seconds = n * fig["seconds_per_unit"] + _eval_fixed(model)
+    basis = [_basis(key, fig)]
+    embed = 0
+    if cfg.method in EMBEDDING_SPLITS:
+        embed = _items_to_embed(db, cfg.dataset, (*EMBEDDING_SPLITS[cfg.method], cfg.split))
+        if embed:
+            efig = speed(db, "embed")
+            seconds += embed * efig["seconds_per_unit"]
+            basis.append(_basis("embed", efig))
+    return _out(n, calls, calls * fig.get("prompt_tokens", 0), calls * fig.get("completion_tokens", 0),
+                seconds, n * (BYTES_PER_CALL_ROW if model else 512) + embed * 1600, basis, sessions=n,
+                embed_items=embed)
+
+
+def _params_count(db: sqlite_utils.Database, student: str) -> float:
+    try:
+        from ..llm.registry import get_model
+
+        text = (get_model(db, student).params or "").strip().upper()
+        mult = {"K": 1e3, "M": 1e6, "B": 1e9}.get(text[-1:], 1.0)
+        return float(text.rstrip("KMB")) * mult
+    except Exception:
+        return 135e6
+
+
+def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, Any]:
+    tr, sft = params.get("train") or {}, params.get("sft") or {}
+    datasets = list(params.get("datasets") or [])
+    student = params.get("student") or "smollm2-135m"
+    n_params = _params_count(db, student)
+    examples = 0
+    for d in datasets:
+        examples += _sessions(db, d, "train")[0]
+    if sft.get("limit"):
+        examples = min(examples, int(sft["limit"]))
+    examples *= max(1, int(sft.get("orderings") or 1))
+    batch = int(tr.get("batch_size") or 4) * int(tr.get("grad_accum") or 1)
+    per_epoch = max(1, math.ceil(examples / batch)) if examples else 1
+    if tr.get("max_steps"):
+        steps = int(tr["max_steps"])
+    else:
+        steps = math.ceil(per_epoch * float(tr.get("epochs") or 1))
+    lora = tr.get("method") == "lora" or (tr.get("method") in (None, "auto") and n_params > 300e6)
+    key = "train:lora" if lora else f"train:{tr.get('precision') or 'fp32'}"
+    key = f"{key}|{student}"
+    fig = speed(db, key)
+    tokens_per_example = fig.get("tokens_per_unit", 250)
+    if params.get("knowledge_set") and sft.get("knowledge_in_prompt", True):
+        tokens_per_example = max(tokens_per_example, 0.6 * int(tr.get("max_len") or 1024))
+    tokens = steps * batch * tokens_per_example
+    seconds = tokens / fig["tokens_per_second"] + 20  # loading the student
+    basis = [_basis(key, fig)]
+    calls = 0
+    if tr.get("valid", True):
+        short = tr.get("max_steps") is not None and int(tr["max_steps"]) < SHORT_RUN_STEPS
+        valid = sum(min(_sessions(db, d, "valid")[0], SHORT_RUN_VALID if short else 10**9) for d in datasets)
+        every = int(tr["eval_steps"]) if tr.get("eval_steps") else per_epoch
+        validations = max(1, math.ceil(steps / max(1, every)))
+        ekey = f"eval:llm|{student}"
+        efig, xfig = speed(db, ekey), speed(db, "export")
+        calls = validations * valid
+        seconds += calls * efig["seconds_per_unit"] + validations * xfig["seconds_per_unit"]
+        basis += [_basis(ekey, efig), _basis("export", xfig)]
+    disk = n_params * (TRAIN_DISK_BYTES_PER_PARAM if not lora else 2.0)
+    return _out(steps, calls, tokens, 0, seconds, disk, basis, examples=examples, steps=steps)
+
+
+def plan_export(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, Any]:
+    from ..student.train import get_run
+
+    run = get_run(db, int(params["run_id"]))
+    n_params = _params_count(db, run.get("student") or (run["config"] or {}).get("student") or "smollm2-135m")
+    quant = "f16" if params.get("adapter") else (params.get("quant") or "q8_0")
+    fig = speed(db, "export")
+    size = n_params * QUANT_BYTES.get(quant, 1.07) * (0.05 if params.get("adapter") else 1.0)
+    return _out(1, 0, 0, 0, fig["seconds_per_unit"], size, [_basis("export", fig)], quant=quant)
+
+
+def plan_experiment(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, Any]:
+    from ..evaluation.experiment import ExperimentConfig
+
+    cfg = ExperimentConfig.from_dict(params["config"])
+    cells = cfg.cells()
+    done = 0
+    try:
+        done = db.execute("SELECT COUNT(*) FROM experiment_cells WHERE experiment = ? AND status = 'done'",
+                          [cfg.name]).fetchone()[0]
+    except Exception:
+        pass
+    todo = max(0, len(cells) - done)
+    fig = speed(db, "experiment")
+    return _out(len(cells), 0, 0, 0, todo * fig["seconds_per_unit"], todo * 0.6e9, [_basis("experiment", fig)],
+                cells=len(cells), cells_done=done)
+
+
+def plan(db: sqlite_utils.Database, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The estimate of a job of `kind` with `params` (its job params, as the job would record them)."""
+    if kind.startswith("distill-"):
+        out = plan_distill(db, kind, params)
+    elif kind == "eval":
+        out = plan_eval(db, params)
+    elif kind == "train":
+        out = plan_train(db, params)
+    elif kind == "export":
+        out = plan_export(db, params)
+    elif kind == "experiment":
+        out = plan_experiment(db, params)
+    else:
+        raise ValueError(f"no estimate for job kind {kind!r}")
+    return {"kind": kind, **out}
+
+
+def one_line(est: dict[str, Any] | None) -> str:
+    """ "≈ 2h31m, 180 calls, 136k tokens, 0.7 MB disk": what a form shows before a job starts."""
+    if not est:
+        return "estimate: –"
+    s = int(est["seconds"])
+    when = f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+    tok = est["tokens"]
+    tok_s = f"{tok / 1e6:.1f}M" if tok >= 1e6 else f"{tok / 1e3:.0f}k" if tok >= 1e3 else str(tok)
+    disk = est["disk_bytes"]
+    disk_s = f"{disk / 1e9:.1f} GB" if disk >= 1e9 else f"{disk / 1e6:.1f} MB"
+    return f"estimate: ≈ {when}, {est['units']} units, {est['calls']} calls, {tok_s} tokens, {disk_s} disk"
+
+
+# ---------------------------------------------------------------- after the job
+
+
+def _seconds(job: dict[str, Any]) -> float | None:
+    try:
+        a = _dt.datetime.fromisoformat(job["started_at"])
+        b = _dt.datetime.fromisoformat(job["finished_at"])
+        return max(0.0, (b - a).total_seconds())
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def actual_figures(db: sqlite_utils.Database, job: dict[str, Any]) -> dict[str, Any]:
+    """What a finished job took, in the estimate's terms."""
+    jid = job["id"]
+    calls, pt, ct = db.execute("SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0)"
+                               " FROM generations WHERE job_id = ?", [jid]).fetchone()
+    result = job.get("result") if isinstance(job.get("result"), dict) else {}
+    if not calls:  # eval answers are logged under their eval run
+        ids = [r for (r,) in db.execute("SELECT id FROM eval_runs WHERE job_id = ?", [jid])]
+        ids += [i for i in (result.get("eval_run_id"),) if isinstance(i, int)]
+        if ids:
+            q = ",".join("?" * len(ids))
+            calls, pt, ct = db.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0)"
+                f" FROM generations WHERE eval_run_id IN ({q})", ids).fetchone()
+    tokens = pt + ct
+    if job["kind"] == "train" and result.get("tokens"):
+        tokens = result["tokens"]
+    return {"units": job.get("done"), "calls": calls, "tokens": tokens, "prompt_tokens": pt, "completion_tokens": ct,
+            "seconds": _seconds(job), "disk_bytes": result.get("disk_bytes") or result.get("size_bytes"),
+            "machine": machine()}
+
+
+def _asked_since(db: sqlite_utils.Database, job: dict[str, Any], where: str, args: list[Any]) -> int:
+    """Generations matching `where` that this attempt of the job made (since its worker started)."""
+    return db.execute(f"SELECT COUNT(*) FROM generations WHERE {where} AND julianday(created_at) >= julianday(?)",
+                      [*args, job["started_at"]]).fetchone()[0]
+
+
+def record_actual(db: sqlite_utils.Database, job: dict[str, Any]) -> dict[str, Any] | None:
+    """Store what the job (its row, as runner.get_job reads it) took beside its estimate and, when it
+    finished, refresh this machine's speed of its kind from it."""
+    job_id = job["id"]
+    actual = actual_figures(db, job)
+    with transaction(db):
+        db.execute("UPDATE jobs SET actual = ? WHERE id = ?", [json.dumps(actual), job_id])
+    if job["status"] == "done" and actual["seconds"]:
+        _refresh(db, job, actual)
+    return actual
+
+
+def _refresh(db: sqlite_utils.Database, job: dict[str, Any], actual: dict[str, Any]) -> None:
+    kind, params, result = job["kind"], job["params"], job.get("result") or {}
+    source = f"job {job['id']}"
+    secs = actual["seconds"]
+    if result.get("reused"):
+        return  # it measured nothing
+    if kind.startswith("distill-"):
+        from ..knowledge.sampling import default_teacher
+
+        calls = _asked_since(db, job, "job_id = ?", [job["id"]])
+        if calls:  # calls this attempt asked itself (answers reused from other jobs, or earlier attempts, cost nothing)
+            key = f"{kind}|{params.get('teacher') or default_teacher()}"
+            set_speed(db, key, {"seconds_per_unit": secs / calls, "prompt_tokens": actual["prompt_tokens"] / calls,
+                                "completion_tokens": actual["completion_tokens"] / calls}, source)
+    elif kind == "eval":
+        n = result.get("sessions") or actual["units"]
+        run = result.get("eval_run_id")
+        # An evaluation stored before this attempt (a rerun, a resume) was not timed by it: a model's
+        # sessions answered since it started count; a baseline counts only if the run began here.
+        made_here = isinstance(run, int) and db.execute(
+            "SELECT 1 FROM eval_runs WHERE id = ? AND julianday(created_at) >= julianday(?)",
+            [run, job["started_at"]]).fetchone() is not None
+        key, model = _eval_key(db, params.get("method") or "patterns", params.get("model"))
+        if model and isinstance(run, int):
+            n = _asked_since(db, job, "eval_run_id = ?", [run])
+            made_here = n > 0
+        if n and made_here and result.get("seconds") is not None:  # a cached evaluation measured nothing
+            embedded = (job.get("estimate") or {}).get("embed_items") or 0
+            if embedded:  # most of its time went into the embeddings: that is what it measured
+                per_session = speed(db, key)["seconds_per_unit"]
+                left = max(secs - _eval_fixed(model) - n * per_session, secs / 2)
+                set_speed(db, "embed", {"seconds_per_unit": left / embedded}, source)
+                return
+            fig = {"seconds_per_unit": max(secs - _eval_fixed(model), secs / 2) / n}
+            if model and actual["calls"]:
+                fig.update(prompt_tokens=actual["prompt_tokens"] / actual["calls"],
+                           completion_tokens=actual["completion_tokens"] / actual["calls"])
+            set_speed(db, key, fig, source)
+    elif kind == "export":
+        set_speed(db, "export", {"seconds_per_unit": secs}, source)
+    elif kind == "experiment":
+        done = result.get("done") or actual["units"]
+        if done:
+            set_speed(db, "experiment", {"seconds_per_unit": secs / done}, source)
+    elif kind == "train" and result.get("tokens") and result.get("steps"):
+        est = job.get("estimate") or {}
+        key = next((b.split(":", 2)[0] + ":" + b.split(":", 2)[1] for b in est.get("basis", [])[:1]), None)
+        valid_s = sum((v.get("seconds") or 0) for v in (result.get("valid") or []) if isinstance(v, dict))
+        train_s = max(1.0, (result.get("seconds") or secs) - valid_s)
+        if key:
+            batch = int((params.get("train") or {}).get("batch_size") or 4) * \
+                int((params.get("train") or {}).get("grad_accum") or 1)
+            set_speed(db, key, {"tokens_per_second": result["tokens"] / train_s,
+                                "tokens_per_unit": result["tokens"] / (result["steps"] * batch)}, source)

@@ -1,0 +1,125 @@
+"""Estimates: every job kind is planned from this machine's speeds before it runs; a finished job keeps its
+estimate beside what it took and refreshes the speed of its kind."""
+import json
+import subprocess
+
+from cli_support import KDBUNDLE
+
+from kdbundle.engine.jobs import estimate as E
+from kdbundle.engine.jobs import runner as J
+from kdbundle.engine.jobs.train import job_params
+from kdbundle.engine.llm.registry import add_endpoint
+
+KEYS = ("units", "calls", "tokens", "seconds", "disk_bytes")
+
+
+def _counts(db):
+    return [db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("jobs", "generations", "eval_runs")]
+
+
+def test_distill_plan_asks_nobody_and_writes_no_job(real_db):
+    before = _counts(real_db)
+    est = E.plan(real_db, "distill-thoughts", {"dataset": "electronic", "ratio": 0.3})
+    assert all(isinstance(est[k], (int, float)) and est[k] > 0 for k in KEYS)
+    assert est["calls"] == est["sessions"] == est["units"] - 1  # one thought per session, plus the sample unit
+    seed = E.SEEDS["distill-thoughts"]
+    assert est["seconds"] == round(est["calls"] * seed["seconds_per_unit"], 1)
+    assert est["tokens"] == int(est["calls"] * seed["prompt_tokens"]) + int(est["calls"] * seed["completion_tokens"])
+    assert "priced_tokens" not in est  # a local teacher is paid in time, not tokens
+    assert _counts(real_db) == before
+    rules = E.plan(real_db, "distill-rules", {"dataset": "electronic", "ratio": 0.3})
+    assert rules["calls"] > 3 * est["calls"]  # answer, revisions and rules per session, then consolidation
+
+
+def test_endpoint_teacher_gets_tokens_to_price_and_concurrency(real_db):
+    add_endpoint(real_db, "big", "http://127.0.0.1:9/v1", "some/model")
+    one = E.plan(real_db, "distill-answers", {"dataset": "electronic", "teacher": "big", "ratio": 0.1})
+    many = E.plan(real_db, "distill-answers", {"dataset": "electronic", "teacher": "big", "ratio": 0.1,
+                                                "concurrency": 8})
+    assert one["priced_tokens"] == {"input": one["prompt_tokens"], "output": one["completion_tokens"]}
+    assert many["seconds"] < one["seconds"] / 4
+
+
+def test_trial_run_figures_match_the_train_job():
+    from kdbundle.engine.jobs import train
+
+    assert (E.SHORT_RUN_STEPS, E.SHORT_RUN_VALID) == (train.SHORT_RUN_STEPS, train.SHORT_RUN_VALID)
+
+
+def test_train_eval_and_disk_plans(real_db):
+    params = job_params(real_db, dataset="electronic", max_steps=4)
+    t = E.plan(real_db, "train", params)
+    assert t["units"] == 4 and t["examples"] > 100 and t["calls"] == 12  # a short run scores 12 valid sessions
+    assert 1e9 < t["disk_bytes"] < 5e9  # checkpoints with optimizer state: ~2.6 GB measured for 4 steps
+    longer = E.plan(real_db, "train", job_params(real_db, dataset="electronic", epochs=1))
+    assert longer["seconds"] > 20 * t["seconds"] / 4
+    ev = E.plan(real_db, "eval", {"dataset": "electronic", "split": "test", "method": "llm"})
+    assert ev["units"] == ev["calls"] == 180
+    assert E.plan(real_db, "eval", {"dataset": "electronic", "split": "test", "method": "whole-session"})["calls"] == 0
+
+
+def test_finished_job_keeps_estimate_beside_actual_and_refreshes_speed(real_db, tmp_path):
+    params = {"dataset": "electronic", "split": "test", "method": "whole-session"}
+    jid = J.create_job(real_db, "eval", params)
+    job = J.get_job(real_db, jid)
+    assert job["estimate"]["units"] == 180 and job["actual"] is None
+    path = tmp_path / "kd.db"
+    assert J.run_job(path, jid) == "done"
+    job = J.get_job(real_db, jid)
+    assert job["actual"]["seconds"] is not None and job["actual"]["units"] == 180
+    row = real_db.execute("SELECT source, samples, figures FROM machine_speeds WHERE key = ?",
+                          ["eval:baseline|whole-session"]).fetchone()
+    assert row[0] == f"job {jid}" and row[1] == 1
+    secs = job["actual"]["seconds"]
+    assert json.loads(row[2])["seconds_per_unit"] == max(secs - 0.3, secs / 2) / 180  # less the fixed part
+    again = E.plan(real_db, "eval", params)
+    assert again["basis"] == [f"eval:baseline|whole-session: job {jid} (1 jobs)"]
+    # `jobs show --json` prints both
+    out = subprocess.run([KDBUNDLE, "--db", str(path), "jobs", "show", str(jid), "--json"], capture_output=True,
+                         text=True, timeout=120)
+    shown = json.loads(out.stdout)
+    assert set(KEYS) <= set(shown["estimate"]) and set(KEYS) <= set(shown["actual"])
+
+
+def test_cli_plan_acceptance(real_db, tmp_path):
+    path = str(tmp_path / "kd.db")
+    out = subprocess.run([KDBUNDLE, "--db", path, "distill", "thoughts", "--dataset", "electronic", "--ratio", "0.3",
+                          "--plan", "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    est = json.loads(out.stdout)
+    assert set(KEYS) <= set(est) and est["calls"] > 0
+    assert _counts(real_db)[:2] == [0, 0]
+    text = subprocess.run([KDBUNDLE, "--db", path, "eval", "--dataset", "electronic", "--method", "pairwise", "--plan"],
+                          capture_output=True, text=True, timeout=120)
+    assert text.returncode == 0 and "estimate: ≈" in text.stdout, text.stderr
+
+
+def test_export_and_experiment_plans(real_db):
+    from kdbundle.engine.jobs.experiment import job_params as experiment_params
+    from kdbundle.engine.student.train import TrainConfig, create_run
+
+    run_id = create_run(real_db, TrainConfig(), datasets=["electronic"])
+    real_db.execute("UPDATE train_runs SET status = 'done' WHERE id = ?", [run_id])
+    q8 = E.plan(real_db, "export", {"run_id": run_id, "quant": "q8_0"})
+    q4 = E.plan(real_db, "export", {"run_id": run_id, "quant": "q4_k_m"})
+    assert q8["units"] == 1 and 100e6 < q8["disk_bytes"] < 200e6  # ~145 MB for the 135M student at q8_0
+    assert q4["disk_bytes"] < q8["disk_bytes"] and q8["seconds"] == E.SEEDS["export"]["seconds_per_unit"]
+    grid = E.plan(real_db, "experiment", experiment_params("assets/experiments/small.toml"))
+    assert grid["units"] == grid["cells"] > 0 and grid["seconds"] == grid["cells"] * E.SEEDS["experiment"]["seconds_per_unit"]
+
+
+def test_a_cached_evaluation_refreshes_no_speed_and_a_second_job_blends(real_db, tmp_path):
+    path = tmp_path / "kd.db"
+    params = {"dataset": "electronic", "split": "test", "method": "whole-session"}
+    first = J.create_job(real_db, "eval", params)
+    J.run_job(path, first)
+    row = real_db.execute("SELECT figures, samples FROM machine_speeds WHERE key = 'eval:baseline|whole-session'")
+    before = row.fetchone()
+    again = J.create_job(real_db, "eval", params)  # the same evaluation: its answers are stored, nothing runs
+    assert J.run_job(path, again) == "done"
+    assert real_db.execute("SELECT figures, samples FROM machine_speeds WHERE key = 'eval:baseline|whole-session'"
+                           ).fetchone() == before
+    E.set_speed(real_db, "eval:baseline|whole-session", {"seconds_per_unit": 1.0}, "job 99")
+    blended = json.loads(real_db.execute("SELECT figures FROM machine_speeds WHERE key = 'eval:baseline|whole-session'"
+                                         ).fetchone()[0])["seconds_per_unit"]
+    assert blended == E.BLEND * 1.0 + (1 - E.BLEND) * json.loads(before[0])["seconds_per_unit"]
