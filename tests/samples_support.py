@@ -8,7 +8,8 @@ import json
 
 from kdbundle.engine.data.sessions import load_sessions
 from kdbundle.engine.jobs import runner as J
-from kdbundle.engine.student.train import TrainConfig, create_run
+from kdbundle.engine.student.config import TrainConfig
+from kdbundle.engine.student.runs import create_run
 
 DATASET = "demo-clothing"
 

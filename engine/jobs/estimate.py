@@ -297,7 +297,7 @@ def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, A
 
 
 def plan_export(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, Any]:
-    from ..student.train import get_run
+    from ..student.runs import get_run
 
     run = get_run(db, int(params["run_id"]))
     n_params = _params_count(db, run.get("student") or (run["config"] or {}).get("student") or "smollm2-135m")

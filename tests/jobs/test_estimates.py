@@ -96,7 +96,8 @@ def test_cli_plan_acceptance(real_db, tmp_path):
 
 def test_export_and_experiment_plans(real_db):
     from kdbundle.engine.jobs.experiment import job_params as experiment_params
-    from kdbundle.engine.student.train import TrainConfig, create_run
+    from kdbundle.engine.student.config import TrainConfig
+    from kdbundle.engine.student.runs import create_run
 
     run_id = create_run(real_db, TrainConfig(), datasets=["electronic"])
     real_db.execute("UPDATE train_runs SET status = 'done' WHERE id = ?", [run_id])
