@@ -26,7 +26,8 @@ Coloured tags `B1`, `B2` … mark which ground-truth bundle each product belongs
 
 **Knowledge** — tabs Patterns / Rules / Thoughts / Sets (`tab` moves between widgets, arrows between
 tabs) · `m` mine category patterns · `o` sort patterns (support, confidence, itemset) · `p` or
-`enter` show a record's source sessions and teacher outputs · `f` thoughts: all / accepted / rejected.
+`enter` show a record's source sessions and teacher outputs · `f` thoughts: all / accepted / rejected ·
+`a` accept, `x` reject, `e` edit the highlighted rule or thought (each a new reviewed record; the old one kept).
 
 **Jobs** — `n` new job (distillation, training, export, evaluation, experiment) · `c` cancel (finished work
 is kept) · `r` resume a failed or cancelled job · `l` focus the log. Jobs are separate processes: closing this

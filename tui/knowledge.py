@@ -42,9 +42,10 @@ class KnowledgeScreen(KdScreen):
         Binding("p", "provenance", "Sources"),
         Binding("f", "cycle_status", "Status"),
         Binding("r", "reload", "Reload", show=False),
-        Binding("a", "review('accept')", "Accept"),
-        Binding("x", "review('reject')", "Reject"),
-        Binding("e", "review('edit')", "Edit"),
+        # Review keys stay out of the footer (at 60 columns it would push out `? Help`); help lists them.
+        Binding("a", "review('accept')", "Accept", show=False),
+        Binding("x", "review('reject')", "Reject", show=False),
+        Binding("e", "review('edit')", "Edit", show=False),
     ]
 
     def __init__(self) -> None:
