@@ -126,7 +126,8 @@ class OnePassRunner:
             b.pos[k] = start + k
             b.seq_id[k][0] = 0
             b.n_seq_id[k] = 1
-            b.logits[k] = k in outputs
+            # llama.cpp outputs every token of an embeddings context anyway (and warns when asked for fewer)
+            b.logits[k] = True
         b.n_tokens = len(ids)
         rc = llama_cpp.llama_decode(self.llm._ctx.ctx, b)  # noqa: SLF001
         if rc != 0:
@@ -157,8 +158,24 @@ class OnePassRunner:
         return np.concatenate([line, read], axis=1).astype(np.float64), len(ids)
 
     def answer_batch(self, sessions: list[Session], feats: list[np.ndarray]) -> list[OnePassAnswer]:
-        """Several sessions' states in one llama.cpp decode (one sequence each), then heads and decoder per session;
-        no intents (they need each session's own cache). What a batched evaluation measures."""
+        """Sessions' states several to a llama.cpp decode (one sequence each, as many as fit the context), then heads
+        and decoder per session; no intents (they need each session's own cache). What a batched evaluation measures."""
+        limit = min(self.llm.n_ctx(), self.llm.n_batch)
+        out: list[OnePassAnswer] = []
+        group: list[int] = []
+        used = 0
+        for i, s in enumerate(sessions):
+            n = len(tokens_and_positions(s, self.heads.template, self.tokenize, title_max=self.heads.title_max)[0])
+            if group and used + n > limit:
+                out.extend(self._decode_group([sessions[j] for j in group], [feats[j] for j in group]))
+                group, used = [], 0
+            group.append(i)
+            used += n
+        if group:
+            out.extend(self._decode_group([sessions[j] for j in group], [feats[j] for j in group]))
+        return out
+
+    def _decode_group(self, sessions: list[Session], feats: list[np.ndarray]) -> list[OnePassAnswer]:
         import llama_cpp
 
         with self.lock:
@@ -173,11 +190,11 @@ class OnePassRunner:
             batch.reset()
             b, k, where = batch.batch, 0, []
             for seq, (ids, line, read) in enumerate(pieces):
-                wanted, base = {*line, *read}, k
+                base = k
                 for pos, tok in enumerate(ids):
                     b.token[k], b.pos[k], b.n_seq_id[k] = tok, pos, 1
                     b.seq_id[k][0] = seq
-                    b.logits[k] = pos in wanted
+                    b.logits[k] = True  # every token: see _decode
                     k += 1
                 where.append(([base + p for p in line], [base + p for p in read]))
             b.n_tokens = k
