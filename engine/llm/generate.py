@@ -275,7 +275,7 @@ class BundleGenerator:
         messages = [{"role": "user", "content": self.onepass.prompt_text(session)}]
         prompt = Prompt(messages=messages, schema=None, grammar="", style="onepass", knowledge=None,
                         tokens=ans.prompt_tokens, spec=self.spec)
-        bundles = [b for b in ans.bundles]
+        bundles = ans.bundles
         gid = None
         if log:
             params = {**self.cfg.params().to_dict(), **self.onepass.describe(), "prompt_version": VERSION,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +28,7 @@ import numpy as np
 from ..errors import KdError
 from ..pairs import FEATURES, pair_index
 from ..types import Bundle, Session
+from .prompts import _clean
 
 VERSION = "onepass-v1"
 """Version of the prompt + heads layout; a GGUF carrying another version is refused."""
@@ -44,11 +44,6 @@ INTENT_HEAD = "Bundle"
 MAX_ITEMS = 10
 ITEM_AGG = ("max", "mean")
 """Per product, the pair features aggregated over its partners (the product head reads them)."""
-
-
-def _clean(text: str, limit: int) -> str:
-    text = " ".join((text or "").split())
-    return (text if len(text) <= limit else text[: limit - 1].rstrip() + "…") or "(no title)"
 
 
 @dataclass(frozen=True)
@@ -68,7 +63,7 @@ def segments(session: Session, template: Template, *, title_max: int = TITLE_MAX
     the product's second state)."""
     out: list[tuple[str, str]] = [("text", template.prefix + (knowledge.strip() + "\n\n" if knowledge.strip() else ""))]
     for k, p in enumerate(session.products, start=1):
-        out.append(("line", f"{k}. {_clean(p.title, title_max)}"))
+        out.append(("line", f"{k}. {_clean(p.title, title_max) or '(no title)'}"))
         out.append(("text", "\n"))
     out.append(("text", READOUT))
     out.extend(("number", f" {k}") for k in range(1, session.n + 1))
@@ -323,11 +318,6 @@ def pair_truth(session: Session) -> tuple[np.ndarray, np.ndarray]:
     return item, np.asarray([same[i, j] for i, j in pair_index(n)])
 
 
-def check_items(n: int) -> None:
-    if not 1 <= n <= 64:
-        raise KdError(f"a one-pass student reads sessions of 1..64 products (got {n})")
-
-
 def pair_features_of(db, session: Session) -> np.ndarray:
     """The session's pair features (engine.pairs.FEATURES) over its cached title embeddings, as the heads read them."""
     from ..embeddings import session_vectors, similarity
@@ -336,8 +326,3 @@ def pair_features_of(db, session: Session) -> np.ndarray:
     if session.n < 2:
         return np.zeros((0, len(FEATURES)))
     return pair_features(session, similarity(session, session_vectors(db, [session])))
-
-
-def states_for(hidden: np.ndarray, line_pos: Sequence[int], read_pos: Sequence[int]) -> np.ndarray:
-    """n x 2H: each product's line-end state beside its read-out state (`hidden` is tokens x H)."""
-    return np.concatenate([hidden[list(line_pos)], hidden[list(read_pos)]], axis=1)

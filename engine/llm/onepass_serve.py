@@ -1,5 +1,5 @@
 """Serving a one-pass student with llama.cpp: one prefill per session gives every product's states (embeddings
-mode, no pooling, outputs only at the products' positions), the heads run in numpy (llm.onepass), and the
+mode, no pooling; llama.cpp outputs every token's row there), the heads run in numpy (llm.onepass), and the
 intents of the bundles found are written afterwards by the same model, reusing the prompt's KV cache.
 
     runner = OnePassRunner(path, heads, n_threads=2)
@@ -115,7 +115,7 @@ class OnePassRunner:
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
-    def _decode(self, ids: list[int], start: int, outputs: set[int]) -> None:
+    def _decode(self, ids: list[int], start: int) -> None:
         import llama_cpp
 
         batch = self.llm._batch  # noqa: SLF001
@@ -149,8 +149,7 @@ class OnePassRunner:
         if len(ids) > self.llm.n_ctx() - INTENT_TOKENS * 4:
             raise KdError(f"session prompt of {len(ids)} tokens does not fit the context ({self.llm.n_ctx()})")
         self.llm._ctx.kv_cache_clear()  # noqa: SLF001
-        outputs = {*line_pos, *read_pos, len(ids) - 1}
-        self._decode(ids, 0, outputs)
+        self._decode(ids, 0)
         h = self.llm.n_embd()
         line = np.stack([self._row(k, h) for k in line_pos])
         read = np.stack([self._row(k, h) for k in read_pos])
@@ -219,7 +218,7 @@ class OnePassRunner:
         mem = llama_cpp.llama_get_memory(self.llm._ctx.ctx)  # noqa: SLF001
         llama_cpp.llama_memory_seq_rm(mem, 0, self._prompt_len, -1)
         head = self.tokenize(f"{INTENT_HEAD} {','.join(map(str, sorted(bundle.items)))}:")
-        self._decode(head, self._prompt_len, {len(head) - 1})
+        self._decode(head, self._prompt_len)
         pos, out, n_vocab = self._prompt_len + len(head), [], self.llm.n_vocab()
         eos = {self.llm.token_eos(), *self._newline}
         last = len(head) - 1
@@ -228,7 +227,7 @@ class OnePassRunner:
             if tok in eos:
                 break
             out.append(tok)
-            self._decode([tok], pos, {0})
+            self._decode([tok], pos)
             pos, last = pos + 1, 0
         text = self.llm.detokenize(out).decode("utf-8", errors="replace")
         return " ".join(text.split())[:60], len(out)

@@ -16,7 +16,6 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +36,6 @@ from .weights import load_model, load_tokenizer, resolve_student
 CHECKPOINT = "checkpoint-epoch"
 TOP_LAYERS = 10
 LR = 1e-4
-
-
-@dataclass
-class OnePassData:
-    datasets: list[str]
-    valid: bool = True
 
 
 def _best_so_far(db, run_id: int, folder: Path) -> dict[str, Any]:
