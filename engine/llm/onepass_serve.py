@@ -86,6 +86,8 @@ class OnePassRunner:
         if self.llm.n_embd() * 2 != heads.state_dim and heads.uses_states:
             raise KdError(f"{path}: its heads read {heads.state_dim // 2}-wide states, the model has {self.llm.n_embd()}")
         self.lock = threading.Lock()
+        self._cached_prefix: list[int] | None = None
+        """The token ids of the prompt's first segment while they are in the KV cache (sequence 0, from 0)."""
         self._newline = self.llm.tokenize(b"\n", add_bos=False, special=False)
 
     def close(self) -> None:
@@ -116,19 +118,24 @@ class OnePassRunner:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     def _decode(self, ids: list[int], start: int) -> None:
+        """Decode one run of tokens of sequence 0 from position `start`."""
+        self._decode_runs([(ids, start, 0)])
+
+    def _decode_runs(self, runs: list[tuple[list[int], int, int]]) -> None:
+        """One llama.cpp decode of several (token ids, first position, sequence) runs; batch row k is the k-th token
+        over the runs in order. llama.cpp outputs every token of an embeddings context anyway (and warns when asked
+        for fewer), so every row is an output."""
         import llama_cpp
 
         batch = self.llm._batch  # noqa: SLF001
         batch.reset()
-        b = batch.batch
-        for k, tok in enumerate(ids):
-            b.token[k] = tok
-            b.pos[k] = start + k
-            b.seq_id[k][0] = 0
-            b.n_seq_id[k] = 1
-            # llama.cpp outputs every token of an embeddings context anyway (and warns when asked for fewer)
-            b.logits[k] = True
-        b.n_tokens = len(ids)
+        b, k = batch.batch, 0
+        for ids, start, seq in runs:
+            for pos, tok in enumerate(ids, start=start):
+                b.token[k], b.pos[k], b.n_seq_id[k], b.logits[k] = tok, pos, 1, True
+                b.seq_id[k][0] = seq
+                k += 1
+        b.n_tokens = k
         rc = llama_cpp.llama_decode(self.llm._ctx.ctx, b)  # noqa: SLF001
         if rc != 0:
             raise KdError(f"llama.cpp could not decode the prompt (code {rc})")
@@ -143,16 +150,29 @@ class OnePassRunner:
         return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(size,)).copy()
 
     def states(self, session: Session, knowledge: str = "") -> tuple[np.ndarray, int]:
-        """(n x 2H states, prompt tokens) for one session; the prompt stays in the KV cache for the intents."""
+        """(n x 2H states, prompt tokens) for one session; the prompt stays in the KV cache for the intents.
+
+        The prompt's first segment (template start, task line, knowledge text) is the same for every session, so its
+        KV cache is kept from one session to the next and only the session's own tokens are decoded (the same
+        positions, so the same states; a sixth of an Electronic prompt)."""
         ids, line_pos, read_pos = tokens_and_positions(session, self.heads.template, self.tokenize,
                                                        title_max=self.heads.title_max, knowledge=knowledge)
         if len(ids) > self.llm.n_ctx() - INTENT_TOKENS * 4:
             raise KdError(f"session prompt of {len(ids)} tokens does not fit the context ({self.llm.n_ctx()})")
-        self.llm._ctx.kv_cache_clear()  # noqa: SLF001
-        self._decode(ids, 0)
+        first = self.tokenize(segments(session, self.heads.template, knowledge=knowledge)[0][1])
+        keep = len(first) if self._cached_prefix == first and ids[:len(first)] == first else 0
+        if keep:
+            import llama_cpp
+
+            llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self.llm._ctx.ctx), 0, keep, -1)  # noqa: SLF001
+        else:
+            self.llm._ctx.kv_cache_clear()  # noqa: SLF001
+        self._cached_prefix = None  # until the decode below succeeded
+        self._decode(ids[keep:], keep)
+        self._cached_prefix = first if ids[:len(first)] == first else None
         h = self.llm.n_embd()
-        line = np.stack([self._row(k, h) for k in line_pos])
-        read = np.stack([self._row(k, h) for k in read_pos])
+        line = np.stack([self._row(k - keep, h) for k in line_pos])
+        read = np.stack([self._row(k - keep, h) for k in read_pos])
         self._prompt_len = len(ids)
         return np.concatenate([line, read], axis=1).astype(np.float64), len(ids)
 
@@ -175,7 +195,6 @@ class OnePassRunner:
         return out
 
     def _decode_group(self, sessions: list[Session], feats: list[np.ndarray]) -> list[OnePassAnswer]:
-        import llama_cpp
 
         with self.lock:
             t0 = time.perf_counter()
@@ -185,21 +204,12 @@ class OnePassRunner:
             if total > self.llm.n_ctx() or total > self.llm.n_batch:
                 raise KdError(f"a batch of {len(sessions)} sessions ({total} tokens) does not fit one decode")
             self.llm._ctx.kv_cache_clear()  # noqa: SLF001
-            batch = self.llm._batch  # noqa: SLF001
-            batch.reset()
-            b, k, where = batch.batch, 0, []
-            for seq, (ids, line, read) in enumerate(pieces):
-                base = k
-                for pos, tok in enumerate(ids):
-                    b.token[k], b.pos[k], b.n_seq_id[k] = tok, pos, 1
-                    b.seq_id[k][0] = seq
-                    b.logits[k] = True  # every token: see _decode
-                    k += 1
+            self._cached_prefix = None
+            self._decode_runs([(ids, 0, seq) for seq, (ids, _, _) in enumerate(pieces)])
+            where, base = [], 0
+            for ids, line, read in pieces:
                 where.append(([base + p for p in line], [base + p for p in read]))
-            b.n_tokens = k
-            rc = llama_cpp.llama_decode(self.llm._ctx.ctx, b)  # noqa: SLF001
-            if rc != 0:
-                raise KdError(f"llama.cpp could not decode the batch (code {rc})")
+                base += len(ids)
             h = self.llm.n_embd()
             out = []
             per = (time.perf_counter() - t0) / max(1, len(sessions))

@@ -161,6 +161,13 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
     want = np.concatenate([h[line], h[read]], axis=1)
     corr = [np.corrcoef(got[i], want[i])[0, 1] for i in range(s.n)]
     assert min(corr) > 0.98, corr
+    # the next session reuses the prompt's first segment from the KV cache: the same states as decoding it whole
+    other = load_sessions(db, "demo-electronics", "test", with_bundles_only=True)[1]
+    warm, _ = runner.states(other)
+    assert runner._cached_prefix  # noqa: SLF001
+    runner._cached_prefix = None  # noqa: SLF001
+    cold, _ = runner.states(other)
+    assert np.allclose(warm, cold, atol=1e-4)
     # several sessions through one decode score as they do one at a time
     from kdbundle.engine.llm.onepass import pair_features_of
 
