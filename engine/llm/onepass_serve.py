@@ -204,12 +204,22 @@ class OnePassRunner:
             if total > self.llm.n_ctx() or total > self.llm.n_batch:
                 raise KdError(f"a batch of {len(sessions)} sessions ({total} tokens) does not fit one decode")
             self.llm._ctx.kv_cache_clear()  # noqa: SLF001
-            self._cached_prefix = None
-            self._decode_runs([(ids, 0, seq) for seq, (ids, _, _) in enumerate(pieces)])
+            self._cached_prefix = None  # the other sequences fill the cache: the next single answer starts afresh
+            # the prompts' shared first segment is decoded once (sequence 0) and its cache copied to the others
+            first = self.tokenize(segments(sessions[0], self.heads.template)[0][1])
+            keep = len(first) if all(ids[:len(first)] == first for ids, _, _ in pieces) else 0
+            if keep:
+                import llama_cpp
+
+                self._decode(first, 0)
+                mem = llama_cpp.llama_get_memory(self.llm._ctx.ctx)  # noqa: SLF001
+                for seq in range(1, len(pieces)):
+                    llama_cpp.llama_memory_seq_cp(mem, 0, seq, 0, keep)
+            self._decode_runs([(ids[keep:], keep, seq) for seq, (ids, _, _) in enumerate(pieces)])
             where, base = [], 0
             for ids, line, read in pieces:
-                where.append(([base + p for p in line], [base + p for p in read]))
-                base += len(ids)
+                where.append(([base + p - keep for p in line], [base + p - keep for p in read]))
+                base += len(ids) - keep
             h = self.llm.n_embd()
             out = []
             per = (time.perf_counter() - t0) / max(1, len(sessions))
