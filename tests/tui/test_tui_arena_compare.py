@@ -68,3 +68,43 @@ def test_two_students_over_a_split_then_a_sample_reusing_their_answers(tmp_path)
     again = compare(db, A, B, EvalConfig(DATASET, split="test"))
     assert again["intervals"] == result["intervals"] and again["a"]["reused"] and again["b"]["reused"]
     assert db.execute("SELECT COUNT(*) FROM eval_runs").fetchone()[0] == 2
+
+
+def test_escape_stops_a_comparison_between_sessions_and_a_rerun_continues(tmp_path, monkeypatch):
+    import time
+
+    from kdbundle.engine.evaluation import baselines
+
+    slow = baselines.WholeSessionPredictor.predict
+
+    def predict(self, session):  # a real answer, slowly: time to press escape between sessions
+        time.sleep(0.3)
+        return slow(self, session)
+
+    monkeypatch.setattr(baselines.WholeSessionPredictor, "predict", predict)
+    path = demo_db(tmp_path / "kd.db")
+
+    async def scenario():
+        app = KdApp(path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("5")
+            screen = app.screen
+            await wait_for(pilot, lambda: DATASET in screen.datasets, what="choices")
+            await pilot.press("c")
+            screen.query_one("#compare-a", Select).value = A
+            screen.query_one("#compare-b", Select).value = B
+            screen.query_one("#compare-dataset", Select).value = DATASET
+            await pilot.press("ctrl+r")
+            status = lambda: " ".join(str(screen.query_one("#compare-status", Static).render()).split())  # noqa: E731
+            await wait_for(pilot, lambda: "1/6 sessions answered" in status(), what="progress")
+            assert status().startswith(f"A {A}") and "then B" in status()
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not screen.compare_running, timeout=10, what="stopped")
+            assert "stopped" in status() and screen.compare_result is None
+            kept = open_db(path).execute("SELECT COUNT(*) FROM eval_results").fetchone()[0]
+            assert 1 <= kept < 6
+            await pilot.press("ctrl+r")
+            await wait_for(pilot, lambda: screen.compare_result is not None, timeout=30, what="rerun")
+            assert screen.query_one("#compare-table", DataTable).row_count == 6
+
+    run(scenario())
