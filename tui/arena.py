@@ -551,6 +551,8 @@ class ArenaScreen(KdScreen):
         for key in ("a", "b"):
             side = result[key]
             how = "stored answers" if side["reused"] else "answered now"
+            if side.get("utilization") not in (None, "zero-shot"):
+                how = f"{side['utilization']}{' with ' + side['knowledge_set'] if side.get('knowledge_set') else ''}, {how}"
             sides.append(f"{key.upper()} {side['name']} {f1.header} {f1.fmt(side['metrics'][f1.key])} "
                          f"(eval run {side['eval_run_id']}, {how})")
         self.query_one("#compare-status", Static).update(Text(

@@ -43,7 +43,8 @@ def compare(db: sqlite_utils.Database, a: str, b: str, base: EvalConfig, *,
 
     `progress(side, done, total)` follows each side's evaluation; `should_stop` stops between sessions (evaluate's
     EvalStopped; what was answered is kept). Returns dataset, split, limit, seed, sessions (how many), a and b (name,
-    method, model, eval_run_id, reused: read from a stored run, metrics over these sessions), intervals (metric ->
+    method, model, utilization and knowledge_set (a model's; None for a baseline), eval_run_id, reused: read from a
+    stored run, metrics over these sessions), intervals (metric ->
     paired_bootstrap of B − A) and per_session (session_id, source_id, products, bundles, a, b, diff: per metric).
     """
     sides = [(name, side_config(base, name)) for name in (a, b)]
@@ -69,8 +70,10 @@ def compare(db: sqlite_utils.Database, a: str, b: str, base: EvalConfig, *,
             raise InputError(f"{name}: no stored answer for {len(missing)} of the {len(ids)} sessions")
         scores.append(mine)
         values = aggregate([mine[s.id] for s in sessions])
-        out[key] = {"name": name, "method": cfg.method, "model": cfg.model, "eval_run_id": run_id, "reused": reused,
-                    "metrics": {k: v for k, v in values.items() if k != "errors"}}
+        llm = cfg.method == "llm"
+        out[key] = {"name": name, "method": cfg.method, "model": cfg.model,
+                    "utilization": cfg.utilization if llm else None, "knowledge_set": cfg.knowledge_set if llm else None,
+                    "eval_run_id": run_id, "reused": reused, "metrics": {k: v for k, v in values.items() if k != "errors"}}
     sa, sb = scores
     out["intervals"] = {m: paired_bootstrap(sa, sb, m, resamples=resamples, seed=seed) for m in metrics}
     out["per_session"] = [

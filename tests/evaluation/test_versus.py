@@ -17,6 +17,7 @@ def test_the_paired_interval_is_bootstraps_on_the_same_per_session_scores(real_d
     out = compare(real_db, A, B, EvalConfig("electronic", split="test"), progress=lambda *t: ticks.append(t))
     assert out["sessions"] == 180 and len(out["per_session"]) == 180
     assert not out["a"]["reused"] and not out["b"]["reused"]
+    assert out["a"]["method"] == A and out["a"]["model"] is None and out["a"]["utilization"] is None
     assert ticks[-1] == (B, 180, 180) and any(t[0] == A for t in ticks)
     sa, sb = session_scores(real_db, out["a"]["eval_run_id"]), session_scores(real_db, out["b"]["eval_run_id"])
     for m in ("strict_f1", "strict_precision"):
@@ -64,3 +65,20 @@ def test_a_bad_side_fails_in_one_line_before_anything_is_answered(real_db):
     with pytest.raises(InputError, match="unknown split"):
         compare(real_db, A, B, EvalConfig("electronic", split="none"))
     assert real_db.execute("SELECT COUNT(*) FROM eval_runs").fetchone()[0] == 0
+
+
+@pytest.mark.slow
+def test_a_real_small_model_against_a_baseline_then_its_answers_are_read_not_asked_again(db):
+    from kdbundle.engine.data.demo import load_demo
+
+    load_demo(db)
+    base = EvalConfig("demo-clothing", split="test", limit=3)
+    out = compare(db, "smollm2-135m", A, base)
+    assert out["a"]["method"] == "llm" and out["a"]["model"] == "smollm2-135m" and not out["a"]["reused"]
+    assert out["a"]["utilization"] == "zero-shot" and out["sessions"] == 3
+    answered = db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+    assert answered >= 3
+    again = compare(db, A, "smollm2-135m", base)
+    assert again["b"]["reused"] and again["b"]["eval_run_id"] == out["a"]["eval_run_id"]
+    assert db.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == answered, "no model was asked again"
+    assert again["intervals"]["strict_f1"]["diff"] == pytest.approx(-out["intervals"]["strict_f1"]["diff"])
