@@ -103,6 +103,8 @@ class ArenaScreen(KdScreen):
         self.compare_running = False
         self.compare_result: dict[str, Any] | None = None
         self.datasets: list[str] = []
+        self.contenders: list[str] = []
+        """What A and B can be: the installed models, then the baselines."""
 
     def compose(self) -> ComposeResult:
         yield from self.compose_nav()
@@ -441,7 +443,7 @@ class ArenaScreen(KdScreen):
 
     def _compare_choices(self, installed: list[str], datasets: list[str]) -> None:
         """A and B: every installed model, then the baselines a student must beat; the datasets with ground truth."""
-        contenders = [*installed, *BASELINES]
+        contenders = self.contenders = [*installed, *BASELINES]
         defaults = {"#compare-a": installed[0] if installed else "pairwise",
                     # B: the newest installed model that is not A (a trained student), else the best baseline
                     "#compare-b": next((n for n in reversed(installed[1:])), "pairwise")}
@@ -485,6 +487,10 @@ class ArenaScreen(KdScreen):
     def start_compare(self) -> None:
         if self.compare_running:
             self.notify("A comparison is running; escape stops it.", severity="warning")
+            return
+        if self.running:  # two models answering at once on a small CPU only halve each other's speed
+            self.notify("The teacher and student are still answering (c goes back to them; escape stops them).",
+                        severity="warning")
             return
         a, b, base, problem = self.compare_settings()
         if problem:
@@ -566,10 +572,18 @@ class ArenaScreen(KdScreen):
 
     @on(DataTable.RowSelected, "#compare-table")
     def _open_compared_session(self, event: DataTable.RowSelected) -> None:
-        """enter on a session: back to one session, that one, to see both answers (pick A and B as the panes)."""
-        if event.row_key.value and event.row_key.value.isdigit():
-            self.action_toggle_compare()
-            self.load_session(int(event.row_key.value))
+        """enter on a session: back to the one-session view with that session, A and B in the two panes where both
+        are models (a baseline has no pane: that pane keeps its model)."""
+        if not (event.row_key.value and event.row_key.value.isdigit()):
+            return
+        if self.compare_result:
+            for sel_id, key in (("#teacher", "a"), ("#student", "b")):
+                side = self.compare_result[key]
+                select = self.query_one(sel_id, Select)
+                if side["method"] == "llm" and side["name"] in self.installed:
+                    select.value = side["name"]
+        self.action_toggle_compare()
+        self.load_session(int(event.row_key.value))
 
     # ------------------------------------------------------------ settings in place
 

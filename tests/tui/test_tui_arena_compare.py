@@ -27,8 +27,7 @@ def test_two_students_over_a_split_then_a_sample_reusing_their_answers(tmp_path)
             await pilot.press("c")
             assert screen.comparing and screen.has_class("comparing")
             assert screen.query_one("#compare-view").display and not screen.query_one("#arena-panes").display
-            options = screen.query_one("#compare-a", Select)._options
-            assert {A, B, "pairwise"} <= {v for _, v in options}
+            assert screen.contenders[0] == "smollm2-135m" and {A, B, "pairwise"} <= set(screen.contenders)
             screen.query_one("#compare-a", Select).value = A
             screen.query_one("#compare-b", Select).value = B
             screen.query_one("#compare-dataset", Select).value = DATASET
@@ -60,6 +59,13 @@ def test_two_students_over_a_split_then_a_sample_reusing_their_answers(tmp_path)
                            timeout=60, what="sample")
             assert table.row_count == 3 and screen.compare_result["a"]["reused"] and screen.compare_result["b"]["reused"]
             assert "stored answers" in str(screen.query_one("#compare-status", Static).render())
+
+            # enter on a session opens it in the one-session view.
+            table.focus()
+            await pilot.press("home", "enter")
+            first = int(table.coordinate_to_cell_key((0, 0)).row_key.value)
+            await wait_for(pilot, lambda: screen.session is not None and screen.session.id == first, what="session")
+            assert not screen.comparing and screen.query_one("#arena-panes").display
             return result
 
     result = run(scenario())
