@@ -44,8 +44,8 @@ def compare(db: sqlite_utils.Database, a: str, b: str, base: EvalConfig, *,
     `progress(side, done, total)` follows each side's evaluation; `should_stop` stops between sessions (evaluate's
     EvalStopped; what was answered is kept). Returns dataset, split, limit, seed, sessions (how many), a and b (name,
     method, model, utilization and knowledge_set (a model's; None for a baseline), eval_run_id, reused: read from a
-    stored run, metrics over these sessions), intervals (metric ->
-    paired_bootstrap of B − A) and per_session (session_id, source_id, products, bundles, a, b, diff: per metric).
+    stored run, metrics over these sessions), intervals (metric -> paired_bootstrap of B − A) and per_session
+    (session_id, source_id, products, bundles, a, b, diff: per metric).
     """
     sides = [(name, side_config(base, name)) for name in (a, b)]
     for _, cfg in sides:  # both sides' options, before either answers a session
