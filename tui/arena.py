@@ -2,6 +2,10 @@
 
 Both generations are logged under one comparison id. The student's utilization (zero-shot, ICL, SFT,
 ICL+SFT) and knowledge set can be switched in place; the next run uses them.
+
+`c` switches to student vs student: two students (models or baselines) answer the same sessions of a dataset
+split (or a seeded sample of N), and a table lists each session's scores for both with the difference, under a
+summary line with the paired bootstrap interval of B − A (engine.evaluation.versus; stored answers are reused).
 """
 from __future__ import annotations
 
@@ -16,16 +20,28 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Input, Label, Select, Static
+from textual.widgets import DataTable, Footer, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from ..engine import browse
+from ..engine.data.datasets import SPLITS
+from ..engine.evaluation.evaluate import BASELINES, EvalConfig, EvalStopped
+from ..engine.evaluation.metrics import metric
 from ..engine.llm.catalogue import DEFAULT_STUDENT, DEFAULT_TEACHER
 from ..engine.llm.generate import PRODUCT_SEPARATOR, split_products
 from ..engine.types import Product, Session
 from .arena_run import KNOWLEDGE_UTILIZATIONS, GenerationStopped, Outcome, run_pane
 from .base import KdScreen, WorkerErrors, describe_error, metrics_line, plain
-from .messages import ArenaChoicesLoaded, DataChanged, GenerationFinished, SessionLoaded, SessionResolved, Token
+from .messages import (
+    ArenaChoicesLoaded,
+    CompareFinished,
+    CompareProgress,
+    DataChanged,
+    GenerationFinished,
+    SessionLoaded,
+    SessionResolved,
+    Token,
+)
 from .sessions import bundle_tag
 
 UTILIZATIONS = ("zero-shot", "icl", "sft", "icl+sft")
@@ -59,7 +75,9 @@ class ArenaScreen(KdScreen):
         Binding("u", "cycle_utilization", "Use"),
         Binding("k", "cycle_kset", "Set"),
         Binding("s", "pick", "Pick"),
-        Binding("t", "type_products", "Type"),
+        # t is said where a session is missing (the line above the panes), so the footer has room for c at 60 columns
+        Binding("t", "type_products", "Type", show=False),
+        Binding("c", "toggle_compare", "A/B"),  # student A vs student B (a longer word pushes "? Help" out at 60)
         Binding("p", "pull_teacher", "Pull teacher", show=False),
     ]
 
@@ -79,6 +97,14 @@ class ArenaScreen(KdScreen):
         self.outcomes: dict[str, Outcome] = {}
         # (pane, model name) -> backend, used instead of the registry's (tests drive the panes with a scripted model)
         self.backend_for: Callable[[str, str], Any] | None = None
+        # Student vs student (c): the run number (stale messages are dropped), whether one runs, its result.
+        self.comparing = False
+        self.compare_run = 0
+        self.compare_running = False
+        self.compare_result: dict[str, Any] | None = None
+        self.datasets: list[str] = []
+        self.contenders: list[str] = []
+        """What A and B can be: the installed models, then the baselines."""
 
     def compose(self) -> ComposeResult:
         yield from self.compose_nav()
@@ -88,8 +114,18 @@ class ArenaScreen(KdScreen):
             yield Select([(u, u) for u in UTILIZATIONS], value="zero-shot", allow_blank=False, id="utilization",
                          compact=True)
             yield Select([], prompt="no knowledge", id="kset", compact=True)
-        yield Static("No session picked: press s to pick one by id, t to type products, or a on the Sessions screen.",
-                     id="arena-session")
+        with Horizontal(classes="controls", id="compare-controls"):
+            yield Select([], prompt="student A", id="compare-a", compact=True)
+            yield Select([], prompt="student B", id="compare-b", compact=True)
+            yield Select([], prompt="dataset", id="compare-dataset", compact=True)
+            yield Select([(x, x) for x in SPLITS], value="test", allow_blank=False, id="compare-split", compact=True)
+            yield Input(placeholder="sessions: all", id="compare-limit", type="integer", compact=True)
+        with Vertical(id="compare-view"):
+            yield Static(COMPARE_HINT, id="compare-status")
+            yield DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
+            yield Static("", id="compare-summary")
+        yield Static("No session picked: press s to pick one by id, t to type products, or a on the Sessions screen; "
+                     "c compares two students over a dataset split.", id="arena-session")
         yield Input(placeholder=f"products, separated by {PRODUCT_SEPARATOR}  (enter to use)", id="arena-products", compact=True)
         with Horizontal(id="arena-panes"):
             for pane in PANES:
@@ -104,6 +140,12 @@ class ArenaScreen(KdScreen):
         for pane in PANES:
             self.query_one(f"#pane-{pane}").border_title = pane
             self._reset_pane(pane)
+        table = self.query_one("#compare-table", DataTable)
+        f1, p = metric("strict_f1"), metric("strict_precision")
+        for label, key in (("session", "session"), ("products", "products"), (f"A {f1.compact}", "a_f1"),
+                           (f"B {f1.compact}", "b_f1"), (f"B−A {f1.compact}", "diff"), (f"A {p.compact}", "a_p"),
+                           (f"B {p.compact}", "b_p")):
+            table.add_column(label, key=key)
         self.query_one("#teacher", Select).focus()
 
     @on(DataChanged)
@@ -128,7 +170,8 @@ class ArenaScreen(KdScreen):
         if not installed:
             hint = f"No model installed. Run `kdbundle models pull {DEFAULT_STUDENT}` (or pull it on the Models screen, 4)."
         sets = [s.name for s in browse.knowledge_sets(db)]
-        self.post_message(ArenaChoicesLoaded(names, installed, sets, hint))
+        datasets = [d.name for d in browse.dataset_summaries(db) if d.bundles]
+        self.post_message(ArenaChoicesLoaded(names, installed, sets, hint, datasets))
 
     @on(ArenaChoicesLoaded)
     def _choices(self, msg: ArenaChoicesLoaded) -> None:
@@ -154,6 +197,7 @@ class ArenaScreen(KdScreen):
         kset.set_options([(plain(s), s) for s in msg.knowledge_sets])
         if current in msg.knowledge_sets:
             kset.value = current
+        self._compare_choices(msg.installed, msg.datasets)
         if msg.hint:
             if not self._hinted:
                 self._hinted = True
@@ -247,6 +291,9 @@ class ArenaScreen(KdScreen):
                 "knowledge_set": val("#kset")}
 
     def action_run(self) -> None:
+        if self.comparing:
+            self.start_compare()
+            return
         if self.session is None:
             self.notify("Pick a session first (s), or type products (t).", severity="warning")
             return
@@ -361,6 +408,13 @@ class ArenaScreen(KdScreen):
         score.update(lines)
 
     def action_stop(self) -> None:
+        if self.comparing and self.compare_running:
+            for w in self.workers:
+                if w.group == "arena-compare":
+                    w.cancel()
+            self.query_one("#compare-status", Static).update(Text("Stopping after the session being answered ...",
+                                                                  style="yellow"))
+            return
         if not self.running:
             return
         for w in self.workers:
@@ -369,11 +423,167 @@ class ArenaScreen(KdScreen):
         self.notify("Stopping ...", title="arena")
 
     def worker_failed(self, worker) -> None:
+        if worker.group == "arena-compare":
+            self.compare_running = False
+            self.query_one("#compare-status", Static).update(Text(f"failed: {describe_error(worker.error)}",
+                                                                  style="red"))
         if worker.group == "arena":
             for pane in list(self.running):
                 self.query_one(f"#pane-{pane}").remove_class("running")
                 self.query_one(f"#stats-{pane}", Static).update(Text("failed", style="red"))
             self.running.clear()
+
+    # ------------------------------------------------------------ student vs student
+
+    def action_toggle_compare(self) -> None:
+        """Switch between one session (teacher and student) and two students over a split."""
+        self.comparing = not self.comparing
+        self.set_class(self.comparing, "comparing")
+        self.query_one("#compare-a" if self.comparing else "#teacher", Select).focus()
+
+    def _compare_choices(self, installed: list[str], datasets: list[str]) -> None:
+        """A and B: every installed model, then the baselines a student must beat; the datasets with ground truth."""
+        contenders = self.contenders = [*installed, *BASELINES]
+        defaults = {"#compare-a": installed[0] if installed else "pairwise",
+                    # B: the newest installed model that is not A (a trained student), else the best baseline
+                    "#compare-b": next((n for n in reversed(installed[1:])), "pairwise")}
+        for sel_id in ("#compare-a", "#compare-b"):
+            select = self.query_one(sel_id, Select)
+            current = select.value
+            select.set_options([(plain(n), n) for n in contenders])
+            select.value = current if current in contenders else defaults[sel_id]
+        if self.query_one("#compare-a", Select).value == self.query_one("#compare-b", Select).value:
+            self.query_one("#compare-b", Select).value = next(n for n in contenders if n != defaults["#compare-a"])
+        select = self.query_one("#compare-dataset", Select)
+        current = select.value
+        self.datasets = list(datasets)
+        select.set_options([(plain(d), d) for d in datasets])
+        if current in datasets:
+            select.value = current
+        elif datasets:
+            select.value = datasets[0]
+
+    def compare_settings(self) -> tuple[str | None, str | None, EvalConfig | None, str | None]:
+        """(A, B, the shared evaluation config, why it cannot run) from the controls."""
+        def val(sel: str) -> str | None:
+            v = self.query_one(sel, Select).value
+            return None if v is Select.NULL else str(v)
+
+        a, b, dataset = val("#compare-a"), val("#compare-b"), val("#compare-dataset")
+        if not a or not b:
+            return a, b, None, "Pick two students, A and B."
+        if not dataset:
+            return a, b, None, "No dataset with ground truth: import one (or load the demo on the Sessions screen)."
+        text = self.query_one("#compare-limit", Input).value.strip()
+        limit = int(text) if text.lstrip("-").isdigit() else None
+        if limit is not None and limit < 1:
+            return a, b, None, "Sessions: a number of at least 1, or empty for the whole split."
+        cfg = self.settings()
+        # One process in the app (no worker processes spawned from its thread); the answers are the same.
+        base = EvalConfig(dataset, split=val("#compare-split") or "test", limit=limit,
+                          utilization=cfg["utilization"] or "zero-shot", knowledge_set=cfg["knowledge_set"], workers=1)
+        return a, b, base, None
+
+    def start_compare(self) -> None:
+        if self.compare_running:
+            self.notify("A comparison is running; escape stops it.", severity="warning")
+            return
+        if self.running:  # two models answering at once on a small CPU only halve each other's speed
+            self.notify("The teacher and student are still answering (c goes back to them; escape stops them).",
+                        severity="warning")
+            return
+        a, b, base, problem = self.compare_settings()
+        if problem:
+            self.notify(problem, severity="warning", markup=False)
+            return
+        self.compare_run += 1
+        self.compare_running = True
+        self.compare_result = None
+        self.query_one("#compare-table", DataTable).clear()
+        self.query_one("#compare-summary", Static).update("")
+        self.query_one("#compare-status", Static).update(Text(f"A {a} and B {b}: reading stored answers ...",
+                                                              style="bold"))
+        self.compare_students(a, b, base, self.compare_run)
+
+    @work(thread=True, group="arena-compare", description="Comparing students", exclusive=True, exit_on_error=False)
+    def compare_students(self, a: str, b: str, base: EvalConfig, run: int) -> None:
+        from ..engine.evaluation.versus import compare
+
+        worker = get_current_worker()
+        try:
+            result = compare(self.app.db(), a, b, base, should_stop=lambda: worker.is_cancelled,
+                             progress=lambda side, done, total: self.post_message(CompareProgress(run, side, done, total)))
+        except EvalStopped as exc:
+            self.post_message(CompareFinished(run, None, str(exc)))
+            return
+        self.post_message(CompareFinished(run, result))
+
+    @on(CompareProgress)
+    def _compare_progress(self, msg: CompareProgress) -> None:
+        if msg.run != self.compare_run or not self.compare_running:
+            return
+        a, b = self.query_one("#compare-a", Select).value, self.query_one("#compare-b", Select).value
+        which = "A" if msg.side == a else "B" if msg.side == b else ""
+        rest = " · then B" if which == "A" and a != b else ""
+        self.query_one("#compare-status", Static).update(Text.assemble(
+            (f"{which} {msg.side}".strip(), "bold"), f": {msg.done}/{msg.total} sessions answered{rest} · escape stops"))
+
+    @on(CompareFinished)
+    def _compare_finished(self, msg: CompareFinished) -> None:
+        if msg.run != self.compare_run:
+            return
+        self.compare_running = False
+        status = self.query_one("#compare-status", Static)
+        if msg.result is None:
+            status.update(Text(f"stopped: {msg.note or ''} (what was answered is kept)", style="yellow"))
+            return
+        self.show_comparison(msg.result)
+
+    def show_comparison(self, result: dict[str, Any]) -> None:
+        from ..engine.evaluation.versus import summary
+
+        self.compare_result = result
+        f1, p = metric("strict_f1"), metric("strict_precision")
+        table = self.query_one("#compare-table", DataTable)
+        table.clear()
+        # Where they differ most first: B better at the top, A better at the bottom (ties in split order).
+        for r in sorted(result["per_session"], key=lambda r: -r["diff"][f1.key]):
+            d = r["diff"][f1.key]
+            table.add_row(plain(r["source_id"] or r["session_id"]), str(r["products"]), f1.fmt(r["a"][f1.key]),
+                          f1.fmt(r["b"][f1.key]),
+                          Text(f"{d:+.3f}", style="green" if d > 0 else "red" if d < 0 else "dim"),
+                          p.fmt(r["a"][p.key]), p.fmt(r["b"][p.key]), key=str(r["session_id"]))
+        sides = []
+        for key in ("a", "b"):
+            side = result[key]
+            how = "stored answers" if side["reused"] else "answered now"
+            if side.get("utilization") not in (None, "zero-shot"):
+                how = f"{side['utilization']}{' with ' + side['knowledge_set'] if side.get('knowledge_set') else ''}, {how}"
+            sides.append(f"{key.upper()} {side['name']} {f1.header} {f1.fmt(side['metrics'][f1.key])} "
+                         f"(eval run {side['eval_run_id']}, {how})")
+        self.query_one("#compare-status", Static).update(Text(
+            f"{result['sessions']} sessions of {result['dataset']}/{result['split']}, B − A largest first · "
+            + " · ".join(sides)))
+        line = summary(result)
+        f1_interval = result["intervals"][f1.key]
+        style = "bold green" if f1_interval["significant"] and f1_interval["diff"] > 0 else \
+            "bold red" if f1_interval["significant"] else "bold"
+        self.query_one("#compare-summary", Static).update(Text(line, style=style))
+
+    @on(DataTable.RowSelected, "#compare-table")
+    def _open_compared_session(self, event: DataTable.RowSelected) -> None:
+        """enter on a session: back to the one-session view with that session, A and B in the two panes where both
+        are models (a baseline has no pane: that pane keeps its model)."""
+        if not (event.row_key.value and event.row_key.value.isdigit()):
+            return
+        if self.compare_result:
+            for sel_id, key in (("#teacher", "a"), ("#student", "b")):
+                side = self.compare_result[key]
+                select = self.query_one(sel_id, Select)
+                if side["method"] == "llm" and side["name"] in self.installed:
+                    select.value = side["name"]
+        self.action_toggle_compare()
+        self.load_session(int(event.row_key.value))
 
     # ------------------------------------------------------------ settings in place
 
@@ -412,6 +622,10 @@ class ArenaScreen(KdScreen):
             return
         event.input.remove_class("visible")
         self.set_session(Session(id=None, products=[Product(item_id=0, title=t) for t in titles]))
+
+
+COMPARE_HINT = ("Student vs student: pick A and B (models or baselines), a dataset, its split and how many sessions "
+                "(empty: all), then ctrl+r. Stored answers are reused; c goes back to one session.")
 
 
 def teacher_hint(chosen: str | None, student: str | None = None) -> str:

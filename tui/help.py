@@ -39,7 +39,9 @@ app does not stop them.
 
 **Arena** — `ctrl+r` run teacher and student side by side · `escape` stop · `u` cycle the student's utilization
 (zero-shot, ICL, SFT, ICL+SFT) · `k` cycle the knowledge set · `s` pick a session by id · `t` type your own
-products. Hits against the ground truth are marked ✓; both metric families are shown.
+products. Hits against the ground truth are marked ✓; both metric families are shown. `c` student vs student: two
+models or baselines over a dataset split (or N sessions of it), each session's scores side by side with B − A and
+the paired bootstrap 95% interval (`enter` opens a session; stored answers are reused).
 
 **Results** — `m` cycle the plotted metric · `e` show experiment reports · `r` reload.
 

@@ -151,6 +151,27 @@ class ArenaChoicesLoaded(Message):
     knowledge_sets: list[str]
     hint: str | None
     """E.g. which `kdbundle models pull` to run."""
+    datasets: list[str] = field(default_factory=list)
+    """Datasets a comparison of two students can run on."""
+
+
+@dataclass
+class CompareProgress(Message):
+    """How far one side of the arena's student-vs-student comparison is (replaces the previous line)."""
+
+    run: int
+    side: str
+    done: int
+    total: int
+
+
+@dataclass
+class CompareFinished(Message):
+    """The comparison ended: its result (evaluation.versus.compare), or why it did not (stopped, failed)."""
+
+    run: int
+    result: dict[str, Any] | None
+    note: str | None = None
 
 
 @dataclass

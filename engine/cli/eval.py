@@ -8,8 +8,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..errors import InputError
 from ..evaluation.evaluate import METHODS, UTILIZATIONS, EvalConfig, check_config, evaluate
-from ..evaluation.metrics import TAXONOMY, family_metrics
+from ..evaluation.metrics import TAXONOMY, family_metrics, metric
 from . import app
 from .common import console, err_console, option, print_json, safe
 from .data import ready_db
@@ -40,6 +41,10 @@ def eval_cmd(
     detach: bool = typer.Option(False, "--detach", help="Run as a background job; print its id."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the metrics."),
     plan: bool = typer.Option(False, "--plan", help="Print what the evaluation would cost and score nothing."),
+    compare: Optional[tuple[str, str]] = typer.Option(
+        None, "--compare", metavar="A B",
+        help="Compare two students (models by name, or baseline methods) on the same sessions: per-session scores, "
+             "B - A, and its paired bootstrap 95% interval (strict F1, strict P). Stored answers are reused."),
 ):
     """Score a method (resumable: rerunning the same evaluation continues where it stopped)."""
     cfg = EvalConfig(dataset, split=split, method=method, model=model, limit=limit, seed=seed,
@@ -47,6 +52,13 @@ def eval_cmd(
                      prompt=prompt, answer=answer, title_max=title_max, hints=hints,
                      decoding=decoding, workers=workers, hint_weight=hint_weight, k=k)
     quiet_library_progress()
+    if compare:
+        given = [f for f, name in (("--method", "method"), ("--model", "model"), ("--detach", "detach"), ("--plan", "plan"))
+                 if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"]
+        if given:
+            raise InputError(f"--compare names both sides itself: drop {', '.join(given)}")
+        compare_students(ready_db(ctx), compare, cfg, as_json)
+        return
     db = ready_db(ctx)
     check_config(db, cfg)  # bad options: one line, before a job, a run row or a progress bar exists
     if plan:
@@ -71,6 +83,41 @@ def eval_cmd(
         task = bar.add_task("sessions", total=None)
         metrics = evaluate(db, cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
     show_metrics(metrics)
+
+
+def compare_students(db, sides: tuple[str, str], cfg: EvalConfig, as_json: bool) -> None:
+    """`eval --compare A B`: both on the same sessions (evaluation.versus), a table of sessions and the interval."""
+    from ..evaluation.versus import COMPARED, compare, summary
+
+    a, b = sides
+    if as_json:
+        print_json(compare(db, a, b, cfg))
+        return
+    with Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=err_console) as bar:
+        tasks = {name: bar.add_task(f"eval {safe(name)} on {safe(cfg.dataset)}/{safe(cfg.split)}", total=None)
+                 for name in dict.fromkeys(sides)}
+        result = compare(db, a, b, cfg, progress=lambda name, done, total: bar.update(tasks[name], completed=done,
+                                                                                      total=total))
+    f1, p = (metric(m) for m in COMPARED)
+    t = Table(title=f"A = {safe(a)}, B = {safe(b)} on {safe(cfg.dataset)} / {cfg.split}: {result['sessions']} sessions")
+    t.add_column("session")
+    for head in (f"A {f1.header}", f"B {f1.header}", f"B−A {f1.short}", f"A {p.header}", f"B {p.header}"):
+        t.add_column(head, justify="right")
+    for r in result["per_session"]:
+        d = r["diff"][f1.key]
+        t.add_row(safe(r["source_id"] or r["session_id"]), f1.fmt(r["a"][f1.key]), f1.fmt(r["b"][f1.key]),
+                  f"[green]{d:+.3f}[/]" if d > 0 else f"[red]{d:+.3f}[/]" if d < 0 else f"{d:+.3f}",
+                  p.fmt(r["a"][p.key]), p.fmt(r["b"][p.key]))
+    console.print(t)
+    for key in ("a", "b"):
+        side = result[key]
+        where = f"eval run {side['eval_run_id']}" + (", stored answers reused" if side["reused"] else "")
+        console.print(f"{key.upper()} {safe(side['name'])}: " + " ".join(
+            f"{'AICL ' if metric(m).family == 'aicl' else ''}{metric(m).header} {metric(m).fmt(side['metrics'].get(m))}"
+            for m in ("strict_precision", "strict_recall", "strict_f1", "precision")) + f" ({where})",
+            highlight=False)
+    console.print(summary(result), markup=False, highlight=False)
 
 
 def _f(v: Any) -> str:

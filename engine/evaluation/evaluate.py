@@ -244,6 +244,24 @@ def _store(db: sqlite_utils.Database, run_id: int, session: Session, pred: Predi
         )
 
 
+def with_fields(cfg: EvalConfig, coverage) -> EvalConfig:
+    """`cfg` with the fields its method reads filled in (an llm: --fields, else the dataset's default; others: their
+    own), as evaluate() keys its run: run_key() of this config finds the run evaluate() would open."""
+    return replace(cfg, fields=(cfg.fields or coverage.default_fields) if cfg.method == "llm" else METHOD_FIELDS[cfg.method])
+
+
+def stored_run(db: sqlite_utils.Database, cfg: EvalConfig, session_ids: set[int]) -> int | None:
+    """A stored evaluation with `cfg`'s inputs that answered every one of `session_ids`, else None: the run of this
+    very config, or, for a sample (`limit`), the run of the whole split with the same inputs. Its answers are the
+    ones evaluate() would give (same identity), so a caller can read them instead of evaluating again."""
+    cfg = with_fields(cfg, category_coverage(db, cfg.dataset))
+    for c in dict.fromkeys([run_key(db, cfg), run_key(db, replace(cfg, limit=None))]):
+        row = db.execute("SELECT id FROM eval_runs WHERE key = ?", [c]).fetchone()
+        if row and session_ids <= _answered(db, row[0]):
+            return row[0]
+    return None
+
+
 def evaluate(
     db: sqlite_utils.Database,
     cfg: EvalConfig,
@@ -260,8 +278,7 @@ def evaluate(
     """
     _check(cfg)
     coverage = category_coverage(db, cfg.dataset)  # once: the default fields and the leaky mark both read it
-    fields = (cfg.fields or coverage.default_fields) if cfg.method == "llm" else METHOD_FIELDS[cfg.method]
-    cfg = replace(cfg, fields=fields)
+    cfg = with_fields(cfg, coverage)
     sessions = select_sessions(db, cfg)
     run_id = _open_run(db, cfg, run_key(db, cfg))
     try:

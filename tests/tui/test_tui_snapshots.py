@@ -142,3 +142,21 @@ def test_arena_screen(snap_compare, demo_path):
         await pilot.pause(0.1)
 
     assert snap_compare(KdApp(demo_path), terminal_size=SIZE, run_before=before)
+
+
+def test_arena_student_vs_student(snap_compare, demo_path):
+    """The arena's comparison (c): two baselines over the demo-clothing test split, B − A per session and the interval."""
+    async def before(pilot):
+        app = pilot.app
+        await pilot.press("5")
+        screen = app.screen
+        await wait_for(pilot, lambda: "demo-clothing" in screen.datasets, what="choices")
+        await pilot.press("c")
+        screen.query_one("#compare-a").value = "whole-session"
+        screen.query_one("#compare-b").value = "patterns"
+        screen.query_one("#compare-dataset").value = "demo-clothing"
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: screen.compare_result is not None, timeout=60, what="comparison")
+        await pilot.pause(0.1)
+
+    assert snap_compare(KdApp(demo_path), terminal_size=SIZE, run_before=before)
