@@ -45,6 +45,11 @@ def _model():
     return SentenceTransformer(str(model_dir()), device="cpu", local_files_only=True)
 
 
+def shipped_model():
+    """The shipped sentence-transformers model itself (shared; copy it before changing its weights)."""
+    return _model()
+
+
 def embed(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
     """Unit-length embeddings, one row per text (float32, shape (len(texts), 384))."""
     if not texts:
@@ -73,8 +78,12 @@ def intent_similarity(pairs_or_pred: Sequence, truth: Sequence[str] | None = Non
 # ---------------------------------------------------------------- embeddings, cached per item
 
 
-def _title(p) -> str:
+def title_text(p) -> str:
+    """What the encoder reads of a product: its title, whitespace-normalised, at most 300 characters."""
     return " ".join((p.title or "").split())[:300] or "(no title)"
+
+
+_title = title_text
 
 
 def session_vectors(db, sessions: Sequence) -> dict[int, np.ndarray]:

@@ -14,6 +14,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from platformdirs import user_data_dir
+
 from .errors import InputError
 
 MiB = 1 << 20
@@ -73,3 +75,12 @@ def check_file_name(name: object, what: str = "name") -> str:
         raise InputError(f"{what} {name!r} cannot be a file name: use letters, digits, '.', '_' and '-' "
                          "(at most 100, starting with a letter or digit)")
     return name
+
+
+def runs_dir(db=None) -> Path:
+    """`runs/<db name>/` next to the database file (run ids are per database), else in the user data dir."""
+    if db is not None:
+        for _, name, file in db.execute("PRAGMA database_list").fetchall():
+            if name == "main" and file:
+                return Path(file).resolve().parent / "runs" / Path(file).stem
+    return Path(user_data_dir("kdbundle", appauthor=False)) / "runs"

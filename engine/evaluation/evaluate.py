@@ -33,9 +33,10 @@ from .claims import SessionClaims
 from .metrics import aggregate, error_label, score_session
 from .parallel import database_file
 
-METHODS = ("patterns", "whole-session", "embedding-clusters", "pairwise", "pair-logistic", "category-groups", "llm")
+METHODS = ("patterns", "whole-session", "embedding-clusters", "pairwise", "pairwise-tuned", "pair-logistic", "category-groups",
+           "llm")
 METHOD_FIELDS = {"patterns": "titles+categories", "category-groups": "titles+categories", "whole-session": "titles",
-                 "embedding-clusters": "titles", "pairwise": "titles",
+                 "embedding-clusters": "titles", "pairwise": "titles", "pairwise-tuned": "titles",
                  "pair-logistic": "titles"}
 """What each non-LLM method reads of the products, whatever --fields says; an llm reads cfg.fields."""
 BASELINES = tuple(m for m in METHODS if m != "llm")
@@ -48,8 +49,9 @@ class EvalConfig:
     split: str = "test"
     """train | valid | test; only sessions with ground-truth bundles are scored."""
     method: str = "patterns"
-    """patterns (mined category patterns) | whole-session (trivial) | embedding-clusters | pairwise (titles-only
-    baselines) | category-groups (leaf categories) | llm (a registered model)."""
+    """patterns (mined category patterns) | whole-session (trivial) | embedding-clusters | pairwise | pairwise-tuned
+    (a title encoder fine-tuned on train first: minutes once, then cached) | pair-logistic (titles-only baselines) |
+    category-groups (leaf categories) | llm (a registered model)."""
     model: str | None = None
     """Model name for method llm (the registry's default student when None)."""
     limit: int | None = None
@@ -125,11 +127,13 @@ def make_predictor(db: sqlite_utils.Database, cfg: EvalConfig) -> Predictor:
         return WholeSessionPredictor()
     if cfg.method == "category-groups":
         return CategoryGroupsPredictor()
-    if cfg.method in ("embedding-clusters", "pairwise", "pair-logistic"):
-        from .similarity import EmbeddingClusters, PairLogistic, Pairwise  # sentence embeddings; scikit-learn
+    if cfg.method in ("embedding-clusters", "pairwise", "pairwise-tuned", "pair-logistic"):
+        from .similarity import EmbeddingClusters, PairLogistic, Pairwise, PairwiseTuned  # sentence embeddings; scikit-learn
 
         if cfg.method == "pair-logistic":
             return PairLogistic(db, cfg.dataset)
+        if cfg.method == "pairwise-tuned":
+            return PairwiseTuned(db, cfg.dataset, cfg.seed)
         return EmbeddingClusters(db, cfg.dataset) if cfg.method == "embedding-clusters" else Pairwise(db, cfg.dataset, cfg.seed)
     if cfg.method == "patterns":
         mine_cfg = MineConfig(cfg.dataset, min_support=cfg.min_support)

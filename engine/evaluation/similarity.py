@@ -4,6 +4,8 @@ embedding-clusters: embed each title (the shipped MiniLM model), join two produc
   similarity exceeds a threshold, bundles = connected groups of two or more, else the whole session.
 pairwise: a gradient-boosted classifier over pair features of the title embeddings (similarity, each
   product's best match, ranks, session size, word overlap), trained on the train split; same grouping.
+pairwise-tuned: the same classifier over the pair features of the shipped encoder and of one fine-tuned on the
+  train split's bundles (evaluation.tuned_encoder), trained on train (out-of-fold tuned vectors).
 pair-logistic: a logistic regression over the same features (engine.pairs.PairModel): the group hint a
   group-hint student carries, scored alone, so the student is always compared with its own hint.
 
@@ -135,6 +137,53 @@ class Pairwise(_PairGrouping):
                 "features": list(FEATURES), "embedding": EMBEDDING_MODEL, "trained_on": "train",
                 "train_pairs": self.train_pairs, "train_positive_pairs": self.train_positive, "chosen_on": "valid",
                 "valid_strict_f1": None if self.valid_f1 is None else round(self.valid_f1, 4)}
+
+
+class PairwiseTuned(Pairwise):
+    """`pairwise` reading twice the pair features: over the shipped encoder's vectors and over an encoder fine-tuned
+    on this dataset's train bundles (evaluation.tuned_encoder; train pairs read out-of-fold vectors, so the
+    classifier learns how far to trust the tuned similarity on sessions its encoder never saw)."""
+
+    def __init__(self, db: sqlite_utils.Database, dataset: str, seed: int = 0, *, progress=None, should_stop=None):
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        from ..files import runs_dir
+        from .tuned_encoder import EncoderRecipe, tuned_encoder
+
+        self.db = db
+        train = load_sessions(db, dataset, "train", with_bundles_only=True)
+        valid = load_sessions(db, dataset, "valid", with_bundles_only=True)
+        self.vectors = session_vectors(db, [*train, *valid])
+        self.recipe = EncoderRecipe(seed=seed)
+        self.encoder = tuned_encoder(runs_dir(db) / "encoders", [dataset], train, self.recipe, progress=progress,
+                                     should_stop=should_stop)
+        xs, ys = [], []
+        for s in train:
+            if s.n >= 2:
+                xs.append(self._features(s))
+                ys.extend(_labels(s))
+        if not xs or len(set(ys)) < 2:
+            raise InputError(f"pairwise-tuned needs train sessions of {dataset!r} with product pairs in and out of bundles")
+        x, y = np.vstack(xs), np.asarray(ys)
+        self.model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
+                                                    l2_regularization=1.0, random_state=seed)
+        self.model.fit(x, y)
+        self.train_pairs, self.train_positive = len(y), int(y.sum())
+        self.threshold, self.valid_f1 = choose_threshold(valid, PROBABILITIES, self._at) if valid else (0.5, None)
+
+    def _features(self, s: Session) -> np.ndarray:
+        return np.hstack([pair_features(s, similarity(s, self.vectors)), pair_features(s, self.encoder.similarity(s))])
+
+    def _proba(self, s: Session) -> np.ndarray:
+        return self.model.predict_proba(self._features(s))[:, 1]
+
+    @property
+    def params(self) -> dict:
+        from dataclasses import asdict
+
+        return {**super().params, "features": [*FEATURES, *(f"tuned_{f}" for f in FEATURES)],
+                "tuned_encoder": {"folder": self.encoder.folder.name, **asdict(self.recipe),
+                                  "train": "out-of-fold vectors for train pairs, the whole-train encoder elsewhere"}}
 
 
 # ---------------------------------------------------------------- pair-logistic (the group hint alone)

@@ -39,7 +39,10 @@ SEEDS: dict[str, dict[str, float]] = {
     "train:bf16": {"tokens_per_second": 402, "tokens_per_unit": 250},
     "train:lora": {"tokens_per_second": 165, "tokens_per_unit": 250},
     "export": {"seconds_per_unit": 25.0},
-    "embed": {"seconds_per_unit": 0.12},  # MiniLM title embeddings, per item not yet cached (1420 in 176 s)
+    "embed": {"seconds_per_unit": 0.12},
+    # fine-tuning the title encoder (pairwise-tuned), per train session and epoch: 1321 sessions x 2 epochs in
+    # 575 s on one core shared with another process, so about half that idle
+    "tune-encoder": {"seconds_per_unit": 0.15},  # MiniLM title embeddings, per item not yet cached (1420 in 176 s)
     "experiment": {"seconds_per_unit": 345.0},  # the paper grid: 72 cells in 6.9 h
 }
 ROUNDS_SEEN = 1.5
@@ -203,7 +206,7 @@ def _eval_fixed(model: bool) -> float:
     return 5.0 if model else 0.3
 
 
-EMBEDDING_SPLITS = {"embedding-clusters": ("valid",), "pairwise": ("train", "valid"),
+EMBEDDING_SPLITS = {"embedding-clusters": ("valid",), "pairwise": ("train", "valid"), "pairwise-tuned": ("train", "valid"),
                     "pair-logistic": ("train", "valid")}
 """Baselines that embed titles, and the splits they embed beside the scored one (thresholds on valid,
 classifiers on train): each item is embedded once, then read from `item_embeddings`."""
@@ -238,9 +241,26 @@ def plan_eval(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, An
             efig = speed(db, "embed")
             seconds += embed * efig["seconds_per_unit"]
             basis.append(_basis("embed", efig))
+    if cfg.method == "pairwise-tuned" and not _encoder_cached(db, cfg):
+        from ..evaluation.tuned_encoder import EncoderRecipe
+
+        train, _ = _sessions(db, cfg.dataset, "train")
+        tfig = speed(db, "tune-encoder")
+        # FOLDS encoders on the other folds, then one on all of train: 2 x train sessions per epoch with two folds
+        seconds += 2 * train * EncoderRecipe().epochs * tfig["seconds_per_unit"]
+        basis.append(_basis("tune-encoder", tfig))
     return _out(n, calls, calls * fig.get("prompt_tokens", 0), calls * fig.get("completion_tokens", 0),
                 seconds, n * (BYTES_PER_CALL_ROW if model else 512) + embed * 1600, basis, sessions=n,
                 embed_items=embed)
+
+
+def _encoder_cached(db: sqlite_utils.Database, cfg) -> bool:
+    from ..data.sessions import load_sessions
+    from ..evaluation.tuned_encoder import EncoderRecipe, saved
+    from ..files import runs_dir
+
+    train = load_sessions(db, cfg.dataset, "train", with_bundles_only=True)
+    return saved(runs_dir(db) / "encoders", [cfg.dataset], train, EncoderRecipe(seed=cfg.seed))
 
 
 def _params_count(db: sqlite_utils.Database, student: str) -> float:

@@ -12,15 +12,14 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-from platformdirs import user_data_dir
 
 from ...store.db import transaction
 from ..config import changed, from_dict, option_names
 from ..errors import InputError, NotFound
+from ..files import runs_dir  # noqa: F401  (re-exported: the recipes import it from here)
 from ..progress import now
 from .config import TrainConfig
 from .examples import SftDataConfig, student_pair_model, tokenizer_counter
@@ -109,15 +108,6 @@ def token_counter(cfg: TrainConfig, db):
 
 
 # ---------------------------------------------------------------- run rows
-
-
-def runs_dir(db=None) -> Path:
-    """`runs/<db name>/` next to the database file (run ids are per database), else in the user data dir."""
-    if db is not None:
-        for _, name, file in db.execute("PRAGMA database_list").fetchall():
-            if name == "main" and file:
-                return Path(file).resolve().parent / "runs" / Path(file).stem
-    return Path(user_data_dir("kdbundle", appauthor=False)) / "runs"
 
 
 def create_run(db, cfg: TrainConfig, *, datasets: Sequence[str] = (), knowledge_set: str | None = None,

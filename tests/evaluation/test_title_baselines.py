@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from kdbundle.engine.data.importers import import_dataset
@@ -83,3 +85,37 @@ def test_an_llm_eval_is_titles_by_default_and_leaky_with_categories(real_db):
     leaky = evaluate(real_db, EvalConfig("electronic", fields="titles+categories", **base))
     assert leaky["fields"] == "titles+categories" and leaky["leaky"] is True
     assert leaky["eval_run_id"] != plain["eval_run_id"]  # a titles run is never reused for a categories run
+
+
+@pytest.mark.slow
+def test_pairwise_tuned_fine_tunes_once_reads_out_of_fold_vectors_on_train_and_reuses_its_encoder(db, tmp_path):
+    from kdbundle.engine.data.sessions import load_sessions
+    from kdbundle.engine.evaluation.tuned_encoder import FOLDS, EncoderRecipe, EncoderStopped, fold_of, saved, tuned_encoder
+    from kdbundle.engine.files import runs_dir
+    from kdbundle.engine.jobs.estimate import plan_eval
+
+    shop = db
+    import_dataset(db, _shop(tmp_path / "shop.jsonl", n=18), "shop")  # 6 train sessions: a fine-tuning of seconds
+    params = {"dataset": "shop", "split": "test", "method": "pairwise-tuned"}
+    assert "tune-encoder" in json.dumps(plan_eval(shop, params))  # the plan counts the fine-tuning before it ran
+    m = evaluate(shop, EvalConfig("shop", split="test", method="pairwise-tuned"))
+    assert m["fields"] == "titles" and m["leaky"] is False and m["params"]["chosen_on"] == "valid"
+    assert len(m["params"]["features"]) == 18 and m["params"]["tuned_encoder"]["epochs"] == EncoderRecipe().epochs
+    assert m["strict_precision"] > 0.9, m
+    assert "tune-encoder" not in json.dumps(plan_eval(shop, params))  # saved: nothing left to fine-tune
+
+    train = load_sessions(shop, "shop", "train", with_bundles_only=True)
+    root = runs_dir(shop) / "encoders"
+    assert saved(root, ["shop"], train, EncoderRecipe())
+    enc = tuned_encoder(root, ["shop"], train)  # read back, not trained again
+    assert set(enc.out_of_fold) == {s.id for s in train} and {fold_of(s.id, 0) for s in train} == set(range(FOLDS))
+    s = train[0]
+    oof = np.stack([enc.out_of_fold[s.id][p.item_id] for p in s.products])
+    full = np.stack([enc.vectors_for(replace(s, id=None))[p.item_id] for p in s.products])
+    assert not np.allclose(oof, full, atol=1e-3)  # a train session never reads the encoder that saw it
+    assert np.allclose(np.linalg.norm(full, axis=1), 1.0, atol=1e-4)
+
+    # stopped half way: nothing but a .partial folder, and the next call trains again
+    with pytest.raises(EncoderStopped):
+        tuned_encoder(tmp_path / "enc", ["shop"], train, EncoderRecipe(epochs=1), should_stop=lambda: True)
+    assert not saved(tmp_path / "enc", ["shop"], train, EncoderRecipe(epochs=1))
