@@ -120,7 +120,10 @@ class EvalStopped(KdError):
     """The caller asked the evaluation to stop; finished sessions are kept for a rerun."""
 
 
-def make_predictor(db: sqlite_utils.Database, cfg: EvalConfig) -> Predictor:
+def make_predictor(db: sqlite_utils.Database, cfg: EvalConfig, *, progress: Callable[[int, int], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Predictor:
+    """The predictor of `cfg.method`; `progress`/`should_stop` see the fitting a baseline does first (pairwise-tuned
+    fine-tunes an encoder for minutes: its steps are the progress shown until the sessions start)."""
     from .baselines import CategoryGroupsPredictor, PatternPredictor, WholeSessionPredictor
 
     if cfg.method == "whole-session":
@@ -133,7 +136,13 @@ def make_predictor(db: sqlite_utils.Database, cfg: EvalConfig) -> Predictor:
         if cfg.method == "pair-logistic":
             return PairLogistic(db, cfg.dataset)
         if cfg.method == "pairwise-tuned":
-            return PairwiseTuned(db, cfg.dataset, cfg.seed)
+            from .tuned_encoder import EncoderStopped
+
+            try:
+                return PairwiseTuned(db, cfg.dataset, cfg.seed, should_stop=should_stop,
+                                     progress=(lambda stage, done, total: progress(done, total)) if progress else None)
+            except EncoderStopped as exc:
+                raise EvalStopped(f"{exc}; rerun to start it again") from None
         return EmbeddingClusters(db, cfg.dataset) if cfg.method == "embedding-clusters" else Pairwise(db, cfg.dataset, cfg.seed)
     if cfg.method == "patterns":
         mine_cfg = MineConfig(cfg.dataset, min_support=cfg.min_support)
@@ -336,7 +345,7 @@ def _evaluate_run(db: sqlite_utils.Database, cfg: EvalConfig, sessions: list[Ses
                 if stopped:
                     raise EvalStopped(f"evaluation stopped after {count()}/{total} sessions; rerun to continue")
                 continue
-            predictor = predictor or make_predictor(db, cfg)
+            predictor = predictor or make_predictor(db, cfg, progress=progress, should_stop=should_stop)
             params = getattr(predictor, "params", None)
             for s in free:
                 if should_stop and should_stop():
