@@ -21,7 +21,7 @@ import random
 import shutil
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -140,13 +140,18 @@ class TunedEncoder:
     model: object
     out_of_fold: dict[int, dict[int, np.ndarray]]
     """train session id -> item id -> vector from the encoder that did not see that session."""
+    cache: dict[int, np.ndarray] = field(default_factory=dict)
+    """item id -> the whole-train encoder's vector, once computed (a threshold search reads each session 17 times)."""
 
     def vectors_for(self, session: Session) -> dict[int, np.ndarray]:
         """item id -> vector for `session`: out-of-fold for a train session, else the full encoder's."""
         if session.id in self.out_of_fold:
             return self.out_of_fold[session.id]
-        with _LOCK:
-            return encode(self.model, [session])
+        missing = [p for p in session.products if p.item_id and p.item_id not in self.cache]
+        if missing:
+            with _LOCK:
+                self.cache.update(encode(self.model, [Session(None, missing)]))
+        return {p.item_id: self.cache[p.item_id] for p in session.products if p.item_id}
 
     def similarity(self, session: Session) -> np.ndarray:
         """The session's cosine matrix under the tuned encoder (loose products embedded on the fly)."""
