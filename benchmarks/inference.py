@@ -52,8 +52,8 @@ def _score(sessions, predicted: list[list[frozenset]], errors: list[list]) -> di
 
 def llama_sessions(db_path: str, gguf: str, ids: list[int], threads: int) -> dict[str, Any]:
     """kdbundle's own generation path (BundleGenerator) over the sessions; nothing is logged."""
-    from kdbundle.engine.llm.backends import open_backend
     from kdbundle.engine.llm.generate import BundleGenerator, GenerateConfig
+    from kdbundle.engine.llm.registry import open_backend
 
     db, sessions = _sessions(db_path, ids)
     with Timer() as load:

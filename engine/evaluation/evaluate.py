@@ -415,9 +415,9 @@ def _workers(db: sqlite_utils.Database, cfg: EvalConfig, todo: int) -> tuple[int
 
     if cfg.method != "llm" or todo < 2 or cfg.workers == 1 or database_file(db) is None:
         return 1, 0
-    from ..llm.registry import DEFAULT_STUDENT, get_model
+    from ..llm.registry import DEFAULT_STUDENT, format_of
 
-    if get_model(db, cfg.model or DEFAULT_STUDENT).format not in ("gguf", "gguf-lora"):
+    if not format_of(db, cfg.model or DEFAULT_STUDENT).local:
         return 1, 0  # an endpoint: its server decides how many requests it runs at once
     return plan_workers(db, cfg.workers, todo)
 

@@ -71,7 +71,7 @@ def test_a_job_records_its_share_and_runs_with_it(jdb, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_a_loaded_model_follows_the_budget_call_by_call(jdb):
-    from kdbundle.engine.llm.backends import open_backend
+    from kdbundle.engine.llm.registry import open_backend
 
     backend = open_backend(jdb, "smollm2-135m", n_ctx=512)
     backend.chat([{"role": "user", "content": "Say hi."}])

@@ -13,9 +13,10 @@ from server_support import KEY, KEY_VAR, keyed, server  # noqa: F401  (fixtures)
 
 from kdbundle.engine.errors import KdError
 from kdbundle.engine.llm import registry
-from kdbundle.engine.llm.backends import GenParams, OpenAIBackend, open_backend
+from kdbundle.engine.llm.backends import GenParams, OpenAIBackend
 from kdbundle.engine.llm.generate import BundleGenerator, GenerateConfig, typed_session
 from kdbundle.engine.llm.prompts import fit_prompt
+from kdbundle.engine.llm.registry import open_backend
 
 SESSIONS = [
     ["Canon EOS camera", "SD card 64GB", "Camera bag", "Garden hose"],
