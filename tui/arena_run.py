@@ -15,9 +15,7 @@ from ..engine.data.leak import resolve_fields
 from ..engine.errors import KdError
 from ..engine.evaluation.metrics import aggregate, classify, score_session
 from ..engine.llm.generate import BundleGenerator, GenerateConfig
-from ..engine.types import Bundle, Session
-
-KNOWLEDGE_UTILIZATIONS = ("icl", "icl+sft")
+from ..engine.types import WITH_KNOWLEDGE, Bundle, Session
 
 
 class GenerationStopped(Exception):
@@ -84,7 +82,7 @@ def run_pane(
     model = settings[pane]
     utilization = settings.get("utilization") if pane == "student" else "zero-shot"
     knowledge = None
-    if utilization in KNOWLEDGE_UTILIZATIONS:
+    if utilization in WITH_KNOWLEDGE:
         knowledge = knowledge_for(db, settings.get("knowledge_set"), session)
     # The dataset's protocol (titles only where its categories leak the answer); typed products: as typed.
     fields = resolve_fields(db, session.dataset, None) if session.dataset else "titles+categories"
