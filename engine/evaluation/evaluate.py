@@ -28,7 +28,7 @@ from ..errors import InputError, KdError, NotFound
 from ..knowledge.patterns import MineConfig, load_patterns, mine_patterns, transactions
 from ..llm.structured import DECODERS, DECODINGS  # numpy only: checking a config loads no model stack
 from ..progress import now
-from ..types import UTILIZATIONS, WITH_KNOWLEDGE, Bundle, Prediction, Session, check_fields
+from ..types import UTILIZATIONS, WITH_KNOWLEDGE, Bundle, Prediction, Session, bundle_fault, check_fields
 from .claims import SessionClaims
 from .metrics import aggregate, error_label, score_session
 from .parallel import database_file
@@ -440,7 +440,7 @@ def summarize(db: sqlite_utils.Database, run_id: int, sessions: list[Session], c
         sc = score_session([p["items"] for p in predicted], truth, n_items=s.n, extra_errors=errors)
         scores.append(sc)
         # Intents of one-to-one matched pairs, indexed among the valid predictions.
-        valid = [p for p in predicted if _valid(p["items"], s.n)]
+        valid = [p for p in predicted if bundle_fault(p["items"], s.n) is None]
         for i, j, _ in sc.matches:
             if valid[i].get("intent"):
                 pred_intents.append(valid[i]["intent"])
@@ -460,11 +460,6 @@ def summarize(db: sqlite_utils.Database, run_id: int, sessions: list[Session], c
         eval_run_id=run_id, dataset=cfg.dataset, split=cfg.split, method=cfg.method,
     )
     return out
-
-
-def _valid(items: list, n: int) -> bool:
-    b = set(items)
-    return len(b) >= 2 and all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= n for x in b)
 
 
 def _intent_similarity(pred: list[str], truth: list[str]) -> float | None:
