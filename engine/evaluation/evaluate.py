@@ -22,7 +22,7 @@ import sqlite_utils
 
 from ...store.db import transaction
 from ..data.datasets import SPLITS
-from ..data.leak import category_coverage
+from ..data.leak import category_coverage, resolve_fields
 from ..data.sessions import dataset_id, load_sessions
 from ..errors import InputError, KdError, NotFound
 from ..knowledge.patterns import MineConfig, load_patterns, mine_patterns, transactions
@@ -260,7 +260,7 @@ def evaluate(
     """
     _check(cfg)
     coverage = category_coverage(db, cfg.dataset)  # once: the default fields and the leaky mark both read it
-    fields = (cfg.fields or coverage.default_fields) if cfg.method == "llm" else METHOD_FIELDS[cfg.method]
+    fields = resolve_fields(db, cfg.dataset, cfg.fields, coverage) if cfg.method == "llm" else METHOD_FIELDS[cfg.method]
     cfg = replace(cfg, fields=fields)
     sessions = select_sessions(db, cfg)
     run_id = _open_run(db, cfg, run_key(db, cfg))

@@ -89,7 +89,7 @@ def test_the_teacher_sees_inch_marks_that_cannot_end_a_step():
 
     s = Session(id=None, products=[Product(1, 'Sleeve for 13" Laptop'), Product(2, "Laptop 13 inch")],
                 bundles=[Bundle(frozenset({1, 2}), "x")])
-    user = thought_messages(s)[1]["content"]
+    user = thought_messages(s, "titles")[1]["content"]
     assert f"13{INCH} Laptop" in user and '13"' not in user
 
 
@@ -553,7 +553,7 @@ def test_a_knowledge_set_samples_thoughts_as_a_prefix_of_the_distillation_sample
     from kdbundle.engine.llm.prompts import build_messages
 
     pk = k.prompt_knowledge(k.thoughts[:1])
-    user = build_messages(k.thoughts[0].session, pk)[1]["content"]
+    user = build_messages(k.thoughts[0].session, pk, fields="titles")[1]["content"]
     assert "Solved example sessions" in user and "Reasoning: Products: " in user
 
 

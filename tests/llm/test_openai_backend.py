@@ -62,7 +62,7 @@ def test_several_concurrent_requests(db, server, keyed):
 def test_wrong_key_is_one_clear_line_without_the_key(server, monkeypatch):
     monkeypatch.setenv(KEY_VAR, "kd-wrong-key-000")
     b = OpenAIBackend("served", server, "student", api_key_env=KEY_VAR)
-    p = fit_prompt(typed_session(SESSIONS[1]))
+    p = fit_prompt(typed_session(SESSIONS[1]), fields="titles")
     with pytest.raises(KdError) as info:
         b.chat(p.messages, schema=p.schema, params=GenParams(max_tokens=8))
     msg = str(info.value)
