@@ -11,12 +11,14 @@ read it; none tests a format's name.
 An unknown format is an error naming the known ones, never a fallback.
 
 Adding a backend (say ONNX, or vLLM in this process) is three files:
-1. its class, in a module of llm/, with the Backend protocol of llm/backends.py (name, chat_template,
-   chat, count_tokens, n_ctx, describe; `decodes = True` only if chat() runs llm.structured's decoders);
+1. its module in llm/: the class, with the Backend protocol of llm/backends.py (name, chat_template, chat,
+   count_tokens, n_ctx, describe; `decodes = True` only if chat() runs llm.structured's decoders), and the
+   function that registers such a model through registry.register (its format, path or config);
 2. a row here, whose `open` builds it from the ModelInfo (its settings: `info.config`, the row's JSON `config`
    column) and the Opening (its file, its base model's, threads and context);
-3. a way to register such a model: a function in registry.py beside add_local / add_endpoint writing the
-   row's `format`, and its flag in cli/models.py's `models add`.
+3. its flag in cli/models.py's `models add`, calling that function.
+(tests/llm/test_model_formats.py adds a backend this way, and checks that no module but this one tests a
+format's name.)
 """
 from __future__ import annotations
 

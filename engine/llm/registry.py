@@ -296,6 +296,18 @@ def _insert(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
         db["models"].insert(row)
 
 
+def register(db: sqlite_utils.Database, name: str, fmt: str, *, replace: bool = False, source: str = "file",
+             **row: Any) -> ModelInfo:
+    """Register a model of any format of model_formats.MODEL_FORMATS; `row`: its other columns (path, base_model,
+    family, params, quant, size_bytes, config). A new backend's module registers its models through this, so
+    adding a backend adds no function here."""
+    _check_new_name(db, name, replace)
+    if fmt not in MODEL_FORMATS:
+        raise InputError(f"unknown model format {fmt!r} (known: {', '.join(MODEL_FORMATS)})")
+    _insert(db, {"name": name, "format": fmt, "source": source, **row})
+    return get_model(db, name)
+
+
 def add_local(db: sqlite_utils.Database, name: str, path: str | os.PathLike, *, replace: bool = False,
               lora_base: str | None = None) -> ModelInfo:
     """Register a local GGUF file (or a GGUF LoRA adapter over the registered model `lora_base`)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kdbundle.engine.errors import KdError
+from kdbundle.engine.errors import InputError, KdError
 from kdbundle.engine.llm import backends, registry
 from kdbundle.engine.llm.model_formats import MODEL_FORMATS
 from kdbundle.engine.llm.registry import format_of
@@ -64,6 +64,47 @@ def test_an_unknown_format_is_listed_and_refused_in_one_line(db, tmp_path):
     assert "future" in [m.name for m in registry.list_models(db)]
     with pytest.raises(KdError, match="format 'onnx'.*known: gguf, gguf-lora, openai"):
         registry.open_backend(db, "future")
+
+
+class Echo:
+    """A backend of a format no kdbundle has: it answers with the session's first two products."""
+
+    chat_template, decodes = True, False
+
+    def __init__(self, name: str, url: str):
+        self.name, self.url = name, url
+
+    def chat(self, messages, *, schema=None, params=None, on_token=None, grammar=None, decoder=None):
+        return backends.Completion('{"bundles": [{"items": [1, 2], "intent": "echo"}]}', None, 9, 0.01, 0.01, "stop")
+
+    def count_tokens(self, messages):
+        return None
+
+    n_ctx = 4096
+
+    def describe(self):
+        return {"backend": "echo", "url": self.url}
+
+
+def test_a_new_backend_is_its_class_and_one_row(db, monkeypatch):
+    """What the README's "Adding a backend" asks, done here: the class above, one row, registry.register; every
+    site (open_backend, generate, evaluation's workers, the teacher's concurrency, model_file) follows the row."""
+    from kdbundle.engine.knowledge.teacher import open_teacher
+    from kdbundle.engine.llm.generate import BundleGenerator, GenerateConfig, typed_session
+    from kdbundle.engine.llm.model_formats import ModelFormat
+
+    row = ModelFormat("echo", "an echo server", False, lambda info, how: Echo(info.name, info.config["url"]))
+    monkeypatch.setitem(MODEL_FORMATS, "echo", row)
+    info = registry.register(db, "echoes", "echo", source="echo:local", config={"url": "echo://here"})
+    assert info.installed and format_of(db, "echoes") is row
+    gen = BundleGenerator(db, GenerateConfig(model="echoes"))
+    out = gen.generate(typed_session(["USB-C charger", "USB-C cable", "Wool socks"]), log=False)
+    assert [sorted(b.items) for b in out.bundles] == [[1, 2]] and isinstance(gen.backend, Echo)
+    assert open_teacher(db, "echoes").max_concurrency > 1  # not local: the server takes many at once
+    with pytest.raises(KdError, match="is an echo server, not a local file"):
+        registry.model_file(db, info)
+    with pytest.raises(InputError, match="unknown model format 'onnx'"):
+        registry.register(db, "other", "onnx")
 
 
 # A format's name compared anywhere but the table (and the registry's writers) would be a second place to edit.
