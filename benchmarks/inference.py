@@ -52,8 +52,8 @@ def _score(sessions, predicted: list[list[frozenset]], errors: list[list]) -> di
 
 def llama_sessions(db_path: str, gguf: str, ids: list[int], threads: int) -> dict[str, Any]:
     """kdbundle's own generation path (BundleGenerator) over the sessions; nothing is logged."""
-    from kdbundle.engine.llm.backends import open_backend
     from kdbundle.engine.llm.generate import BundleGenerator, GenerateConfig
+    from kdbundle.engine.llm.registry import open_backend
 
     db, sessions = _sessions(db_path, ids)
     with Timer() as load:
@@ -104,7 +104,7 @@ def transformers_sessions(db_path: str, gguf: str, ids: list[int], lengths: dict
     weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
 
     def run(s, n_new: int) -> dict[str, Any]:
-        messages = fit_prompt(s, style="chat").messages
+        messages = fit_prompt(s, style="chat", fields="titles").messages
         ids_ = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
         clock = _TokenClock()
         start = time.perf_counter()
@@ -207,7 +207,7 @@ def _prompt_text(db_path: str, session_id: int) -> str:
 
     db, (s,) = _sessions(db_path, [session_id])
     db.conn.close()
-    return "\n\n".join(m["content"] for m in fit_prompt(s, style="chat").messages)
+    return "\n\n".join(m["content"] for m in fit_prompt(s, style="chat", fields="titles").messages)
 
 
 # ---------------------------------------------------------------- the benchmarks

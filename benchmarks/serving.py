@@ -37,8 +37,8 @@ def serve_sessions(db_path: str, gguf: str, limit: int, threads: int, decoding: 
     """Every (or the first `limit`) Electronic test session through one BundleGenerator, logged as eval does."""
     from kdbundle.engine.data.sessions import load_sessions
     from kdbundle.engine.evaluation.metrics import aggregate, score_session
-    from kdbundle.engine.llm.backends import open_backend
     from kdbundle.engine.llm.generate import BundleGenerator, GenerateConfig, model_spec
+    from kdbundle.engine.llm.registry import open_backend
     from kdbundle.store import open_db
 
     db = open_db(db_path)

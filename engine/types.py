@@ -17,15 +17,15 @@ def printable(value: Any) -> str:
     return _CONTROL.sub("?", "" if value is None else str(value))
 
 FIELDS = ("titles", "titles+categories")
+"""What a prompt (or a baseline) may show of each product: part of the scoring protocol. A dataset
+whose categories give the answer away (data.leak) defaults to titles; results computed with
+categories on such a dataset are marked leaky wherever they are shown."""
 UTILIZATIONS = ("zero-shot", "icl", "sft", "icl+sft")
 """How a model is put to use: as it is, with knowledge in its prompt, fine-tuned, or both."""
 WITH_KNOWLEDGE = ("icl", "icl+sft")
 """The utilizations whose prompt carries a knowledge set."""
 FINE_TUNED = ("sft", "icl+sft")
 """The utilizations of a fine-tuned student."""
-"""What a prompt (or a baseline) may show of each product: part of the scoring protocol. A dataset
-whose categories give the answer away (data.leak) defaults to titles; results computed with
-categories on such a dataset are marked leaky wherever they are shown."""
 
 
 def check_name(what: str, name: str) -> str:
@@ -62,6 +62,24 @@ class Bundle:
 
     items: frozenset[int]
     intent: str = ""
+
+
+def is_product_number(x: Any, n: int) -> bool:
+    """`x` names one of a session's n products: an int in 1..n. True and False are not product numbers,
+    though Python counts them as the ints 1 and 0 (a model's `[true, 2]` is no bundle)."""
+    return isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= n
+
+
+def bundle_fault(items: Any, n: int) -> str | None:
+    """Why `items` is no bundle of a session of n products, as a taxonomy label (evaluation.metrics.TAXONOMY):
+    'invalid' (not a list of product numbers 1..n) or 'single_item' (fewer than two different products);
+    None when it is a bundle. The one rule scoring, evaluation, parsing, distillation and review apply."""
+    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+        return "invalid"
+    items = list(items)
+    if not all(is_product_number(x, n) for x in items):
+        return "invalid"
+    return "single_item" if len(set(items)) < 2 else None
 
 
 @dataclass

@@ -29,8 +29,8 @@ from ..engine.evaluation.evaluate import BASELINES, EvalConfig, EvalStopped
 from ..engine.evaluation.metrics import metric
 from ..engine.llm.catalogue import DEFAULT_STUDENT, DEFAULT_TEACHER
 from ..engine.llm.generate import PRODUCT_SEPARATOR, split_products
-from ..engine.types import Product, Session
-from .arena_run import KNOWLEDGE_UTILIZATIONS, GenerationStopped, Outcome, run_pane
+from ..engine.types import FINE_TUNED, UTILIZATIONS, WITH_KNOWLEDGE, Product, Session
+from .arena_run import GenerationStopped, Outcome, run_pane
 from .base import KdScreen, WorkerErrors, describe_error, metrics_line, plain
 from .messages import (
     ArenaChoicesLoaded,
@@ -44,7 +44,6 @@ from .messages import (
 )
 from .sessions import bundle_tag
 
-UTILIZATIONS = ("zero-shot", "icl", "sft", "icl+sft")
 PANES = ("teacher", "student")
 
 
@@ -644,10 +643,10 @@ def utilization_hint(cfg: dict[str, Any]) -> str:
     """What the chosen utilization means for the next run, in one line."""
     u = cfg.get("utilization") or "zero-shot"
     text = f"student utilization: {u}"
-    if u in KNOWLEDGE_UTILIZATIONS:
+    if u in WITH_KNOWLEDGE:
         text += f" with knowledge set {cfg['knowledge_set']}" if cfg.get("knowledge_set") else \
             " (needs a knowledge set: k picks one)"
-    if u in ("sft", "icl+sft"):
+    if u in FINE_TUNED:
         text += "; pick a fine-tuned student (exported from a training run) as the student model"
     return text
 

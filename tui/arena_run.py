@@ -15,9 +15,7 @@ from ..engine.data.leak import resolve_fields
 from ..engine.errors import KdError
 from ..engine.evaluation.metrics import aggregate, classify, score_session
 from ..engine.llm.generate import BundleGenerator, GenerateConfig
-from ..engine.types import Bundle, Session
-
-KNOWLEDGE_UTILIZATIONS = ("icl", "icl+sft")
+from ..engine.types import WITH_KNOWLEDGE, Bundle, Session
 
 
 class GenerationStopped(Exception):
@@ -50,12 +48,12 @@ class Outcome:
     error: str | None = None
 
 
-def knowledge_for(db: sqlite_utils.Database, knowledge_set: str | None, session: Session):
-    """The prompt knowledge a knowledge set gives this session (for ICL and ICL+SFT)."""
+def knowledge_for(db: sqlite_utils.Database, knowledge_set: str | None, session: Session, fields: str):
+    """The prompt knowledge a knowledge set gives this session (for ICL and ICL+SFT), retrieved by `fields`."""
     if not knowledge_set:
         raise KdError("ICL needs a knowledge set: pick one (k) or build one on the Knowledge screen")
     from ..engine.knowledge.icl import knowledge_provider
-    return knowledge_provider(db, knowledge_set)(session)
+    return knowledge_provider(db, knowledge_set, fields=fields)(session)
 
 
 def score(session: Session, bundles: list[Bundle], errors: list) -> tuple[list, list, dict[str, Any] | None]:
@@ -83,11 +81,11 @@ def run_pane(
     `backend` replaces the registry's backend for the model (the engine's own injection point)."""
     model = settings[pane]
     utilization = settings.get("utilization") if pane == "student" else "zero-shot"
-    knowledge = None
-    if utilization in KNOWLEDGE_UTILIZATIONS:
-        knowledge = knowledge_for(db, settings.get("knowledge_set"), session)
     # The dataset's protocol (titles only where its categories leak the answer); typed products: as typed.
     fields = resolve_fields(db, session.dataset, None) if session.dataset else "titles+categories"
+    knowledge = None
+    if utilization in WITH_KNOWLEDGE:
+        knowledge = knowledge_for(db, settings.get("knowledge_set"), session, fields)
     generator = BundleGenerator(db, GenerateConfig(model=model, fields=fields), backend=backend)
     try:
         result = generator.generate(

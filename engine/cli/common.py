@@ -81,11 +81,13 @@ def option(cls: type, name: str, *flags: str, help: str | None = None, default: 
 
 
 def config_options(*classes: type, panel: str | None = None, skip: tuple[str, ...] = (),
-                   panels: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+                   panels: tuple[str, ...] = (), helps: dict[str, str] | None = None) -> Callable[[Callable], Callable]:
     """Add every user option of the config dataclasses (engine.config.options) to a command as typer options:
     the flag, default, help and panel each field declares. The command receives them as one `options` dict
     {field: value}, to pass on as the job's params. Fields in `skip` are left out; `panel` is the panel of a
-    field that names none; `panels` orders the --help panels (by the command's own options and these)."""
+    field that names none; `panels` orders the --help panels (by the command's own options and these);
+    `helps` {field: text} replaces a field's help in this command only (one of a family of commands that
+    reads the field differently, or not at all)."""
 
     def decorate(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
@@ -99,7 +101,7 @@ def config_options(*classes: type, panel: str | None = None, skip: tuple[str, ..
                 tp, nullable = config.base_type(config.field_types(cls)[f.name])
                 tp = Optional[tp] if nullable else tp  # noqa: UP045 (typer reads Optional, not X | None)
                 added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=tp,
-                                               default=_typer_option(cls, f, panel)))
+                                               default=_typer_option(cls, f, panel, (helps or {}).get(f.name))))
         names = {p.name for p in added}
         params = sorted([*own, *added], key=lambda p: _panel_rank(p, panels))
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
@@ -116,12 +118,12 @@ def config_options(*classes: type, panel: str | None = None, skip: tuple[str, ..
     return decorate
 
 
-def _typer_option(cls: type, f: Any, panel: str | None) -> Any:
+def _typer_option(cls: type, f: Any, panel: str | None, help: str | None = None) -> Any:
     show = config.show(f)
     value = config.default(cls, f.name)
     flags = show.flags or (f"--{f.name.replace('_', '-')}" + (f"/--no-{f.name.replace('_', '-')}"
                                                                if isinstance(value, bool) else ""),)
-    return typer.Option(value, *flags, help=show.help or config.help_text(cls, f.name),
+    return typer.Option(value, *flags, help=help or show.help or config.help_text(cls, f.name),
                         rich_help_panel=(show.panel or panel or "").capitalize() or None,
                         show_default=not flags[0].startswith(" /"))
 

@@ -1,7 +1,7 @@
 """`kdbundle distill rules|thoughts|answers`: start a distillation job and follow it (or --detach)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any
 
 import typer
 
@@ -9,7 +9,7 @@ from ..knowledge.distill import DistillConfig, planned_units
 from ..knowledge.formats import DISTILLED, get_format
 from ..knowledge.sampling import STRATEGIES
 from . import app
-from .common import console, option, print_json, safe
+from .common import config_options, console, print_json, safe
 from .data import ready_db
 from .jobs import PLAN_HELP, launch, show_plan
 
@@ -18,13 +18,8 @@ distill_app = typer.Typer(help="Distil knowledge (rules, thoughts, answers) from
 app.add_typer(distill_app, name="distill")
 
 
-def _run(ctx: typer.Context, kind: str, dataset: str, teacher: Optional[str], sample: str, ratio: float, seed: int,
-         concurrency: int, max_rounds: int, limit: Optional[int], max_tokens: int,
-         difficulty_model: Optional[str], fields: Optional[str], detach: bool, as_json: bool,
-         split: str = "train", votes: int = 1, temperature: float = 0.0, plan: bool = False) -> None:
-    cfg = DistillConfig(dataset, teacher=teacher, sample=sample, ratio=ratio, seed=seed, concurrency=concurrency,
-                        max_rounds=max_rounds, limit=limit, max_tokens=max_tokens, difficulty_model=difficulty_model,
-                        fields=fields, split=split, votes=votes, temperature=temperature)
+def _run(ctx: typer.Context, kind: str, cfg: DistillConfig, detach: bool, as_json: bool, plan: bool) -> None:
+    dataset = cfg.dataset
     cfg.check()
     db = ready_db(ctx)
     total = planned_units(db, kind, cfg)  # also checks the dataset exists and has train sessions
@@ -63,35 +58,32 @@ def _run(ctx: typer.Context, kind: str, dataset: str, teacher: Optional[str], sa
 
 
 _SAMPLE_HELP = " | ".join(STRATEGIES)
+_RULES_ONLY = "(rules only; accepted for symmetry)"
+_ANSWERS_ONLY = "(answers only; rules and thoughts read the train split's ground truth)"
+_NOT_FLAGS = ("dataset", "rules_per_session", "rule_set_size", "rule_set_chars", "consolidation_inputs")
+"""DistillConfig fields that are no flag: the dataset is the command's own (required) option; the rule set's
+sizes are set by a grid file's [distill] table or left at their defaults."""
 
 
 def _command(kind: str, doc: str):
-    """One command per knowledge kind; the options are the same (DistillConfig's), so they are written once."""
-    rounds_help = None if kind == "rules" else "(rules only; accepted for symmetry)"
-    answers_only = None if kind == "answers" else "(answers only; rules and thoughts read the train split's ground truth)"
+    """One command per knowledge kind, its options DistillConfig's (cli.common.config_options, as `train`'s are
+    TrainConfig's); a field that this kind reads differently, or not at all, says so in its help."""
+    helps = {"sample": _SAMPLE_HELP}
+    if kind != "rules":
+        helps["max_rounds"] = _RULES_ONLY
+    if kind != "answers":
+        helps.update(split=_ANSWERS_ONLY, votes=_ANSWERS_ONLY)
 
+    @config_options(DistillConfig, skip=_NOT_FLAGS, helps=helps)
     def command(
         ctx: typer.Context,
         dataset: str = typer.Option(..., "--dataset"),
-        teacher: Optional[str] = option(DistillConfig, "teacher", "--teacher"),
-        sample: str = option(DistillConfig, "sample", "--sample", help=_SAMPLE_HELP),
-        ratio: float = option(DistillConfig, "ratio", "--ratio"),
-        seed: int = option(DistillConfig, "seed", "--seed"),
-        concurrency: int = option(DistillConfig, "concurrency", "--concurrency"),
-        max_rounds: int = option(DistillConfig, "max_rounds", "--max-rounds", help=rounds_help),
-        limit: Optional[int] = option(DistillConfig, "limit", "--limit"),
-        max_tokens: int = option(DistillConfig, "max_tokens", "--max-tokens"),
-        difficulty_model: Optional[str] = option(DistillConfig, "difficulty_model", "--difficulty-model"),
-        fields: Optional[str] = option(DistillConfig, "fields", "--fields"),
-        split: str = option(DistillConfig, "split", "--split", help=answers_only),
-        votes: int = option(DistillConfig, "votes", "--votes", help=answers_only),
-        temperature: float = option(DistillConfig, "temperature", "--temperature"),
         detach: bool = typer.Option(False, "--detach", help="Start in the background and print only the job id."),
         as_json: bool = typer.Option(False, "--json"),
         plan: bool = typer.Option(False, "--plan", help=PLAN_HELP),
+        options: dict[str, Any] | None = None,
     ):
-        _run(ctx, kind, dataset, teacher, sample, ratio, seed, concurrency, max_rounds, limit, max_tokens,
-             difficulty_model, fields, detach, as_json, split, votes, temperature, plan)
+        _run(ctx, kind, DistillConfig(dataset, **(options or {})), detach, as_json, plan)
 
     command.__doc__ = doc
     command.__name__ = f"{kind}_cmd"

@@ -88,6 +88,11 @@ def category_coverage(db: sqlite_utils.Database, dataset: str) -> CategoryCovera
     return CategoryCoverage(nb_cat / nb if nb else None, no_cat / no if no else None, nb, no)
 
 
-def resolve_fields(db: sqlite_utils.Database, dataset: str, fields: str | None) -> str:
-    """The fields a run uses: the given ones, else the dataset's default (titles where categories leak)."""
-    return check_fields(fields) if fields is not None else category_coverage(db, dataset).default_fields
+def resolve_fields(db: sqlite_utils.Database, dataset: str, fields: str | None,
+                   coverage: CategoryCoverage | None = None) -> str:
+    """The fields a run uses: the given ones, else the dataset's default (titles where categories leak). Resolved
+    once, where a config meets the code (below it `fields` is required); `coverage`: the dataset's, when the caller
+    has it already."""
+    if fields is not None:
+        return check_fields(fields)
+    return (coverage or category_coverage(db, dataset)).default_fields

@@ -22,13 +22,13 @@ import sqlite_utils
 
 from ...store.db import transaction
 from ..data.datasets import SPLITS
-from ..data.leak import category_coverage
+from ..data.leak import category_coverage, resolve_fields
 from ..data.sessions import dataset_id, load_sessions
 from ..errors import InputError, KdError, NotFound
 from ..knowledge.patterns import MineConfig, load_patterns, mine_patterns, transactions
 from ..llm.structured import DECODERS, DECODINGS  # numpy only: checking a config loads no model stack
 from ..progress import now
-from ..types import UTILIZATIONS, WITH_KNOWLEDGE, Bundle, Prediction, Session, check_fields
+from ..types import UTILIZATIONS, WITH_KNOWLEDGE, Bundle, Prediction, Session, bundle_fault, check_fields
 from .claims import SessionClaims
 from .metrics import aggregate, error_label, score_session
 from .parallel import database_file
@@ -257,17 +257,18 @@ def _store(db: sqlite_utils.Database, run_id: int, session: Session, pred: Predi
         )
 
 
-def with_fields(cfg: EvalConfig, coverage) -> EvalConfig:
+def with_fields(db: sqlite_utils.Database, cfg: EvalConfig, coverage) -> EvalConfig:
     """`cfg` with the fields its method reads filled in (an llm: --fields, else the dataset's default; others: their
     own), as evaluate() keys its run: run_key() of this config finds the run evaluate() would open."""
-    return replace(cfg, fields=(cfg.fields or coverage.default_fields) if cfg.method == "llm" else METHOD_FIELDS[cfg.method])
+    fields = resolve_fields(db, cfg.dataset, cfg.fields, coverage) if cfg.method == "llm" else METHOD_FIELDS[cfg.method]
+    return replace(cfg, fields=fields)
 
 
 def stored_run(db: sqlite_utils.Database, cfg: EvalConfig, session_ids: set[int]) -> int | None:
     """A stored evaluation with `cfg`'s inputs that answered every one of `session_ids`, else None: the run of this
     very config, or, for a sample (`limit`), the run of the whole split with the same inputs. Its answers are the
     ones evaluate() would give (same identity), so a caller can read them instead of evaluating again."""
-    cfg = with_fields(cfg, category_coverage(db, cfg.dataset))
+    cfg = with_fields(db, cfg, category_coverage(db, cfg.dataset))
     for c in dict.fromkeys([run_key(db, cfg), run_key(db, replace(cfg, limit=None))]):
         row = db.execute("SELECT id FROM eval_runs WHERE key = ?", [c]).fetchone()
         if row and session_ids <= _answered(db, row[0]):
@@ -291,7 +292,7 @@ def evaluate(
     """
     _check(cfg)
     coverage = category_coverage(db, cfg.dataset)  # once: the default fields and the leaky mark both read it
-    cfg = with_fields(cfg, coverage)
+    cfg = with_fields(db, cfg, coverage)
     sessions = select_sessions(db, cfg)
     run_id = _open_run(db, cfg, run_key(db, cfg))
     try:
@@ -445,9 +446,9 @@ def _workers(db: sqlite_utils.Database, cfg: EvalConfig, todo: int) -> tuple[int
 
     if cfg.method != "llm" or todo < 2 or cfg.workers == 1 or database_file(db) is None:
         return 1, 0
-    from ..llm.registry import DEFAULT_STUDENT, get_model
+    from ..llm.registry import DEFAULT_STUDENT, format_of
 
-    if get_model(db, cfg.model or DEFAULT_STUDENT).format not in ("gguf", "gguf-lora"):
+    if not format_of(db, cfg.model or DEFAULT_STUDENT).local:
         return 1, 0  # an endpoint: its server decides how many requests it runs at once
     return plan_workers(db, cfg.workers, todo)
 
@@ -470,7 +471,7 @@ def summarize(db: sqlite_utils.Database, run_id: int, sessions: list[Session], c
         sc = score_session([p["items"] for p in predicted], truth, n_items=s.n, extra_errors=errors)
         scores.append(sc)
         # Intents of one-to-one matched pairs, indexed among the valid predictions.
-        valid = [p for p in predicted if _valid(p["items"], s.n)]
+        valid = [p for p in predicted if bundle_fault(p["items"], s.n) is None]
         for i, j, _ in sc.matches:
             if valid[i].get("intent"):
                 pred_intents.append(valid[i]["intent"])
@@ -490,11 +491,6 @@ def summarize(db: sqlite_utils.Database, run_id: int, sessions: list[Session], c
         eval_run_id=run_id, dataset=cfg.dataset, split=cfg.split, method=cfg.method,
     )
     return out
-
-
-def _valid(items: list, n: int) -> bool:
-    b = set(items)
-    return len(b) >= 2 and all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= n for x in b)
 
 
 def _intent_similarity(pred: list[str], truth: list[str]) -> float | None:

@@ -2,7 +2,7 @@
 
 Utilization: zero-shot and sft prompt the model with the session alone (for sft the model *is*
 the fine-tuned student, named with --model). icl and icl+sft add a knowledge set to the prompt;
-the knowledge for each session comes from `icl.knowledge_provider(db, knowledge_set)` (the
+the knowledge for each session comes from `icl.knowledge_provider(db, knowledge_set, fields=...)` (the
 student-adaptation recipes), which returns a callable session -> PromptKnowledge.
 """
 from __future__ import annotations

@@ -24,6 +24,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ..types import bundle_fault
+
 TAXONOMY = ("exact", "no_overlap", "irrelevant_items", "missing_items", "single_item", "invalid")
 """Per predicted bundle, against its nearest ground-truth bundle (highest Jaccard, first on ties)."""
 
@@ -105,10 +107,10 @@ def valid_bundles(preds: Iterable[Iterable[int]], n_items: int | None = None) ->
     valid, dropped = [], Counter()
     for p in preds:
         b = frozenset(p)
-        if n_items is not None and any(isinstance(x, bool) or not isinstance(x, int) or not 1 <= x <= n_items for x in b):
-            dropped["invalid"] += 1
-        elif len(b) < 2:
-            dropped["single_item"] += 1
+        # Without n_items only the size can be checked; with it, the one bundle rule (types.bundle_fault)
+        fault = bundle_fault(b, n_items) if n_items is not None else (None if len(b) >= 2 else "single_item")
+        if fault:
+            dropped[fault] += 1
         else:
             valid.append(b)
     return valid, dropped

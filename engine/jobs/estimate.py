@@ -140,9 +140,9 @@ def _sessions(db: sqlite_utils.Database, dataset: str, split: str | None, labell
 def _teacher_info(db: sqlite_utils.Database, name: str) -> tuple[bool, str]:
     """(is an endpoint, the speed key's model part)."""
     try:
-        from ..llm.registry import get_model
+        from ..llm.registry import format_of
 
-        return get_model(db, name).format == "openai", name
+        return not format_of(db, name).local, name
     except Exception:
         return False, name
 

@@ -1,6 +1,7 @@
 """The "export" job: a finished training run -> a quantized GGUF student (or a GGUF LoRA), registered.
 
-Job params: {"run_id": N, "quant": "q8_0", "adapter": false, "name": null, "out_dir": null, "threads": 0}.
+Job params: {"run_id": N, "quant": "q8_0", "adapter": false, "name": null, "out_dir": null} (+ "force": true when
+asked; "threads": N fixes quantization's threads, which otherwise follow the thread budget).
 Files go to `runs/<db name>/models` beside the database unless `out_dir` is given.
 Reuse by identity: a registered model made from the same run with the same format and quant,
 whose file is still there, is returned as it is (the run's adapter does not change once done).

@@ -1,6 +1,6 @@
 """In-context knowledge for a student: what a knowledge set puts into the prompt of one session.
 
-    knowledge_for = knowledge_provider(db, "electronic-rules")
+    knowledge_for = knowledge_provider(db, "electronic-rules", fields="titles")
     prompt_knowledge = knowledge_for(session)         # -> PromptKnowledge | None
 
 A set contributes
@@ -44,6 +44,9 @@ ICL_K = 2
 
 @dataclass
 class IclConfig:
+    fields: str
+    """What retrieval compares of each product: the run's fields, resolved by its caller (no categories in a
+    titles run)."""
     k: int = ICL_K
     """Worked examples retrieved per session when the set holds thoughts."""
     max_patterns: int = 15
@@ -52,8 +55,6 @@ class IclConfig:
     """Rules shown (best ranked first)."""
     thought_chars: int = 1200
     """A worked example's reasoning is cut to this many characters (at a word boundary)."""
-    fields: str = "titles"
-    """What retrieval compares of each product (the run's fields: no categories in a titles run)."""
 
 
 def _cap(text: str, limit: int) -> str:
@@ -66,8 +67,7 @@ def _cap(text: str, limit: int) -> str:
 class ThoughtRetriever:
     """Nearest training sessions (with thoughts) to a query session, by embedding cosine similarity."""
 
-    def __init__(self, thoughts: list, embedder: Callable[[list[str]], np.ndarray] | None = None,
-                 fields: str = "titles"):
+    def __init__(self, thoughts: list, embedder: Callable[[list[str]], np.ndarray] | None, fields: str):
         self.thoughts, self.fields = thoughts, fields
         if embedder is None:
             from ..embeddings import embed as embedder  # sentence-transformers: only when thoughts are used
@@ -105,10 +105,9 @@ def static_knowledge(sk: SetKnowledge, cfg: IclConfig) -> tuple[list[str], list[
     return list(sk.patterns[: cfg.max_patterns]), list(sk.rules[: cfg.max_rules])
 
 
-def provider_from_set(sk: SetKnowledge, cfg: IclConfig | None = None,
+def provider_from_set(sk: SetKnowledge, cfg: IclConfig,
                       embedder: Callable[[list[str]], np.ndarray] | None = None) -> KnowledgeFor:
     """session -> PromptKnowledge for an already loaded set (see module docstring)."""
-    cfg = cfg or IclConfig()
     patterns, rules = static_knowledge(sk, cfg)
     retriever = ThoughtRetriever(sk.thoughts, embedder, cfg.fields) if (sk.thoughts and cfg.k > 0) else None
 
@@ -123,6 +122,7 @@ def provider_from_set(sk: SetKnowledge, cfg: IclConfig | None = None,
     return knowledge_for
 
 
-def knowledge_provider(db: sqlite_utils.Database, knowledge_set: str, k: int = ICL_K, **options) -> KnowledgeFor:
+def knowledge_provider(db: sqlite_utils.Database, knowledge_set: str, *, fields: str, k: int = ICL_K,
+                       **options) -> KnowledgeFor:
     """The provider `llm_predictor` uses for utilization icl and icl+sft (options: IclConfig fields)."""
-    return provider_from_set(load_set_knowledge(db, knowledge_set), IclConfig(k=k, **options))
+    return provider_from_set(load_set_knowledge(db, knowledge_set), IclConfig(fields, k=k, **options))

@@ -20,7 +20,7 @@ import sqlite_utils
 from ...store.db import transaction
 from ..errors import InputError, NotFound
 from ..llm.answers import answer_json
-from ..types import Bundle
+from ..types import Bundle, bundle_fault, is_product_number
 
 REVIEWS = ("accepted", "rejected", "edited")
 REVIEWABLE = ("rule", "thought", "answer")
@@ -63,11 +63,12 @@ def parse_label(text: str, n_items: int) -> list[Bundle]:
     for items, intent in pairs:
         if not isinstance(items, list) or not all(type(i) is int for i in items):
             raise InputError("a bundle's items are product numbers")
-        if len(set(items)) < 2:
+        fault = bundle_fault(items, n_items)  # types: the rule every bundle meets
+        if fault == "invalid":
+            bad = next(i for i in items if not is_product_number(i, n_items))
+            raise InputError(f"product {bad} is not in the session (1..{n_items})")
+        if fault == "single_item":
             raise InputError(f"bundle {items} has fewer than two products")
-        bad = [i for i in items if not 1 <= i <= n_items]
-        if bad:
-            raise InputError(f"product {bad[0]} is not in the session (1..{n_items})")
         out.append(Bundle(frozenset(items), str(intent)))
     return out
 

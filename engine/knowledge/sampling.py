@@ -76,7 +76,7 @@ def sample_size(n: int, ratio: float) -> int:
     return min(n, max(1, round(n * ratio))) if n else 0
 
 
-def session_text(s: Session, fields: str = "titles+categories") -> str:
+def session_text(s: Session, fields: str) -> str:
     """What the diversity strategy (training sessions) and ICL retrieval embed: the products' titles,
     with their leaf categories when `fields` shows them (retrieval for a titles run never sees one)."""
     if fields == "titles":
@@ -130,7 +130,7 @@ _EMBEDDED: dict[str, np.ndarray] = {}
 """Session text -> embedding, for this process: orderings and set building reuse them."""
 
 
-def embed_sessions(sessions: Sequence[Session], fields: str = "titles+categories") -> np.ndarray:
+def embed_sessions(sessions: Sequence[Session], fields: str) -> np.ndarray:
     from ..embeddings import embed  # sentence-transformers: loaded only for this strategy
 
     texts = [session_text(s, fields) for s in sessions]
@@ -144,8 +144,7 @@ Embedder = Callable[[Sequence[Session], str], np.ndarray]
 """(sessions, fields) -> one row per session: what diversity sampling spreads over."""
 
 
-def order_diversity(sessions: Sequence[Session], seed: int, embedder: Embedder = embed_sessions,
-                    fields: str = "titles+categories") -> list[int]:
+def order_diversity(sessions: Sequence[Session], seed: int, embedder: Embedder, fields: str) -> list[int]:
     vectors = embedder(sessions, fields)
     return [sessions[i].id for i in k_center_greedy(vectors, len(sessions), seed)]
 

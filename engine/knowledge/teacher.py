@@ -11,8 +11,9 @@ from typing import Any
 
 import sqlite_utils
 
-from ..llm.backends import Backend, GenParams, open_backend
+from ..llm.backends import Backend, GenParams
 from ..llm.generate import log_generation
+from ..llm.registry import format_of, open_backend
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Teacher:
 def open_teacher(db: sqlite_utils.Database, name: str | None) -> Teacher:
     from ..llm.registry import DEFAULT_TEACHER
 
-    backend = open_backend(db, name or DEFAULT_TEACHER)
-    local = backend.describe().get("backend") != "openai"
-    return Teacher(backend.name, backend, 1 if local else 1 << 16)
+    name = name or DEFAULT_TEACHER
+    backend = open_backend(db, name)
+    # A local model answers one call at a time; a server takes as many as it is sent
+    return Teacher(backend.name, backend, 1 if format_of(db, name).local else 1 << 16)

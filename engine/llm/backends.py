@@ -1,6 +1,6 @@
 """One interface for generating text: llama.cpp in this process, or an OpenAI-compatible server.
 
-    backend = open_backend(db, "smollm2-135m")
+    backend = registry.open_backend(db, "smollm2-135m")   # opened by its format's row: llm.model_formats
     out = backend.chat(messages, schema=schema, params=GenParams(max_tokens=200), on_token=print)
     out.text, out.prompt_tokens, out.completion_tokens, out.first_token_seconds, out.tokens_per_second
 
@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import KdError
-from ..threads import foreground, thread_budget
-from . import registry
+from ..threads import thread_budget
 from .gguf import check_gguf
-from .registry import SCHEMA_MODES
+
+SCHEMA_MODES = ("auto", "json_schema", "json_object", "none")
+"""How an OpenAI-compatible endpoint is asked for JSON (a registered endpoint's `schema_mode`)."""
 
 OnToken = Callable[[str], None]
 """Called with each piece of generated text as it arrives. May raise to stop the generation."""
@@ -97,6 +98,8 @@ class Backend(Protocol):
     name: str
     chat_template: bool
     """False for a base model: prompts come as one plain text (style 'completion')."""
+    decodes: bool
+    """chat() runs a structured decoder (llm.structured) when given one; other backends get none."""
 
     def chat(self, messages: list[dict[str, str]], *, schema: dict | None = None,
              params: GenParams | None = None, on_token: OnToken | None = None,
@@ -197,6 +200,8 @@ def _close_loaded() -> None:
 
 class LlamaCppBackend:
     """A GGUF model run in this process by llama-cpp-python."""
+
+    decodes = True  # a structured decoder drives this process's llama.cpp context token by token
 
     def __init__(self, name: str, path: Path, *, lora_path: Path | None = None, n_ctx: int = 4096,
                  n_threads: int | None = None, chat_template: bool | None = None,
@@ -371,6 +376,7 @@ class OpenAIBackend:
     """A model behind an OpenAI-compatible HTTP API, through the maintained `openai` client."""
 
     chat_template = True
+    decodes = False  # the server samples; a decoder would need its logits
 
     def __init__(self, name: str, base_url: str, api_model: str, *, api_key_env: str | None = None,
                  schema_mode: str = "auto", timeout: float = FIRST_TOKEN_SECONDS, n_ctx: int | None = None,
@@ -529,29 +535,3 @@ class OpenAIBackend:
         prompt_tokens = usage.prompt_tokens if usage else None
         completion_tokens = usage.completion_tokens if usage else n_chunks
         return Completion("".join(pieces), prompt_tokens, completion_tokens, seconds, first, finish)
-
-
-# ================================================================ from the registry
-
-
-def open_backend(db, model: str, *, n_ctx: int = 4096, n_threads: int | None = None) -> Backend:
-    """The backend for a registered model name (or a .gguf path); without `n_threads` it runs on the
-    database's thread budget (engine.threads), read again at every call."""
-    info = registry.get_model(db, model)
-    budget = None if n_threads else (lambda: thread_budget(db))
-    hold = None if n_threads else (lambda threads: foreground(db, threads))
-    if info.format == "openai":
-        c = info.config
-        return OpenAIBackend(info.name, c["base_url"], c["api_model"], api_key_env=c.get("api_key_env"),
-                             schema_mode=c.get("schema_mode", "auto"), n_ctx=c.get("n_ctx"), deadline=c.get("deadline"))
-    if info.format == "gguf-lora":
-        if not info.base_model:
-            raise KdError(f"LoRA model {info.name} names no base model")
-        base = registry.get_model(db, info.base_model)
-        return LlamaCppBackend(info.name, registry.model_file(db, base), lora_path=registry.model_file(db, info),
-                               n_ctx=n_ctx, n_threads=n_threads, chat_template=base.chat_template, budget=budget,
-                               hold=hold)
-    if info.format != "gguf":
-        raise KdError(f"model {info.name} has format {info.format!r}, which cannot generate here")
-    return LlamaCppBackend(info.name, registry.model_file(db, info), n_ctx=n_ctx, n_threads=n_threads,
-                           chat_template=info.chat_template, budget=budget, hold=hold)

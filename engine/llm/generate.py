@@ -26,11 +26,11 @@ from ..pairs import session_hint, session_pairs
 from ..progress import now
 from ..types import Bundle, Prediction, Product, Session
 from .answers import get_answer
-from .backends import Backend, Completion, GenParams, OnToken, open_backend
+from .backends import Backend, Completion, GenParams, OnToken
 from .gguf import check_carried
 from .onepass_serve import open_onepass
 from .prompts import FULL, Prompt, PromptKnowledge, PromptSpec, fit_as_trained, fit_prompt, typical_answer
-from .registry import DEFAULT_STUDENT, get_model
+from .registry import DEFAULT_STUDENT, get_model, open_backend
 from .structured import DECODINGS
 
 PURPOSES = ("demo", "eval", "distill", "arena", "generate", "benchmark")
@@ -184,11 +184,11 @@ class BundleGenerator:
 
     def decoder(self, n: int, session: Session | None = None):
         """The structured decoder for an n-product answer, where this model and format use one (else None)."""
-        from .backends import LlamaCppBackend
         from .structured import DECODERS
 
         decoder = DECODERS.get(self.answer.name)
-        if self.cfg.decoding != "structured" or decoder is None or not isinstance(self.backend, LlamaCppBackend):
+        # `decodes`: the backend says it runs decoders (a stand-in backend without the attribute runs none)
+        if self.cfg.decoding != "structured" or decoder is None or not getattr(self.backend, "decodes", False):
             return None
         if self.cfg.hint_weight and self.spec.groups is not None and session is not None:
             return decoder(n, session_pairs(self.db, session, self.spec.groups), self.cfg.hint_weight)

@@ -287,9 +287,10 @@ def open_onepass(db, model: str, *, n_threads: int | None = None) -> OnePassRunn
     loaded once per process. Without `n_threads` it runs on the database's thread budget."""
     from ..threads import thread_budget
     from . import registry
+    from .model_formats import model_format
 
     info = registry.get_model(db, model)
-    if info.format != "gguf":
+    if not model_format(info).whole_gguf:  # an adapter or an endpoint carries no heads
         return None
     path = Path(registry.model_file(db, info)).resolve()
     heads = heads_of(path)

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..types import Bundle
+from ..types import Bundle, bundle_fault, is_product_number
 
 INTENT_KEEP = 120
 """Characters of an intent kept (the schema asks for far fewer; unconstrained servers may not)."""
@@ -51,10 +51,6 @@ def _strip_fence(text: str) -> str:
     return t.strip()
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 def _short(x: Any) -> str:
     s = json.dumps(x, ensure_ascii=False) if not isinstance(x, str) else repr(x)
     return s if len(s) <= 40 else s[:37] + "..."
@@ -78,14 +74,15 @@ def parse_bundles(text: str | None, n: int) -> ParseResult:
             out.errors.append({"kind": "invalid", "detail": f'{where}: not an object with an "items" list'})
             continue
         items = raw["items"]
-        bad = [x for x in items if not _is_int(x) or not 1 <= x <= n]
-        if bad:
-            out.errors.append({"kind": "invalid", "detail": f"{where}: {_short(bad[0])} is not a product number 1..{n}"})
+        fault = bundle_fault(items, n)  # types: the one bundle rule; the details below say which part failed
+        if fault == "invalid":
+            bad = next(x for x in items if not is_product_number(x, n))
+            out.errors.append({"kind": "invalid", "detail": f"{where}: {_short(bad)} is not a product number 1..{n}"})
             continue
         members = frozenset(items)
         if len(members) < len(items):
             out.warnings.append(f"{where}: repeated product numbers merged")
-        if len(members) < 2:
+        if fault == "single_item":
             out.errors.append({"kind": "single_item", "detail": f"{where}: fewer than two products"})
             continue
         if members in seen:

@@ -185,7 +185,7 @@ def _clean(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def product_line(number: int, p: Product, fields: str = "titles", title_max: int = TITLE_MAX) -> str:
+def product_line(number: int, p: Product, fields: str, title_max: int = TITLE_MAX) -> str:
     """One numbered product; its category only when `fields` is titles+categories (types.FIELDS)."""
     title = _clean(p.title, title_max) or "(no title)"
     cat = ""
@@ -195,7 +195,7 @@ def product_line(number: int, p: Product, fields: str = "titles", title_max: int
     return f"{number}. {title}{cat}"
 
 
-def product_list(products: Sequence[Product], fields: str = "titles", title_max: int = TITLE_MAX) -> str:
+def product_list(products: Sequence[Product], fields: str, title_max: int = TITLE_MAX) -> str:
     return "\n".join(product_line(i, p, fields, title_max) for i, p in enumerate(products, start=1))
 
 
@@ -212,7 +212,7 @@ def _example_block(i: int, ex: WorkedExample, fields: str, spec: PromptSpec) -> 
     return "\n".join(parts)
 
 
-def knowledge_text(k: PromptKnowledge | None, fields: str = "titles", spec: PromptSpec = FULL) -> str:
+def knowledge_text(k: PromptKnowledge | None, fields: str, spec: PromptSpec = FULL) -> str:
     if k is None or k.is_empty():
         return ""
     blocks = []
@@ -235,8 +235,8 @@ def group_line(hint: Sequence[tuple[int, str, float]]) -> str:
     return "Groups: " + ", ".join(f"{k} {tag} {c:.2f}".replace(" 0.", " .").replace(" 1.00", " .99") for k, tag, c in hint)
 
 
-def build_messages(session: Session, knowledge: PromptKnowledge | None = None, *, style: str = "chat",
-                   fields: str = "titles", spec: PromptSpec = FULL,
+def build_messages(session: Session, knowledge: PromptKnowledge | None = None, *, fields: str, style: str = "chat",
+                   spec: PromptSpec = FULL,
                    hints: Sequence[tuple[int, int, float]] | None = None,
                    groups: Sequence[tuple[int, str, float]] | None = None) -> list[dict[str, str]]:
     """The prompt for one session as chat messages. With style "completion" it is one user message
@@ -373,12 +373,12 @@ def fit_prompt(
     session: Session,
     knowledge: PromptKnowledge | None = None,
     *,
+    fields: str,
     style: str = "chat",
     n_ctx: int | None = None,
     max_tokens: int = 512,
     count_tokens: Callable[[list[dict[str, str]]], int | None] | None = None,
     reserve: int = 16,
-    fields: str = "titles",
     spec: PromptSpec = FULL,
     hints: Sequence[tuple[int, int, float]] | None = None,
     groups: Sequence[tuple[int, str, float]] | None = None,

@@ -33,13 +33,13 @@ from ...store.db import transaction
 from ..errors import InputError, KdError, NotFound
 from ..machine import cache_root
 from ..progress import now
+from ..threads import foreground, thread_budget
+from .backends import SCHEMA_MODES, Backend
 from .catalogue import CATALOGUE, DEFAULT_STUDENT, DEFAULT_TEACHER, Builtin, Chunk
 from .gguf import carried_config, gguf_metadata
+from .model_formats import MODEL_FORMATS, Opening, model_format
 
 __all__ = ["CATALOGUE", "DEFAULT_STUDENT", "DEFAULT_TEACHER", "SCHEMA_MODES"]
-
-SCHEMA_MODES = ("auto", "json_schema", "json_object", "none")
-"""How an OpenAI-compatible endpoint is asked for JSON (a registered endpoint's `schema_mode`)."""
 
 Progress = Callable[[int, int | None], None]
 """progress(done, total): bytes (or steps) done so far; total None while unknown."""
@@ -52,7 +52,7 @@ class ModelInfo:
     name: str
     family: str | None
     params: str | None
-    format: str  # gguf | gguf-lora | openai
+    format: str  # a key of model_formats.MODEL_FORMATS: what it is and how it opens
     quant: str | None
     size_bytes: int | None
     source: str  # pypi:..., file, hf:REPO/FILE, openai:URL, run:N
@@ -202,12 +202,14 @@ def _row_info(db: sqlite_utils.Database, row: dict[str, Any]) -> ModelInfo:
     config = json.loads(row.get("config") or "{}")
     fmt = row["format"]
     path = row.get("path")
-    if fmt == "openai":
+    # An unknown format (a newer kdbundle's row) is listed like a file; opening it names the known ones.
+    kind = MODEL_FORMATS.get(fmt)
+    if kind is not None and not kind.local:
         installed = True  # nothing to install; reachability is checked when it is used
-    elif fmt == "gguf-lora":
-        installed = bool(path and Path(path).is_file()) and _installed(db, row.get("base_model"))
     else:
         installed = bool(path and Path(path).is_file())
+        if kind is not None and kind.over_base:
+            installed = installed and _installed(db, row.get("base_model"))
     source = row.get("source") or "file"
     return ModelInfo(
         name=row["name"], family=row.get("family"), params=row.get("params"), format=fmt, quant=row.get("quant"),
@@ -257,8 +259,9 @@ def get_model(db: sqlite_utils.Database, name: str) -> ModelInfo:
 
 def model_file(db: sqlite_utils.Database, info: ModelInfo) -> Path:
     """The local GGUF file of a gguf model (the adapter file for gguf-lora), ready to load."""
-    if info.format == "openai":
-        raise KdError(f"model {info.name} is an OpenAI-compatible endpoint, not a local file")
+    kind = model_format(info)
+    if not kind.local:
+        raise KdError(f"model {info.name} is {kind.what}, not a local file")
     if info.builtin:
         return _ensure_builtin(CATALOGUE[info.name])
     if not info.path:
@@ -291,6 +294,18 @@ def _insert(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
     with transaction(db):
         db.execute("DELETE FROM models WHERE name = ?", [row["name"]])
         db["models"].insert(row)
+
+
+def register(db: sqlite_utils.Database, name: str, fmt: str, *, replace: bool = False, source: str = "file",
+             **row: Any) -> ModelInfo:
+    """Register a model of any format of model_formats.MODEL_FORMATS; `row`: its other columns (path, base_model,
+    family, params, quant, size_bytes, config). A new backend's module registers its models through this, so
+    adding a backend adds no function here."""
+    _check_new_name(db, name, replace)
+    if fmt not in MODEL_FORMATS:
+        raise InputError(f"unknown model format {fmt!r} (known: {', '.join(MODEL_FORMATS)})")
+    _insert(db, {"name": name, "format": fmt, "source": source, **row})
+    return get_model(db, name)
 
 
 def add_local(db: sqlite_utils.Database, name: str, path: str | os.PathLike, *, replace: bool = False,
@@ -410,3 +425,29 @@ def delete_model(db: sqlite_utils.Database, name: str, *, delete_files: bool = T
 
 
 remove_model = delete_model
+
+
+# ---------------------------------------------------------------- opening a model
+
+
+def format_of(db: sqlite_utils.Database, model: str):
+    """The model_formats row of a registered model name (or .gguf path): local? over a base? how it opens."""
+    return model_format(get_model(db, model))
+
+
+def open_backend(db: sqlite_utils.Database, model: str, *, n_ctx: int = 4096, n_threads: int | None = None) -> Backend:
+    """The backend for a registered model name (or a .gguf path), opened by its format's row (llm.model_formats)
+    with the files resolved here; without `n_threads` it runs on the database's thread budget (engine.threads),
+    read again at every call."""
+    info = get_model(db, model)
+    kind = model_format(info)
+    base = None
+    if kind.over_base:
+        if not info.base_model:
+            raise KdError(f"model {info.name} ({kind.what}) names no base model")
+        base = get_model(db, info.base_model)
+    return kind.open(info, Opening(
+        n_ctx=n_ctx, n_threads=n_threads, budget=None if n_threads else (lambda: thread_budget(db)),
+        hold=None if n_threads else (lambda threads: foreground(db, threads)),
+        path=model_file(db, info) if kind.local else None, base=base,
+        base_path=model_file(db, base) if base is not None else None))

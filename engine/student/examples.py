@@ -229,7 +229,7 @@ def reasoning_grammar(n: int, *, max_words: int = 200) -> str:
 
 
 def _prompt(session: Session, knowledge, answer: str, max_len: int, stats: SftStats,
-            count_tokens=None, fields: str = "titles", spec: PromptSpec = PromptSpec(), hints=None,
+            count_tokens=None, *, fields: str, spec: PromptSpec = PromptSpec(), hints=None,
             groups=None) -> list[dict[str, str]]:
     try:
         p: Prompt = fit_as_trained(session, knowledge, max_len=max_len, answer=answer, style="chat",
@@ -348,7 +348,7 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
         stats.fields[dataset] = fields
         knowledge_for = None  # retrieval compares what the prompt shows (the dataset's fields)
         if sk is not None and cfg.knowledge_in_prompt and (sk.patterns or sk.rules or sk.thoughts):
-            knowledge_for = provider_from_set(sk, IclConfig(k=cfg.k, fields=fields), embedder)
+            knowledge_for = provider_from_set(sk, IclConfig(fields, k=cfg.k), embedder)
         for original in sessions:
             stats.sessions += 1
             knowledge = knowledge_for(original) if knowledge_for else None  # retrieval ignores the order
@@ -361,12 +361,14 @@ def build_examples(db: sqlite_utils.Database, cfg: SftDataConfig, *, embedder=No
                     answer = reasoning_answer(thought.thought, s.bundles)
                 else:
                     answer = render(s.bundles, s.n)
-                messages = _prompt(s, knowledge, answer, cfg.max_len, stats, count_tokens, fields, spec, hints, groups)
+                messages = _prompt(s, knowledge, answer, cfg.max_len, stats, count_tokens, fields=fields, spec=spec,
+                                   hints=hints, groups=groups)
                 examples.append({"messages": [*messages, {"role": "assistant", "content": answer}]})
                 stats.answer_examples += 1
                 if copy == 0 and thought is not None and cfg.thoughts == "rationale":  # its own order only
                     explained = f"Reasoning: {' '.join(thought.thought.split())}\n{labelled_answer(answer)}"
-                    messages = _prompt(s, knowledge, explained, cfg.max_len, stats, count_tokens, fields, spec, hints, groups)
+                    messages = _prompt(s, knowledge, explained, cfg.max_len, stats, count_tokens, fields=fields, spec=spec,
+                                       hints=hints, groups=groups)
                     messages = [*messages[:-1], {"role": "user", "content": _explain(messages[-1]["content"], spec)}]
                     examples.append({"messages": [*messages, {"role": "assistant", "content": explained}]})
                     stats.thought_examples += 1

@@ -27,6 +27,7 @@ from ...store.db import transaction
 from ..errors import InputError, KdError
 from ..llm.gguf import carried_metadata, training_carried
 from ..llm.onepass import HEADS_FILE, HEADS_KEY, Heads
+from ..threads import thread_budget
 from . import gguf_write
 from .recipe import ADAPTER_DIR, weights_kind
 from .runs import get_run, runs_dir
@@ -43,8 +44,8 @@ class ExportConfig:
     """Where the .gguf goes; default `runs/<db name>/models` beside the database."""
     name: str | None = None
     """Registered model name; default `<student>-run<id>-<quant>` or `<student>-run<id>-lora`."""
-    threads: int = 0
-    """Threads for llama.cpp quantization (0: all cores)."""
+    threads: int | None = None
+    """Threads for llama.cpp quantization (None: the thread budget, engine.threads)."""
     force: bool = False
     """Replace a file at the target that is not this database's export of the same name."""
 
@@ -89,7 +90,9 @@ def export_run(db, run_id: int, cfg: ExportConfig | None = None) -> ExportResult
         if cfg.adapter:
             _write_adapter(student, adapter_dir, tmp, name)
         else:
-            _write_merged(student, adapter_dir, tmp, name, quant, cfg.threads, training_carried(run["config"]))
+            # the budget of this database: the cores its running jobs leave free
+            threads = cfg.threads or thread_budget(db)
+            _write_merged(student, adapter_dir, tmp, name, quant, threads, training_carried(run["config"]))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -133,7 +136,7 @@ def _check_target(db, name: str, path: Path, force: bool = False) -> None:
                       "or name, or add --force to replace it")
 
 
-def write_gguf(student: Student, weights: Path, out: Path, *, quant: str = "q8_0", threads: int = 0,
+def write_gguf(student: Student, weights: Path, out: Path, *, quant: str = "q8_0", threads: int | None = None,
                name: str | None = None, carried: dict | None = None) -> Path:
     """Trained weights (a LoRA adapter dir or a full model dir) -> a merged GGUF at `out`, written
     through a temporary file (the training run's validation calls this on every candidate); `carried`: what the
@@ -157,7 +160,7 @@ def _load_trained(student: Student, weights: Path):
     return PeftModel.from_pretrained(load_model(student), str(weights)).merge_and_unload()
 
 
-def _write_merged(student: Student, adapter_dir: Path, tmp: Path, name: str, quant: str, threads: int,
+def _write_merged(student: Student, adapter_dir: Path, tmp: Path, name: str, quant: str, threads: int | None,
                   carried: dict) -> None:
     import torch
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import KdError
+from ..threads import thread_budget
 
 QUANTS = {"f32": 0, "f16": 1, "q8_0": 7, "q4_k_m": 15}  # llama.cpp LLAMA_FTYPE_* values
 PERMUTED_QK = {"llama"}
@@ -222,15 +223,16 @@ def _native_output_to(path: Path):
             os.close(fd)
 
 
-def quantize(src: Path, dst: Path, quant: str, threads: int = 0) -> None:
-    """Quantize a GGUF with llama.cpp (`llama_model_quantize`)."""
+def quantize(src: Path, dst: Path, quant: str, threads: int | None = None) -> None:
+    """Quantize a GGUF with llama.cpp (`llama_model_quantize`) on `threads` (None: the thread budget)."""
     import llama_cpp
 
     if quant not in QUANTS:
         raise KdError(f"unknown quantization {quant!r} (choose {', '.join(QUANTS)})")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANTS[quant]
-    params.nthread = threads
+    # Never 0: llama.cpp reads it as every hardware thread, beside a training job holding its share of them
+    params.nthread = threads or thread_budget(None)
     log = dst.with_name(dst.name + ".log")
     try:
         with _native_output_to(log):

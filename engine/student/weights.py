@@ -80,6 +80,7 @@ def resolve_student(student: str | os.PathLike, db=None) -> Student:
 def _registry_gguf(name: str, db) -> Path | None:
     """The GGUF file of a registered model (built-in catalogue or `models` row), fetched if needed."""
     from ..llm import registry
+    from ..llm.model_formats import model_format
 
     if db is None and name not in registry.CATALOGUE:
         return None  # only built-ins can be found without a database
@@ -87,7 +88,7 @@ def _registry_gguf(name: str, db) -> Path | None:
         info = registry.get_model(db, name)
     except NotFound:
         return None
-    if info.format != "gguf":
+    if not model_format(info).whole_gguf:  # an adapter, an endpoint: no weights to start from
         raise KdError(f"model {name!r} is {info.format}: a student must be a GGUF model or Hugging Face weights")
     return registry.model_file(db, info)
 

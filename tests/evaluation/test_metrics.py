@@ -104,3 +104,34 @@ def test_matching_is_optimal_one_to_one():
     assert pairs == {0: 1, 1: 0}
     s = score_session(preds, truth, n_items=5)
     assert s.exact == 1 and s.jaccard_sum == approx(1.0 + 2 / 5)
+
+
+RULE_CASES = [([1, 2], None), ([3, 1, 2], None), ([True, 2], "invalid"), ([1, False], "invalid"), ([0, 2], "invalid"),
+              ([1, 4], "invalid"), (["1", 2], "invalid"), ([2.0, 1], "invalid"), ([1, 1], "single_item"), ([2], "single_item")]
+
+
+@pytest.mark.parametrize("items,fault", RULE_CASES)
+def test_every_reader_of_a_bundle_applies_the_one_rule(items, fault):
+    """types.bundle_fault is the rule; scoring, parsing, a teacher's answer and a reviewer's label agree with it."""
+    import json
+
+    from kdbundle.engine.errors import InputError
+    from kdbundle.engine.evaluation.metrics import valid_bundles
+    from kdbundle.engine.knowledge.distill.common import answer_bundles
+    from kdbundle.engine.knowledge.review import parse_label
+    from kdbundle.engine.llm.parse import parse_bundles
+    from kdbundle.engine.types import bundle_fault
+
+    assert bundle_fault(items, 3) == fault
+    valid, dropped = valid_bundles([items], 3)
+    assert (not valid, dict(dropped)) == ((True, {fault: 1}) if fault else (False, {}))
+    parsed = parse_bundles(json.dumps({"bundles": [{"items": items, "intent": "x"}]}), 3)
+    assert [e["kind"] for e in parsed.errors] == ([fault] if fault else [])
+    _, problems = answer_bundles({"bundles": [{"items": items}]}, 3)
+    assert bool(problems) == bool(fault)
+    label = json.dumps({"bundles": [{"items": items, "intent": "x"}]})
+    if fault:
+        with pytest.raises(InputError):
+            parse_label(label, 3)
+    else:
+        assert parse_label(label, 3)[0].items == frozenset(items)

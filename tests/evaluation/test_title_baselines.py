@@ -119,3 +119,26 @@ def test_pairwise_tuned_fine_tunes_once_reads_out_of_fold_vectors_on_train_and_r
     with pytest.raises(EncoderStopped):
         tuned_encoder(tmp_path / "enc", ["shop"], train, EncoderRecipe(epochs=1), should_stop=lambda: True)
     assert not saved(tmp_path / "enc", ["shop"], train, EncoderRecipe(epochs=1))
+
+
+def test_fields_are_resolved_once_and_required_below_the_configs():
+    """A config (EvalConfig, DistillConfig, SftDataConfig, GenerateConfig...) or a command's flag may leave
+    `fields` to the dataset; data.leak.resolve_fields settles it where the config is read, and no function below
+    takes a default of its own (twelve of them once said "titles" and three "titles+categories")."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    defaulted = []
+    for folder in ("engine", "tui"):
+        for path in (root / folder).rglob("*.py"):
+            if path.parent.name == "cli":  # the commands' flags are configs too
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    a = node.args
+                    pos = [*a.posonlyargs, *a.args]
+                    with_default = pos[len(pos) - len(a.defaults):] + [k for k, d in zip(a.kwonlyargs, a.kw_defaults) if d]
+                    if any(x.arg == "fields" for x in with_default):
+                        defaulted.append(f"{path.relative_to(root)}:{node.lineno} {node.name}")
+    assert defaulted == []

@@ -104,7 +104,7 @@ def _one_at_a_time(session, k: PromptKnowledge, budget: int) -> dict[str, int]:
     from kdbundle.engine.llm.prompts import build_messages, estimate_tokens
     k = PromptKnowledge(list(k.patterns), list(k.rules), list(k.examples), k.drop_order)
     dropped = {"patterns": 0, "rules": 0, "examples": 0}
-    while estimate_tokens(build_messages(session, k)) > budget and not k.is_empty():
+    while estimate_tokens(build_messages(session, k, fields="titles")) > budget and not k.is_empty():
         part = next(p for p in k.drop_order if getattr(k, p))
         getattr(k, part).pop()
         dropped[part] += 1
@@ -114,7 +114,7 @@ def _one_at_a_time(session, k: PromptKnowledge, budget: int) -> dict[str, int]:
 @pytest.mark.parametrize("n_ctx", [900, 1200, 1500, 2500, 4000, 9000])
 def test_fitting_drops_what_one_at_a_time_drops(n_ctx):
     k = _knowledge(40)
-    p = fit_prompt(_session(), k, n_ctx=n_ctx, max_tokens=100, reserve=0)
+    p = fit_prompt(_session(), k, n_ctx=n_ctx, max_tokens=100, reserve=0, fields="titles")
     assert p.dropped == _one_at_a_time(_session(), k, n_ctx - 100), n_ctx
     assert len(k.examples) == 40  # the caller's knowledge is not changed
 
@@ -126,6 +126,6 @@ def test_fitting_thousands_of_examples_counts_a_few_times():
         calls.append(1)
         return None  # fall back to the estimate, but every call is counted
 
-    p = fit_prompt(_session(), _knowledge(3000), n_ctx=4096, max_tokens=256, count_tokens=count)
+    p = fit_prompt(_session(), _knowledge(3000), n_ctx=4096, max_tokens=256, count_tokens=count, fields="titles")
     assert 0 < len(p.knowledge.examples) < 3000
     assert len(calls) <= 20, len(calls)  # one call per dropped example before: ~3000

@@ -71,7 +71,7 @@ def test_a_job_records_its_share_and_runs_with_it(jdb, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_a_loaded_model_follows_the_budget_call_by_call(jdb):
-    from kdbundle.engine.llm.backends import open_backend
+    from kdbundle.engine.llm.registry import open_backend
 
     backend = open_backend(jdb, "smollm2-135m", n_ctx=512)
     backend.chat([{"role": "user", "content": "Say hi."}])
@@ -110,3 +110,28 @@ def test_an_interactive_answer_holds_threads_that_a_training_job_gives_up(db, mo
             assert db.execute("SELECT COUNT(*) FROM thread_holds WHERE pid = ?", [os.getpid()]).fetchone()[0] == 0
     finally:
         torch.set_num_threads(before)
+
+
+def test_quantizing_runs_on_the_budget_unless_told(tmp_path, monkeypatch):
+    """No thread setting is None, as everywhere: llama.cpp's own 0 would take every hardware thread."""
+    import llama_cpp
+
+    from kdbundle.engine.student import gguf_write
+    from kdbundle.engine.student.export import ExportConfig
+
+    assert ExportConfig().threads is None
+    seen = []
+
+    def quantize(src, dst, params):
+        seen.append(params.nthread)
+        open(dst, "wb").close()
+        return 0
+
+    monkeypatch.setattr(llama_cpp, "llama_model_quantize", quantize)
+    monkeypatch.setattr(T, "physical_cores", lambda: 4)
+    monkeypatch.setenv(T.THREADS_ENV, "3")  # a job's worker sets its share so
+    gguf_write.quantize(tmp_path / "a.gguf", tmp_path / "b.gguf", "q8_0")
+    monkeypatch.delenv(T.THREADS_ENV)
+    gguf_write.quantize(tmp_path / "a.gguf", tmp_path / "c.gguf", "q8_0")
+    gguf_write.quantize(tmp_path / "a.gguf", tmp_path / "d.gguf", "q8_0", threads=2)
+    assert seen == [3, 4, 2]

@@ -89,7 +89,7 @@ def test_the_teacher_sees_inch_marks_that_cannot_end_a_step():
 
     s = Session(id=None, products=[Product(1, 'Sleeve for 13" Laptop'), Product(2, "Laptop 13 inch")],
                 bundles=[Bundle(frozenset({1, 2}), "x")])
-    user = thought_messages(s)[1]["content"]
+    user = thought_messages(s, "titles")[1]["content"]
     assert f"13{INCH} Laptop" in user and '13"' not in user
 
 
@@ -323,6 +323,30 @@ def test_cli_detach_prints_only_the_job_id_and_the_job_can_be_cancelled(_real_te
     assert job["params"]["teacher"] == TEACHER and job["total"] == 4
 
 
+def test_the_distill_commands_flags_are_distill_config_fields(_real_template, tmp_path, monkeypatch):
+    """Built by cli.common.config_options from DistillConfig, as `train` is from TrainConfig: every option field
+    is a flag of every kind, and only the options given reach the job's params."""
+    from typer.testing import CliRunner
+
+    from kdbundle.engine import config
+    from kdbundle.engine.cli import app
+    from kdbundle.engine.cli import distill as cli_distill
+
+    want = {"--" + n.replace("_", "-") for n in config.option_names(DistillConfig) if n not in cli_distill._NOT_FLAGS}
+    for kind in ("rules", "thoughts", "answers"):
+        res = CliRunner().invoke(app, ["distill", kind, "--help"], env={"COLUMNS": "250", "NO_COLOR": "1"})
+        assert set(re.findall(r"--[a-z][a-z-]*", res.output)) == want | {"--dataset", "--detach", "--json", "--plan",
+                                                                         "--help"}, kind
+    seen = []
+    monkeypatch.setattr(cli_distill, "show_plan", lambda ctx, kind, params, as_json: seen.append((kind, params)))
+    path = tmp_path / "kd.db"
+    shutil.copyfile(_real_template, path)
+    res = CliRunner().invoke(app, ["--db", str(path), "distill", "thoughts", "--dataset", "electronic", "--ratio", "0.3",
+                                   "--teacher", TEACHER, "--limit", "3", "--plan"])
+    assert res.exit_code == 0, res.output
+    assert seen == [("distill-thoughts", {"dataset": "electronic", "teacher": TEACHER, "ratio": 0.3, "limit": 3})]
+
+
 # ---------------------------------------------------------------- export and import
 
 
@@ -529,7 +553,7 @@ def test_a_knowledge_set_samples_thoughts_as_a_prefix_of_the_distillation_sample
     from kdbundle.engine.llm.prompts import build_messages
 
     pk = k.prompt_knowledge(k.thoughts[:1])
-    user = build_messages(k.thoughts[0].session, pk)[1]["content"]
+    user = build_messages(k.thoughts[0].session, pk, fields="titles")[1]["content"]
     assert "Solved example sessions" in user and "Reasoning: Products: " in user
 
 

@@ -19,7 +19,7 @@ def test_provider_gives_rules_patterns_and_nearest_examples_never_itself(db):
     make_set(db)
     sk = load_set_knowledge(db, "demo-all")
     assert sk.patterns and sk.rules == RULES and len(sk.thoughts) == 8
-    knowledge_for = knowledge_provider(db, "demo-all", k=2)
+    knowledge_for = knowledge_provider(db, "demo-all", fields="titles", k=2)
     from kdbundle.engine.embeddings import embed
 
     thought_sessions = [t.session for t in sk.thoughts]
@@ -42,14 +42,14 @@ def test_retrieval_finds_a_copy_of_a_thought_session_first(db):
     sk = load_set_knowledge(db, "demo-all")
     target = sk.thoughts[5]
     query = dataclasses.replace(target.session, id=None)  # same products, not the same session row
-    k = provider_from_set(sk, IclConfig(k=3))(query)
+    k = provider_from_set(sk, IclConfig("titles", k=3))(query)
     assert k.examples[0].products == target.session.products
     assert k.examples[0].bundles == target.answer
 
 
 def test_rules_only_set_has_no_examples(db):
     make_set(db, "rules-only", "rules")
-    knowledge_for = knowledge_provider(db, "rules-only")
+    knowledge_for = knowledge_provider(db, "rules-only", fields="titles")
     sessions = load_sessions(db, DATASET, "test", with_bundles_only=True)
     ks = [knowledge_for(s) for s in sessions]
     assert all(k.rules == RULES and not k.examples and not k.patterns for k in ks)
@@ -58,27 +58,27 @@ def test_rules_only_set_has_no_examples(db):
 def test_long_thoughts_are_capped(db):
     make_set(db)
     sk = load_set_knowledge(db, "demo-all")
-    k = provider_from_set(sk, IclConfig(k=2, thought_chars=80))(load_sessions(db, DATASET, "test")[0])
+    k = provider_from_set(sk, IclConfig("titles", k=2, thought_chars=80))(load_sessions(db, DATASET, "test")[0])
     assert all(len(ex.thought) <= 82 and ex.thought.endswith("…") for ex in k.examples)
 
 
 def test_context_policy_drops_examples_then_rules_then_patterns_and_never_overflows(db):
     make_set(db)
     s = load_sessions(db, DATASET, "test", with_bundles_only=True)[0]
-    k = knowledge_provider(db, "demo-all", k=2)(s)
-    full = fit_prompt(s, k, n_ctx=100_000, max_tokens=256)
+    k = knowledge_provider(db, "demo-all", fields="titles", k=2)(s)
+    full = fit_prompt(s, k, n_ctx=100_000, max_tokens=256, fields="titles")
     assert full.dropped == {"patterns": 0, "rules": 0, "examples": 0}
-    bare = fit_prompt(s, None, n_ctx=100_000, max_tokens=256).tokens
+    bare = fit_prompt(s, None, n_ctx=100_000, max_tokens=256, fields="titles").tokens
     # Room for everything but one example: exactly the last (least similar) example goes.
-    one_less = fit_prompt(s, k, n_ctx=full.tokens + 256 + 16 - 1, max_tokens=256)
+    one_less = fit_prompt(s, k, n_ctx=full.tokens + 256 + 16 - 1, max_tokens=256, fields="titles")
     assert one_less.dropped == {"patterns": 0, "rules": 0, "examples": 1}
     assert one_less.knowledge.examples == k.examples[:1]
     # Room for the bare prompt only: all knowledge goes, examples and rules before patterns.
-    tight = fit_prompt(s, k, n_ctx=bare + 256 + 16 + 30, max_tokens=256)
+    tight = fit_prompt(s, k, n_ctx=bare + 256 + 16 + 30, max_tokens=256, fields="titles")
     assert tight.dropped["examples"] == 2 and tight.dropped["rules"] == len(RULES)
     assert tight.tokens <= bare + 30
     with pytest.raises(KdError, match="needs .* tokens"):
-        fit_prompt(s, k, n_ctx=bare + 256 + 16 - 1, max_tokens=256)
+        fit_prompt(s, k, n_ctx=bare + 256 + 16 - 1, max_tokens=256, fields="titles")
 
 
 def test_real_tokenizer_budget_with_the_small_model(db):
@@ -87,7 +87,7 @@ def test_real_tokenizer_budget_with_the_small_model(db):
 
     make_set(db)
     s = load_sessions(db, DATASET, "test", with_bundles_only=True)[0]
-    k = knowledge_provider(db, "demo-all", k=2)(s)
+    k = knowledge_provider(db, "demo-all", fields="titles", k=2)(s)
     gen = BundleGenerator(db, GenerateConfig(model="smollm2-135m", n_ctx=512, max_tokens=128))
     p = gen.prompt(s, k)
     assert p.tokens == gen.backend.count_tokens(p.messages) <= 512 - 128 - 16

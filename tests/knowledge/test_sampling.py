@@ -64,7 +64,7 @@ def test_length_takes_the_longest_sessions_first(real_db):
 
 def test_k_center_greedy_spreads_over_real_session_embeddings(real_db):
     sessions = candidates(real_db, "electronic")[:150]
-    vectors = embed_sessions(sessions)
+    vectors = embed_sessions(sessions, "titles+categories")
     assert vectors.shape == (150, 384)
     k = 15
     greedy = k_center_greedy(vectors, k, seed=0)

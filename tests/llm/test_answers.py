@@ -74,14 +74,14 @@ def test_table_and_spec():
 
 def test_compact_prompt_is_short_and_cuts_titles():
     s = Session(id=1, products=[Product(item_id=i, title=f"Product {i} " + "x" * 200) for i in range(1, 4)])
-    full = fit_prompt(s)
-    compact = fit_prompt(s, spec=PromptSpec("compact", "letters", 40))
+    full = fit_prompt(s, fields="titles")
+    compact = fit_prompt(s, spec=PromptSpec("compact", "letters", 40), fields="titles")
     assert compact.schema is None and compact.grammar.startswith("root ::=")
     system, user = compact.messages
     assert system["role"] == "system" and "Bundle letter" in system["content"]
     assert user["content"].splitlines()[0] == "1. Product 1 " + "x" * 29 + "…"  # 40 characters with the ellipsis
     assert len(" ".join(m["content"] for m in compact.messages)) < len(" ".join(m["content"] for m in full.messages)) / 3
-    plain = build_messages(s, style="completion", spec=PromptSpec("compact", "letters"))
+    plain = build_messages(s, style="completion", spec=PromptSpec("compact", "letters"), fields="titles")
     assert plain[0]["content"].endswith("Answer:\n")
 
 
@@ -91,7 +91,7 @@ def test_hint_line_and_spec_checks():
     assert hint_line([(1, 2, 0.8123), (4, 5, 0.62)]) == "Similar: 1-2 .81, 4-5 .62"
     assert hint_line([]) == "Similar: none"
     s = Session(id=1, products=[Product(item_id=i, title=f"Product {i}") for i in range(1, 4)])
-    user = build_messages(s, spec=PromptSpec("compact", "letters", hints=2), hints=[(1, 3, 0.5)])[1]["content"]
+    user = build_messages(s, spec=PromptSpec("compact", "letters", hints=2), hints=[(1, 3, 0.5)], fields="titles")[1]["content"]
     assert user.endswith("\n3. Product 3\nSimilar: 1-3 .50")
     assert PromptSpec("compact", "letters", hints=2).version == "compact-v1+letters-v1+hints2"
     with pytest.raises(Exception, match="compact prompt"):

@@ -14,8 +14,9 @@ from kdbundle.engine.data.sessions import load_sessions
 from kdbundle.engine.evaluation.evaluate import EvalConfig, evaluate
 from kdbundle.engine.evaluation.metrics import TAXONOMY, score_session
 from kdbundle.engine.llm import registry
-from kdbundle.engine.llm.backends import LlamaCppBackend, open_backend
+from kdbundle.engine.llm.backends import LlamaCppBackend
 from kdbundle.engine.llm.generate import BundleGenerator, GenerateConfig, typed_session
+from kdbundle.engine.llm.registry import open_backend
 from kdbundle.engine.types import Product, Session
 
 KDBUNDLE = str(Path(sys.executable).parent / "kdbundle")

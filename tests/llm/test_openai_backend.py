@@ -13,9 +13,10 @@ from server_support import KEY, KEY_VAR, keyed, server  # noqa: F401  (fixtures)
 
 from kdbundle.engine.errors import KdError
 from kdbundle.engine.llm import registry
-from kdbundle.engine.llm.backends import GenParams, OpenAIBackend, open_backend
+from kdbundle.engine.llm.backends import GenParams, OpenAIBackend
 from kdbundle.engine.llm.generate import BundleGenerator, GenerateConfig, typed_session
 from kdbundle.engine.llm.prompts import fit_prompt
+from kdbundle.engine.llm.registry import open_backend
 
 SESSIONS = [
     ["Canon EOS camera", "SD card 64GB", "Camera bag", "Garden hose"],
@@ -61,7 +62,7 @@ def test_several_concurrent_requests(db, server, keyed):
 def test_wrong_key_is_one_clear_line_without_the_key(server, monkeypatch):
     monkeypatch.setenv(KEY_VAR, "kd-wrong-key-000")
     b = OpenAIBackend("served", server, "student", api_key_env=KEY_VAR)
-    p = fit_prompt(typed_session(SESSIONS[1]))
+    p = fit_prompt(typed_session(SESSIONS[1]), fields="titles")
     with pytest.raises(KdError) as info:
         b.chat(p.messages, schema=p.schema, params=GenParams(max_tokens=8))
     msg = str(info.value)

@@ -37,7 +37,7 @@ def test_plain_examples_are_the_inference_prompt_and_the_true_answer(db):
 def test_rules_and_patterns_go_into_the_instruction_exactly_as_at_inference(db):
     make_set(db, "pr", "patterns,rules")
     examples, stats = build_examples(db, SftDataConfig([DATASET], **FULL, knowledge_set="pr", max_len=4096))
-    knowledge_for = knowledge_provider(db, "pr")
+    knowledge_for = knowledge_provider(db, "pr", fields="titles+categories")
     for ex, s in zip(examples, _train_sessions(db)):
         assert ex["messages"][:-1] == build_messages(s, knowledge_for(s), style="chat", fields="titles+categories")
         assert RULES[0] in ex["messages"][1]["content"]

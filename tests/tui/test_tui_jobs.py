@@ -203,7 +203,7 @@ def test_training_loss_curve_grows_live(tmp_path):
     path = demo_db(tmp_path / "kd.db")
     db = open_db(path)
     # Short prompts keep the steps quick: the products and the true answer.
-    examples = [{"messages": [{"role": "user", "content": "Bundles?\n" + product_list(s.products)},
+    examples = [{"messages": [{"role": "user", "content": "Bundles?\n" + product_list(s.products, "titles")},
                               {"role": "assistant", "content": answer_json(s.bundles)}]}
                 for s in load_sessions(db, "demo-clothing", "train", with_bundles_only=True)[:8]]
     cfg = TrainConfig(student="smollm2-135m", method="lora", max_steps=6, batch_size=2, max_len=256, rank=4, alpha=8, threads=1,

@@ -20,7 +20,7 @@ from ...data.leak import resolve_fields
 from ...data.sessions import dataset_id
 from ...errors import InputError
 from ...progress import JobCancelled, Progress, now
-from ...types import Session, check_fields
+from ...types import Session, bundle_fault, check_fields
 from ..sampling import ANSWER_POOLS, Difficulty, SampleConfig, candidates, default_teacher, sample_size, select_sessions
 from ..teacher import Teacher, open_teacher
 
@@ -357,9 +357,10 @@ def answer_bundles(obj: dict, n: int) -> tuple[list[dict], list[str]]:
             continue
         intent = b.get("intent") if isinstance(b.get("intent"), str) else ""
         out.append({"items": sorted(set(items)), "intent": intent.strip()})
-        if any(not 1 <= i <= n for i in items):
+        fault = bundle_fault(items, n)  # reported, not dropped: the answer is kept as the teacher gave it
+        if fault == "invalid":
             problems.append(f"bundle {k} names products outside 1..{n}")
-        elif len(set(items)) < 2:
+        elif fault == "single_item":
             problems.append(f"bundle {k} has fewer than two products")
     return out, problems
 

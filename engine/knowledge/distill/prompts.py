@@ -24,7 +24,7 @@ INCH = "\u2033"
 teacher copies from `12" Laptop Sleeve` ended the step there (the grammar reads it as the closing quote)."""
 
 
-def render_products(session: Session, fields: str = "titles") -> str:
+def render_products(session: Session, fields: str) -> str:
     return product_list(session.products, fields).replace('"', INCH)
 
 
@@ -75,7 +75,7 @@ def thought_schema(n: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- rules by self-reflection
 
 
-def reflection_start(session: Session, fields: str = "titles") -> list[dict[str, str]]:
+def reflection_start(session: Session, fields: str) -> list[dict[str, str]]:
     """The first turn is the student's own zero-shot prompt: the rules learned answer *that* task."""
     return build_messages(session, style="chat", fields=fields)
 
@@ -130,7 +130,7 @@ def consolidation_messages(drafts: Sequence[tuple[str, int]], max_rules: int, ev
 # ---------------------------------------------------------------- thoughts
 
 
-def thought_messages(session: Session, fields: str = "titles") -> list[dict[str, str]]:
+def thought_messages(session: Session, fields: str) -> list[dict[str, str]]:
     covered = set().union(*(b.items for b in session.bundles)) if session.bundles else set()
     outside = [i for i in range(1, session.n + 1) if i not in covered]
     rest = (f", and why products {', '.join(map(str, outside))} stay out of every bundle" if outside else "")
