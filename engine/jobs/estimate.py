@@ -28,19 +28,24 @@ from ..machine import cpu_model
 # in ~8.4 s each). Keys name what the speed is of; `seconds_per_unit` is per call (teacher), per session
 # (eval), per example token (train: via tokens_per_second), per export or per grid cell. A figure with
 # `threads` is of work that runs on the job's cores (llama.cpp, torch): it was measured with that many
-# threads and is scaled to the threads a job will get (the benchmarks ran on 2); `trained_share`: the
-# share of the student's layers a full fine-tune trained (the benchmark: its top 10 of 30).
+# threads and is scaled to the threads a job will get (the student's eval benchmark ran on 1, training's on
+# 2; the teacher's generations are assumed to have had both cores, the budget then); `trained_share`: the
+# share of the student's layers a full fine-tune trained (the benchmark: its top 10 of 30);
+# `items_per_unit`: the products per training session the tokens per example were counted on
+# (Electronic train, 6.26): an example's tokens grow with its session's products.
 SEEDS: dict[str, dict[str, float]] = {
     "distill-thoughts": {"seconds_per_unit": 22.6, "prompt_tokens": 567, "completion_tokens": 189, "threads": 2},
     "distill-rules": {"seconds_per_unit": 8.4, "prompt_tokens": 640, "completion_tokens": 45, "threads": 2},
     "distill-answers": {"seconds_per_unit": 7.4, "prompt_tokens": 390, "completion_tokens": 28, "threads": 2},
-    "eval:llm": {"seconds_per_unit": 2.4, "prompt_tokens": 222, "completion_tokens": 24, "threads": 2},
+    "eval:llm": {"seconds_per_unit": 2.4, "prompt_tokens": 222, "completion_tokens": 24, "threads": 1},
     "eval:teacher": {"seconds_per_unit": 8.0, "prompt_tokens": 390, "completion_tokens": 28, "threads": 2},
     "eval:baseline": {"seconds_per_unit": 0.05},
     "eval:pairwise": {"seconds_per_unit": 0.25},
-    "train:fp32": {"tokens_per_second": 266, "tokens_per_unit": 250, "threads": 2, "trained_share": 10 / 30},
-    "train:bf16": {"tokens_per_second": 402, "tokens_per_unit": 250, "threads": 2, "trained_share": 10 / 30},
-    "train:lora": {"tokens_per_second": 165, "tokens_per_unit": 250, "threads": 2},
+    "train:fp32": {"tokens_per_second": 266, "tokens_per_unit": 250, "threads": 2, "trained_share": 10 / 30,
+                   "items_per_unit": 6.26},
+    "train:bf16": {"tokens_per_second": 402, "tokens_per_unit": 250, "threads": 2, "trained_share": 10 / 30,
+                   "items_per_unit": 6.26},
+    "train:lora": {"tokens_per_second": 165, "tokens_per_unit": 250, "threads": 2, "items_per_unit": 6.26},
     "export": {"seconds_per_unit": 25.0},
     "embed": {"seconds_per_unit": 0.12},  # MiniLM title embeddings, per item not yet cached (1420 in 176 s)
     "experiment": {"seconds_per_unit": 345.0},  # the paper grid: 72 cells in 6.9 h
@@ -128,7 +133,8 @@ def train_flops(trained_share: float, lora: bool = False) -> float:
 
 
 def _rebase(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """`before`'s speeds as if measured with `after`'s threads and trained share, so the two can be blended."""
+    """`before`'s speeds as if measured with `after`'s threads, trained share and products per training example,
+    so the two can be blended."""
     k = 1.0
     if isinstance(after.get("threads"), (int, float)):
         k *= thread_scale(before, int(after["threads"]))
@@ -139,7 +145,10 @@ def _rebase(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
         out["seconds_per_unit"] *= k
     if isinstance(out.get("tokens_per_second"), (int, float)):
         out["tokens_per_second"] /= k
-    out.update({b: after[b] for b in ("threads", "trained_share") if b in after})
+    if all(isinstance(f.get("items_per_unit"), (int, float)) and f["items_per_unit"] > 0 for f in (before, after)) \
+            and isinstance(out.get("tokens_per_unit"), (int, float)):
+        out["tokens_per_unit"] *= after["items_per_unit"] / before["items_per_unit"]
+    out.update({b: after[b] for b in ("threads", "trained_share", "items_per_unit") if b in after})
     return out
 
 
@@ -339,9 +348,11 @@ def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, A
     datasets = list(params.get("datasets") or [])
     student = params.get("student") or "smollm2-135m"
     n_params = _params_count(db, student)
-    examples = 0
+    examples, items = 0, 0.0
     for d in datasets:
-        examples += _sessions(db, d, "train")[0]
+        n, mean_items = _sessions(db, d, "train")
+        examples, items = examples + n, items + n * mean_items
+    items = items / examples if examples else 0.0
     if sft.get("limit"):
         examples = min(examples, int(sft["limit"]))
     examples *= max(1, int(sft.get("orderings") or 1))
@@ -356,6 +367,8 @@ def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, A
     key = f"{key}|{student}"
     fig = speed(db, key)
     tokens_per_example = fig.get("tokens_per_unit", 250)
+    if items and isinstance(fig.get("items_per_unit"), (int, float)) and fig["items_per_unit"] > 0:
+        tokens_per_example *= items / fig["items_per_unit"]  # smaller sessions, shorter examples
     if params.get("knowledge_set") and sft.get("knowledge_in_prompt", True):
         tokens_per_example = max(tokens_per_example, 0.6 * int(tr.get("max_len") or 1024))
     tokens = steps * batch * tokens_per_example
@@ -378,7 +391,8 @@ def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, A
         seconds += calls * efig["seconds_per_unit"] * thread_scale(efig, threads) + validations * xfig["seconds_per_unit"]
         basis += [_basis(ekey, efig), _basis("export", xfig)]
     disk = n_params * (TRAIN_DISK_BYTES_PER_PARAM if not lora else 2.0)
-    return _out(steps, calls, tokens, 0, seconds, disk, basis, examples=examples, steps=steps)
+    return _out(steps, calls, tokens, 0, seconds, disk, basis, examples=examples, steps=steps,
+                items_per_example=round(items, 2))
 
 
 def plan_export(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, Any]:
@@ -558,6 +572,9 @@ def _refresh(db: sqlite_utils.Database, job: dict[str, Any], actual: dict[str, A
             fig = {"tokens_per_second": tokens_per_second, "tokens_per_unit": result["tokens"] / (result["steps"] * batch)}
             if isinstance(job.get("threads"), int) and job["threads"] > 0:
                 fig["threads"] = job["threads"]
+            items = (job.get("estimate") or {}).get("items_per_example")
+            if isinstance(items, (int, float)) and items > 0:
+                fig["items_per_unit"] = items
             if not key.startswith("train:lora"):
                 share = trained_share(db, params.get("student") or "smollm2-135m", tr.get("top_layers"))
                 if share is not None:

@@ -180,7 +180,24 @@ def test_a_training_job_refreshes_its_speed_from_its_steps_at_its_threads(real_d
     fig = E.speed(real_db, "train:fp32|smollm2-135m")
     assert fig["source"] == f"job {jid}" and fig["tokens_per_second"] == 1500 / 75.0  # not 1500 / (120 - 36)
     assert fig["threads"] == 1 and fig["trained_share"] == 1.0
-    E.set_speed(real_db, "train:fp32|smollm2-135m", {"tokens_per_second": 40.0, "threads": 2, "trained_share": 1.0},
-                "job 99")
+    items = J.get_job(real_db, jid)["estimate"]["items_per_example"]
+    assert fig["items_per_unit"] == items and fig["tokens_per_unit"] == 1500 / 8
+    E.set_speed(real_db, "train:fp32|smollm2-135m", {"tokens_per_second": 40.0, "tokens_per_unit": 100.0, "threads": 2,
+                                                     "trained_share": 1.0, "items_per_unit": items / 2}, "job 99")
     blended = E.speed(real_db, "train:fp32|smollm2-135m")
     assert blended["threads"] == 2 and blended["tokens_per_second"] == E.BLEND * 40.0 + (1 - E.BLEND) * 40.0
+    assert blended["tokens_per_unit"] == pytest.approx(E.BLEND * 100.0 + (1 - E.BLEND) * 1500 / 8 / 2)
+
+
+def test_training_tokens_follow_the_datasets_session_size(real_db):
+    """Tokens per example were counted on Electronic train (6.26 products a session); the demo's 4.7-product
+    sessions made 189-token examples where the plan said 250 (1.32x over). Shorter sessions, fewer tokens."""
+    params = job_params(real_db, dataset="electronic", max_steps=10, valid=False)
+    t = E.plan(real_db, "train", params)
+    mean = real_db.execute("SELECT AVG(n_items) FROM sessions s JOIN datasets d ON d.id = s.dataset_id"
+                           " WHERE d.name = 'electronic' AND s.split = 'train'").fetchone()[0]
+    assert t["items_per_example"] == round(mean, 2)
+    seed = E.SEEDS["train:fp32"]
+    assert t["tokens"] == int(10 * 4 * seed["tokens_per_unit"] * mean / seed["items_per_unit"])
+    real_db.execute("UPDATE sessions SET n_items = 3 WHERE split = 'train'")
+    assert E.plan(real_db, "train", params)["tokens"] == int(10 * 4 * seed["tokens_per_unit"] * 3 / seed["items_per_unit"])
