@@ -44,6 +44,15 @@ def held_threads(db, *, exclude_job: int | None = None) -> int:
     return int(row[0] or 0)
 
 
+def requested_threads(params: dict) -> int | None:
+    """Threads a job's own options ask for (`--threads`), if any."""
+    for where in (params, params.get("train") or {}):
+        value = where.get("threads") if isinstance(where, dict) else None
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def thread_budget(db=None, *, exclude_job: int | None = None) -> int:
     """Threads this process should use now: the override, else the cores running jobs leave free (>= 1)."""
     override = env_threads()

@@ -26,18 +26,26 @@ from ..machine import cpu_model
 # teacher figures from qwen2.5-coder-1.5b's generations behind the demo slice: thought 567 prompt /
 # 189 completion tokens in 22.6 s; answer 390 / 28 in 7.4 s; rules sessions ~3.5 calls of ~640 / 45
 # in ~8.4 s each). Keys name what the speed is of; `seconds_per_unit` is per call (teacher), per session
-# (eval), per example token (train: via tokens_per_second), per export or per grid cell.
+# (eval), per example token (train: via tokens_per_second), per export or per grid cell. A figure with
+# `threads` is of work that runs on the job's cores (llama.cpp, torch): it was measured with that many
+# threads and is scaled to the threads a job will get (the student's eval benchmark ran on 1, training's on
+# 2; the teacher's generations are assumed to have had both cores, the budget then); `trained_share`: the
+# share of the student's layers a full fine-tune trained (the benchmark: its top 10 of 30);
+# `items_per_unit`: the products per training session the tokens per example were counted on
+# (Electronic train, 6.26): an example's tokens grow with its session's products.
 SEEDS: dict[str, dict[str, float]] = {
-    "distill-thoughts": {"seconds_per_unit": 22.6, "prompt_tokens": 567, "completion_tokens": 189},
-    "distill-rules": {"seconds_per_unit": 8.4, "prompt_tokens": 640, "completion_tokens": 45},
-    "distill-answers": {"seconds_per_unit": 7.4, "prompt_tokens": 390, "completion_tokens": 28},
-    "eval:llm": {"seconds_per_unit": 2.4, "prompt_tokens": 222, "completion_tokens": 24},
-    "eval:teacher": {"seconds_per_unit": 8.0, "prompt_tokens": 390, "completion_tokens": 28},
+    "distill-thoughts": {"seconds_per_unit": 22.6, "prompt_tokens": 567, "completion_tokens": 189, "threads": 2},
+    "distill-rules": {"seconds_per_unit": 8.4, "prompt_tokens": 640, "completion_tokens": 45, "threads": 2},
+    "distill-answers": {"seconds_per_unit": 7.4, "prompt_tokens": 390, "completion_tokens": 28, "threads": 2},
+    "eval:llm": {"seconds_per_unit": 2.4, "prompt_tokens": 222, "completion_tokens": 24, "threads": 1},
+    "eval:teacher": {"seconds_per_unit": 8.0, "prompt_tokens": 390, "completion_tokens": 28, "threads": 2},
     "eval:baseline": {"seconds_per_unit": 0.05},
     "eval:pairwise": {"seconds_per_unit": 0.25},
-    "train:fp32": {"tokens_per_second": 266, "tokens_per_unit": 250},
-    "train:bf16": {"tokens_per_second": 402, "tokens_per_unit": 250},
-    "train:lora": {"tokens_per_second": 165, "tokens_per_unit": 250},
+    "train:fp32": {"tokens_per_second": 266, "tokens_per_unit": 250, "threads": 2, "trained_share": 10 / 30,
+                   "items_per_unit": 6.26},
+    "train:bf16": {"tokens_per_second": 402, "tokens_per_unit": 250, "threads": 2, "trained_share": 10 / 30,
+                   "items_per_unit": 6.26},
+    "train:lora": {"tokens_per_second": 165, "tokens_per_unit": 250, "threads": 2, "items_per_unit": 6.26},
     "export": {"seconds_per_unit": 25.0},
     "embed": {"seconds_per_unit": 0.12},
     # fine-tuning the title encoder (pairwise-tuned), per train session and epoch: 1321 sessions x 2 epochs in
@@ -59,6 +67,11 @@ from there: the runner imports this module and jobs.train imports the runner."""
 TRAIN_DISK_BYTES_PER_PARAM = 19.3
 """Peak disk of a full fine-tune while it runs (checkpoints with optimizer state, best, adapter): 2.6 GB for
 a 4-step run of the 135M default student."""
+TRAIN_LOAD_SECONDS = 20.0
+"""A training job's seconds outside its optimizer steps and validations (loading the student, the examples)."""
+MAX_THREAD_SCALE = 4.0
+"""Threads scale a figure at most this much either way: far beyond the cores it was measured on, memory
+bandwidth, not cores, bounds llama.cpp and torch."""
 
 
 def machine() -> str:
@@ -78,10 +91,13 @@ def speed(db: sqlite_utils.Database, key: str) -> dict[str, Any]:
                      [m, key]).fetchone()
     if row:
         try:
-            return {**json.loads(row[0]), "source": row[1], "samples": row[2]}
+            figures = json.loads(row[0])
+            if row[1] == "benchmark":  # a seed row written before the seed said its threads
+                figures = {**_seed(key), **figures}
+            return {**figures, "source": row[1], "samples": row[2]}
         except (json.JSONDecodeError, TypeError):
             pass
-    seed = SEEDS.get(key) or SEEDS[key.split("|")[0]]
+    seed = _seed(key)
     try:
         with transaction(db):
             db.execute("INSERT OR IGNORE INTO machine_speeds (machine, key, figures, source, samples, updated_at)"
@@ -89,6 +105,54 @@ def speed(db: sqlite_utils.Database, key: str) -> dict[str, Any]:
     except Exception:  # a read-only database still plans
         pass
     return {**seed, "source": "benchmark", "samples": 0}
+
+
+def _seed(key: str) -> dict[str, float]:
+    return SEEDS.get(key) or SEEDS[key.split("|")[0]]
+
+
+def job_threads(db: sqlite_utils.Database, params: dict[str, Any]) -> int:
+    """The threads a job with `params` will run on, as the runner gives them when it starts: its own
+    `--threads`, else the machine's cores that running jobs leave free."""
+    from ..threads import requested_threads, thread_budget
+
+    return requested_threads(params) or thread_budget(db)
+
+
+def thread_scale(fig: dict[str, Any], threads: int) -> float:
+    """How many times longer work of `fig` takes on `threads` than where it was measured (1.0 for a figure
+    of work that does not run on the job's cores: no `threads`)."""
+    measured = fig.get("threads")
+    if not isinstance(measured, (int, float)) or measured <= 0:
+        return 1.0
+    return min(MAX_THREAD_SCALE, max(1 / MAX_THREAD_SCALE, measured / max(1, threads)))
+
+
+def train_flops(trained_share: float, lora: bool = False) -> float:
+    """A training token's work, in forward passes of the student's body: the forward (1), and a backward
+    of twice the forward over the layers a full fine-tune trains (benchmarks/training.py's FLOP count); LoRA
+    sends activation gradients through every layer (1)."""
+    return 1.0 + (1.0 if lora else 2.0 * min(1.0, max(0.0, trained_share)))
+
+
+def _rebase(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """`before`'s speeds as if measured with `after`'s threads, trained share and products per training example,
+    so the two can be blended."""
+    k = 1.0
+    if isinstance(after.get("threads"), (int, float)):
+        k *= thread_scale(before, int(after["threads"]))
+    if isinstance(before.get("trained_share"), (int, float)) and isinstance(after.get("trained_share"), (int, float)):
+        k *= train_flops(after["trained_share"]) / train_flops(before["trained_share"])
+    out = dict(before)
+    if isinstance(out.get("seconds_per_unit"), (int, float)):
+        out["seconds_per_unit"] *= k
+    if isinstance(out.get("tokens_per_second"), (int, float)):
+        out["tokens_per_second"] /= k
+    if all(isinstance(f.get("items_per_unit"), (int, float)) and f["items_per_unit"] > 0 for f in (before, after)) \
+            and isinstance(out.get("tokens_per_unit"), (int, float)):
+        out["tokens_per_unit"] *= after["items_per_unit"] / before["items_per_unit"]
+    out.update({b: after[b] for b in ("threads", "trained_share", "items_per_unit") if b in after})
+    return out
 
 
 BLEND = 0.5
@@ -101,7 +165,7 @@ def set_speed(db: sqlite_utils.Database, key: str, figures: dict[str, float], so
                      [machine(), key]).fetchone()
     if row and row[1] != "benchmark":
         try:
-            before = json.loads(row[0])
+            before = _rebase(json.loads(row[0]), figures)
             figures = {k: BLEND * v + (1 - BLEND) * before[k] if isinstance(before.get(k), (int, float)) else v
                        for k, v in figures.items()}
         except (json.JSONDecodeError, TypeError):
@@ -179,6 +243,8 @@ def plan_distill(db: sqlite_utils.Database, kind: str, params: dict[str, Any]) -
     per_call = fig.get("seconds_per_unit") or ENDPOINT_SECONDS_PER_CALL
     if endpoint and fig["source"] == "benchmark":
         per_call = ENDPOINT_SECONDS_PER_CALL
+    if not endpoint:  # a local teacher answers on the job's cores
+        per_call *= thread_scale(fig, job_threads(db, params))
     seconds = calls * per_call / (cfg.concurrency if endpoint else 1)
     if kind == "distill-rules":
         seconds += CONSOLIDATE_SECONDS
@@ -232,7 +298,9 @@ def plan_eval(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, An
     key, model = _eval_key(db, cfg.method, cfg.model)
     fig = speed(db, key)
     calls = n if model else 0
-    seconds = n * fig["seconds_per_unit"] + _eval_fixed(model)
+    endpoint = model and _teacher_info(db, key.split("|", 1)[1])[0]
+    scale = 1.0 if endpoint else thread_scale(fig, job_threads(db, params))
+    seconds = n * fig["seconds_per_unit"] * scale + _eval_fixed(model)
     basis = [_basis(key, fig)]
     embed = 0
     if cfg.method in EMBEDDING_SPLITS:
@@ -274,14 +342,37 @@ def _params_count(db: sqlite_utils.Database, student: str) -> float:
         return 135e6
 
 
+def _layers(db: sqlite_utils.Database, student: str) -> int | None:
+    """The student's transformer layers, from its GGUF header where its file is here (None otherwise)."""
+    try:
+        from ..llm.gguf import gguf_metadata
+        from ..llm.registry import get_model
+
+        path = get_model(db, student).path
+        layers = gguf_metadata(path).get("layers") if path else None
+        return int(layers) if isinstance(layers, int) and layers > 0 else None
+    except Exception:
+        return None
+
+
+def trained_share(db: sqlite_utils.Database, student: str, top_layers: int | None) -> float | None:
+    """The share of the student's layers a full fine-tune trains (None: top layers of an unknown count)."""
+    if not top_layers:
+        return 1.0
+    layers = _layers(db, student)
+    return min(1.0, top_layers / layers) if layers else None
+
+
 def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, Any]:
     tr, sft = params.get("train") or {}, params.get("sft") or {}
     datasets = list(params.get("datasets") or [])
     student = params.get("student") or "smollm2-135m"
     n_params = _params_count(db, student)
-    examples = 0
+    examples, items = 0, 0.0
     for d in datasets:
-        examples += _sessions(db, d, "train")[0]
+        n, mean_items = _sessions(db, d, "train")
+        examples, items = examples + n, items + n * mean_items
+    items = items / examples if examples else 0.0
     if sft.get("limit"):
         examples = min(examples, int(sft["limit"]))
     examples *= max(1, int(sft.get("orderings") or 1))
@@ -296,10 +387,17 @@ def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, A
     key = f"{key}|{student}"
     fig = speed(db, key)
     tokens_per_example = fig.get("tokens_per_unit", 250)
+    if items and isinstance(fig.get("items_per_unit"), (int, float)) and fig["items_per_unit"] > 0:
+        tokens_per_example *= items / fig["items_per_unit"]  # smaller sessions, shorter examples
     if params.get("knowledge_set") and sft.get("knowledge_in_prompt", True):
         tokens_per_example = max(tokens_per_example, 0.6 * int(tr.get("max_len") or 1024))
     tokens = steps * batch * tokens_per_example
-    seconds = tokens / fig["tokens_per_second"] + 20  # loading the student
+    threads = job_threads(db, params)
+    scale = thread_scale(fig, threads)
+    share = None if lora else trained_share(db, student, tr.get("top_layers"))
+    if share is not None and isinstance(fig.get("trained_share"), (int, float)):
+        scale *= train_flops(share) / train_flops(fig["trained_share"])  # every layer's backward costs
+    seconds = tokens * scale / fig["tokens_per_second"] + TRAIN_LOAD_SECONDS
     basis = [_basis(key, fig)]
     calls = 0
     if tr.get("valid", True):
@@ -310,10 +408,11 @@ def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, A
         ekey = f"eval:llm|{student}"
         efig, xfig = speed(db, ekey), speed(db, "export")
         calls = validations * valid
-        seconds += calls * efig["seconds_per_unit"] + validations * xfig["seconds_per_unit"]
+        seconds += calls * efig["seconds_per_unit"] * thread_scale(efig, threads) + validations * xfig["seconds_per_unit"]
         basis += [_basis(ekey, efig), _basis("export", xfig)]
     disk = n_params * (TRAIN_DISK_BYTES_PER_PARAM if not lora else 2.0)
-    return _out(steps, calls, tokens, 0, seconds, disk, basis, examples=examples, steps=steps)
+    return _out(steps, calls, tokens, 0, seconds, disk, basis, examples=examples, steps=steps,
+                items_per_example=round(items, 2))
 
 
 def plan_export(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, Any]:
@@ -437,9 +536,10 @@ def _refresh(db: sqlite_utils.Database, job: dict[str, Any], actual: dict[str, A
 
         calls = _asked_since(db, job, "job_id = ?", [job["id"]])
         if calls:  # calls this attempt asked itself (answers reused from other jobs, or earlier attempts, cost nothing)
-            key = f"{kind}|{params.get('teacher') or default_teacher()}"
-            set_speed(db, key, {"seconds_per_unit": secs / calls, "prompt_tokens": actual["prompt_tokens"] / calls,
-                                "completion_tokens": actual["completion_tokens"] / calls}, source)
+            teacher = params.get("teacher") or default_teacher()
+            fig = {"seconds_per_unit": secs / calls, "prompt_tokens": actual["prompt_tokens"] / calls,
+                   "completion_tokens": actual["completion_tokens"] / calls}
+            set_speed(db, f"{kind}|{teacher}", {**fig, **_threads_of(db, job, teacher)}, source)
     elif kind == "eval":
         n = result.get("sessions") or actual["units"]
         run = result.get("eval_run_id")
@@ -460,6 +560,8 @@ def _refresh(db: sqlite_utils.Database, job: dict[str, Any], actual: dict[str, A
                 set_speed(db, "embed", {"seconds_per_unit": left / embedded}, source)
                 return
             fig = {"seconds_per_unit": max(secs - _eval_fixed(model), secs / 2) / n}
+            if model:
+                fig.update(_threads_of(db, job, key.split("|", 1)[1]))
             if model and actual["calls"]:
                 fig.update(prompt_tokens=actual["prompt_tokens"] / actual["calls"],
                            completion_tokens=actual["completion_tokens"] / actual["calls"])
@@ -475,8 +577,34 @@ def _refresh(db: sqlite_utils.Database, job: dict[str, Any], actual: dict[str, A
         key = next((b.split(":", 2)[0] + ":" + b.split(":", 2)[1] for b in est.get("basis", [])[:1]), None)
         valid_s = sum((v.get("seconds") or 0) for v in (result.get("valid") or []) if isinstance(v, dict))
         train_s = max(1.0, (result.get("seconds") or secs) - valid_s)
+        # the optimizer steps' own time where the run logged it: the plan adds loading on its own
+        # (its elapsed time includes the validations before that step)
+        stepped = db.execute("SELECT step, tokens, elapsed FROM train_metrics WHERE run_id = ? AND tokens > 0"
+                             " AND elapsed > 0 ORDER BY step DESC LIMIT 1", [result.get("run_id")]).fetchone()
+        if stepped:
+            before = sum((v.get("seconds") or 0) for v in (result.get("valid") or [])
+                         if isinstance(v, dict) and isinstance(v.get("step"), int) and v["step"] < stepped[0])
+            train_s = max(1.0, stepped[2] - before)
+        tokens_per_second = (stepped[1] if stepped else result["tokens"]) / train_s
         if key:
-            batch = int((params.get("train") or {}).get("batch_size") or 4) * \
-                int((params.get("train") or {}).get("grad_accum") or 1)
-            set_speed(db, key, {"tokens_per_second": result["tokens"] / train_s,
-                                "tokens_per_unit": result["tokens"] / (result["steps"] * batch)}, source)
+            tr = params.get("train") or {}
+            batch = int(tr.get("batch_size") or 4) * int(tr.get("grad_accum") or 1)
+            fig = {"tokens_per_second": tokens_per_second, "tokens_per_unit": result["tokens"] / (result["steps"] * batch)}
+            if isinstance(job.get("threads"), int) and job["threads"] > 0:
+                fig["threads"] = job["threads"]
+            items = (job.get("estimate") or {}).get("items_per_example")
+            if isinstance(items, (int, float)) and items > 0:
+                fig["items_per_unit"] = items
+            if not key.startswith("train:lora"):
+                share = trained_share(db, params.get("student") or "smollm2-135m", tr.get("top_layers"))
+                if share is not None:
+                    fig["trained_share"] = share
+            set_speed(db, key, fig, source)
+
+
+def _threads_of(db: sqlite_utils.Database, job: dict[str, Any], model: str) -> dict[str, int]:
+    """{"threads": the job's} for a figure of a local model's answers ({} for an endpoint's: not this machine's cores)."""
+    threads = job.get("threads")
+    if not isinstance(threads, int) or threads < 1 or _teacher_info(db, model)[0]:
+        return {}
+    return {"threads": threads}

@@ -28,7 +28,7 @@ from ...store.db import open_db, transaction
 from ..errors import KdError, NotFound
 from ..knowledge.formats import DISTILLED
 from ..progress import JobCancelled, now, poll_stop
-from ..threads import THREADS_ENV, thread_budget
+from ..threads import THREADS_ENV, requested_threads, thread_budget
 
 # kind -> "module:function", imported only when a job of that kind runs (keeps torch out of the CLI).
 JOB_KINDS: dict[str, str] = {
@@ -161,15 +161,6 @@ def start_job(db_path: str | os.PathLike, job_id: int) -> int:
         # Only record the pid if the worker has not already claimed the job itself.
         db.execute("UPDATE jobs SET pid = ? WHERE id = ? AND status = 'queued'", [proc.pid, job_id])
     return proc.pid
-
-
-def requested_threads(params: dict[str, Any]) -> int | None:
-    """Threads a job's own options ask for (`--threads`), if any."""
-    for where in (params, params.get("train") or {}):
-        value = where.get("threads") if isinstance(where, dict) else None
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def run_job(db_path: str | os.PathLike, job_id: int) -> str:

@@ -66,6 +66,7 @@ def _metadata(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
         # a one-pass student's heads (llm.onepass): only their version here, the heads are read where served
         "onepass": ONEPASS_VERSION if reader.get_field(HEADS_KEY) is not None else None,
         "family": val("general.architecture"),
+        "layers": val(f"{val('general.architecture')}.block_count"),
         "params": val("general.size_label"),
         "quant": quant,
         "chat_template": val("tokenizer.chat_template") is not None,

@@ -237,23 +237,15 @@ def _local_output(folder: Path, remote_output: str | None) -> Path | None:
     return None
 
 
-def _json_object(text: Any, where: str) -> dict[str, Any]:
+def _json_value(text: Any, kind: type, where: str) -> Any:
+    """`text` parsed as JSON, which must be a `kind` (dict or list; empty text is an empty one): a remote.db is
+    written elsewhere, so anything else is refused in one line naming `where`."""
     try:
-        value = json.loads(text or "{}")
+        value = json.loads(text or ("{}" if kind is dict else "[]"))
     except (TypeError, ValueError, RecursionError):
         raise InputError(f"{where} is not JSON") from None
-    if not isinstance(value, dict):
-        raise InputError(f"{where} is not a JSON object")
-    return value
-
-
-def _json_list(text: Any, where: str) -> list[Any]:
-    try:
-        value = json.loads(text or "[]")
-    except (TypeError, ValueError, RecursionError):
-        raise InputError(f"{where} is not JSON") from None
-    if not isinstance(value, list):
-        raise InputError(f"{where} is not a JSON list")
+    if not isinstance(value, kind):
+        raise InputError(f"{where} is not a JSON {'object' if kind is dict else 'list'}")
     return value
 
 
@@ -310,8 +302,8 @@ def import_run(db: sqlite_utils.Database, folder: str | os.PathLike) -> dict[str
         raise InputError(f"{folder}: the remote run is done but its adapter is missing "
                          f"(expected {folder / REMOTE_OUTPUT / ADAPTER_DIR}): copy the whole folder back")
 
-    config = _json_object(remote["config"], f"{folder / REMOTE_DB}: the run's config")
-    _json_list(remote["datasets"], f"{folder / REMOTE_DB}: the run's datasets")
+    config = _json_value(remote["config"], dict, f"{folder / REMOTE_DB}: the run's config")
+    _json_value(remote["datasets"], list, f"{folder / REMOTE_DB}: the run's datasets")
     config.update(student=manifest.get("student") or config.get("student"), output_dir=str(output))
     if manifest.get("student_source"):
         config["student_source"] = manifest["student_source"]

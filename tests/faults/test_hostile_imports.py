@@ -285,6 +285,21 @@ def test_train_import_of_a_config_that_is_not_a_json_object_is_one_line(tmp_path
     assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM train_runs").fetchone()[0] == 0
 
 
+@pytest.mark.parametrize("text, kind, message", [
+    ("{not json", dict, "config is not JSON"), ("[1, 2]", dict, "config is not a JSON object"),
+    ('{"a": 1}', list, "config is not a JSON list"), (None, list, None), ("", dict, None)])
+def test_a_remote_runs_json_fields_are_checked_by_one_helper(text, kind, message):
+    """The run's config (an object) and datasets (a list) in a remote.db: refused in one line naming the field."""
+    from kdbundle.engine.errors import InputError
+    from kdbundle.engine.student.remote import _json_value
+
+    if message is None:
+        assert _json_value(text, kind, "the run's config") == kind()
+        return
+    with pytest.raises(InputError, match=message):
+        _json_value(text, kind, "the run's config")
+
+
 def test_train_import_of_a_manifest_or_numbers_that_are_wrong_is_one_line(tmp_path, db, dump):
     folder = _prepared(tmp_path / "prep")
     before = dump(db)

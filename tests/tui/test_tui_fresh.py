@@ -5,25 +5,22 @@ from __future__ import annotations
 import json
 
 from textual.widgets import DataTable, Select, Static
-from tui_support import demo_db, run, run_eval_job, wait_for
+from tui_support import run, run_eval_job, wait_for
 
 from kdbundle.engine.browse import model_name
 from kdbundle.engine.data.importers import import_dataset
 from kdbundle.store import open_db
-from kdbundle.tui.app import KdApp
 from kdbundle.tui.jobs import fmt_rate
 from kdbundle.tui.results import ResultsScreen
 
 
-def test_a_dataset_imported_by_another_process_reaches_the_pickers_and_header(tmp_path):
-    path = demo_db(tmp_path / "kd.db")
+def test_a_dataset_imported_by_another_process_reaches_the_pickers_and_header(tmp_path, demo_path, open_screen):
+    path = demo_path
     carts = tmp_path / "shop.jsonl"
     carts.write_text("\n".join(json.dumps({"items": [{"title": f"a{i}"}, {"title": f"b{i}"}]}) for i in range(7)))
 
     async def scenario():
-        app = KdApp(path, poll_seconds=0.2)
-        async with app.run_test(size=(100, 30)) as pilot:
-            screen = app.screen
+        async with open_screen(path, poll_seconds=0.2) as (app, pilot, screen):
             select = screen.query_one("#dataset", Select)
             await wait_for(pilot, lambda: select.value == "demo-clothing", what="the first dataset")
             other = open_db(path)  # the CLI, in another process as far as the app can tell
@@ -41,10 +38,10 @@ def test_a_dataset_imported_by_another_process_reaches_the_pickers_and_header(tm
     run(scenario())
 
 
-def test_results_name_models_mark_failures_and_draw_from_zero(tmp_path):
+def test_results_name_models_mark_failures_and_draw_from_zero(demo_path, open_screen):
     assert model_name("/home/u/.local/share/kdbundle/runs/run3/model-q8_0.gguf") == "run3/model-q8_0"
     assert model_name("smollm2-135m-run1-q8_0") == "smollm2-135m-run1-q8_0"
-    path = demo_db(tmp_path / "kd.db")
+    path = demo_path
     run_eval_job(path, dataset="demo-clothing", split="test", method="whole-session", limit=1)
     db = open_db(path)
     db.execute("UPDATE eval_runs SET metrics = json_set(metrics, '$.strict_f1', 0.0)")
@@ -54,10 +51,7 @@ def test_results_name_models_mark_failures_and_draw_from_zero(tmp_path):
     db.conn.close()
 
     async def scenario():
-        app = KdApp(path)
-        async with app.run_test(size=(140, 30)) as pilot:
-            await pilot.press("6")
-            screen = app.screen
+        async with open_screen(path, "6", size=(140, 30)) as (app, pilot, screen):
             assert isinstance(screen, ResultsScreen)
             table = screen.query_one("#runs", DataTable)
             await wait_for(pilot, lambda: table.row_count == 2, what="two runs")
@@ -74,8 +68,9 @@ def test_results_name_models_mark_failures_and_draw_from_zero(tmp_path):
     run(scenario())
 
 
-def test_a_screenshot_without_a_downloads_folder_goes_to_the_current_directory(tmp_path, monkeypatch):
-    path = demo_db(tmp_path / "kd.db")
+def test_a_screenshot_without_a_downloads_folder_goes_to_the_current_directory(tmp_path, monkeypatch, demo_path,
+                                                                                open_screen):
+    path = demo_path
     home, here = tmp_path / "home", tmp_path / "here"
     home.mkdir()
     here.mkdir()
@@ -84,9 +79,8 @@ def test_a_screenshot_without_a_downloads_folder_goes_to_the_current_directory(t
     monkeypatch.chdir(here)
 
     async def scenario():
-        app = KdApp(path)
         said = []
-        async with app.run_test(size=(100, 30)) as pilot:
+        async with open_screen(path) as (app, pilot, _):
             app.notify = lambda text, **kw: said.append(text)
             saved = app.deliver_screenshot()
             await pilot.pause(0.1)

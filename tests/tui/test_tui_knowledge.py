@@ -5,22 +5,18 @@ import datetime as _dt
 import json
 
 from textual.widgets import DataTable, Markdown, Select, TabbedContent
-from tui_support import demo_db, run, wait_for
+from tui_support import run, wait_for
 
 from kdbundle.engine import browse
 from kdbundle.store import open_db
-from kdbundle.tui.app import KdApp
 from kdbundle.tui.knowledge import KnowledgeScreen, ProvenanceScreen
 
 
-def test_mine_sort_and_open_provenance(tmp_path):
-    path = demo_db(tmp_path / "kd.db")
+def test_mine_sort_and_open_provenance(demo_path, open_screen):
+    path = demo_path
 
     async def scenario():
-        app = KdApp(path)
-        async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.press("2")
-            screen = app.screen
+        async with open_screen(path, "2") as (app, pilot, screen):
             assert isinstance(screen, KnowledgeScreen)
             await wait_for(pilot, lambda: screen.dataset == "demo-clothing", what="dataset picked")
             table = screen.query_one("#patterns", DataTable)
@@ -58,9 +54,9 @@ def test_mine_sort_and_open_provenance(tmp_path):
     assert db.execute("SELECT COUNT(*) FROM knowledge WHERE kind = 'pattern'").fetchone()[0] > 0
 
 
-def test_rules_thoughts_and_sets_tabs_show_stored_records(tmp_path):
+def test_rules_thoughts_and_sets_tabs_show_stored_records(demo_path, open_screen):
     """Records as the distillation recipe stores them: the tabs list them with provenance and status."""
-    path = demo_db(tmp_path / "kd.db")
+    path = demo_path
     db = open_db(path)
     ds = db.execute("SELECT id FROM datasets WHERE name = 'demo-clothing'").fetchone()[0]
     sid, src = db.execute("SELECT id, source_id FROM sessions WHERE dataset_id = ? ORDER BY id LIMIT 1", [ds]).fetchone()
@@ -89,10 +85,7 @@ def test_rules_thoughts_and_sets_tabs_show_stored_records(tmp_path):
     db.conn.close()
 
     async def scenario():
-        app = KdApp(path)
-        async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.press("2")
-            screen = app.screen
+        async with open_screen(path, "2") as (app, pilot, screen):
             rules = screen.query_one("#rules", DataTable)
             await wait_for(pilot, lambda: rules.row_count == 1, what="rule listed")
             tabs = screen.query_one("#k-tabs", TabbedContent)
@@ -127,7 +120,7 @@ def test_rules_thoughts_and_sets_tabs_show_stored_records(tmp_path):
     assert [s.counts for s in browse.knowledge_sets(open_db(path))] == [{"rule": 1}]
 
 
-def test_review_a_thought_and_a_rule_with_keys_then_the_next_set_follows(tmp_path):
+def test_review_a_thought_and_a_rule_with_keys_then_the_next_set_follows(tmp_path, open_screen):
     """x rejects the highlighted thought, e edits the highlighted rule; each review is a new record with the
     reviewer (the old one kept, superseded), and the next knowledge set skips the rejected thought and
     takes the edited rule text."""
@@ -143,10 +136,7 @@ def test_review_a_thought_and_a_rule_with_keys_then_the_next_set_follows(tmp_pat
     db.conn.close()
 
     async def scenario():
-        app = KdApp(path)
-        async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.press("2")
-            screen = app.screen
+        async with open_screen(path, "2") as (app, pilot, screen):
             await wait_for(pilot, lambda: screen.dataset, what="dataset")
             screen.query_one("#k-dataset", Select).value = "demo-electronic"
             await wait_for(pilot, lambda: screen.dataset == "demo-electronic" and {"rule", "thought"} <= screen.loaded

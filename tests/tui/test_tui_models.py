@@ -4,18 +4,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from textual.widgets import DataTable, Select
-from tui_support import demo_db, run, wait_for
+from tui_support import run, wait_for
 
 from kdbundle.engine.llm import registry
 from kdbundle.store import open_db
-from kdbundle.tui.app import KdApp
 from kdbundle.tui.base import ConfirmScreen
 from kdbundle.tui.launch import LaunchScreen
 from kdbundle.tui.models import ModelsScreen
 
 
-def test_registry_listed_delete_with_confirmation(tmp_path):
-    path = demo_db(tmp_path / "kd.db")
+def test_registry_listed_delete_with_confirmation(demo_path, open_screen):
+    path = demo_path
     db = open_db(path)
     smol = registry.model_file(db, registry.get_model(db, "smollm2-135m"))
     registry.add_local(db, "my-student", smol)  # a user's own file: the registry entry goes, the file stays
@@ -23,10 +22,7 @@ def test_registry_listed_delete_with_confirmation(tmp_path):
     db.conn.close()
 
     async def scenario():
-        app = KdApp(path)
-        async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.press("4")
-            screen = app.screen
+        async with open_screen(path, "4") as (app, pilot, screen):
             assert isinstance(screen, ModelsScreen)
             table = screen.query_one("#models", DataTable)
             await wait_for(pilot, lambda: table.row_count == len(names), what="models listed")
@@ -74,9 +70,9 @@ def test_registry_listed_delete_with_confirmation(tmp_path):
     assert Path(smol).is_file(), "a user's own GGUF file is never deleted"
 
 
-def test_f_prunes_finished_runs_after_saying_how_much(tmp_path):
+def test_f_prunes_finished_runs_after_saying_how_much(tmp_path, demo_path, open_screen):
     """The Models screen frees what `kdbundle runs prune` frees (one function), after a question with the size."""
-    path = demo_db(tmp_path / "kd.db")
+    path = demo_path
     out = tmp_path / "run-1"
     for sub in ("checkpoint-2", "adapter"):
         (out / sub).mkdir(parents=True)
@@ -88,9 +84,7 @@ def test_f_prunes_finished_runs_after_saying_how_much(tmp_path):
     db.conn.close()
 
     async def scenario():
-        app = KdApp(path)
-        async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.press("4")
+        async with open_screen(path, "4") as (app, pilot, _):
             await pilot.press("f")
             confirm = await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen, what="question")
             assert "Free 1.9MB of run 1" in confirm.question and "adapters" in confirm.question

@@ -4,15 +4,14 @@ from __future__ import annotations
 import json
 
 from textual.widgets import DataTable, Markdown, Select
-from tui_support import demo_db, run, run_eval_job, wait_for
+from tui_support import run, run_eval_job, wait_for
 
 from kdbundle.store import open_db
-from kdbundle.tui.app import KdApp
 from kdbundle.tui.results import ResultsScreen
 
 
-def test_eval_runs_table_metric_switch_and_reports(tmp_path):
-    path = demo_db(tmp_path / "kd.db")
+def test_eval_runs_table_metric_switch_and_reports(demo_path, open_screen):
+    path = demo_path
     run_eval_job(path, dataset="demo-clothing", split="test", method="patterns")
     run_eval_job(path, dataset="demo-clothing", split="test", method="whole-session")
     run_eval_job(path, dataset="demo-electronics", split="test", method="whole-session")
@@ -22,10 +21,7 @@ def test_eval_runs_table_metric_switch_and_reports(tmp_path):
     db.conn.close()
 
     async def scenario():
-        app = KdApp(path)
-        async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.press("6")
-            screen = app.screen
+        async with open_screen(path, "6") as (app, pilot, screen):
             assert isinstance(screen, ResultsScreen)
             table = screen.query_one("#runs", DataTable)
             await wait_for(pilot, lambda: table.row_count == 3, what="three runs")
@@ -55,12 +51,12 @@ def test_eval_runs_table_metric_switch_and_reports(tmp_path):
     run(scenario())
 
 
-def test_the_newest_experiment_report_shows_and_opens_in_the_system_viewer(tmp_path):
+def test_the_newest_experiment_report_shows_and_opens_in_the_system_viewer(tmp_path, demo_path, open_screen):
     from kdbundle.engine.evaluation.experiment import ExperimentConfig
     from kdbundle.engine.evaluation.report import write_report
     from kdbundle.engine.jobs.experiment import run_experiment
 
-    path = demo_db(tmp_path / "kd.db")
+    path = demo_path
     db = open_db(path)
     cfg = ExperimentConfig.from_dict({"name": "refs", "datasets": ["demo-clothing"], "limit": 4,
                                       "baselines": ["whole-session", "embedding-clusters"]})
@@ -69,12 +65,9 @@ def test_the_newest_experiment_report_shows_and_opens_in_the_system_viewer(tmp_p
     db.conn.close()
 
     async def scenario():
-        app = KdApp(path)
         opened = []
-        app.open_url = lambda url, **kw: opened.append(url)  # the system's viewer, not launched in a test
-        async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.press("6")
-            screen = app.screen
+        async with open_screen(path, "6") as (app, pilot, screen):
+            app.open_url = lambda url, **kw: opened.append(url)  # the system's viewer, not launched in a test
             await wait_for(pilot, lambda: screen.reports, what="the report listed")
             await pilot.press("e")
             text = screen.query_one("#report", Markdown)
@@ -86,10 +79,10 @@ def test_the_newest_experiment_report_shows_and_opens_in_the_system_viewer(tmp_p
     run(scenario())
 
 
-def test_the_filter_starts_on_the_newest_real_dataset_and_the_table_spans_the_screen(tmp_path):
+def test_the_filter_starts_on_the_newest_real_dataset_and_the_table_spans_the_screen(tmp_path, demo_path, open_screen):
     from kdbundle.engine.data.importers import import_dataset
 
-    path = demo_db(tmp_path / "kd.db")
+    path = demo_path
     lines = [{"id": f"s{i}", "items": [{"title": f"charger {i}"}, {"title": f"cable {i}"}, {"title": f"case {i}"}],
               "bundles": [{"items": [1, 2], "intent": "charge"}], "split": "test"} for i in range(4)]
     shop = tmp_path / "shop.jsonl"
@@ -101,10 +94,7 @@ def test_the_filter_starts_on_the_newest_real_dataset_and_the_table_spans_the_sc
     run_eval_job(path, dataset="demo-clothing", split="test", method="whole-session")  # newer, but the demo's
 
     async def scenario():
-        app = KdApp(path)
-        async with app.run_test(size=(120, 30)) as pilot:
-            await pilot.press("6")
-            screen = app.screen
+        async with open_screen(path, "6", size=(120, 30)) as (app, pilot, screen):
             table = screen.query_one("#runs", DataTable)
             await wait_for(pilot, lambda: table.row_count == 1, what="the real dataset's run only")
             assert screen.query_one("#r-dataset", Select).value == "shop"
