@@ -39,8 +39,9 @@ PANELS = ("recipe", "data", "knowledge", "optimisation", "validation", "output")
 
 
 @app.command("train", epilog="Examples:\n\n"
-             "  kdbundle train --dataset electronic --max-steps 200\n\n"
-             "  kdbundle train --dataset electronic --formats rules,thoughts --epochs 2 --detach")
+             "  kdbundle train --dataset electronic --also clothing    (the one-pass student, as measured)\n\n"
+             "  kdbundle train --dataset electronic --recipe letters --group-hints --title-max 60\n\n"
+             "  kdbundle train --dataset electronic --recipe paper --formats rules,thoughts --detach")
 @config_options(TrainConfig, SftDataConfig, panel="recipe", panels=PANELS)
 def train_cmd(
     ctx: typer.Context,

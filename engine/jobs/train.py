@@ -59,7 +59,8 @@ def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tup
                **options: Any) -> dict[str, Any]:
     """The "train" job's parameters from the user's options (the CLI and the TUI form both call this).
 
-    `options` are TrainConfig / SftDataConfig fields; one left out takes the dataclass's default.
+    `options` are TrainConfig / SftDataConfig fields; one left out takes the dataclass's default, and one whose
+    default is the recipe's choice (None) takes the recipe's value (student.config.RECIPE_DEFAULTS).
     """
     train = {k: v for k, v in options.items() if k not in SFT_OPTIONS}
     from_dict(TrainConfig, train, "training option")  # an unknown option fails here, before any knowledge set is made
@@ -75,7 +76,18 @@ def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tup
     }
     cfg = train_config(params)  # bad options fail here, in one line, before a job exists
     check_train_config(cfg)
-    sft_config(params, cfg).check()
+    data = sft_config(params, cfg)
+    data.check()
+    if cfg.recipe == "onepass":  # what only a letters student reads would be silently ignored
+        letters_only = [flag for flag, on in (("--knowledge-set/--formats", data.knowledge_set),
+                                              ("--group-hints", data.group_hints), ("--hints", data.hints),
+                                              ("--prompt full", data.prompt != "compact"),
+                                              ("--answer json", data.answer != "letters")) if on]
+        if letters_only:
+            raise InputError(f"{', '.join(letters_only)} apply to the letters student, not the one-pass one "
+                             "(the default): add --recipe letters")
+    # The job records what it trains: its recipe's choices filled in (a preset named as the recipe it trains).
+    params["train"] = {k: getattr(cfg, k) for k in TRAIN_OPTIONS}
     return params
 
 

@@ -59,18 +59,18 @@ def test_a_group_hint_run_records_the_pair_model_whoever_creates_it(db):
 
     load_demo(db)
     data = SftDataConfig([DATASET], group_hints=True, prompt="compact", answer="letters", title_max=50)
-    run_id, _, existed = find_or_create_run(db, TrainConfig(max_steps=1), data)
+    run_id, _, existed = find_or_create_run(db, TrainConfig(recipe="letters", max_steps=1), data)
     assert not existed and data.pair_model is not None
     recorded = json.loads(db.execute("SELECT config FROM train_runs WHERE id = ?", [run_id]).fetchone()[0])
     assert PromptSpec.from_dict(recorded["prompt_spec"]).groups == data.pair_model
     # A run recorded without it (before the fix) is not reused: it gives up its key and the inputs train anew.
     recorded["prompt_spec"].pop("groups")
     db.execute("UPDATE train_runs SET config = ? WHERE id = ?", [json.dumps(recorded), run_id])
-    again, key, existed = find_or_create_run(db, TrainConfig(max_steps=1), SftDataConfig(
+    again, key, existed = find_or_create_run(db, TrainConfig(recipe="letters", max_steps=1), SftDataConfig(
         [DATASET], group_hints=True, prompt="compact", answer="letters", title_max=50))
     assert not existed and again != run_id
     assert db.execute("SELECT key FROM train_runs WHERE id = ?", [run_id]).fetchone()[0] is None
-    assert find_or_create_run(db, TrainConfig(max_steps=1), data)[:2] == (again, key)  # the new one is kept
+    assert find_or_create_run(db, TrainConfig(recipe="letters", max_steps=1), data)[:2] == (again, key)  # the new one is kept
 
 
 
@@ -110,7 +110,7 @@ def test_more_orderings_show_each_session_shuffled_with_its_answer_and_hint_move
     assert moved > len(sessions)  # most copies really are shuffled
     assert reordered(sessions[0], 1) == reordered(sessions[0], 1)  # seeded
     base = SftDataConfig([DATASET], group_hints=True, title_max=50)
-    assert run_key(db, TrainConfig(), base) != run_key(db, TrainConfig(), replace(base, orderings=2))
+    assert run_key(db, TrainConfig(recipe="letters"), base) != run_key(db, TrainConfig(recipe="letters"), replace(base, orderings=2))
     with pytest.raises(InputError, match="orderings must be 1 to"):
         SftDataConfig([DATASET], orderings=0).check()
 
@@ -125,7 +125,7 @@ def test_a_group_hint_student_carries_its_pair_model_into_the_gguf_and_is_served
         assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
         return json.loads(result.stdout[result.stdout.index("{"):])
 
-    out = run("train", "--dataset", DATASET, "--group-hints", "--max-steps", "1", "--batch", "2", "--limit", "4",
+    out = run("train", "--dataset", DATASET, "--recipe", "letters", "--group-hints", "--max-steps", "1", "--batch", "2", "--limit", "4",
               "--threads", "1", "--top-layers", "1", "--no-valid", "--json")
     db = open_db(path)
     config = json.loads(db.execute("SELECT config FROM train_runs WHERE id = ?", [out["run_id"]]).fetchone()[0])
