@@ -81,6 +81,7 @@ def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tup
     if cfg.recipe == "onepass":  # what only a letters student reads would be silently ignored
         letters_only = [flag for flag, on in (("--knowledge-set/--formats", data.knowledge_set),
                                               ("--group-hints", data.group_hints), ("--hints", data.hints),
+                                              ("--title-max", data.title_max is not None),
                                               ("--prompt full", data.prompt != "compact"),
                                               ("--answer json", data.answer != "letters")) if on]
         if letters_only:
