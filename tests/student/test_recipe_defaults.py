@@ -134,3 +134,11 @@ def test_eval_and_generate_mean_one_thing_by_an_unset_weight(tmp_path):
     assert served_hint_weight(db, replace(cfg, hint_weight=0.0)) == 0.0
     assert served_hint_weight(db, replace(cfg, model="heads")) is None
     assert served_hint_weight(db, replace(cfg, model="heads", hint_weight=3.0)) is None
+
+
+def test_prepare_says_it_trains_letters_students(db, tmp_path):
+    from kdbundle.engine.student.remote import prepare_run
+
+    with pytest.raises(InputError, match="--prepare trains letters students.*--recipe letters"):
+        prepare_run(db, job_params(db, dataset="electronic"), tmp_path / "prep")
+    assert not (tmp_path / "prep").exists()
