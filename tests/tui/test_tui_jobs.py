@@ -311,8 +311,16 @@ def test_the_training_form_starts_from_the_real_defaults(tmp_path):
             assert not form.query_one("#row-rank").display and not form.query_one("#row-alpha").display
             sent = parse_form("train", form.values(), form.shown())
             assert not {"lr", "epochs", "batch_size", "method"} & set(sent), sent
+            form.query_one("#f-recipe", Select).value = "paper"  # the paper's setting: LoRA, one epoch
+            await wait_for(pilot, lambda: form.query_one("#f-method", Select).value == "lora", what="paper: LoRA")
+            await wait_for(pilot, lambda: form.query_one("#row-rank").display, what="paper: LoRA rank shown")
+            assert float(lr.value) == RECIPE_DEFAULTS["paper"]["lr"]
+            assert float(form.query_one("#f-epochs", Input).value) == RECIPE_DEFAULTS["paper"]["epochs"]
+            sent = parse_form("train", form.values(), form.shown())
+            assert sent["recipe"] == "paper" and not {"lr", "epochs", "batch_size", "method"} & set(sent), sent
             form.query_one("#f-recipe", Select).value = "letters"
             await wait_for(pilot, lambda: form.query_one("#row-method").display, what="letters: method shown")
+            await wait_for(pilot, lambda: form.query_one("#f-method", Select).value == "auto", what="letters: auto")
             await wait_for(pilot, lambda: float(lr.value) == LR_DEFAULT["full"], what="letters' learning rate")
             assert form.query_one("#f-method", Select).value == "auto"
             assert float(lr.value) == LR_DEFAULT["full"], "smollm2-135m (135M) is fully fine-tuned by auto"
