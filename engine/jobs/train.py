@@ -216,7 +216,7 @@ def choose_hint_weight(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDat
                 except EvalStopped:
                     if ctx:
                         ctx.log("hint weight: stopped before every weight was scored; none chosen")
-                    return None, {str(k): v for k, v in scores.items()}
+                    return None, {f"{k:g}": v for k, v in scores.items()}
             n = sum(r["sessions"] for r in runs) or 1
             scores[w] = sum((r.get("strict_f1") or 0.0) * r["sessions"] for r in runs) / n
             if ctx:
