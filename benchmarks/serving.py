@@ -76,7 +76,7 @@ def serve_while_training(db_path: str, gguf: str, limit: int) -> dict[str, Any]:
     from kdbundle.store import open_db
 
     kd = str(Path(sys.executable).with_name("kdbundle"))
-    out = subprocess.run([kd, "--db", db_path, "train", "--dataset", DATASET, "--limit", "64", "--max-steps", "400",
+    out = subprocess.run([kd, "--db", db_path, "train", "--dataset", DATASET, "--recipe", "letters", "--limit", "64", "--max-steps", "400",
                           "--no-valid", "--top-layers", "10", "--batch", "8", "--title-max", "60", "--detach"],
                          capture_output=True, text=True, check=True)
     job_id = int(out.stdout.strip().splitlines()[-1])

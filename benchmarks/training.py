@@ -47,7 +47,7 @@ def train_steps(db_path: str, student: str, overrides: dict, steps: int, threads
     from kdbundle.store import open_db
 
     db = open_db(db_path)
-    cfg = TrainConfig(student=student, max_steps=steps, batch_size=BATCH, max_len=MAX_LEN, save_steps=10_000,
+    cfg = TrainConfig(student=student, recipe="letters", max_steps=steps, batch_size=BATCH, max_len=MAX_LEN, save_steps=10_000,
                       threads=threads, output_dir=out_dir, seed=0, valid=False, **overrides)
     every = _examples(db)
     result = train(db, cfg, every[: steps * BATCH])

@@ -102,6 +102,13 @@ def defaults(cls: type) -> dict[str, Any]:
     return out
 
 
+def shown_default(cls: type, name: str) -> str | None:
+    """How a field's default shows where other options decide it (a config's `shown_default(name)` hook, e.g. the
+    recipe's choice of TrainConfig); None: the field's own default shows."""
+    hook = getattr(cls, "shown_default", None)
+    return hook(name) if hook is not None else None
+
+
 def help_text(cls: type, name: str) -> str:
     return field_docs(cls).get(name, "")
 
@@ -140,11 +147,12 @@ def from_dict(cls: type, data: dict[str, Any], what: str, *, only: typing.Iterab
     return cls(**{**data, **fixed})
 
 
-def changed(cfg: Any, *, keep: typing.Iterable[str] = ()) -> dict[str, Any]:
+def changed(cfg: Any, *, keep: typing.Iterable[str] = (), was: dict[str, Any] | None = None) -> dict[str, Any]:
     """The identity of a config: its fields, less those that say they are not (Show.identity), and less those
     at their default unless named in `keep` (an option added later leaves the identities of earlier runs as
-    they were; `keep` lists the fields identities always held)."""
-    keep, at_default = set(keep), defaults(type(cfg))
+    they were; `keep` lists the fields identities always held). `was`: the default a field had when identities
+    began leaving it out, for a field whose default changed since (the keys of earlier runs stay what they were)."""
+    keep, at_default = set(keep), {**defaults(type(cfg)), **(was or {})}
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
             if show(f).identity and (f.name in keep or f.name not in at_default
                                      or getattr(cfg, f.name) != at_default[f.name])}

@@ -21,7 +21,7 @@ from ..engine.knowledge.distill import DistillConfig
 from ..engine.knowledge.formats import DISTILLED
 from ..engine.knowledge.sampling import STRATEGIES
 from ..engine.llm.catalogue import DEFAULT_STUDENT, DEFAULT_TEACHER
-from ..engine.student.config import FULL_MAX_PARAMS, LR_DEFAULT, RECIPES, TrainConfig
+from ..engine.student.config import FULL_MAX_PARAMS, LR_DEFAULT, PRESETS, RECIPE_DEFAULTS, RECIPES, TrainConfig, recipe_default
 from ..engine.student.config import METHODS as TRAIN_METHODS
 from ..engine.student.export import ExportConfig
 from ..engine.student.gguf_write import QUANTS
@@ -75,12 +75,15 @@ def config_fields(cls: type, sources: dict[str, str] | None = None,
     return tuple(out)
 
 
+LETTERS_RECIPES = tuple(r for r in (*RECIPES, *PRESETS) if r != "onepass")
+"""The recipe choices that train a generative (letters) student: the options of its trainer apply to them only."""
 TRAIN_TWEAKS: dict[str, dict[str, Any]] = {
-    "recipe": {"choices": RECIPES},
-    "method": {"choices": TRAIN_METHODS},
+    # the recipe's choices (student.config.RECIPE_DEFAULTS): shown filled in, sent as unset when left so
+    **{name: {"implied": True} for name in RECIPE_DEFAULTS["onepass"]},
+    "recipe": {"choices": (*RECIPES, *PRESETS)},
+    "method": {"choices": TRAIN_METHODS, "when": ("recipe", LETTERS_RECIPES), "implied": True},
     "rank": {"when": ("method", ("lora", "auto"))},
     "alpha": {"when": ("method", ("lora", "auto"))},
-    "lr": {"implied": True},
 }
 
 
@@ -138,7 +141,9 @@ def condition_values(kind: str, values: dict[str, str], sizes: dict[str, str] | 
     """The values `when` conditions read: a train job's method `auto` becomes what training will choose for
     the student (full fine-tuning up to FULL_MAX_PARAMS, LoRA above), where the registry knows its size."""
     out = dict(values)
-    if kind == "train" and out.get("method") == "auto":
+    if kind == "train" and out.get("recipe") == "onepass":  # it fine-tunes its top layers: no LoRA to set
+        out["method"] = "full"
+    if kind == "train" and out.get("method") in ("auto", ""):
         n = model_params((sizes or {}).get(out.get("student") or ""))
         if n is not None:
             out["method"] = "full" if n <= FULL_MAX_PARAMS else "lora"
@@ -154,11 +159,12 @@ def applies(f: FormField, shown: dict[str, str]) -> bool:
 
 def default_value(f: FormField, shown: dict[str, str]) -> str:
     """A field's default given the form's other values (`shown`, from condition_values)."""
-    if f.name == "lr":  # TrainConfig's, else the resolved method's (LR_DEFAULT: what training uses)
-        value = config.default(TrainConfig, "lr")
-        if value is None:
+    if f.implied and f.name in RECIPE_DEFAULTS["onepass"]:  # the chosen recipe's (student.config.RECIPE_DEFAULTS)
+        recipe = shown.get("recipe") or config.default(TrainConfig, "recipe")
+        value = recipe_default(recipe if recipe in RECIPE_DEFAULTS else None, f.name)
+        if f.name == "lr" and value is None:  # the resolved method's (LR_DEFAULT: what training uses)
             value = LR_DEFAULT.get(shown.get("method") or "", LR_DEFAULT["lora"])  # auto, size unknown: LoRA's
-        return str(value)
+        return "" if value is None else str(value)
     return f.default
 
 
@@ -351,9 +357,11 @@ class LaunchScreen(WorkerErrors, ModalScreen[tuple[str, dict[str, Any]] | None])
             if f.when:
                 rows.first().display = applies(f, shown)
             if f.implied:  # follows the fields it depends on until the user types over it
-                box = self.query_one(f"#f-{f.name}", Input)
-                if box.value in ("", self._implied.get(f.name)) and f.name not in self.defaults:
-                    box.value = self._implied[f.name] = default_value(f, shown)
+                box = self.query_one(f"#f-{f.name}")
+                now = "" if getattr(box, "value", None) is Select.NULL else str(box.value)
+                if now in ("", self._implied.get(f.name)) and f.name not in self.defaults:
+                    value = self._implied[f.name] = default_value(f, shown)
+                    box.value = value if value or isinstance(box, Input) else Select.NULL
 
     def values(self) -> dict[str, str]:
         out = {}

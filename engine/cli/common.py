@@ -123,9 +123,10 @@ def _typer_option(cls: type, f: Any, panel: str | None, help: str | None = None)
     value = config.default(cls, f.name)
     flags = show.flags or (f"--{f.name.replace('_', '-')}" + (f"/--no-{f.name.replace('_', '-')}"
                                                                if isinstance(value, bool) else ""),)
+    shown = config.shown_default(cls, f.name)  # e.g. the recipe's choice, where the field's own default is None
     return typer.Option(value, *flags, help=help or show.help or config.help_text(cls, f.name),
                         rich_help_panel=(show.panel or panel or "").capitalize() or None,
-                        show_default=not flags[0].startswith(" /"))
+                        show_default=shown if shown is not None else not flags[0].startswith(" /"))
 
 
 def _panel_rank(p: inspect.Parameter, panels: tuple[str, ...]) -> int:

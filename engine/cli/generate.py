@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from ..config import help_text
 from ..data.leak import resolve_fields
 from ..data.sessions import dataset_id, load_sessions
 from ..errors import InputError, NotFound
@@ -42,6 +43,7 @@ def generate_cmd(
     stream: bool = typer.Option(False, "--stream", help="Show the raw answer as it is generated."),
     fields: Optional[str] = typer.Option(None, "--fields", help="titles | titles+categories (default: the dataset's; "
                                          "titles where its categories leak the answer)."),
+    hint_weight: Optional[float] = typer.Option(None, "--hint-weight", help=help_text(GenerateConfig, "hint_weight")),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Generate bundles with a model; the generation is logged."""
@@ -50,10 +52,12 @@ def generate_cmd(
     if session is not None and not dataset:
         raise InputError("--session needs --dataset NAME")
     db = ready_db(ctx)
+    if hint_weight is not None and not 0 <= hint_weight <= 100:
+        raise InputError(f"hint weight must be in [0, 100], got {hint_weight}")
     s = _find_session(db, dataset, session) if session is not None else typed_session(split_products(items))
     shown = resolve_fields(db, dataset, fields) if dataset else check_fields(fields or "titles+categories")
     gen = BundleGenerator(db, GenerateConfig(model=model, max_tokens=max_tokens, temperature=temperature, seed=seed,
-                                             fields=shown))
+                                             fields=shown, hint_weight=hint_weight))
     on_token = (lambda t: (sys.stderr.write(t), sys.stderr.flush())) if stream and not as_json else None
     r = gen.generate(s, purpose="generate", on_token=on_token)
     if on_token:
@@ -65,7 +69,8 @@ def generate_cmd(
                 "intent": b.intent} for b in r.bundles]
     if as_json:
         print_json({"model": r.model, "session": s.source_id, "dataset": s.dataset, "bundles": bundles,
-                    "errors": r.errors, "raw": r.raw, "generation_id": r.generation_id, **timing})
+                    "errors": r.errors, "raw": r.raw, "generation_id": r.generation_id,
+                    "hint_weight": None if gen.onepass is not None else gen.hint_weight, **timing})
         return
     t = Table(title=f"{r.model} on {'session ' + s.source_id if s.source_id else 'typed products'} ({s.n} products)")
     t.add_column("#", justify="right")

@@ -39,8 +39,9 @@ PANELS = ("recipe", "data", "knowledge", "optimisation", "validation", "output")
 
 
 @app.command("train", epilog="Examples:\n\n"
-             "  kdbundle train --dataset electronic --max-steps 200\n\n"
-             "  kdbundle train --dataset electronic --formats rules,thoughts --epochs 2 --detach")
+             "  kdbundle train --dataset electronic --also clothing    (the one-pass student, as measured)\n\n"
+             "  kdbundle train --dataset electronic --recipe letters --group-hints --title-max 60\n\n"
+             "  kdbundle train --dataset electronic --recipe paper --formats rules,thoughts --detach")
 @config_options(TrainConfig, SftDataConfig, panel="recipe", panels=PANELS)
 def train_cmd(
     ctx: typer.Context,
@@ -58,7 +59,8 @@ def train_cmd(
     detach: bool = typer.Option(False, "--detach", help="Start in the background; print the job id.",
                                 rich_help_panel="Output"),
     as_json: bool = typer.Option(False, "--json", rich_help_panel="Output",
-                                 help="Print one JSON object (run_id, steps, final_loss, seconds, best_step, valid)."),
+                                 help="Print one JSON object (run_id, steps, final_loss, seconds, best_step, valid, "
+                                      "valid_sessions, hint_weight)."),
     plan: bool = typer.Option(False, "--plan", help=PLAN_HELP, rich_help_panel="Output"),
     options: dict[str, Any] | None = None,
 ):
@@ -94,6 +96,9 @@ def train_cmd(
         mark = " <- kept" if v["step"] == out.get("best_step") else ""
         console.print(f"  valid at step {v['step']}: strict P {v.get('strict_precision') or 0:.3f}, "
                       f"strict F1 {v.get('strict_f1') or 0:.3f}, collapse {v.get('collapse_rate') or 0:.2f}{mark}")
+    if out.get("hint_weight") is not None:
+        console.print(f"  hint weight {out['hint_weight']:g} chosen on valid (its export carries it; "
+                      "eval --hint-weight overrides)")
     console.print(f"export it: kdbundle export {out['run_id']}")
 
 

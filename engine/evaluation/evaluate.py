@@ -81,7 +81,8 @@ class EvalConfig:
     (None: structured where the answer format has a structured decoder)."""
     hint_weight: float | None = None
     """llm, structured decoding of a group-hint student: weight of its carried pair model beside the student at
-    each product decision (None or 0: the student alone). Choose it on valid."""
+    each product decision (0: the student alone; None: the weight the student carries, chosen on valid after its
+    training, else none)."""
     workers: int | None = None
     """llm on a local model: sessions answered at once, each worker a process with its share of the
     threads (None: one worker per thread of the budget, the faster way on this machine; 1: one process)."""
@@ -370,6 +371,10 @@ def _evaluate_run(db: sqlite_utils.Database, cfg: EvalConfig, sessions: list[Ses
         params = {"min_support": cfg.min_support}
     if params is None and cfg.method == "llm":
         params = {"model": cfg.model, "utilization": cfg.utilization, "knowledge_set": cfg.knowledge_set}
+    if cfg.method == "llm" and isinstance(params, dict) and "hint_weight" not in params:
+        from .llm_predictor import served_hint_weight  # (a run stored before params said it gets it too)
+
+        params = {**params, "hint_weight": served_hint_weight(db, cfg)}
     _check_dataset(db, cfg.dataset, dataset)
     metrics = summarize(db, run_id, sessions, cfg)
     metrics.update(fields=fields, leaky=coverage.leak and fields == "titles+categories", params=params)

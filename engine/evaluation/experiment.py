@@ -55,8 +55,8 @@ from ..knowledge.formats import FORMAT_NAMES, get_format
 from ..knowledge.icl import ICL_K
 from ..knowledge.sampling import STRATEGIES
 from ..llm.catalogue import DEFAULT_STUDENT
-from ..student.config import TrainConfig
-from ..types import WITH_KNOWLEDGE, check_fields
+from ..student.config import TrainConfig, resolved
+from ..types import FINE_TUNED, WITH_KNOWLEDGE, check_fields
 from .evaluate import BASELINES, UTILIZATIONS
 
 GRID_KEYS = ("formats", "utilization", "strategy", "ratio", "seed", "pool", "also")
@@ -144,8 +144,11 @@ class ExperimentConfig:
         cfg = cls(**data)
         if cfg.fields is not None:
             check_fields(cfg.fields)
-        cfg.cells()  # validates the grid now, not halfway through a run
-        TrainConfig(**{k: v for k, v in cfg.train.items()})
+        cells = cfg.cells()  # validates the grid now, not halfway through a run
+        tcfg = resolved(TrainConfig(**{k: v for k, v in cfg.train.items()}))
+        if tcfg.recipe != "letters" and any(c.method == "llm" and c.utilization in FINE_TUNED for c in cells):
+            raise InputError(f'{where}: a grid trains letters students (the paper\'s questions are about their '
+                             f'prompts): add recipe = "letters" to [train], not {tcfg.recipe}')
         return cfg
 
     def cells(self) -> list[Cell]:

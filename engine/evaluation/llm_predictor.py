@@ -74,11 +74,21 @@ def llm_prompt_spec(db: sqlite_utils.Database, cfg) -> PromptSpec:
 
 
 
+def served_hint_weight(db: sqlite_utils.Database, cfg) -> float | None:
+    """The hint weight an llm evaluation serves its model with: the one asked for, else the one the student carries
+    (chosen on valid after training), else None (the student alone; always for a one-pass student, which has no
+    letters to fuse a hint into)."""
+    trained = model_config(db, cfg.model or DEFAULT_STUDENT)
+    if trained.get("onepass"):
+        return None
+    return cfg.hint_weight if cfg.hint_weight is not None else trained.get("hint_weight")
+
+
 def make_llm_predictor(db: sqlite_utils.Database, cfg, *, max_tokens: int | None = None) -> LLMPredictor:
     """A predictor for `evaluate.EvalConfig` `cfg` (method llm)."""
     gen_cfg = GenerateConfig(model=cfg.model or DEFAULT_STUDENT, seed=cfg.seed, fields=cfg.fields,
                              decoding=getattr(cfg, "decoding", None) or "structured",
-                             hint_weight=getattr(cfg, "hint_weight", None) or 0.0,
+                             hint_weight=cfg.hint_weight,  # None: the student's carried weight, else none
                              spec=llm_prompt_spec(db, cfg))
     if max_tokens:
         gen_cfg.max_tokens = max_tokens

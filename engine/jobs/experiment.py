@@ -28,7 +28,7 @@ from ..knowledge.sampling import SampleConfig
 from ..knowledge.sets import create_set
 from ..machine import describe
 from ..progress import JobCancelled, Progress, now
-from ..student.config import TrainConfig
+from ..student.config import TrainConfig, resolved
 from ..student.examples import SftDataConfig, build_examples, tokenizer_counter
 from ..student.export import ExportConfig, export_or_reuse
 from ..student.recipe import train
@@ -153,6 +153,13 @@ def run_cell(db: sqlite_utils.Database, cfg: ExperimentConfig, c: Cell, *, ctx: 
             result = train(db, tcfg, examples, run_id=run_id, should_stop=should_stop)
             if result.status != "done":
                 raise JobCancelled()
+            if data.group_hints and resolved(tcfg).valid and result.adapter_dir:  # as a train job does
+                from .train import carry_hint_weight, choose_hint_weight
+
+                weight, scores = choose_hint_weight(db, tcfg, data, Path(result.adapter_dir))
+                if weight is not None:
+                    carry_hint_weight(db, run_id, weight, scores)
+                    log(f"hint weight {weight:g} chosen on valid for run {run_id}")
         train_seconds = db.execute("SELECT seconds FROM train_runs WHERE id = ?", [run_id]).fetchone()[0]
         model = export_or_reuse(db, run_id, ExportConfig(quant=cfg.quant))["model"]
     utilization = c.utilization if c.method == "llm" else "zero-shot"

@@ -32,7 +32,7 @@ from ..student.config import TrainConfig, check_train_config
 from ..student.examples import SftDataConfig, build_examples, student_pair_model
 from ..student.export import write_gguf
 from ..student.recipe import ADAPTER_DIR, train
-from ..student.runs import find_or_create_run, get_run, sft_config, token_counter, train_config
+from ..student.runs import find_or_create_run, get_run, sft_config, token_counter, train_config, update_run
 from ..student.selection import CANDIDATE_DIR, valid_curve
 from ..student.weights import resolve_student
 from .runner import JobContext
@@ -59,7 +59,8 @@ def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tup
                **options: Any) -> dict[str, Any]:
     """The "train" job's parameters from the user's options (the CLI and the TUI form both call this).
 
-    `options` are TrainConfig / SftDataConfig fields; one left out takes the dataclass's default.
+    `options` are TrainConfig / SftDataConfig fields; one left out takes the dataclass's default, and one whose
+    default is the recipe's choice (None) takes the recipe's value (student.config.RECIPE_DEFAULTS).
     """
     train = {k: v for k, v in options.items() if k not in SFT_OPTIONS}
     from_dict(TrainConfig, train, "training option")  # an unknown option fails here, before any knowledge set is made
@@ -75,7 +76,19 @@ def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tup
     }
     cfg = train_config(params)  # bad options fail here, in one line, before a job exists
     check_train_config(cfg)
-    sft_config(params, cfg).check()
+    data = sft_config(params, cfg)
+    data.check()
+    if cfg.recipe == "onepass":  # what only a letters student reads would be silently ignored
+        letters_only = [flag for flag, on in (("--knowledge-set/--formats", data.knowledge_set),
+                                              ("--group-hints", data.group_hints), ("--hints", data.hints),
+                                              ("--title-max", data.title_max is not None),
+                                              ("--prompt full", data.prompt != "compact"),
+                                              ("--answer json", data.answer != "letters")) if on]
+        if letters_only:
+            raise InputError(f"{', '.join(letters_only)} apply to the letters student, not the one-pass one "
+                             "(the default): add --recipe letters")
+    # The job records what it trains: its recipe's choices filled in (a preset named as the recipe it trains).
+    params["train"] = {k: getattr(cfg, k) for k in TRAIN_OPTIONS}
     return params
 
 
@@ -172,6 +185,56 @@ def make_validator(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataCon
     return validate
 
 
+HINT_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
+"""The hint weights a group-hint student is scored with on valid after training (llm.structured's fused decoder):
+the best strict F1 is carried (ties: the smaller weight). Measured on the E+C group-hint student: 2 on valid,
+strict P 0.285 -> 0.410 on Electronic test."""
+
+
+def choose_hint_weight(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig, weights: Path,
+                       ctx: JobContext | None = None) -> tuple[float | None, dict[str, float]]:
+    """(the hint weight whose fused decoding scores the best strict F1 on valid, {weight: strict F1}) for a group-hint
+    student's finished weights, scored exactly as `kdbundle eval --hint-weight W` scores it (each dataset's valid
+    split, pooled by session; a short run's seeded sample); (None, scores so far) when the job is stopped meanwhile."""
+    student = resolve_student(cfg.student, db)
+    spec, limit = data.spec, valid_limit(cfg)
+    utilization = "icl+sft" if data.knowledge_set and data.knowledge_in_prompt else "sft"
+    gguf = weights.parent / f"hint-weights-{time.time_ns()}.gguf"
+    write_gguf(student, weights, gguf, quant="q8_0", carried=training_carried(
+        {"prompt_spec": spec.to_dict(), "icl_k": data.icl_k(), "max_len": data.max_len}))
+    scores: dict[float, float] = {}
+    try:
+        for w in HINT_WEIGHTS:
+            runs = []
+            for d in data.datasets:
+                ecfg = EvalConfig(dataset=d, split="valid", method="llm", model=str(gguf), utilization=utilization,
+                                  knowledge_set=data.knowledge_set if utilization == "icl+sft" else None,
+                                  fields=data.fields, k=data.icl_k(), limit=limit, seed=cfg.seed, hint_weight=w,
+                                  job_id=ctx.job_id if ctx else None)
+                try:
+                    runs.append(evaluate(db, ecfg, should_stop=ctx.should_stop if ctx else None))
+                except EvalStopped:
+                    if ctx:
+                        ctx.log("hint weight: stopped before every weight was scored; none chosen")
+                    return None, {f"{k:g}": v for k, v in scores.items()}
+            n = sum(r["sessions"] for r in runs) or 1
+            scores[w] = sum((r.get("strict_f1") or 0.0) * r["sessions"] for r in runs) / n
+            if ctx:
+                p = sum((r.get("strict_precision") or 0.0) * r["sessions"] for r in runs) / n
+                ctx.log(f"hint weight {w:g}: valid strict P {p:.3f} F1 {scores[w]:.3f} on {n} sessions")
+    finally:
+        unload_llama(gguf)
+        gguf.unlink(missing_ok=True)
+    best = max(HINT_WEIGHTS, key=lambda w: (scores[w], -w))
+    return best, {f"{k:g}": v for k, v in scores.items()}
+
+
+def carry_hint_weight(db: sqlite_utils.Database, run_id: int, weight: float | None, scores: dict[str, float]) -> None:
+    """The chosen hint weight into the run's row, where export reads what its student carries (llm.gguf)."""
+    run = get_run(db, run_id)
+    update_run(db, run_id, config=json.dumps({**run["config"], "hint_weight": weight, "hint_weights_valid": scores}))
+
+
 def run_train_job(ctx: JobContext) -> dict[str, Any]:
     db, params = ctx.db, ctx.params
     if not params.get("knowledge_set") and params.get("formats"):
@@ -188,13 +251,19 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
     if status == "done":
         run = get_run(db, run_id)
         if (Path(run["output_dir"] or "") / ADAPTER_DIR).is_dir():
+            if data.group_hints and cfg.valid and "hint_weight" not in run["config"]:  # finished before weights were
+                weight, scores = choose_hint_weight(db, cfg, data, Path(run["output_dir"]) / ADAPTER_DIR, ctx)  # chosen
+                if weight is not None:
+                    carry_hint_weight(db, run_id, weight, scores)
+                    run = get_run(db, run_id)
             ctx.progress(run["steps"], run["steps"])
             return {"run_id": run_id, "status": "done", "steps": run["steps"], "final_loss": run["final_loss"],
                     "best_step": run.get("best_step"), "valid": valid_curve(db, run_id),
                     "seconds": run["seconds"], "output_dir": run["output_dir"],
                     "adapter_dir": str(Path(run["output_dir"]) / ADAPTER_DIR), "key": key, "reused": True,
                     "knowledge_set": data.knowledge_set, "datasets": data.datasets,
-                    "knowledge_review": reviewed_count(db, data.knowledge_set)}
+                    "knowledge_review": reviewed_count(db, data.knowledge_set),
+                    "hint_weight": run["config"].get("hint_weight"), "valid_sessions": valid_sessions(db, cfg, data)}
     if cfg.recipe == "onepass":
         return _run_onepass(ctx, cfg, data, run_id, key)
     examples, stats = build_examples(db, data, count_tokens=token_counter(cfg, db) if data.knowledge_set else None)
@@ -216,14 +285,26 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
             shutil.rmtree(p, ignore_errors=True)
         if gone:
             ctx.log(f"freed {freed / 1e6:.0f} MB: {', '.join(p.name for p in gone)} (a finished run needs no checkpoint)")
-    valid_sessions = None
-    if cfg.valid:
-        valid_sessions = sum(min(len(load_sessions(db, d, "valid", with_bundles_only=True)), valid_limit(cfg) or 10**9)
-                             for d in data.datasets)
+    hint_weight, weights = None, {}
+    if result.status == "done" and data.group_hints and cfg.valid and result.adapter_dir:
+        # The student's pair model also counts beside it at each decision (the fused decoder); how much, valid says.
+        hint_weight, weights = choose_hint_weight(db, cfg, data, Path(result.adapter_dir), ctx)
+        if hint_weight is not None:
+            carry_hint_weight(db, run_id, hint_weight, weights)
+            ctx.log(f"hint weight {hint_weight:g} chosen on valid (strict F1 {weights[f'{hint_weight:g}']:.3f}); "
+                    "the exported student carries it")
     return {**asdict(result), "key": key, "reused": False, "knowledge_set": data.knowledge_set,
-            "datasets": data.datasets, "example_stats": stats.to_dict(), "valid_sessions": valid_sessions,
-            "knowledge_review": review,
+            "datasets": data.datasets, "example_stats": stats.to_dict(), "valid_sessions": valid_sessions(db, cfg, data),
+            "knowledge_review": review, "hint_weight": hint_weight, "hint_weights_valid": weights or None,
             "disk_bytes": disk_bytes(result.output_dir)}
+
+
+def valid_sessions(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig) -> int | None:
+    """How many valid sessions each validation of the run scores (a short run's sample; None without validation)."""
+    if not cfg.valid:
+        return None
+    limit = valid_limit(cfg) if cfg.recipe == "letters" else None  # a one-pass student validates on the whole split
+    return sum(min(len(load_sessions(db, d, "valid", with_bundles_only=True)), limit or 10**9) for d in data.datasets)
 
 
 def _run_onepass(ctx: JobContext, cfg: TrainConfig, data: SftDataConfig, run_id: int, key: str) -> dict[str, Any]:
@@ -236,11 +317,9 @@ def _run_onepass(ctx: JobContext, cfg: TrainConfig, data: SftDataConfig, run_id:
     result = train_onepass(ctx.db, cfg, data.datasets, run_id=run_id, should_stop=ctx.should_stop, on_step=on_step,
                            log=ctx.log)
     ctx.progress(result.steps, result.steps if result.status == "done" else None)
-    valid_sessions = (sum(len(load_sessions(ctx.db, d, "valid", with_bundles_only=True)) for d in data.datasets)
-                      if cfg.valid else None)
     return {**asdict(result), "key": key, "reused": False, "knowledge_set": None, "datasets": data.datasets,
-            "example_stats": {"sessions": result.examples}, "valid_sessions": valid_sessions,
-            "disk_bytes": disk_bytes(result.output_dir), "hint_weight": None}
+            "example_stats": {"sessions": result.examples}, "valid_sessions": valid_sessions(ctx.db, cfg, data),
+            "disk_bytes": disk_bytes(result.output_dir), "hint_weight": None}  # no letters to fuse a hint into
 
 
 def prunable(output_dir: str | None, status: str) -> list[Path]:

@@ -57,9 +57,10 @@ class GenerateConfig:
     decoding: str = "structured"
     """structured: answers with a structured decoder (the letters answer) are decoded by it on llama.cpp,
     one call per product and no grammar (llm.structured) | grammar: always the grammar (DECODINGS)."""
-    hint_weight: float = 0.0
+    hint_weight: float | None = None
     """Structured decoding of a group-hint student: how much its carried pair model's probabilities
-    count beside the student's own at each product decision (0: the student alone). Choose it on valid."""
+    count beside the student's own at each product decision (0: the student alone; None: the weight the student
+    carries, chosen on valid after its training, else none)."""
     fields: str = "titles"
     """What the prompt shows of each product: titles | titles+categories (types.FIELDS)."""
     intents: bool = True
@@ -174,6 +175,8 @@ class BundleGenerator:
         # A student trained with knowledge in its prompts had them fitted into its training token limit: fitted
         # the same way here, its prompt holds the knowledge it learned with (llm.gguf.MAX_LEN_KEY).
         self.trained_max_len = trained.get("max_len")
+        # The hint weight in use: the one asked for, else the one the student carries (None: the student alone).
+        self.hint_weight = self.cfg.hint_weight if self.cfg.hint_weight is not None else trained.get("hint_weight")
         self.answer = get_answer(self.spec.answer)
         if self.cfg.decoding not in DECODINGS:
             raise InputError(f"unknown decoding {self.cfg.decoding!r} (known: {', '.join(DECODINGS)})")
@@ -190,8 +193,8 @@ class BundleGenerator:
         # `decodes`: the backend says it runs decoders (a stand-in backend without the attribute runs none)
         if self.cfg.decoding != "structured" or decoder is None or not getattr(self.backend, "decodes", False):
             return None
-        if self.cfg.hint_weight and self.spec.groups is not None and session is not None:
-            return decoder(n, session_pairs(self.db, session, self.spec.groups), self.cfg.hint_weight)
+        if self.hint_weight and self.spec.groups is not None and session is not None:
+            return decoder(n, session_pairs(self.db, session, self.spec.groups), self.hint_weight)
         return decoder(n)
 
     def prompt(self, session: Session, knowledge: PromptKnowledge | None = None) -> Prompt:
@@ -239,7 +242,7 @@ class BundleGenerator:
                 **params.to_dict(), **self.backend.describe(), "prompt_version": self.spec.version, "style": self.style,
                 "prompt_spec": self.spec.to_dict(),
                 "fields": self.cfg.fields,
-                "hint_weight": self.cfg.hint_weight or None,
+                "hint_weight": self.hint_weight,
                 "constraint": (decoder.name if decoder is not None
                                else "grammar" if self.cfg.strict_grammar or prompt.schema is None else "schema"),
                 "knowledge": prompt.knowledge.summary() if prompt.knowledge else None,

@@ -23,9 +23,15 @@ the same way, so the student sees the knowledge it learned with, not a longer pr
 COUNTS = {"icl_k": (ICL_K_KEY, range(1, 65)), "max_len": (MAX_LEN_KEY, range(16, (1 << 20) + 1))}
 """The carried counts (a model's `config` key -> its GGUF metadata key, a decimal string there, and the values
 accepted: a header is data, and an icl_k of 10**12 with a max_len of 10**20 once had fit_prompt run for minutes)."""
+HINT_WEIGHT_KEY = "kdbundle.hint_weight"
+"""GGUF metadata key of the hint weight a group-hint student was given on valid after training (a decimal string;
+absent for a student without one): the weight its carried pair model counts with beside the student at each product
+decision, so `eval`, `generate` and the arena serve it fused as chosen, by name or by bare path."""
+HINT_WEIGHT_MAX = 100.0
+"""The largest hint weight accepted (as `eval --hint-weight` accepts)."""
 SPEC_MAX_CHARS = 100_000
 """Longest prompt spec accepted from a header (a real one, with a pair model, is under 1,000 characters)."""
-CARRIED = ("prompt_spec", *COUNTS, "onepass")
+CARRIED = ("prompt_spec", *COUNTS, "onepass", "hint_weight")
 """What a student's file and registry entry carry about its training (a model's `config` keys)."""
 
 
@@ -92,7 +98,17 @@ def _carried_fields(path: str, val) -> dict[str, Any]:
         if raw is not None:
             text = raw if isinstance(raw, str) else str(raw)
             out[key] = int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else text
+    raw = val(HINT_WEIGHT_KEY)
+    if raw is not None:
+        out["hint_weight"] = _decimal(raw if isinstance(raw, str) else str(raw))
     return check_carried(out, f"{path}: metadata")
+
+
+def _decimal(text: str) -> float | str:
+    """A plain decimal number's value ("2", "0.5"), else the text itself (check_carried refuses it, naming the key):
+    no exponents, signs, "nan" or "inf", which float() would take."""
+    digits = text.replace(".", "", 1)
+    return float(text) if text.isascii() and digits.isdigit() and len(text) <= 24 else text
 
 
 def check_carried(config: dict[str, Any], where: str) -> dict[str, Any]:
@@ -108,6 +124,9 @@ def check_carried(config: dict[str, Any], where: str) -> dict[str, Any]:
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v not in allowed):
             raise KdError(f"{where} {meta_key} must be a whole number {allowed.start}..{allowed.stop - 1} "
                           f"(got {str(v)[:24]!r})")
+    w = config.get("hint_weight")
+    if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= HINT_WEIGHT_MAX):
+        raise KdError(f"{where} {HINT_WEIGHT_KEY} must be a number 0..{HINT_WEIGHT_MAX:g} (got {str(w)[:24]!r})")
     if config.get("onepass") not in (None, ONEPASS_VERSION):
         raise KdError(f"{where} one-pass heads are {str(config['onepass'])[:24]!r}; this kdbundle reads {ONEPASS_VERSION}")
     return config
@@ -120,12 +139,16 @@ def carried_config(meta: dict[str, Any]) -> dict[str, Any]:
 
 def training_carried(run_config: dict[str, Any]) -> dict[str, Any]:
     """What a training run's student carries: its prompt spec; its worked examples per prompt and token limit only
-    where its prompts held knowledge (without knowledge a prompt is never cut)."""
+    where its prompts held knowledge (without knowledge a prompt is never cut); the hint weight chosen for it on
+    valid, where one was."""
     out = {"prompt_spec": run_config.get("prompt_spec"), "icl_k": run_config.get("icl_k"),
            "onepass": run_config.get("onepass")}
     if out["icl_k"]:
         out["max_len"] = run_config.get("max_len")
-    return {k: v for k, v in out.items() if v}
+    out = {k: v for k, v in out.items() if v}
+    if run_config.get("hint_weight") is not None:  # chosen on valid after training; 0 is a choice too
+        out["hint_weight"] = float(run_config["hint_weight"])
+    return out
 
 
 def carried_metadata(carried: dict[str, Any]) -> dict[str, str]:
@@ -139,6 +162,8 @@ def carried_metadata(carried: dict[str, Any]) -> dict[str, str]:
     for key, (meta_key, _) in COUNTS.items():
         if carried.get(key):
             out[meta_key] = str(int(carried[key]))
+    if carried.get("hint_weight") is not None:
+        out[HINT_WEIGHT_KEY] = f"{float(carried['hint_weight']):.6f}".rstrip("0").rstrip(".")
     return out
 
 

@@ -27,6 +27,7 @@ from ..llm.onepass import HEADS_FILE, Heads
 from ..llm.onepass import VERSION as ONEPASS_VERSION
 from ..progress import now as _now
 from ..threads import thread_budget
+from .config import resolved
 from .onepass import FitConfig, choose_decoder, fit, heads_from_module, score_sessions
 from .recipe import ADAPTER_DIR, TrainResult
 from .runs import get_run, runs_dir
@@ -34,8 +35,6 @@ from .runs import update_run as _update_run
 from .weights import load_model, load_tokenizer, resolve_student
 
 CHECKPOINT = "checkpoint-epoch"
-TOP_LAYERS = 10
-LR = 1e-4
 
 
 def _best_so_far(db, run_id: int, folder: Path) -> dict[str, Any]:
@@ -54,9 +53,10 @@ def _best_so_far(db, run_id: int, folder: Path) -> dict[str, Any]:
 
 
 def fit_config(cfg) -> FitConfig:
-    """The one-pass recipe's settings from a TrainConfig (its own defaults where the run left them unset)."""
-    epochs = int(round(cfg.epochs)) if cfg.epochs else 2
-    return FitConfig(top_layers=cfg.top_layers or TOP_LAYERS, lr=cfg.lr or LR, epochs=max(1, epochs),
+    """The one-pass recipe's settings from a TrainConfig, resolved (the recipe's values where the run left them
+    unset: student.config.RECIPE_DEFAULTS)."""
+    cfg = resolved(cfg)
+    return FitConfig(top_layers=cfg.top_layers, lr=cfg.lr, epochs=max(1, int(round(cfg.epochs))),
                      batch=cfg.batch_size, seed=cfg.seed, bf16=cfg.precision == "bf16")
 
 

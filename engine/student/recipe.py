@@ -1,7 +1,7 @@
 """Recipe: supervised fine-tuning of a student on chat examples (Hugging Face Trainer; LoRA via peft,
 or full fine-tuning for small students).
 
-    result = train(db, TrainConfig(student="smollm2-135m", max_steps=200), examples, validate=fn)
+    result = train(db, TrainConfig(student="smollm2-135m", recipe="letters", max_steps=200), examples, validate=fn)
 
 Each example is {"messages": [...]} whose last message is the assistant's answer; the loss is on
 the answer's tokens only (see student.encoding), and logits are computed only where an answer token
@@ -42,7 +42,7 @@ from ..machine import has_native_bf16
 from ..progress import now
 from ..threads import Yielder, thread_budget
 from .callbacks import checkpoint_step, elapsed_at, last_checkpoint, metrics_callback
-from .config import FULL_MAX_PARAMS, LR_DEFAULT, TrainConfig, check_train_config
+from .config import FULL_MAX_PARAMS, LR_DEFAULT, TrainConfig, check_train_config, resolved
 from .encoding import check_example, encode_examples
 from .runs import create_run, get_run, runs_dir, update_run
 from .selection import BEST_DIR, selection_callback, valid_curve
@@ -93,6 +93,10 @@ def train(db, cfg: TrainConfig, examples: Sequence[dict], *, run_id: int | None 
     rank, world = process_rank()
     writer = rank == 0 and db is not None
     check_train_config(cfg)
+    cfg = resolved(cfg)  # the recipe's choices where cfg leaves them unset
+    if cfg.recipe != "letters":
+        raise InputError(f"this trains letters students; recipe {cfg.recipe} trains through its own job "
+                         "(kdbundle train --recipe onepass)")
     if not examples:
         raise InputError("no training examples")
     for i, example in enumerate(examples):  # before any row is written: bad input changes nothing

@@ -108,6 +108,8 @@ def prepare_run(db: sqlite_utils.Database, params: dict[str, Any], out_dir: str 
         raise InputError(f"{out} already exists and is not an empty folder: choose a new one")
     cfg = train_config(params)
     check_train_config(cfg)
+    if cfg.recipe != "letters":  # the remote entry point (student.train) runs the letters trainer
+        raise InputError(f"--prepare trains letters students, not recipe {cfg.recipe}: add --recipe letters")
     data = sft_config(params, cfg)
     data.check()
     key = run_key(db, cfg, data)

@@ -21,7 +21,7 @@ from ..config import changed, from_dict, option_names
 from ..errors import InputError, NotFound
 from ..files import runs_dir  # noqa: F401  (re-exported: the recipes import it from here)
 from ..progress import now
-from .config import TrainConfig
+from .config import TrainConfig, resolved
 from .examples import SftDataConfig, student_pair_model, tokenizer_counter
 from .weights import load_tokenizer, resolve_student
 
@@ -36,12 +36,19 @@ _KEYED_ALWAYS = {
     "sft": ("split", "knowledge_in_prompt", "thoughts", "k", "max_len", "limit", "fields", "prompt", "answer",
             "title_max", "hints", "group_hints"),
 }
+# Fields whose default changed since run keys left them out at it: compared against the default they had then
+# (`recipe` was "letters" until the one-pass student won; a onepass run's key always named its recipe).
+_KEYED_DEFAULTS = {"train": {"recipe": "letters"}}
 
 
 def train_config(params: dict[str, Any]) -> TrainConfig:
-    """The run's TrainConfig from a train job's params (student at the top, the rest under "train")."""
+    """The run's TrainConfig from a train job's params (student at the top, the rest under "train"), resolved (its
+    recipe's choices filled in: student.config.resolved)."""
     student = {"student": params["student"]} if params.get("student") else {}
-    return from_dict(TrainConfig, dict(params.get("train") or {}), "training option", **student)
+    train = dict(params.get("train") or {})
+    if train and "recipe" not in train:  # params recorded before runs had recipes: every such run trained letters
+        train["recipe"] = "letters"
+    return resolved(from_dict(TrainConfig, train, "training option", **student))
 
 
 def sft_config(params: dict[str, Any], cfg: TrainConfig) -> SftDataConfig:
@@ -58,7 +65,9 @@ def run_key(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig) ->
 
 
 def run_identity(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfig) -> dict[str, Any]:
-    """The inputs of a training run that its key hashes."""
+    """The inputs of a training run that its key hashes (of `cfg` resolved: a recipe's choice left unset and the
+    same value given are one run)."""
+    cfg = resolved(cfg)
     student = resolve_student(cfg.student, db)
     src = student.gguf_path
     ident: dict[str, Any] = {
@@ -69,7 +78,7 @@ def run_identity(db: sqlite_utils.Database, cfg: TrainConfig, data: SftDataConfi
         # pair_model is fitted from the datasets above (its floats may differ in the last bits elsewhere)
         # the datasets and the knowledge set are in the key by their identities (above, below)
         "sft": changed(data, keep=_KEYED_ALWAYS["sft"]),
-        "train": changed(cfg, keep=_KEYED_ALWAYS["train"]),
+        "train": changed(cfg, keep=_KEYED_ALWAYS["train"], was=_KEYED_DEFAULTS["train"]),
     }
     if data.knowledge_set:
         row = db.execute("SELECT id, created_at FROM knowledge_sets WHERE name = ?", [data.knowledge_set]).fetchone()
@@ -114,6 +123,7 @@ def create_run(db, cfg: TrainConfig, *, datasets: Sequence[str] = (), knowledge_
                key: str | None = None, job_id: int | None = None, extra: dict | None = None) -> int:
     """Insert the `train_runs` row for a run about to start; returns its id. `extra` goes into its
     config beside TrainConfig's fields (the prompt spec the examples used, which export carries on)."""
+    cfg = resolved(cfg)
     with transaction(db):
         cur = db.execute(
             "INSERT INTO train_runs (key, job_id, student, datasets, knowledge_set, config, output_dir, status, created_at)"

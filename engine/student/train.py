@@ -43,6 +43,8 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read train config ({exc})") from exc
+    if isinstance(data, dict) and "recipe" not in data:  # written before runs had recipes: it trains letters
+        data["recipe"] = "letters"
     try:
         return from_dict(TrainConfig, data, "train config field")
     except InputError as exc:

@@ -7,7 +7,7 @@ from kdbundle.engine.evaluation.metrics import score_session
 
 
 def _grid(*grid) -> list:
-    return ExperimentConfig.from_dict({"name": "g", "datasets": ["d"], "baselines": ["whole-session"],
+    return ExperimentConfig.from_dict({"name": "g", "datasets": ["d"], "baselines": ["whole-session"], "train": {"recipe": "letters"},
                                        "grid": list(grid)}).cells()
 
 

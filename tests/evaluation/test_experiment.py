@@ -56,6 +56,7 @@ def test_shipped_grids_parse_and_expand():
     ({"name": "x", "datasets": ["d"], "grid": [{"strategy": "length", "ratio": 0.2, "pool": 0.1}]}, "over the pool"),
     ({"name": "x", "datasets": ["d"], "grid": [{"pool": 0.3}]}, "pool needs a strategy"),
     ({"name": "x", "datasets": ["d"], "train": {"rnak": 2}}, "rnak"),
+    ({"name": "x", "datasets": ["d"], "grid": [{"formats": "none", "utilization": "sft"}]}, 'recipe = "letters"'),
     ({"datasets": ["d"]}, "needs name"),
 ])
 def test_bad_grids_are_refused_before_running(bad, message):
@@ -79,7 +80,7 @@ def test_small_grid_runs_resumes_reuses_and_reports(db, tmp_path, monkeypatch):
     load_demo(db)
     cfg = ExperimentConfig.from_dict({
         "name": "t", "datasets": ["demo-electronics"], "limit": 2, "baselines": ["patterns", "whole-session"],
-        "train": {"max_steps": 1, "batch_size": 2, "max_len": 384, "threads": 1, "output_dir": None},
+        "train": {"recipe": "letters", "max_steps": 1, "batch_size": 2, "max_len": 384, "threads": 1, "output_dir": None},
         "grid": [{"rq": "RQ1", "formats": ["none", "patterns", "rules"], "utilization": "icl"},
                  {"rq": "RQ3", "formats": "patterns", "utilization": ["sft"]}],
     })
@@ -140,7 +141,7 @@ def test_the_two_domain_cells_of_both_datasets_share_one_student(db, monkeypatch
     load_demo(db)
     cfg = ExperimentConfig.from_dict({
         "name": "two", "datasets": ["demo-electronics", "demo-clothing"], "limit": 2, "baselines": [],
-        "train": {"max_steps": 1, "batch_size": 2, "max_len": 384, "threads": 1},
+        "train": {"recipe": "letters", "max_steps": 1, "batch_size": 2, "max_len": 384, "threads": 1},
         "grid": [{"rq": "RQ2", "formats": "patterns", "also": ["demo-electronics", "demo-clothing"],
                   "utilization": "sft"}],
     })

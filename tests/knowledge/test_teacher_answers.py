@@ -82,7 +82,7 @@ def test_a_shop_without_labels_gets_a_student(real_db, tmp_path):
     db.conn.close()
 
     run(db_path, "knowledge", "set", "create", "shop-labels", "--formats", "answers", "--datasets", "shop")
-    trained = json.loads(run(db_path, "train", "--dataset", "shop", "--knowledge-set", "shop-labels",
+    trained = json.loads(run(db_path, "train", "--dataset", "shop", "--recipe", "letters", "--knowledge-set", "shop-labels",
                              "--targets", "answers", "--no-valid", "--max-steps", "2", "--batch", "2",
                              "--top-layers", "2", "--json").stdout)
     assert trained["status"] == "done"

@@ -59,7 +59,7 @@ def trained(tmp_path_factory):
     db = open_db(root / "export.db")
     examples = electronic_chat_examples(9)
     train_on, held_out = examples[:8], examples[8]
-    cfg = TrainConfig(method="lora", batch_size=2, max_len=128, lr=3e-3, rank=8, alpha=16, dropout=0.0, max_steps=8,
+    cfg = TrainConfig(recipe="letters", method="lora", batch_size=2, max_len=128, lr=3e-3, rank=8, alpha=16, dropout=0.0, max_steps=8,
                       save_steps=100, threads=1, seed=1)
     result = train(db, cfg, train_on)
     assert result.status == "done"

@@ -59,18 +59,18 @@ def test_a_group_hint_run_records_the_pair_model_whoever_creates_it(db):
 
     load_demo(db)
     data = SftDataConfig([DATASET], group_hints=True, prompt="compact", answer="letters", title_max=50)
-    run_id, _, existed = find_or_create_run(db, TrainConfig(max_steps=1), data)
+    run_id, _, existed = find_or_create_run(db, TrainConfig(recipe="letters", max_steps=1), data)
     assert not existed and data.pair_model is not None
     recorded = json.loads(db.execute("SELECT config FROM train_runs WHERE id = ?", [run_id]).fetchone()[0])
     assert PromptSpec.from_dict(recorded["prompt_spec"]).groups == data.pair_model
     # A run recorded without it (before the fix) is not reused: it gives up its key and the inputs train anew.
     recorded["prompt_spec"].pop("groups")
     db.execute("UPDATE train_runs SET config = ? WHERE id = ?", [json.dumps(recorded), run_id])
-    again, key, existed = find_or_create_run(db, TrainConfig(max_steps=1), SftDataConfig(
+    again, key, existed = find_or_create_run(db, TrainConfig(recipe="letters", max_steps=1), SftDataConfig(
         [DATASET], group_hints=True, prompt="compact", answer="letters", title_max=50))
     assert not existed and again != run_id
     assert db.execute("SELECT key FROM train_runs WHERE id = ?", [run_id]).fetchone()[0] is None
-    assert find_or_create_run(db, TrainConfig(max_steps=1), data)[:2] == (again, key)  # the new one is kept
+    assert find_or_create_run(db, TrainConfig(recipe="letters", max_steps=1), data)[:2] == (again, key)  # the new one is kept
 
 
 
@@ -110,7 +110,7 @@ def test_more_orderings_show_each_session_shuffled_with_its_answer_and_hint_move
     assert moved > len(sessions)  # most copies really are shuffled
     assert reordered(sessions[0], 1) == reordered(sessions[0], 1)  # seeded
     base = SftDataConfig([DATASET], group_hints=True, title_max=50)
-    assert run_key(db, TrainConfig(), base) != run_key(db, TrainConfig(), replace(base, orderings=2))
+    assert run_key(db, TrainConfig(recipe="letters"), base) != run_key(db, TrainConfig(recipe="letters"), replace(base, orderings=2))
     with pytest.raises(InputError, match="orderings must be 1 to"):
         SftDataConfig([DATASET], orderings=0).check()
 
@@ -125,20 +125,38 @@ def test_a_group_hint_student_carries_its_pair_model_into_the_gguf_and_is_served
         assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
         return json.loads(result.stdout[result.stdout.index("{"):])
 
-    out = run("train", "--dataset", DATASET, "--group-hints", "--max-steps", "1", "--batch", "2", "--limit", "4",
-              "--threads", "1", "--top-layers", "1", "--no-valid", "--json")
+    out = run("train", "--dataset", DATASET, "--recipe", "letters", "--group-hints", "--max-steps", "1", "--batch", "2", "--limit", "4",
+              "--threads", "1", "--top-layers", "1", "--json")
+    # After training, the hint weight is chosen on valid (the same sample each validation scores) and reported.
+    from kdbundle.engine.jobs.train import HINT_WEIGHTS
+
+    assert out["valid_sessions"] == 3 and out["hint_weight"] in HINT_WEIGHTS
+    assert set(out["hint_weights_valid"]) == {f"{w:g}" for w in HINT_WEIGHTS}
+    assert out["hint_weights_valid"][f"{out['hint_weight']:g}"] == max(out["hint_weights_valid"].values())
     db = open_db(path)
     config = json.loads(db.execute("SELECT config FROM train_runs WHERE id = ?", [out["run_id"]]).fetchone()[0])
     spec = PromptSpec.from_dict(config["prompt_spec"])
     assert spec.groups is not None and spec.version == "compact-v1+letters-v1+groups1"
+    assert config["hint_weight"] == out["hint_weight"]  # in the run row ...
     exp = run("export", str(out["run_id"]), "--out-dir", str(tmp_path / "models"), "--json")
     from kdbundle.engine.llm.gguf import gguf_metadata
 
-    assert PromptSpec.from_dict(gguf_metadata(Path(exp["path"]))["prompt_spec"]) == spec
+    meta = gguf_metadata(Path(exp["path"]))
+    assert PromptSpec.from_dict(meta["prompt_spec"]) == spec
+    assert meta["hint_weight"] == out["hint_weight"]  # ... in the GGUF ...
+    registered = json.loads(db.execute("SELECT config FROM models WHERE name = ?", [exp["model"]]).fetchone()[0])
+    assert registered["hint_weight"] == out["hint_weight"]  # ... and in the registry
     m = run("eval", "--dataset", DATASET, "--method", "llm", "--model", exp["path"], "--split", "test", "--limit", "2",
             "--json")
-    rows = db.execute("SELECT prompt, session_id FROM generations WHERE eval_run_id = ?", [m["eval_run_id"]]).fetchall()
+    assert m["params"]["hint_weight"] == out["hint_weight"], "served with its carried weight, no flag given"
+    rows = db.execute("SELECT prompt, session_id, params FROM generations WHERE eval_run_id = ?", [m["eval_run_id"]]).fetchall()
     assert len(rows) == 2
+    assert {json.loads(p)["hint_weight"] for *_, p in rows} == {out["hint_weight"]}
     by_id = {s.id: s for s in load_sessions(db, DATASET, "test")}
-    for prompt, session_id in rows:
+    for prompt, session_id, _ in rows:
         assert json.loads(prompt)[-1]["content"].endswith(group_line(session_hint(db, by_id[session_id], spec.groups)))
+    # by its registered name too, and --hint-weight overrides the carried weight
+    other = 4.0 if out["hint_weight"] != 4.0 else 0.5
+    named = run("eval", "--dataset", DATASET, "--method", "llm", "--model", exp["model"], "--split", "test", "--limit",
+                "1", "--hint-weight", str(other), "--json")
+    assert named["params"]["hint_weight"] == other

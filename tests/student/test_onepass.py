@@ -117,9 +117,10 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
         assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
         return json.loads(r.stdout[r.stdout.index("{"):])
 
-    out = run("train", "--dataset", "demo-electronics", "--recipe", "onepass", "--max-steps", "2", "--batch", "4",
+    out = run("train", "--dataset", "demo-electronics", "--max-steps", "2", "--batch", "4",  # the default recipe
               "--top-layers", "2", "--threads", "1", "--json")
     assert out["status"] == "done" and out["method"] == "onepass" and out["steps"] == 2
+    assert out["hint_weight"] is None and out["valid_sessions"] == 3  # no letters to fuse a hint into
     assert out["valid"] and {"strict_precision", "strict_f1"} <= set(out["valid"][0])
     assert out["disk_bytes"] < 700e6
     heads_file = Path(out["adapter_dir"]) / "onepass_heads.json"
@@ -136,6 +137,7 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
 
     ev = run("eval", "--dataset", "demo-electronics", "--split", "test", "--method", "llm", "--model", exp["model"], "--json")
     assert ev["sessions"] > 0 and 0 <= ev["strict_precision"] <= 1
+    assert ev["params"]["hint_weight"] is None
     db = open_db(path)
     rows = db.execute("SELECT params, parsed FROM generations WHERE model = ?", [exp["model"]]).fetchall()
     assert rows and all(json.loads(p)["style"] == "onepass" for p, _ in rows)

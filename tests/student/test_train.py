@@ -73,7 +73,7 @@ def electronic_chat_examples(n: int, max_items: int = 4, words: int = 6) -> list
 
 
 EXAMPLES = electronic_chat_examples(6)
-BASE = dict(method="lora", warmup_steps=0, batch_size=2, max_len=128, lr=1e-3, rank=4, alpha=8, dropout=0.0, threads=1, seed=7)
+BASE = dict(recipe="letters", method="lora", warmup_steps=0, batch_size=2, max_len=128, lr=1e-3, rank=4, alpha=8, dropout=0.0, threads=1, seed=7)
 
 
 @pytest.fixture

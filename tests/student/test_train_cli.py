@@ -12,7 +12,7 @@ from kdbundle.engine.cli import app
 from kdbundle.store import open_db
 
 pytestmark = pytest.mark.slow
-QUICK = ["--max-steps", "2", "--batch", "2", "--max-len", "384", "--limit", "6", "--threads", "1", "--seed", "7",
+QUICK = ["--recipe", "letters", "--max-steps", "2", "--batch", "2", "--max-len", "384", "--limit", "6", "--threads", "1", "--seed", "7",
          "--top-layers", "2"]
 
 

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 KDBUNDLE = str(Path(sys.executable).parent / "kdbundle")
 DATASET = "demo-electronics"
-QUICK = ["--dataset", DATASET, "--max-steps", "2", "--batch", "2", "--max-len", "384", "--limit", "6",
+QUICK = ["--dataset", DATASET, "--recipe", "letters", "--max-steps", "2", "--batch", "2", "--max-len", "384", "--limit", "6",
          "--threads", "1", "--seed", "7"]
 ENV = {**os.environ, "KDBUNDLE_THREADS": "1", "OMP_NUM_THREADS": "1"}
 

@@ -89,6 +89,13 @@ def test_a_newcomer_goes_from_an_empty_database_to_teacher_vs_student(tmp_path):
             lr = form.query_one("#f-lr", Input)
             await wait_for(pilot, lambda: lr.value, what="learning rate filled in")
             assert form.query_one("#f-student", Select).value == DEFAULT_STUDENT
+            assert form.query_one("#f-recipe", Select).value == "onepass" and float(lr.value) == 1e-4, \
+                "the form starts from the default recipe's own values"
+            # the walk trains the generative student: the arena below streams its answer and the log names its
+            # short-run validation sample
+            form.query_one("#f-recipe", Select).value = "letters"
+            await wait_for(pilot, lambda: form.query_one("#row-method").display, what="letters' options")
+            await wait_for(pilot, lambda: float(lr.value) == LR_DEFAULT["full"], what="letters' learning rate")
             assert form.query_one("#f-method", Select).value == "auto"
             assert float(lr.value) == LR_DEFAULT["full"], "a 135M student is fully fine-tuned: its rate, not blank"
             assert not form.query_one("#row-rank").display and not form.query_one("#row-alpha").display, \

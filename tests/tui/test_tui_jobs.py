@@ -206,7 +206,7 @@ def test_training_loss_curve_grows_live(tmp_path):
     examples = [{"messages": [{"role": "user", "content": "Bundles?\n" + product_list(s.products, "titles")},
                               {"role": "assistant", "content": answer_json(s.bundles)}]}
                 for s in load_sessions(db, "demo-clothing", "train", with_bundles_only=True)[:8]]
-    cfg = TrainConfig(student="smollm2-135m", method="lora", max_steps=6, batch_size=2, max_len=256, rank=4, alpha=8, threads=1,
+    cfg = TrainConfig(student="smollm2-135m", recipe="letters", method="lora", max_steps=6, batch_size=2, max_len=256, rank=4, alpha=8, threads=1,
                       save_steps=100, output_dir=str(tmp_path / "run"))
     job_id = J.create_job(db, "train", {"dataset": "demo-clothing", "student": "smollm2-135m", "max_steps": 6})
     # This test process is the job's worker: mark it running under our pid, as run_job does.
@@ -284,10 +284,12 @@ def test_a_train_job_shows_its_valid_curve(tmp_path):
 
 
 def test_the_training_form_starts_from_the_real_defaults(tmp_path):
-    """The learning rate is filled with what training would use (LR_DEFAULT of the method `auto` picks for the
-    student) and follows the method until typed over; LoRA rank/alpha show only for LoRA; a form left at its
-    defaults sends the same parameters as `kdbundle train` with no flag (lr unset, so the run is the same)."""
-    from kdbundle.engine.student.config import LR_DEFAULT
+    """The form starts from the default recipe's own values (student.config.RECIPE_DEFAULTS: the one-pass student,
+    which has no method or LoRA options to show) and follows the recipe; for a letters student the learning rate is
+    what training would use (LR_DEFAULT of the method `auto` picks for the student) and follows the method until
+    typed over; LoRA rank/alpha show only for LoRA; a form left at its defaults sends the same parameters as
+    `kdbundle train` with no flag (the recipe's choices unset, so the run is the same)."""
+    from kdbundle.engine.student.config import LR_DEFAULT, RECIPE_DEFAULTS
 
     path = demo_db(tmp_path / "kd.db")
 
@@ -300,8 +302,29 @@ def test_the_training_form_starts_from_the_real_defaults(tmp_path):
                                   what="launch form")
             lr = form.query_one("#f-lr", Input)
             await wait_for(pilot, lambda: lr.value, what="learning rate filled")
+            onepass = RECIPE_DEFAULTS["onepass"]
+            assert form.query_one("#f-recipe", Select).value == "onepass"
+            assert float(lr.value) == onepass["lr"]
+            assert float(form.query_one("#f-epochs", Input).value) == onepass["epochs"]
+            assert int(form.query_one("#f-batch_size", Input).value) == onepass["batch_size"]
+            assert not form.query_one("#row-method").display, "the one-pass student has no method to choose"
+            assert not form.query_one("#row-rank").display and not form.query_one("#row-alpha").display
+            sent = parse_form("train", form.values(), form.shown())
+            assert not {"lr", "epochs", "batch_size", "method"} & set(sent), sent
+            form.query_one("#f-recipe", Select).value = "paper"  # the paper's setting: LoRA, one epoch
+            await wait_for(pilot, lambda: form.query_one("#f-method", Select).value == "lora", what="paper: LoRA")
+            await wait_for(pilot, lambda: form.query_one("#row-rank").display, what="paper: LoRA rank shown")
+            assert float(lr.value) == RECIPE_DEFAULTS["paper"]["lr"]
+            assert float(form.query_one("#f-epochs", Input).value) == RECIPE_DEFAULTS["paper"]["epochs"]
+            sent = parse_form("train", form.values(), form.shown())
+            assert sent["recipe"] == "paper" and not {"lr", "epochs", "batch_size", "method"} & set(sent), sent
+            form.query_one("#f-recipe", Select).value = "letters"
+            await wait_for(pilot, lambda: form.query_one("#row-method").display, what="letters: method shown")
+            await wait_for(pilot, lambda: form.query_one("#f-method", Select).value == "auto", what="letters: auto")
+            await wait_for(pilot, lambda: float(lr.value) == LR_DEFAULT["full"], what="letters' learning rate")
             assert form.query_one("#f-method", Select).value == "auto"
             assert float(lr.value) == LR_DEFAULT["full"], "smollm2-135m (135M) is fully fine-tuned by auto"
+            assert float(form.query_one("#f-epochs", Input).value) == RECIPE_DEFAULTS["letters"]["epochs"]
             assert not form.query_one("#row-rank").display and not form.query_one("#row-alpha").display
             assert parse_form("train", form.values(), form.shown()).get("lr") is None
             form.query_one("#f-method", Select).value = "lora"
@@ -313,6 +336,10 @@ def test_the_training_form_starts_from_the_real_defaults(tmp_path):
             assert lr.value == "1e-4"
             params = parse_form("train", form.values(), form.shown())
             assert params["lr"] == 1e-4 and params["method"] == "full" and "rank" not in params
+
+    run(scenario())
+
+
 def test_each_launch_form_shows_a_one_line_estimate(tmp_path):
     """The form says what the job would cost before it starts (engine.jobs.estimate), and follows the fields."""
     path = demo_db(tmp_path / "kd.db")
