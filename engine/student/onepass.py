@@ -290,7 +290,7 @@ def fit(model, tokenizer, train: Sequence[Session], vectors, cfg: FitConfig, *,
                 tokens += sum(len(p.ids) for p in batch)
                 if progress:
                     progress({"step": step, "total": total, "epoch": epoch + 1, "loss": float(loss.detach()),
-                              "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9)})
+                              "tokens": tokens, "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9)})
                 if should_stop and should_stop():
                     model.eval()
                     return heads, mean, scale, template

@@ -85,10 +85,10 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
     if cfg.max_steps:
         fcfg.epochs = 1
     t0 = time.monotonic()
-    steps = {"n": 0, "loss": None}
+    steps = {"n": 0, "loss": None, "tokens": 0}
 
     def progress(row: dict) -> None:
-        steps["n"], steps["loss"] = row["step"], row["loss"]
+        steps["n"], steps["loss"], steps["tokens"] = row["step"], row["loss"], row.get("tokens") or steps["tokens"]
         with transaction(db):
             db.execute("INSERT OR REPLACE INTO train_metrics (run_id, step, loss, learning_rate, tokens, elapsed)"
                        " VALUES (?, ?, ?, ?, ?, ?)", [run_id, row["step"], row["loss"], fcfg.lr, row.get("tokens"),
@@ -139,7 +139,7 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
         _update_run(db, run_id, status="stopped", steps=steps["n"], seconds=round(time.monotonic() - t0, 3))
         return TrainResult(run_id=run_id, status="stopped", steps=steps["n"], final_loss=steps["loss"],
                            seconds=round(time.monotonic() - t0, 3), output_dir=str(output_dir), adapter_dir=None,
-                           examples=len(train), dropped_examples=0, tokens=0, best_step=best["step"], valid=[],
+                           examples=len(train), dropped_examples=0, tokens=steps["tokens"], best_step=best["step"], valid=[],
                            method="onepass")
     if best["state"] is not None:
         model.load_state_dict(best["state"])
@@ -160,4 +160,4 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
 
     return TrainResult(run_id=run_id, status="done", steps=steps["n"], final_loss=steps["loss"], seconds=seconds,
                        output_dir=str(output_dir), adapter_dir=str(adapter), examples=len(train), dropped_examples=0,
-                       tokens=0, best_step=best["step"], valid=valid_curve(db, run_id), method="onepass")
+                       tokens=steps["tokens"], best_step=best["step"], valid=valid_curve(db, run_id), method="onepass")
