@@ -263,7 +263,8 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
                     "adapter_dir": str(Path(run["output_dir"]) / ADAPTER_DIR), "key": key, "reused": True,
                     "knowledge_set": data.knowledge_set, "datasets": data.datasets,
                     "knowledge_review": reviewed_count(db, data.knowledge_set),
-                    "hint_weight": run["config"].get("hint_weight"), "valid_sessions": valid_sessions(db, cfg, data)}
+                    "hint_weight": run["config"].get("hint_weight"), "valid_sessions": valid_sessions(db, cfg, data),
+                    "method": "onepass" if cfg.recipe == "onepass" else run["config"].get("method")}
     if cfg.recipe == "onepass":
         return _run_onepass(ctx, cfg, data, run_id, key)
     examples, stats = build_examples(db, data, count_tokens=token_counter(cfg, db) if data.knowledge_set else None)
