@@ -46,7 +46,13 @@ def eval_cmd(
         help="Compare two students (models by name, or baseline methods) on the same sessions: per-session scores, "
              "B - A, and its paired bootstrap 95% interval (strict F1, strict P). Stored answers are reused."),
 ):
-    """Score a method (resumable: rerunning the same evaluation continues where it stopped)."""
+    """Score a method (resumable: rerunning the same evaluation continues where it stopped). `--model NAME` alone
+    scores that model (method llm)."""
+    if model is not None and not compare:
+        if getattr(ctx.get_parameter_source("method"), "name", None) != "COMMANDLINE":
+            method = "llm"  # a named model is what the user wants scored, not the default method
+        elif method != "llm":
+            raise InputError(f"--model applies to --method llm, not {method}")
     cfg = EvalConfig(dataset, split=split, method=method, model=model, limit=limit, seed=seed,
                      utilization=utilization, knowledge_set=knowledge_set, min_support=min_support, fields=fields,
                      prompt=prompt, answer=answer, title_max=title_max, hints=hints,

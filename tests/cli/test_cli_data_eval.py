@@ -71,6 +71,9 @@ def test_errors_are_one_line_without_traceback(tmp_path):
         (["data", "fetch", "bundlerec", "--domain", "toys"], "unknown BundleRec domain"),
         (["eval", "--dataset", "nope", "--method", "patterns"], "no dataset named 'nope'"),
         (["knowledge", "mine", "--dataset", "demo-clothing", "--algorithm", "eclat"], "unknown algorithm"),
+        # a named model is scored as a model (it was silently ignored for the default method), never beside a baseline
+        (["eval", "--dataset", "demo-clothing", "--model", "no-such-model"], "no-such-model"),
+        (["eval", "--dataset", "demo-clothing", "--method", "pairwise", "--model", "x"], "--model applies to --method llm"),
     ]
     assert subprocess.run([str(KDBUNDLE), "--db", str(tmp_path / "kd.db"), "demo"], capture_output=True,
                           timeout=120, env=env).returncode == 0
