@@ -10,8 +10,11 @@ The heads travel in the student's GGUF (llm.onepass.HEADS_KEY) and are read by `
 from __future__ import annotations
 
 import ctypes
+import os
+import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +27,22 @@ from .onepass import HEADS_KEY, INTENT_HEAD, Heads, decode, segments, tokens_and
 
 INTENT_TOKENS = 12
 """Most tokens an intent may take (3-5 words)."""
+
+
+@contextmanager
+def _quiet_stderr():
+    """File descriptor 2 to /dev/null while the block runs (C code writes there directly); stdout, which the app
+    draws on, is left alone."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 @lru_cache(maxsize=8)
@@ -78,9 +97,10 @@ class OnePassRunner:
         self.name = name or self.path.stem
         self._budget = budget
         try:
-            self.llm = llama_cpp.Llama(model_path=str(path), embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE,
-                                       n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=min(n_ctx, 512), n_threads=n_threads,
-                                       n_threads_batch=n_threads, verbose=False)
+            with _quiet_stderr():  # llama.cpp says there that the model's default pooling is not the none asked for
+                self.llm = llama_cpp.Llama(model_path=str(path), embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE,
+                                           n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=min(n_ctx, 512), n_threads=n_threads,
+                                           n_threads_batch=n_threads, verbose=False)
         except (ValueError, RuntimeError) as exc:
             raise KdError(f"cannot load {path}: the file is truncated or corrupt (llama.cpp: {exc})") from None
         if self.llm.n_embd() * 2 != heads.state_dim and heads.uses_states:
