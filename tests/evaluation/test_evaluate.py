@@ -38,7 +38,7 @@ class CountingPredictor(WholeSessionPredictor):
 def test_stopped_run_resumes_without_repeating_sessions(real_db, monkeypatch):
     made = []
 
-    def make(db, cfg):
+    def make(db, cfg, **_):  # progress, should_stop: what a fitting baseline reports
         made.append(CountingPredictor())
         return made[-1]
 

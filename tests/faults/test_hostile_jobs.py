@@ -141,7 +141,7 @@ def test_a_rerun_takes_over_only_sessions_no_live_process_holds(real_db, monkeyp
     real_db.execute("DELETE FROM eval_results WHERE eval_run_id = ?", [run])
     real_db.conn.commit()
     calls: list[int] = []
-    monkeypatch.setattr(E, "make_predictor", lambda db, cfg: _Recording(calls))
+    monkeypatch.setattr(E, "make_predictor", lambda db, cfg, **_: _Recording(calls))
     db_path = database_file(real_db)
     answering = _hold(db_path, run, sids[0], commit=True, seconds=1.5)  # a live worker that will finish its answer
     dying = _hold(db_path, run, sids[1], commit=False, seconds=0.5)  # one that dies without answering
@@ -231,7 +231,7 @@ def test_an_eval_whose_dataset_is_replaced_midway_fails_in_one_line(db, tmp_path
                 import_dataset(db, replacement, "shop", replace=True)
             return super().predict(session)
 
-    monkeypatch.setattr(E, "make_predictor", lambda db, cfg: Replacing([]))
+    monkeypatch.setattr(E, "make_predictor", lambda db, cfg, **_: Replacing([]))
     with pytest.raises(KdError, match="dataset 'shop' was replaced or removed during this evaluation") as err:
         evaluate(db, EvalConfig("shop", method="whole-session"))
     assert "\n" not in str(err.value)

@@ -101,7 +101,7 @@ def test_export_and_experiment_plans(real_db):
     from kdbundle.engine.student.config import TrainConfig
     from kdbundle.engine.student.runs import create_run
 
-    run_id = create_run(real_db, TrainConfig(), datasets=["electronic"])
+    run_id = create_run(real_db, TrainConfig(recipe="letters"), datasets=["electronic"])
     real_db.execute("UPDATE train_runs SET status = 'done' WHERE id = ?", [run_id])
     q8 = E.plan(real_db, "export", {"run_id": run_id, "quant": "q8_0"})
     q4 = E.plan(real_db, "export", {"run_id": run_id, "quant": "q4_k_m"})
@@ -152,8 +152,10 @@ def test_training_every_layer_costs_more_than_the_benchmarks_top_10(real_db, mon
     """The seed timed a full fine-tune of the top 10 of 30 layers; `train` trains every layer by default,
     whose backward is three times as long: its plan said 1.75x too little."""
     monkeypatch.setenv("KDBUNDLE_THREADS", "2")
-    every = E.plan(real_db, "train", job_params(real_db, dataset="electronic", max_steps=40, valid=False))
-    top = E.plan(real_db, "train", job_params(real_db, dataset="electronic", max_steps=40, valid=False, top_layers=10))
+    # the letters recipe: a full fine-tune of every layer by default (the one-pass default trains the top 10)
+    every = E.plan(real_db, "train", job_params(real_db, dataset="electronic", max_steps=40, valid=False, recipe="letters"))
+    top = E.plan(real_db, "train", job_params(real_db, dataset="electronic", max_steps=40, valid=False, top_layers=10,
+                                              recipe="letters"))
     assert E.trained_share(real_db, "smollm2-135m", 10) == pytest.approx(1 / 3)
     seed = E.SEEDS["train:fp32"]
     assert top["seconds"] == round(top["tokens"] / seed["tokens_per_second"] + E.TRAIN_LOAD_SECONDS, 1)
@@ -167,10 +169,10 @@ def test_a_training_job_refreshes_its_speed_from_its_steps_at_its_threads(real_d
     from kdbundle.engine.student.config import TrainConfig
     from kdbundle.engine.student.runs import create_run
 
-    run_id = create_run(real_db, TrainConfig(), datasets=["electronic"])
+    run_id = create_run(real_db, TrainConfig(recipe="letters"), datasets=["electronic"])
     real_db.execute("INSERT INTO train_metrics (run_id, step, loss, tokens, elapsed) VALUES (?, 2, 1.0, 1500, 75.0)",
                     [run_id])
-    params = job_params(real_db, dataset="electronic", max_steps=2, threads=1)
+    params = job_params(real_db, dataset="electronic", max_steps=2, threads=1, recipe="letters")
     jid = J.create_job(real_db, "train", params)
     real_db.execute("UPDATE jobs SET status = 'done', threads = 1, started_at = '2026-01-01T00:00:00+00:00',"
                     " finished_at = '2026-01-01T00:02:20+00:00', result = ? WHERE id = ?",
@@ -192,7 +194,7 @@ def test_a_training_job_refreshes_its_speed_from_its_steps_at_its_threads(real_d
 def test_training_tokens_follow_the_datasets_session_size(real_db):
     """Tokens per example were counted on Electronic train (6.26 products a session); the demo's 4.7-product
     sessions made 189-token examples where the plan said 250 (1.32x over). Shorter sessions, fewer tokens."""
-    params = job_params(real_db, dataset="electronic", max_steps=10, valid=False)
+    params = job_params(real_db, dataset="electronic", max_steps=10, valid=False, recipe="letters")  # batch 4
     t = E.plan(real_db, "train", params)
     mean = real_db.execute("SELECT AVG(n_items) FROM sessions s JOIN datasets d ON d.id = s.dataset_id"
                            " WHERE d.name = 'electronic' AND s.split = 'train'").fetchone()[0]
