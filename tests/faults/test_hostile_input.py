@@ -23,7 +23,7 @@ def _catalogue(path, title="camera", category="Photo > Cameras"):
     return path
 
 
-@pytest.mark.parametrize("name", HOSTILE)
+@pytest.mark.parametrize("name", [*HOSTILE[:2], *(pytest.param(n, marks=pytest.mark.heavy) for n in HOSTILE[2:])])
 def test_markup_in_names_and_data_prints_as_typed_through_every_table(tmp_path, name):
     db = str(tmp_path / "kd.db")
     imp = kdbundle("--db", db, "data", "import", str(_catalogue(tmp_path / "c.jsonl", title=name, category=name)),

@@ -84,6 +84,7 @@ def test_k_center_greedy_spreads_over_real_session_embeddings(real_db):
     assert min_pairwise(greedy) > np.mean([min_pairwise(rng.sample(range(150), k)) for _ in range(20)])
 
 
+@pytest.mark.heavy  # embeds every Electronic session (~50 s); diversity's order is covered by the k-center test
 def test_diversity_sample_through_the_entry_point(real_db):
     cfg = SampleConfig("diversity", 0.05, seed=3)
     picked = select_sessions(real_db, "electronic", cfg)
@@ -105,7 +106,8 @@ def test_diversity_spreads_over_titles_where_the_categories_leak(real_db):
     assert order[:round(TRAIN * 0.05)] == select_sessions(real_db, "electronic", SampleConfig("diversity", 0.05, seed=3))
 
 
-@pytest.mark.parametrize("strategy", ["length", "diversity", "difficulty"])
+@pytest.mark.parametrize("strategy", ["length", "diversity",
+                                      pytest.param("difficulty", marks=pytest.mark.heavy)])  # ~70 s: scores all of train
 def test_a_pooled_sample_lies_in_the_random_pool_in_the_strategy_order(real_db, strategy):
     # The pool is what a random distillation at its ratio answered: every sample up to its size falls inside.
     pool = set(select_sessions(real_db, "electronic", SampleConfig("random", 0.3, seed=0)))

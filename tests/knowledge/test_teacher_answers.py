@@ -51,7 +51,7 @@ def run(db_path, *args, check=True) -> subprocess.CompletedProcess:
     return out
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # the README's whole unlabeled-shop flow (~70 s); importing and labelling every pool runs by default in tests/data
 def test_a_shop_without_labels_gets_a_student(real_db, tmp_path):
     # The shop: twelve real Electronic sessions, their bundles thrown away.
     sessions = [s for s in load_sessions(real_db, "electronic", "train", with_bundles_only=True) if s.n <= 4][:12]
@@ -99,6 +99,7 @@ def test_a_shop_without_labels_gets_a_student(real_db, tmp_path):
     assert [line.split(" ")[0] for line in lines[:3]] == ["1", "2", "3"] and answer["generation_id"]
 
 
+@pytest.mark.heavy  # a letters group-hint training on real data (~1 min); the pair-model fit is covered by test_group_hints
 def test_a_group_hint_student_on_teacher_answers_fits_its_pair_model_on_them(real_db):
     """A run learning from teacher answers reads no ground truth: its carried pair model is fitted on
     the teacher's labels of its training sessions, the threshold chosen on them out of fold."""

@@ -232,7 +232,7 @@ LAUNCHERS = {
 }
 
 
-@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+@pytest.mark.parametrize("launcher", ["accelerate", pytest.param("torchrun", marks=pytest.mark.heavy)])  # one by default
 def test_two_processes_on_cpu_with_gloo(tmp_path, launcher):
     db_path = tmp_path / "ddp.db"
     db = open_db(db_path)

@@ -67,6 +67,7 @@ def remote_rows(db_file: Path) -> tuple[tuple, list[tuple]]:
     return run[0], metrics
 
 
+@pytest.mark.heavy  # the whole remote round trip (~1 min); its refusals run by default in tests/faults/test_hostile_imports.py
 def test_prepare_train_elsewhere_import_reuse_export(tmp_path, dump):
     local, gpu = tmp_path / "local", tmp_path / "gpu-box"
     local.mkdir()

@@ -52,6 +52,7 @@ def test_full_fine_tuning_of_the_top_layers_leaves_the_rest_untouched(tmp_path):
         train(db, TrainConfig(**{**BASE, "method": "full"}, top_layers=99, max_steps=1), EXAMPLES)
 
 
+@pytest.mark.heavy  # bf16 is emulated on AVX2-only CPUs (~15x slower); its identity is checked by the run-key tests
 def test_bf16_training_follows_fp32_and_is_its_own_run(tmp_path):
     # bf16 is a different computation: same first loss to a few digits, weights still fp32, and a run key
     # of its own (fp32 runs keep the keys they had before the option existed).
