@@ -46,7 +46,8 @@ SEEDS: dict[str, dict[str, float]] = {
     "train:bf16": {"tokens_per_second": 402, "tokens_per_unit": 250, "threads": 2, "trained_share": 10 / 30,
                    "items_per_unit": 6.26},
     "train:lora": {"tokens_per_second": 165, "tokens_per_unit": 250, "threads": 2, "items_per_unit": 6.26},
-    "export": {"seconds_per_unit": 25.0},
+    # a 135M student to a q8_0 GGUF on 2 idle cores: 12.4 s (a fresh database) and 10.4 s (run 1), 2026-12-06
+    "export": {"seconds_per_unit": 13.0},
     "embed": {"seconds_per_unit": 0.12},
     # fine-tuning the title encoder (pairwise-tuned), per train session and epoch: 1321 sessions x 2 epochs in
     # 575 s on one core shared with another process, so about half that idle
@@ -363,6 +364,13 @@ def trained_share(db: sqlite_utils.Database, student: str, top_layers: int | Non
     return min(1.0, top_layers / layers) if layers else None
 
 
+ONEPASS_WARM_SECONDS = 45.0
+"""A one-pass run's start: loading the student and fitting the heads on the pair features alone (a 4-step Electronic
+run reached its first step after 53 s on 2 idle cores, ~4 s of it the step)."""
+ONEPASS_VALID_SECONDS = 0.45
+"""Scoring one valid session with the one-pass heads in torch, 2 threads (90 Electronic sessions + saving: ~45 s)."""
+
+
 def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, Any]:
     tr, sft = params.get("train") or {}, params.get("sft") or {}
     datasets = list(params.get("datasets") or [])
@@ -400,6 +408,18 @@ def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, A
     seconds = tokens * scale / fig["tokens_per_second"] + TRAIN_LOAD_SECONDS
     basis = [_basis(key, fig)]
     calls = 0
+    if tr.get("recipe") == "onepass":
+        # no export per validation, no sample: every valid session is scored by the heads in torch; the heads are
+        # first fitted on the pair features alone (30 quick epochs) before the first step
+        seconds += ONEPASS_WARM_SECONDS
+        if tr.get("valid", True):
+            valid = sum(_sessions(db, d, "valid")[0] for d in datasets)
+            every = int(tr["eval_steps"]) if tr.get("eval_steps") else per_epoch
+            validations = max(1, math.ceil(steps / max(1, every)))
+            seconds += validations * valid * ONEPASS_VALID_SECONDS * thread_scale({"threads": 2}, threads)
+        disk = n_params * TRAIN_DISK_BYTES_PER_PARAM
+        return _out(steps, 0, tokens, 0, seconds, disk, basis, examples=examples, steps=steps,
+                    items_per_example=round(items, 2))
     if tr.get("valid", True):
         short = tr.get("max_steps") is not None and int(tr["max_steps"]) < SHORT_RUN_STEPS
         valid = sum(min(_sessions(db, d, "valid")[0], SHORT_RUN_VALID if short else 10**9) for d in datasets)

@@ -49,11 +49,11 @@ def test_trial_run_figures_match_the_train_job():
 
 
 def test_train_eval_and_disk_plans(real_db):
-    params = job_params(real_db, dataset="electronic", max_steps=4)
+    params = job_params(real_db, dataset="electronic", max_steps=4, recipe="letters")
     t = E.plan(real_db, "train", params)
     assert t["units"] == 4 and t["examples"] > 100 and t["calls"] == 12  # a short run scores 12 valid sessions
     assert 1e9 < t["disk_bytes"] < 5e9  # checkpoints with optimizer state: ~2.6 GB measured for 4 steps
-    longer = E.plan(real_db, "train", job_params(real_db, dataset="electronic", epochs=1))
+    longer = E.plan(real_db, "train", job_params(real_db, dataset="electronic", epochs=1, recipe="letters"))
     assert longer["seconds"] > 20 * t["seconds"] / 4
     ev = E.plan(real_db, "eval", {"dataset": "electronic", "split": "test", "method": "llm"})
     assert ev["units"] == ev["calls"] == 180
@@ -141,8 +141,9 @@ def test_plans_scale_with_the_threads_the_job_gets(real_db, monkeypatch):
     assert plans[1][0] == round(2 * plans[2][0], 1)
     assert abs((plans[1][1] - 5.0) - 2 * (plans[2][1] - 5.0)) < 0.2  # the model's loading does not scale
     monkeypatch.setenv("KDBUNDLE_THREADS", "2")
-    base = E.plan(real_db, "train", job_params(real_db, dataset="electronic", max_steps=40, valid=False))
-    one = E.plan(real_db, "train", job_params(real_db, dataset="electronic", max_steps=40, valid=False, threads=1))
+    base = E.plan(real_db, "train", job_params(real_db, dataset="electronic", max_steps=40, valid=False, recipe="letters"))
+    one = E.plan(real_db, "train", job_params(real_db, dataset="electronic", max_steps=40, valid=False, threads=1,
+                                              recipe="letters"))
     assert one["seconds"] - E.TRAIN_LOAD_SECONDS == pytest.approx(2 * (base["seconds"] - E.TRAIN_LOAD_SECONDS), rel=1e-3)
     assert E.thread_scale({"seconds_per_unit": 1.0}, 1) == 1.0  # a figure without threads is not of the cores
     assert E.thread_scale({"threads": 2}, 64) == 1 / E.MAX_THREAD_SCALE
@@ -203,3 +204,15 @@ def test_training_tokens_follow_the_datasets_session_size(real_db):
     assert t["tokens"] == int(10 * 4 * seed["tokens_per_unit"] * mean / seed["items_per_unit"])
     real_db.execute("UPDATE sessions SET n_items = 3 WHERE split = 'train'")
     assert E.plan(real_db, "train", params)["tokens"] == int(10 * 4 * seed["tokens_per_unit"] * 3 / seed["items_per_unit"])
+
+
+def test_a_one_pass_plan_counts_its_warm_start_and_scores_every_valid_session_without_exports(real_db, monkeypatch):
+    """A 4-step one-pass run on Electronic took 115 s (cached title vectors) and 144 s (fresh) on 2 idle cores; the
+    letters plan it got said 75 s and 90 s: no warm start, and a sampled validation with an export each time."""
+    monkeypatch.setenv("KDBUNDLE_THREADS", "2")
+    onepass = E.plan(real_db, "train", job_params(real_db, dataset="electronic", max_steps=4))
+    assert onepass["calls"] == 0 and not any("export" in b for b in onepass["basis"])
+    no_valid = E.plan(real_db, "train", job_params(real_db, dataset="electronic", max_steps=4, valid=False))
+    assert onepass["seconds"] - no_valid["seconds"] == pytest.approx(90 * E.ONEPASS_VALID_SECONDS, abs=0.2)
+    assert no_valid["seconds"] > E.ONEPASS_WARM_SECONDS
+    assert 115 / 1.3 <= onepass["seconds"] <= 144 * 1.3
