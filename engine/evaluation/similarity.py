@@ -101,20 +101,26 @@ class Pairwise(_PairGrouping):
     """A classifier says, per product pair, how likely the two share a bundle; pairs above a valid-chosen
     probability are joined and grouped like embedding-clusters."""
 
-    def __init__(self, db: sqlite_utils.Database, dataset: str, seed: int = 0):
-        from sklearn.ensemble import HistGradientBoostingClassifier
+    name = "pairwise"
 
+    def __init__(self, db: sqlite_utils.Database, dataset: str, seed: int = 0):
         self.db = db
         train = load_sessions(db, dataset, "train", with_bundles_only=True)
         valid = load_sessions(db, dataset, "valid", with_bundles_only=True)
         self.vectors = session_vectors(db, [*train, *valid])
+        self._fit(dataset, train, valid, seed)
+
+    def _fit(self, dataset: str, train: Sequence[Session], valid: Sequence[Session], seed: int) -> None:
+        """The classifier over `_features` of the train pairs, then its threshold on valid."""
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
         xs, ys = [], []
         for s in train:
             if s.n >= 2:
-                xs.append(pair_features(s, similarity(s, self.vectors)))
+                xs.append(self._features(s))
                 ys.extend(_labels(s))
         if not xs or len(set(ys)) < 2:
-            raise InputError(f"pairwise needs train sessions of {dataset!r} with product pairs in and out of bundles")
+            raise InputError(f"{self.name} needs train sessions of {dataset!r} with product pairs in and out of bundles")
         x, y = np.vstack(xs), np.asarray(ys)
         self.model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
                                                     l2_regularization=1.0, random_state=seed)
@@ -122,8 +128,11 @@ class Pairwise(_PairGrouping):
         self.train_pairs, self.train_positive = len(y), int(y.sum())
         self.threshold, self.valid_f1 = choose_threshold(valid, PROBABILITIES, self._at) if valid else (0.5, None)
 
+    def _features(self, s: Session) -> np.ndarray:
+        return pair_features(s, similarity(s, self.vectors))
+
     def _proba(self, s: Session) -> np.ndarray:
-        return self.model.predict_proba(pair_features(s, similarity(s, self.vectors)))[:, 1]
+        return self.model.predict_proba(self._features(s))[:, 1]
 
     def _at(self, s: Session, t: float) -> list[Bundle]:
         if s.n < 2:
@@ -144,9 +153,9 @@ class PairwiseTuned(Pairwise):
     on this dataset's train bundles (evaluation.tuned_encoder; train pairs read out-of-fold vectors, so the
     classifier learns how far to trust the tuned similarity on sessions its encoder never saw)."""
 
-    def __init__(self, db: sqlite_utils.Database, dataset: str, seed: int = 0, *, progress=None, should_stop=None):
-        from sklearn.ensemble import HistGradientBoostingClassifier
+    name = "pairwise-tuned"
 
+    def __init__(self, db: sqlite_utils.Database, dataset: str, seed: int = 0, *, progress=None, should_stop=None):
         from ..files import runs_dir
         from .tuned_encoder import EncoderRecipe, tuned_encoder
 
@@ -157,25 +166,10 @@ class PairwiseTuned(Pairwise):
         self.recipe = EncoderRecipe(seed=seed)
         self.encoder = tuned_encoder(runs_dir(db) / "encoders", [dataset], train, self.recipe, progress=progress,
                                      should_stop=should_stop)
-        xs, ys = [], []
-        for s in train:
-            if s.n >= 2:
-                xs.append(self._features(s))
-                ys.extend(_labels(s))
-        if not xs or len(set(ys)) < 2:
-            raise InputError(f"pairwise-tuned needs train sessions of {dataset!r} with product pairs in and out of bundles")
-        x, y = np.vstack(xs), np.asarray(ys)
-        self.model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
-                                                    l2_regularization=1.0, random_state=seed)
-        self.model.fit(x, y)
-        self.train_pairs, self.train_positive = len(y), int(y.sum())
-        self.threshold, self.valid_f1 = choose_threshold(valid, PROBABILITIES, self._at) if valid else (0.5, None)
+        self._fit(dataset, train, valid, seed)
 
     def _features(self, s: Session) -> np.ndarray:
         return np.hstack([pair_features(s, similarity(s, self.vectors)), pair_features(s, self.encoder.similarity(s))])
-
-    def _proba(self, s: Session) -> np.ndarray:
-        return self.model.predict_proba(self._features(s))[:, 1]
 
     @property
     def params(self) -> dict:
