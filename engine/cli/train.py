@@ -64,7 +64,8 @@ def train_cmd(
     plan: bool = typer.Option(False, "--plan", help=PLAN_HELP, rich_help_panel="Output"),
     options: dict[str, Any] | None = None,
 ):
-    """Fine-tune a student (full for small students, else LoRA) on a dataset's training sessions, selecting on valid.
+    """Train a student on a dataset's training sessions, selecting on valid: by default the one-pass student (the
+    recipe that won on valid); `--recipe letters` or `paper` for the generative one (full for small students, else LoRA).
 
     Options are the fields of TrainConfig (engine/student/config.py) and SftDataConfig (student/examples.py).
     """
