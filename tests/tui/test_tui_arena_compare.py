@@ -3,28 +3,29 @@ sessions with both scores and B − A, and the summary line with evaluation.vers
 from __future__ import annotations
 
 from textual.widgets import DataTable, Input, Select, Static
-from tui_support import demo_db, run, wait_for
+from tui_support import run, wait_for
 
 from kdbundle.engine.evaluation.evaluate import EvalConfig
 from kdbundle.engine.evaluation.versus import compare, interval_text
 from kdbundle.store import open_db
-from kdbundle.tui.app import KdApp
 from kdbundle.tui.arena import ArenaScreen
 
 A, B, DATASET = "whole-session", "patterns", "demo-clothing"
 
 
-def test_two_students_over_a_split_then_a_sample_reusing_their_answers(tmp_path):
-    path = demo_db(tmp_path / "kd.db")
+async def _comparing(pilot, screen) -> None:
+    """The arena, once its dataset choices are in, switched to its comparison mode."""
+    assert isinstance(screen, ArenaScreen)
+    await wait_for(pilot, lambda: DATASET in screen.datasets, what="choices")
+    await pilot.press("c")
+
+
+def test_two_students_over_a_split_then_a_sample_reusing_their_answers(demo_path, open_screen):
+    path = demo_path
 
     async def scenario():
-        app = KdApp(path)
-        async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.press("5")
-            screen = app.screen
-            assert isinstance(screen, ArenaScreen)
-            await wait_for(pilot, lambda: DATASET in screen.datasets, what="choices")
-            await pilot.press("c")
+        async with open_screen(path, "5") as (app, pilot, screen):
+            await _comparing(pilot, screen)
             assert screen.comparing and screen.has_class("comparing")
             assert screen.query_one("#compare-view").display and not screen.query_one("#arena-panes").display
             assert screen.contenders[0] == "smollm2-135m" and {A, B, "pairwise"} <= set(screen.contenders)
@@ -76,7 +77,7 @@ def test_two_students_over_a_split_then_a_sample_reusing_their_answers(tmp_path)
     assert db.execute("SELECT COUNT(*) FROM eval_runs").fetchone()[0] == 2
 
 
-def test_escape_stops_a_comparison_between_sessions_and_a_rerun_continues(tmp_path, monkeypatch):
+def test_escape_stops_a_comparison_between_sessions_and_a_rerun_continues(demo_path, open_screen, monkeypatch):
     import time
 
     from kdbundle.engine.evaluation import baselines
@@ -88,15 +89,11 @@ def test_escape_stops_a_comparison_between_sessions_and_a_rerun_continues(tmp_pa
         return slow(self, session)
 
     monkeypatch.setattr(baselines.WholeSessionPredictor, "predict", predict)
-    path = demo_db(tmp_path / "kd.db")
+    path = demo_path
 
     async def scenario():
-        app = KdApp(path)
-        async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.press("5")
-            screen = app.screen
-            await wait_for(pilot, lambda: DATASET in screen.datasets, what="choices")
-            await pilot.press("c")
+        async with open_screen(path, "5") as (app, pilot, screen):
+            await _comparing(pilot, screen)
             screen.query_one("#compare-a", Select).value = A
             screen.query_one("#compare-b", Select).value = B
             screen.query_one("#compare-dataset", Select).value = DATASET
