@@ -83,8 +83,6 @@ def title_text(p) -> str:
     return " ".join((p.title or "").split())[:300] or "(no title)"
 
 
-_title = title_text
-
 
 def session_vectors(db, sessions: Sequence) -> dict[int, np.ndarray]:
     """item id -> unit title embedding for every product of `sessions` (computed once, then read)."""
@@ -96,7 +94,7 @@ def session_vectors(db, sessions: Sequence) -> dict[int, np.ndarray]:
                 f"SELECT item_id, vector FROM item_embeddings WHERE model = ? AND item_id IN ({','.join('?' * len(chunk))})",
                 [EMBEDDING_MODEL, *chunk]):
             out[item_id] = np.frombuffer(blob, dtype=np.float32)
-    missing = {p.item_id: _title(p) for s in sessions for p in s.products if p.item_id and p.item_id not in out}
+    missing = {p.item_id: title_text(p) for s in sessions for p in s.products if p.item_id and p.item_id not in out}
     if missing:
         keys = sorted(missing)
         vecs = embed([missing[i] for i in keys])
@@ -110,7 +108,7 @@ def session_vectors(db, sessions: Sequence) -> dict[int, np.ndarray]:
 def similarity(session, vectors: dict[int, np.ndarray]) -> np.ndarray:
     """Cosine similarities of a session's titles (products without a stored item are embedded here)."""
     loose = [p for p in session.products if not p.item_id]
-    extra = dict(zip((id(p) for p in loose), embed([_title(p) for p in loose]))) if loose else {}
+    extra = dict(zip((id(p) for p in loose), embed([title_text(p) for p in loose]))) if loose else {}
     x = np.stack([vectors[p.item_id] if p.item_id else extra[id(p)] for p in session.products])
     return x @ x.T
 
