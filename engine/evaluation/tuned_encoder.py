@@ -190,10 +190,11 @@ def tuned_encoder(folder_root: Path, datasets: Sequence[str], train: Sequence[Se
             model = fine_tune([s for s in train if fold_of(s.id, recipe.seed) != f], recipe, seed=recipe.seed + f,
                               progress=(lambda d, t, f=f: progress(f"encoder fold {f + 1}/{FOLDS}", d, t)) if progress else None,
                               should_stop=should_stop)
+            vecs = encode(model, held)  # once per item: the fold's encoder gives an item one vector in every session
             for s in held:
-                vecs = encode(model, [s])
-                for item_id, v in vecs.items():
-                    oof[f"{s.id}:{item_id}"] = v
+                for p in s.products:
+                    if p.item_id:
+                        oof[f"{s.id}:{p.item_id}"] = vecs[p.item_id]
         model = fine_tune(train, recipe, seed=recipe.seed + FOLDS,
                           progress=(lambda d, t: progress("encoder on all of train", d, t)) if progress else None,
                           should_stop=should_stop)
