@@ -169,6 +169,10 @@ class OnePassRunner:
             raise KdError("llama.cpp returned no output for a product position")
         return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(size,)).copy()
 
+    def _first_segment(self, session: Session, knowledge: str = "") -> list[int]:
+        """Token ids of the prompt's first segment (template start, task line, knowledge): every session's alike."""
+        return self.tokenize(segments(session, self.heads.template, knowledge=knowledge)[0][1])
+
     def states(self, session: Session, knowledge: str = "") -> tuple[np.ndarray, int]:
         """(n x 2H states, prompt tokens) for one session; the prompt stays in the KV cache for the intents.
 
@@ -179,8 +183,9 @@ class OnePassRunner:
                                                        title_max=self.heads.title_max, knowledge=knowledge)
         if len(ids) > self.llm.n_ctx() - INTENT_TOKENS * 4:
             raise KdError(f"session prompt of {len(ids)} tokens does not fit the context ({self.llm.n_ctx()})")
-        first = self.tokenize(segments(session, self.heads.template, knowledge=knowledge)[0][1])
-        keep = len(first) if self._cached_prefix == first and ids[:len(first)] == first else 0
+        first = self._first_segment(session, knowledge)
+        shared = ids[:len(first)] == first
+        keep = len(first) if shared and self._cached_prefix == first else 0
         if keep:
             import llama_cpp
 
@@ -189,7 +194,7 @@ class OnePassRunner:
             self.llm._ctx.kv_cache_clear()  # noqa: SLF001
         self._cached_prefix = None  # until the decode below succeeded
         self._decode(ids[keep:], keep)
-        self._cached_prefix = first if ids[:len(first)] == first else None
+        self._cached_prefix = first if shared else None
         h = self.llm.n_embd()
         line = np.stack([self._row(k - keep, h) for k in line_pos])
         read = np.stack([self._row(k - keep, h) for k in read_pos])
@@ -215,7 +220,6 @@ class OnePassRunner:
         return out
 
     def _decode_group(self, sessions: list[Session], feats: list[np.ndarray]) -> list[OnePassAnswer]:
-
         with self.lock:
             t0 = time.perf_counter()
             pieces = [tokens_and_positions(s, self.heads.template, self.tokenize, title_max=self.heads.title_max)
@@ -226,7 +230,7 @@ class OnePassRunner:
             self.llm._ctx.kv_cache_clear()  # noqa: SLF001
             self._cached_prefix = None  # the other sequences fill the cache: the next single answer starts afresh
             # the prompts' shared first segment is decoded once (sequence 0) and its cache copied to the others
-            first = self.tokenize(segments(sessions[0], self.heads.template)[0][1])
+            first = self._first_segment(sessions[0])
             keep = len(first) if all(ids[:len(first)] == first for ids, _, _ in pieces) else 0
             if keep:
                 import llama_cpp
