@@ -408,29 +408,24 @@ def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, A
     seconds = tokens * scale / fig["tokens_per_second"] + TRAIN_LOAD_SECONDS
     basis = [_basis(key, fig)]
     calls = 0
-    if tr.get("recipe") == "onepass":
-        # no export per validation, no sample: every valid session is scored by the heads in torch; the heads are
-        # first fitted on the pair features alone (30 quick epochs) before the first step
+    onepass = tr.get("recipe") == "onepass"
+    if onepass:  # the heads are first fitted on the pair features alone (30 quick epochs) before the first step
         seconds += ONEPASS_WARM_SECONDS
-        if tr.get("valid", True):
-            valid = sum(_sessions(db, d, "valid")[0] for d in datasets)
-            every = int(tr["eval_steps"]) if tr.get("eval_steps") else per_epoch
-            validations = max(1, math.ceil(steps / max(1, every)))
-            seconds += validations * valid * ONEPASS_VALID_SECONDS * thread_scale({"threads": 2}, threads)
-        disk = n_params * TRAIN_DISK_BYTES_PER_PARAM
-        return _out(steps, 0, tokens, 0, seconds, disk, basis, examples=examples, steps=steps,
-                    items_per_example=round(items, 2))
     if tr.get("valid", True):
-        short = tr.get("max_steps") is not None and int(tr["max_steps"]) < SHORT_RUN_STEPS
+        # a short letters run validates on a sample; one-pass runs score every valid session
+        short = not onepass and tr.get("max_steps") is not None and int(tr["max_steps"]) < SHORT_RUN_STEPS
         valid = sum(min(_sessions(db, d, "valid")[0], SHORT_RUN_VALID if short else 10**9) for d in datasets)
         every = int(tr["eval_steps"]) if tr.get("eval_steps") else per_epoch
         validations = max(1, math.ceil(steps / max(1, every)))
-        ekey = f"eval:llm|{student}"
-        efig, xfig = speed(db, ekey), speed(db, "export")
-        calls = validations * valid
-        seconds += calls * efig["seconds_per_unit"] * thread_scale(efig, threads) + validations * xfig["seconds_per_unit"]
-        basis += [_basis(ekey, efig), _basis("export", xfig)]
-    disk = n_params * (TRAIN_DISK_BYTES_PER_PARAM if not lora else 2.0)
+        if onepass:  # scored by the heads in torch, no export per validation
+            seconds += validations * valid * ONEPASS_VALID_SECONDS * thread_scale({"threads": 2}, threads)
+        else:
+            ekey = f"eval:llm|{student}"
+            efig, xfig = speed(db, ekey), speed(db, "export")
+            calls = validations * valid
+            seconds += calls * efig["seconds_per_unit"] * thread_scale(efig, threads) + validations * xfig["seconds_per_unit"]
+            basis += [_basis(ekey, efig), _basis("export", xfig)]
+    disk = n_params * (TRAIN_DISK_BYTES_PER_PARAM if onepass or not lora else 2.0)
     return _out(steps, calls, tokens, 0, seconds, disk, basis, examples=examples, steps=steps,
                 items_per_example=round(items, 2))
 
