@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "kdbundle.engine.types": 0, "kdbundle.engine.errors": 0, "kdbundle.engine.progress": 0,
     "kdbundle.engine.config": 0, "kdbundle.engine.embeddings": 0, "kdbundle.engine.pairs": 0,
     "kdbundle.engine.threads": 0, "kdbundle.engine.machine": 0, "kdbundle.engine.files": 0, "kdbundle.engine.schema": 0,
+    "kdbundle.engine.tuned_encoder": 0, "kdbundle.engine.pair_evidence": 0,
     "kdbundle.engine.data": 1,
     "kdbundle.engine.llm": 2,
     "kdbundle.engine.knowledge": 3,

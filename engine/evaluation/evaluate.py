@@ -137,7 +137,7 @@ def make_predictor(db: sqlite_utils.Database, cfg: EvalConfig, *, progress: Call
         if cfg.method == "pair-logistic":
             return PairLogistic(db, cfg.dataset)
         if cfg.method == "pairwise-tuned":
-            from .tuned_encoder import EncoderStopped
+            from ..tuned_encoder import EncoderStopped
 
             try:
                 return PairwiseTuned(db, cfg.dataset, cfg.seed, should_stop=should_stop,

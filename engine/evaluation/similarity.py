@@ -5,7 +5,7 @@ embedding-clusters: embed each title (the shipped MiniLM model), join two produc
 pairwise: a gradient-boosted classifier over pair features of the title embeddings (similarity, each
   product's best match, ranks, session size, word overlap), trained on the train split; same grouping.
 pairwise-tuned: the same classifier over the pair features of the shipped encoder and of one fine-tuned on the
-  train split's bundles (evaluation.tuned_encoder), trained on train (out-of-fold tuned vectors).
+  train split's bundles (tuned_encoder), trained on train (out-of-fold tuned vectors).
 pair-logistic: a logistic regression over the same features (engine.pairs.PairModel): the group hint a
   group-hint student carries, scored alone, so the student is always compared with its own hint.
 
@@ -25,6 +25,7 @@ import sqlite_utils
 from ..data.sessions import load_sessions
 from ..embeddings import EMBEDDING_MODEL, session_vectors, similarity  # noqa: F401  (re-exported)
 from ..errors import InputError
+from ..pair_evidence import PairEvidence
 from ..pairs import FEATURES, PairModel, grouped_at, groups, pair_features, pair_index
 from ..pairs import pair_labels as _labels
 from ..types import Bundle, Prediction, Session
@@ -107,7 +108,8 @@ class Pairwise(_PairGrouping):
         self.db = db
         train = load_sessions(db, dataset, "train", with_bundles_only=True)
         valid = load_sessions(db, dataset, "valid", with_bundles_only=True)
-        self.vectors = session_vectors(db, [*train, *valid])
+        self.evidence = PairEvidence(db, sessions=[*train, *valid])
+        self.vectors = self.evidence.vectors
         self._fit(dataset, train, valid, seed)
 
     def _fit(self, dataset: str, train: Sequence[Session], valid: Sequence[Session], seed: int) -> None:
@@ -129,7 +131,7 @@ class Pairwise(_PairGrouping):
         self.threshold, self.valid_f1 = choose_threshold(valid, PROBABILITIES, self._at) if valid else (0.5, None)
 
     def _features(self, s: Session) -> np.ndarray:
-        return pair_features(s, similarity(s, self.vectors))
+        return self.evidence(s)
 
     def _proba(self, s: Session) -> np.ndarray:
         return self.model.predict_proba(self._features(s))[:, 1]
@@ -143,39 +145,37 @@ class Pairwise(_PairGrouping):
     @property
     def params(self) -> dict:
         return {"threshold": self.threshold, "model": "gradient boosting (scikit-learn HistGradientBoosting)",
-                "features": list(FEATURES), "embedding": EMBEDDING_MODEL, "trained_on": "train",
+                "features": list(self.evidence.names), "embedding": EMBEDDING_MODEL, "trained_on": "train",
                 "train_pairs": self.train_pairs, "train_positive_pairs": self.train_positive, "chosen_on": "valid",
                 "valid_strict_f1": None if self.valid_f1 is None else round(self.valid_f1, 4)}
 
 
 class PairwiseTuned(Pairwise):
     """`pairwise` reading twice the pair features: over the shipped encoder's vectors and over an encoder fine-tuned
-    on this dataset's train bundles (evaluation.tuned_encoder; train pairs read out-of-fold vectors, so the
+    on this dataset's train bundles (tuned_encoder; train pairs read out-of-fold vectors, so the
     classifier learns how far to trust the tuned similarity on sessions its encoder never saw)."""
 
     name = "pairwise-tuned"
 
     def __init__(self, db: sqlite_utils.Database, dataset: str, seed: int = 0, *, progress=None, should_stop=None):
         from ..files import runs_dir
-        from .tuned_encoder import EncoderRecipe, tuned_encoder
+        from ..tuned_encoder import EncoderRecipe, tuned_encoder
 
         self.db = db
         train = load_sessions(db, dataset, "train", with_bundles_only=True)
         valid = load_sessions(db, dataset, "valid", with_bundles_only=True)
-        self.vectors = session_vectors(db, [*train, *valid])
         self.recipe = EncoderRecipe(seed=seed)
         self.encoder = tuned_encoder(runs_dir(db) / "encoders", [dataset], train, self.recipe, progress=progress,
                                      should_stop=should_stop)
+        self.evidence = PairEvidence(db, self.encoder, sessions=[*train, *valid])
+        self.vectors = self.evidence.vectors
         self._fit(dataset, train, valid, seed)
-
-    def _features(self, s: Session) -> np.ndarray:
-        return np.hstack([pair_features(s, similarity(s, self.vectors)), pair_features(s, self.encoder.similarity(s))])
 
     @property
     def params(self) -> dict:
         from dataclasses import asdict
 
-        return {**super().params, "features": [*FEATURES, *(f"tuned_{f}" for f in FEATURES)],
+        return {**super().params,
                 "tuned_encoder": {"folder": self.encoder.folder.name, **asdict(self.recipe),
                                   "train": "out-of-fold vectors for train pairs, the whole-train encoder elsewhere"}}
 

@@ -49,9 +49,9 @@ SEEDS: dict[str, dict[str, float]] = {
     # a 135M student to a q8_0 GGUF on 2 idle cores: 12.4 s (a fresh database) and 10.4 s (run 1), 2026-12-06
     "export": {"seconds_per_unit": 13.0},
     "embed": {"seconds_per_unit": 0.12},
-    # fine-tuning the title encoder (pairwise-tuned), per train session and epoch: 1321 sessions x 2 epochs in
-    # 575 s on one core shared with another process, so about half that idle
-    "tune-encoder": {"seconds_per_unit": 0.15},  # MiniLM title embeddings, per item not yet cached (1420 in 176 s)
+    # fine-tuning the title encoder (pairwise-tuned, one-pass students), per train session and epoch of the three
+    # encoders (two folds, then all of train): E+C's 1321 sessions, 2 epochs, 684 s on 2 cores (0.13 s)
+    "tune-encoder": {"seconds_per_unit": 0.13},
     "experiment": {"seconds_per_unit": 345.0},  # the paper grid: 72 cells in 6.9 h
 }
 ROUNDS_SEEN = 1.5
@@ -310,26 +310,28 @@ def plan_eval(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, An
             efig = speed(db, "embed")
             seconds += embed * efig["seconds_per_unit"]
             basis.append(_basis("embed", efig))
-    if cfg.method == "pairwise-tuned" and not _encoder_cached(db, cfg):
-        from ..evaluation.tuned_encoder import EncoderRecipe
-
-        train, _ = _sessions(db, cfg.dataset, "train")
-        tfig = speed(db, "tune-encoder")
-        # FOLDS encoders on the other folds, then one on all of train: 2 x train sessions per epoch with two folds
-        seconds += 2 * train * EncoderRecipe().epochs * tfig["seconds_per_unit"]
-        basis.append(_basis("tune-encoder", tfig))
+    if cfg.method == "pairwise-tuned":
+        extra, tbasis = _encoder_seconds(db, [cfg.dataset], cfg.seed)
+        seconds += extra
+        basis += tbasis
     return _out(n, calls, calls * fig.get("prompt_tokens", 0), calls * fig.get("completion_tokens", 0),
                 seconds, n * (BYTES_PER_CALL_ROW if model else 512) + embed * 1600, basis, sessions=n,
                 embed_items=embed)
 
 
-def _encoder_cached(db: sqlite_utils.Database, cfg) -> bool:
+def _encoder_seconds(db: sqlite_utils.Database, datasets: list[str], seed: int = 0) -> tuple[float, list]:
+    """Fine-tuning the title encoder on `datasets`' train sessions (tuned_encoder), unless it is saved:
+    (seconds, basis). FOLDS encoders on the other folds, then one on all of train: 2 x train sessions per epoch."""
     from ..data.sessions import load_sessions
-    from ..evaluation.tuned_encoder import EncoderRecipe, saved
     from ..files import runs_dir
+    from ..tuned_encoder import EncoderRecipe, saved
 
-    train = load_sessions(db, cfg.dataset, "train", with_bundles_only=True)
-    return saved(runs_dir(db) / "encoders", [cfg.dataset], train, EncoderRecipe(seed=cfg.seed))
+    train = [s for d in datasets for s in load_sessions(db, d, "train", with_bundles_only=True)]
+    recipe = EncoderRecipe(seed=seed)
+    if saved(runs_dir(db) / "encoders", datasets, train, recipe):
+        return 0.0, []
+    tfig = speed(db, "tune-encoder")
+    return 2 * len(train) * recipe.epochs * tfig["seconds_per_unit"], [_basis("tune-encoder", tfig)]
 
 
 def _params_count(db: sqlite_utils.Database, student: str) -> float:
@@ -405,12 +407,23 @@ def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, A
     share = None if lora else trained_share(db, student, tr.get("top_layers"))
     if share is not None and isinstance(fig.get("trained_share"), (int, float)):
         scale *= train_flops(share) / train_flops(fig["trained_share"])  # every layer's backward costs
+    total_layers = _layers(db, student) if tr.get("layers") else None
+    if total_layers and share is not None and int(tr["layers"]) < total_layers:
+        # a one-pass student cut to its first K layers: the forward runs K of them, the backward the trained ones
+        kept = int(tr["layers"]) / total_layers
+        scale *= (kept + 2.0 * min(share, kept)) / train_flops(share)
     seconds = tokens * scale / fig["tokens_per_second"] + TRAIN_LOAD_SECONDS
     basis = [_basis(key, fig)]
     calls = 0
     onepass = tr.get("recipe") == "onepass"
     if onepass:  # the heads are first fitted on the pair features alone (30 quick epochs) before the first step
         seconds += ONEPASS_WARM_SECONDS
+        from ..student.config import recipe_default
+
+        if (tr.get("title_encoder") or recipe_default("onepass", "title_encoder")) == "tuned":
+            extra, tbasis = _encoder_seconds(db, datasets)
+            seconds += extra
+            basis += tbasis
     if tr.get("valid", True):
         # a short letters run validates on a sample; one-pass runs score every valid session
         short = not onepass and tr.get("max_steps") is not None and int(tr["max_steps"]) < SHORT_RUN_STEPS

@@ -262,10 +262,9 @@ class BundleGenerator:
                           extra_params) -> GenerationResult:
         """One prefill, the heads, the decoder, then an intent per bundle found (llm.onepass_serve)."""
         from .onepass import VERSION
-        from .onepass import pair_features_of as feats_of
 
         t0 = time.perf_counter()
-        feats = feats_of(self.db, session)
+        feats = self.onepass.features(self.db, session)
         t1 = time.perf_counter()
         ans = self.onepass.answer(session, feats, intents=self.cfg.intents)
         text = ans.text()

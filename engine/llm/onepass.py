@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import KdError
+from ..pair_evidence import FEATURE_SETS, feature_set_of
 from ..pairs import FEATURES, pair_index
 from ..types import Bundle, Session
 from .prompts import _clean
@@ -133,6 +134,15 @@ class Heads:
     uses_states: bool = True
     """False for the ablation that reads the pair features alone (no LLM)."""
     decoder: dict = field(default_factory=lambda: {"item": 0.5, "pair": 0.5, "linkage": "average", "fallback": "best-pair"})
+    feature_set: str = "shipped"
+    """Which pair features the heads read (engine.pair_evidence.FEATURE_SETS)."""
+    encoder: dict | None = None
+    """With the `tuned` feature set: the fine-tuned title encoder the student carries beside its weights
+    ({"sha256": its files' digest, "max_tokens": what it reads}; llm.onepass_encoder finds and checks it)."""
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return FEATURE_SETS[self.feature_set]
 
     # -- forward
 
@@ -169,7 +179,7 @@ class Heads:
             a = np.asarray(a, dtype=np.float32)
             return {"shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode("ascii")}
 
-        return {"version": VERSION, "features": list(FEATURES), "title_max": self.title_max,
+        return {"version": VERSION, "features": list(self.features), "encoder": self.encoder, "title_max": self.title_max,
                 "uses_states": self.uses_states, "template": {"prefix": self.template.prefix, "suffix": self.template.suffix},
                 "decoder": dict(self.decoder), "feat_mean": enc(self.feat_mean), "feat_scale": enc(self.feat_scale),
                 "tensors": {k: enc(v) for k, v in self.tensors.items()}}
@@ -183,8 +193,19 @@ class Heads:
         try:
             if data.get("version") != VERSION:
                 raise ValueError(f"version {data.get('version')!r}, this kdbundle reads {VERSION}")
-            if list(data.get("features") or []) != list(FEATURES):
+            feature_set = feature_set_of(data.get("features") or [])
+            if feature_set is None:
                 raise ValueError("other pair features")
+            encoder = data.get("encoder")
+            if feature_set == "tuned":
+                if not isinstance(encoder, dict) or not isinstance(encoder.get("sha256"), str) \
+                        or len(encoder["sha256"]) != 64 or not isinstance(encoder.get("max_tokens"), int) \
+                        or not 8 <= encoder["max_tokens"] <= 512:
+                    raise ValueError("tuned pair features without a well-formed encoder entry")
+                int(encoder["sha256"], 16)
+                encoder = {"sha256": encoder["sha256"], "max_tokens": encoder["max_tokens"]}
+            elif encoder is not None:
+                raise ValueError("an encoder entry without tuned pair features")
 
             def dec(d: dict) -> np.ndarray:
                 shape = [int(x) for x in d["shape"]]
@@ -220,8 +241,9 @@ class Heads:
             if not isinstance(title_max, int) or isinstance(title_max, bool) or not 10 <= title_max <= 1000:
                 raise ValueError("title_max out of range")
             heads = cls(tensors, dec(data["feat_mean"]), dec(data["feat_scale"]), Template(tmpl["prefix"], tmpl["suffix"]),
-                        title_max, uses_states, decoder)
-            if heads.feat_mean.shape != (len(FEATURES),) or heads.feat_scale.shape != (len(FEATURES),) \
+                        title_max, uses_states, decoder, feature_set, encoder)
+            f = len(heads.features)
+            if heads.feat_mean.shape != (f,) or heads.feat_scale.shape != (f,) \
                     or (heads.feat_scale <= 0).any():
                 raise ValueError("bad feature standardisation")
             heads._check_shapes()
@@ -240,7 +262,7 @@ class Heads:
         return cls.from_dict(data)
 
     def _check_shapes(self) -> None:
-        t, f = self.tensors, len(FEATURES)
+        t, f = self.tensors, len(self.features)
         d = t["item.0.weight"].shape[1] - 2 * f
         if self.uses_states:
             if t["proj.weight"].shape[0] != d or t["proj.bias"].shape != (d,):
@@ -316,13 +338,3 @@ def pair_truth(session: Session) -> tuple[np.ndarray, np.ndarray]:
             for y in pos:
                 same[x, y] = 1.0
     return item, np.asarray([same[i, j] for i, j in pair_index(n)])
-
-
-def pair_features_of(db, session: Session) -> np.ndarray:
-    """The session's pair features (engine.pairs.FEATURES) over its cached title embeddings, as the heads read them."""
-    from ..embeddings import session_vectors, similarity
-    from ..pairs import pair_features
-
-    if session.n < 2:
-        return np.zeros((0, len(FEATURES)))
-    return pair_features(session, similarity(session, session_vectors(db, [session])))

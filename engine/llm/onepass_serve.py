@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import KdError
 from ..types import Bundle, Session
-from .onepass import HEADS_KEY, INTENT_HEAD, Heads, decode, segments, tokens_and_positions
+from .onepass import HEADS_KEY, INTENT_HEAD, VERSION, Heads, decode, segments, tokens_and_positions
 
 INTENT_TOKENS = 12
 """Most tokens an intent may take (3-5 words)."""
@@ -105,6 +105,11 @@ class OnePassRunner:
             raise KdError(f"cannot load {path}: the file is truncated or corrupt (llama.cpp: {exc})") from None
         if self.llm.n_embd() * 2 != heads.state_dim and heads.uses_states:
             raise KdError(f"{path}: its heads read {heads.state_dim // 2}-wide states, the model has {self.llm.n_embd()}")
+        from .onepass_encoder import beside
+        from .onepass_encoder import load as load_encoder
+
+        self.encoder = load_encoder(beside(self.path), heads)
+        """The fine-tuned title encoder beside the GGUF (heads reading the `tuned` pair features), else None."""
         self.lock = threading.Lock()
         self._cached_prefix: list[int] | None = None
         """The token ids of the prompt's first segment while they are in the KV cache (sequence 0, from 0)."""
@@ -122,7 +127,13 @@ class OnePassRunner:
 
     def describe(self) -> dict:
         return {"backend": "llama.cpp one-pass", "path": str(self.path), "n_ctx": self.n_ctx,
-                "n_threads": self.llm.n_threads, "onepass": self.heads.to_dict()["version"]}
+                "n_threads": self.llm.n_threads, "onepass": VERSION, "pair_features": self.heads.feature_set}
+
+    def features(self, db, session: Session) -> np.ndarray:
+        """The pair features these heads read for `session` (engine.pair_evidence), title vectors cached in `db`."""
+        from ..pair_evidence import PairEvidence
+
+        return PairEvidence(db, self.encoder)(session)
 
     def prompt_text(self, session: Session, knowledge: str = "") -> str:
         return "".join(t for _, t in segments(session, self.heads.template, title_max=self.heads.title_max,

@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -422,6 +423,9 @@ def delete_model(db: sqlite_utils.Database, name: str, *, delete_files: bool = T
         p = Path(info.path).resolve()
         if any(p.is_relative_to(root.resolve()) for root in ours):
             p.unlink(missing_ok=True)
+            from .onepass_encoder import beside
+
+            shutil.rmtree(beside(p), ignore_errors=True)  # a one-pass student's title encoder, exported with it
 
 
 remove_model = delete_model

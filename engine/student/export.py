@@ -25,6 +25,7 @@ import sqlite_utils
 
 from ...store.db import transaction
 from ..errors import InputError, KdError
+from ..llm import onepass_encoder
 from ..llm.gguf import carried_metadata, training_carried
 from ..llm.onepass import HEADS_FILE, HEADS_KEY, Heads
 from ..threads import thread_budget
@@ -93,6 +94,9 @@ def export_run(db, run_id: int, cfg: ExportConfig | None = None) -> ExportResult
             # the budget of this database: the cores its running jobs leave free
             threads = cfg.threads or thread_budget(db)
             _write_merged(student, adapter_dir, tmp, name, quant, threads, training_carried(run["config"]))
+            encoder = adapter_dir / onepass_encoder.RUN_FOLDER
+            if encoder.is_dir():  # a one-pass student's fine-tuned title encoder goes beside its .gguf (checked at load)
+                onepass_encoder.copy_folder(encoder, onepass_encoder.beside(path), replace=True)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -131,9 +135,10 @@ def owned_export(db, name: str, path: Path) -> bool:
 
 def _check_target(db, name: str, path: Path, force: bool = False) -> None:
     # Run ids are per database: a file of the same name may belong to another database's run.
-    if path.exists() and not force and not owned_export(db, name, path):
-        raise KdError(f"{path} already exists and is not model {name!r} of this database: choose another out_dir "
-                      "or name, or add --force to replace it")
+    for p in (path, onepass_encoder.beside(path)):
+        if p.exists() and not force and not owned_export(db, name, path):
+            raise KdError(f"{p} already exists and is not model {name!r} of this database: choose another out_dir "
+                          "or name, or add --force to replace it")
 
 
 def write_gguf(student: Student, weights: Path, out: Path, *, quant: str = "q8_0", threads: int | None = None,
@@ -179,7 +184,7 @@ def _write_merged(student: Student, adapter_dir: Path, tmp: Path, name: str, qua
         extra[HEADS_KEY] = text
     extra = extra or None
     kwargs = dict(ftype=ftype, model_name=name, tied_embeddings=tied, chat_template=load_tokenizer(student).chat_template,
-                  extra=extra)
+                  extra=extra, blocks=getattr(text_config, "num_hidden_layers", None))
     if quant in ("f16", "f32"):
         gguf_write.write_merged(student.gguf_path, state, tmp, **kwargs)
         return

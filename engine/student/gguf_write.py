@@ -124,13 +124,17 @@ def copy_metadata(reader, writer, overrides: Mapping[str, tuple]) -> None:
 
 def write_merged(base_path: Path, state_dict: Mapping[str, np.ndarray], out_path: Path, *,
                  ftype: str, model_name: str, tied_embeddings: bool, chat_template: str | None = None,
-                 extra: Mapping[str, str] | None = None) -> None:
+                 extra: Mapping[str, str] | None = None, blocks: int | None = None) -> None:
     """Write `state_dict` (HF names, fp32 numpy) as a GGUF with the base's layout; `ftype` f16 or f32.
-    `extra`: string metadata added to the file (e.g. the prompt spec the student was trained with)."""
+    `extra`: string metadata added to the file (e.g. the prompt spec the student was trained with); `blocks`: keep
+    only the first this many transformer blocks (a student cut to fewer layers)."""
     gguf = _gguf()
     reader, arch = read_base(base_path)
     n_head, n_head_kv = _head_counts(reader, arch)
     n_blocks = int(field(reader, f"{arch}.block_count"))
+    blocks = n_blocks if blocks is None else blocks
+    if not 1 <= blocks <= n_blocks:
+        raise KdError(f"export: {blocks} blocks asked, {base_path.name} has {n_blocks}")
     names = _Names(arch, n_blocks)
     base_shapes = {t.name: _tensor_shape(t) for t in reader.tensors}
     converted: dict[str, np.ndarray] = {}
@@ -155,8 +159,12 @@ def write_merged(base_path: Path, state_dict: Mapping[str, np.ndarray], out_path
         overrides[gguf.Keys.Tokenizer.CHAT_TEMPLATE] = (chat_template, gguf.GGUFValueType.STRING)
     for key, value in (extra or {}).items():
         overrides[key] = (value, gguf.GGUFValueType.STRING)
+    if blocks != n_blocks:
+        overrides[f"{arch}.block_count"] = (blocks, gguf.GGUFValueType.UINT32)
     copy_metadata(reader, writer, overrides)
     for t in reader.tensors:
+        if t.name.startswith("blk.") and int(t.name.split(".")[1]) >= blocks:
+            continue  # a block the student no longer has
         # Tensors without a torch counterpart (e.g. rope_freqs) keep the base's values.
         w = converted.get(t.name)
         if w is None:

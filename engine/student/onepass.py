@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..embeddings import similarity
 from ..evaluation.metrics import aggregate, score_session
 from ..llm.onepass import (
     HEAD_TENSORS,
@@ -37,7 +36,7 @@ from ..llm.onepass import (
     pair_truth,
     tokens_and_positions,
 )
-from ..pairs import FEATURES, pair_features, pair_index
+from ..pairs import pair_index
 from ..types import Bundle, Session
 
 
@@ -54,6 +53,22 @@ def hf_tokenize(tokenizer) -> Callable[[str], list[int]]:
     return lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def keep_layers(model, n: int) -> None:
+    """Cut `model` (a Hugging Face causal LM) to its first `n` transformer layers, in place: its final norm and
+    LM head then read layer n's output (the one-pass student's `layers` option)."""
+    import torch.nn as nn
+
+    from ..errors import InputError
+
+    total = len(model.model.layers)
+    if not 1 <= n <= total:
+        raise InputError(f"layers: this student has {total} transformer layers, keep 1 to {total} (got {n})")
+    model.model.layers = nn.ModuleList(list(model.model.layers)[:n])
+    model.config.num_hidden_layers = n
+    if isinstance(getattr(model.config, "layer_types", None), list):
+        model.config.layer_types = model.config.layer_types[:n]
+
+
 def permuted(s: Session, order: Sequence[int]) -> Session:
     """The session with its products in `order` (0-based old positions), bundles renumbered."""
     new_pos = {old + 1: k + 1 for k, old in enumerate(order)}
@@ -62,10 +77,11 @@ def permuted(s: Session, order: Sequence[int]) -> Session:
                    dataset=s.dataset, split=s.split, source_id=s.source_id)
 
 
-def make_heads_module(state_dim: int, *, d: int = 256, hidden: int = 128, uses_states: bool = True):
+def make_heads_module(state_dim: int, features: int, *, d: int = 256, hidden: int = 128, uses_states: bool = True):
+    """The heads in torch over `features` pair-feature columns (llm.onepass.Heads runs the same in numpy)."""
     import torch.nn as nn
 
-    f = len(FEATURES)
+    f = features
 
     class TorchHeads(nn.Module):
         def __init__(self) -> None:
@@ -108,15 +124,15 @@ class Prepared:
     """Tokens from this index on are an intent the LM learns to write (0: none)."""
 
 
-def standardisation(sessions: Sequence[Session], vectors) -> tuple[np.ndarray, np.ndarray]:
-    rows = [pair_features(s, similarity(s, vectors)) for s in sessions if s.n >= 2]
+def standardisation(sessions: Sequence[Session], evidence) -> tuple[np.ndarray, np.ndarray]:
+    rows = [evidence(s) for s in sessions if s.n >= 2]
     x = np.vstack(rows)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale < 1e-9] = 1.0
     return mean, scale
 
 
-def prepare(s: Session, vectors, tokenize, template: Template, mean, scale, *, title_max: int = TITLE_MAX,
+def prepare(s: Session, evidence, tokenize, template: Template, mean, scale, *, title_max: int = TITLE_MAX,
             knowledge: str = "", intent_of: Bundle | None = None) -> Prepared:
     ids, line_pos, read_pos = tokens_and_positions(s, template, tokenize, title_max=title_max, knowledge=knowledge)
     lm_from = 0
@@ -125,8 +141,7 @@ def prepare(s: Session, vectors, tokenize, template: Template, mean, scale, *, t
         ids = ids + tokenize(f"{INTENT_HEAD} {','.join(map(str, sorted(intent_of.items)))}:")
         lm_from = len(ids)
         ids = ids + tokenize(" " + " ".join(intent_of.intent.split()[:8]) + "\n")
-    feats = pair_features(s, similarity(s, vectors)) if s.n >= 2 else np.zeros((0, len(FEATURES)))
-    fz = (feats - mean) / scale
+    fz = (evidence(s) - mean) / scale
     item_y, pair_y = pair_truth(s)
     return Prepared(ids, line_pos, read_pos, fz, item_aggregates(s.n, fz), item_y, pair_y, s.n, lm_from)
 
@@ -197,10 +212,11 @@ def _head_loss(heads, states, p: Prepared):
     return li, lp, p.n, len(idx)
 
 
-def fit(model, tokenizer, train: Sequence[Session], vectors, cfg: FitConfig, *,
+def fit(model, tokenizer, train: Sequence[Session], evidence, cfg: FitConfig, *,
         progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
         on_epoch: Callable | None = None, checkpoint: Path | None = None):
-    """Train `model`'s top layers and fresh heads on `train` (ground truth). Returns (heads module, mean, scale,
+    """Train `model`'s top layers and fresh heads on `train` (ground truth), the heads reading `evidence(session)`'s
+    pair features (engine.pair_evidence.PairEvidence). Returns (heads module, mean, scale,
     template). `on_epoch(epoch, heads, mean, scale, template)` runs after each epoch (validation); with
     `checkpoint`, each finished epoch is saved there and a later call with the same folder continues after it."""
     import torch
@@ -209,21 +225,21 @@ def fit(model, tokenizer, train: Sequence[Session], vectors, cfg: FitConfig, *,
     rng = random.Random(cfg.seed)
     template = template_for(tokenizer)
     tok = hf_tokenize(tokenizer)
-    mean, scale = standardisation(train, vectors)
+    mean, scale = standardisation(train, evidence)
     hsize = model.config.hidden_size
-    heads = make_heads_module(2 * hsize, d=cfg.d, hidden=cfg.hidden, uses_states=cfg.uses_states)
+    heads = make_heads_module(2 * hsize, len(mean), d=cfg.d, hidden=cfg.hidden, uses_states=cfg.uses_states)
     saved = _load_checkpoint(checkpoint)
     if cfg.uses_states and cfg.warm_epochs > 0 and saved is None:
         from dataclasses import replace as _replace
 
-        warm, _, _, _ = fit(model, tokenizer, train, vectors, _replace(cfg, uses_states=False, epochs=cfg.warm_epochs))
+        warm, _, _, _ = fit(model, tokenizer, train, evidence, _replace(cfg, uses_states=False, epochs=cfg.warm_epochs))
         _warm_start(heads, warm, cfg.d)
     layers = model.model.layers
     for p_ in model.parameters():
         p_.requires_grad_(False)
     trainable = []
     if cfg.uses_states and cfg.top_layers > 0:
-        for layer in layers[len(layers) - cfg.top_layers:]:
+        for layer in layers[max(0, len(layers) - cfg.top_layers):]:
             for p_ in layer.parameters():
                 p_.requires_grad_(True)
                 trainable.append(p_)
@@ -261,7 +277,7 @@ def fit(model, tokenizer, train: Sequence[Session], vectors, cfg: FitConfig, *,
                 rng.shuffle(perm)
                 ps = permuted(s, perm)
                 with_intent = [b for b in ps.bundles if b.intent.strip()] if cfg.intent_weight and cfg.uses_states else []
-                prepped.append(prepare(ps, vectors, tok, template, mean, scale, title_max=cfg.title_max,
+                prepped.append(prepare(ps, evidence, tok, template, mean, scale, title_max=cfg.title_max,
                                        intent_of=rng.choice(with_intent) if with_intent else None))
             prepped.sort(key=lambda p: len(p.ids))
             for i in range(0, len(prepped), cfg.batch):
@@ -348,16 +364,17 @@ def _warm_start(heads, warm, d: int) -> None:
 
 
 def heads_from_module(heads_mod, mean, scale, template: Template, *, title_max: int, uses_states: bool,
-                      decoder: dict | None = None) -> Heads:
+                      decoder: dict | None = None, feature_set: str = "shipped", encoder: dict | None = None) -> Heads:
     sd = {k: v.detach().float().numpy().astype(np.float64) for k, v in heads_mod.state_dict().items()}
     tensors = {k: sd[k] for k in HEAD_TENSORS if k in sd}
-    h = Heads(tensors, np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64), template, title_max, uses_states)
+    h = Heads(tensors, np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64), template, title_max,
+              uses_states, feature_set=feature_set, encoder=encoder)
     if decoder:
         h.decoder = dict(decoder)
     return h
 
 
-def score_sessions(model, tokenizer, heads: Heads, sessions: Sequence[Session], vectors, *, batch: int = 8,
+def score_sessions(model, tokenizer, heads: Heads, sessions: Sequence[Session], evidence, *, batch: int = 8,
                    bf16: bool = False) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """session id -> (item chances, pair chances) in the session's own order, computed with torch."""
     import torch
@@ -369,12 +386,11 @@ def score_sessions(model, tokenizer, heads: Heads, sessions: Sequence[Session], 
     with torch.no_grad():
         for i in range(0, len(usable), batch):
             chunk = usable[i:i + batch]
-            prepped = [prepare(s, vectors, tok, heads.template, heads.feat_mean, heads.feat_scale, title_max=heads.title_max)
+            prepped = [prepare(s, evidence, tok, heads.template, heads.feat_mean, heads.feat_scale, title_max=heads.title_max)
                        for s in chunk]
             states = _forward_states(model, prepped, pad, bf16)[0] if heads.uses_states else [None] * len(chunk)
             for s, st in zip(chunk, states):
-                feats = pair_features(s, similarity(s, vectors))
-                out[s.id] = heads.scores(None if st is None else st.numpy().astype(np.float64), feats, s.n)
+                out[s.id] = heads.scores(None if st is None else st.numpy().astype(np.float64), evidence(s), s.n)
     return out
 
 

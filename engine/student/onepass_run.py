@@ -21,14 +21,15 @@ from typing import Any
 
 from ...store.db import transaction
 from ..data.sessions import load_sessions
-from ..embeddings import session_vectors
 from ..errors import InputError
+from ..llm import onepass_encoder
 from ..llm.onepass import HEADS_FILE, Heads
 from ..llm.onepass import VERSION as ONEPASS_VERSION
+from ..pair_evidence import PairEvidence
 from ..progress import now as _now
 from ..threads import thread_budget
 from .config import resolved
-from .onepass import FitConfig, choose_decoder, fit, heads_from_module, score_sessions
+from .onepass import FitConfig, choose_decoder, fit, heads_from_module, keep_layers, score_sessions
 from .recipe import ADAPTER_DIR, TrainResult
 from .runs import get_run, runs_dir
 from .runs import update_run as _update_run
@@ -50,6 +51,24 @@ def _best_so_far(db, run_id: int, folder: Path) -> dict[str, Any]:
     heads = Heads.from_json((folder / "best_heads.json").read_text(encoding="utf-8"))
     return {"f1": row[1], "step": row[0], "decoder": dict(heads.decoder), "heads": heads,
             "state": torch.load(folder / "best.pt", weights_only=True)["model"]}
+
+
+def _tuned_encoder(db, datasets: list[str], train, should_stop, say):
+    """The title encoder fine-tuned on `train` (read back when an earlier run or `eval --method pairwise-tuned` over
+    the same datasets and sessions trained it); False when asked to stop while fine-tuning."""
+    from ..tuned_encoder import EncoderStopped, tuned_encoder
+
+    last = [0.0]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if time.monotonic() - last[0] > 30 or done == total:
+            last[0] = time.monotonic()
+            say(f"fine-tuning the title encoder: {stage}, step {done}/{total}")
+
+    try:
+        return tuned_encoder(runs_dir(db) / "encoders", datasets, train, progress=progress, should_stop=should_stop)
+    except EncoderStopped:
+        return False
 
 
 def fit_config(cfg) -> FitConfig:
@@ -78,13 +97,23 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
     if cfg.valid and not valid:
         raise InputError("no valid sessions to choose the decoder on: train with --no-valid")
     torch.set_num_threads(cfg.threads or thread_budget(db))
-    vectors = session_vectors(db, [*train, *valid])
+    t0 = time.monotonic()
+    encoder = _tuned_encoder(db, datasets, train, should_stop, say) if resolved(cfg).title_encoder == "tuned" else None
+    if encoder is False:  # stopped while fine-tuning the encoder: nothing trained yet, the next try starts there
+        _update_run(db, run_id, status="stopped", steps=0, seconds=round(time.monotonic() - t0, 3))
+        return TrainResult(run_id=run_id, status="stopped", steps=0, final_loss=None, seconds=round(time.monotonic() - t0, 3),
+                           output_dir=str(output_dir), adapter_dir=None, examples=len(train), dropped_examples=0, tokens=0,
+                           best_step=None, valid=[], method="onepass")
+    evidence = PairEvidence(db, encoder, sessions=[*train, *valid])
+    carried = {"feature_set": evidence.feature_set, "encoder": None if encoder is None else
+               {"sha256": onepass_encoder.digest(encoder.folder / "full"), "max_tokens": encoder.model.max_seq_length}}
     student = resolve_student(cfg.student, db)
     tok, model = load_tokenizer(student), load_model(student)
+    if resolved(cfg).layers:
+        keep_layers(model, resolved(cfg).layers)
     fcfg = fit_config(cfg)
     if cfg.max_steps:
         fcfg.epochs = 1
-    t0 = time.monotonic()
     steps = {"n": 0, "loss": None, "tokens": 0}
 
     def progress(row: dict) -> None:
@@ -103,8 +132,8 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
     def on_epoch(epoch: int, heads_mod, mean, scale, template) -> None:
         if not valid:
             return
-        heads = heads_from_module(heads_mod, mean, scale, template, title_max=fcfg.title_max, uses_states=True)
-        scored = score_sessions(model, tok, heads, valid, vectors)
+        heads = heads_from_module(heads_mod, mean, scale, template, title_max=fcfg.title_max, uses_states=True, **carried)
+        scored = score_sessions(model, tok, heads, valid, evidence)
         decoder, m = choose_decoder(valid, scored)
         scores = {"strict_precision": m["strict_precision"], "strict_f1": m["strict_f1"],
                   "collapse_rate": m["collapse_rate"], "precision": m["precision"], "sessions": m["sessions"],
@@ -129,7 +158,7 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
 
     best: dict[str, Any] = {"f1": None, "step": None, "decoder": None, "state": None, "heads": None}
     best.update(_best_so_far(db, run_id, output_dir / CHECKPOINT))
-    heads_mod, mean, scale, template = fit(model, tok, train, vectors, fcfg, progress=progress, should_stop=stop,
+    heads_mod, mean, scale, template = fit(model, tok, train, evidence, fcfg, progress=progress, should_stop=stop,
                                            on_epoch=on_epoch, checkpoint=output_dir / CHECKPOINT)
     stopped = bool(should_stop and should_stop())
     last = db.execute("SELECT MAX(step) FROM train_metrics WHERE run_id = ? AND valid IS NOT NULL", [run_id]).fetchone()[0]
@@ -146,12 +175,14 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
         heads = best["heads"]
         heads.decoder = dict(best["decoder"])
     else:
-        heads = heads_from_module(heads_mod, mean, scale, template, title_max=fcfg.title_max, uses_states=True)
+        heads = heads_from_module(heads_mod, mean, scale, template, title_max=fcfg.title_max, uses_states=True, **carried)
     adapter = output_dir / ADAPTER_DIR
     shutil.rmtree(adapter, ignore_errors=True)
     shutil.rmtree(output_dir / CHECKPOINT, ignore_errors=True)  # a finished run resumes nothing
     model.save_pretrained(str(adapter))
     tok.save_pretrained(str(adapter))
+    if encoder is not None:  # the student's second transformer, beside its weights until export puts it by the .gguf
+        onepass_encoder.copy_folder(encoder.folder / "full", adapter / onepass_encoder.RUN_FOLDER)
     (adapter / HEADS_FILE).write_text(heads.to_json(), encoding="utf-8")
     seconds = round(time.monotonic() - t0, 3)
     _update_run(db, run_id, status="done", steps=steps["n"], final_loss=steps["loss"], seconds=seconds,

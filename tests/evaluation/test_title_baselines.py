@@ -90,9 +90,9 @@ def test_an_llm_eval_is_titles_by_default_and_leaky_with_categories(real_db):
 @pytest.mark.slow
 def test_pairwise_tuned_fine_tunes_once_reads_out_of_fold_vectors_on_train_and_reuses_its_encoder(db, tmp_path):
     from kdbundle.engine.data.sessions import load_sessions
-    from kdbundle.engine.evaluation.tuned_encoder import FOLDS, EncoderRecipe, EncoderStopped, fold_of, saved, tuned_encoder
     from kdbundle.engine.files import runs_dir
     from kdbundle.engine.jobs.estimate import plan_eval
+    from kdbundle.engine.tuned_encoder import FOLDS, EncoderRecipe, EncoderStopped, fold_of, saved, tuned_encoder
 
     shop = db
     import_dataset(db, _shop(tmp_path / "shop.jsonl", n=18), "shop")  # 6 train sessions: a fine-tuning of seconds

@@ -55,6 +55,16 @@ def test_train_eval_and_disk_plans(real_db):
     assert 1e9 < t["disk_bytes"] < 5e9  # checkpoints with optimizer state: ~2.6 GB measured for 4 steps
     longer = E.plan(real_db, "train", job_params(real_db, dataset="electronic", epochs=1, recipe="letters"))
     assert longer["seconds"] > 20 * t["seconds"] / 4
+    # the default one-pass run first fine-tunes its title encoder (not saved for this database): the plan counts it
+    onepass = E.plan(real_db, "train", job_params(real_db, dataset="electronic"))
+    shipped = E.plan(real_db, "train", job_params(real_db, dataset="electronic", title_encoder="shipped"))
+    tune = 2 * 623 * 2 * E.speed(real_db, "tune-encoder")["seconds_per_unit"]  # 623 train sessions with bundles
+    assert onepass["seconds"] == pytest.approx(shipped["seconds"] + tune, abs=0.2)  # plans round to 0.1 s
+    assert "tune-encoder" in str(onepass["basis"]) and "tune-encoder" not in str(shipped["basis"])
+    # a student cut to fewer layers trains faster (the forward runs the kept layers only)
+    cut = E.plan(real_db, "train", job_params(real_db, dataset="electronic", title_encoder="shipped", layers=10))
+    whole = E.plan(real_db, "train", job_params(real_db, dataset="electronic", title_encoder="shipped", layers=30))
+    assert cut["seconds"] < 0.8 * whole["seconds"]
     ev = E.plan(real_db, "eval", {"dataset": "electronic", "split": "test", "method": "llm"})
     assert ev["units"] == ev["calls"] == 180
     assert E.plan(real_db, "eval", {"dataset": "electronic", "split": "test", "method": "whole-session"})["calls"] == 0
@@ -210,9 +220,10 @@ def test_a_one_pass_plan_counts_its_warm_start_and_scores_every_valid_session_wi
     """A 4-step one-pass run on Electronic took 115 s (cached title vectors) and 144 s (fresh) on 2 idle cores; the
     letters plan it got said 75 s and 90 s: no warm start, and a sampled validation with an export each time."""
     monkeypatch.setenv("KDBUNDLE_THREADS", "2")
-    onepass = E.plan(real_db, "train", job_params(real_db, dataset="electronic", max_steps=4))
+    measured = {"title_encoder": "shipped", "layers": 30}  # the run measured then: every layer, no encoder to tune
+    onepass = E.plan(real_db, "train", job_params(real_db, dataset="electronic", max_steps=4, **measured))
     assert onepass["calls"] == 0 and not any("export" in b for b in onepass["basis"])
-    no_valid = E.plan(real_db, "train", job_params(real_db, dataset="electronic", max_steps=4, valid=False))
+    no_valid = E.plan(real_db, "train", job_params(real_db, dataset="electronic", max_steps=4, valid=False, **measured))
     assert onepass["seconds"] - no_valid["seconds"] == pytest.approx(90 * E.ONEPASS_VALID_SECONDS, abs=0.2)
     assert no_valid["seconds"] > E.ONEPASS_WARM_SECONDS
     assert 115 / 1.3 <= onepass["seconds"] <= 144 * 1.3

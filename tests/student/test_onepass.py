@@ -11,15 +11,16 @@ from typer.testing import CliRunner
 
 from kdbundle.engine.data.demo import load_demo
 from kdbundle.engine.errors import KdError
-from kdbundle.engine.llm.onepass import FEATURES, Heads, Template, decode, pair_truth, tokens_and_positions
+from kdbundle.engine.llm.onepass import Heads, Template, decode, pair_truth, tokens_and_positions
+from kdbundle.engine.pair_evidence import FEATURE_SETS
 from kdbundle.engine.pairs import pair_index
 from kdbundle.engine.types import Bundle, Product, Session
 from kdbundle.store import open_db
 
 
-def _heads(d: int = 4, hidden: int = 3, uses_states: bool = True, state_dim: int = 6) -> Heads:
+def _heads(d: int = 4, hidden: int = 3, uses_states: bool = True, state_dim: int = 6, feature_set: str = "shipped") -> Heads:
     rng = np.random.default_rng(0)
-    f = len(FEATURES)
+    f = len(FEATURE_SETS[feature_set])
     du = d if uses_states else 0
     t = {"item.0.weight": rng.normal(size=(hidden, du + 2 * f)), "item.0.bias": rng.normal(size=hidden),
          "item.2.weight": rng.normal(size=(1, hidden)), "item.2.bias": rng.normal(size=1),
@@ -27,13 +28,17 @@ def _heads(d: int = 4, hidden: int = 3, uses_states: bool = True, state_dim: int
          "pair.2.weight": rng.normal(size=(1, hidden)), "pair.2.bias": rng.normal(size=1)}
     if uses_states:
         t.update({"proj.weight": rng.normal(size=(d, state_dim)), "proj.bias": rng.normal(size=d)})
-    return Heads(t, np.zeros(f), np.ones(f), Template("<s>", "</s>"), 60, uses_states)
+    encoder = {"sha256": "ab" * 32, "max_tokens": 32} if feature_set == "tuned" else None
+    return Heads(t, np.zeros(f), np.ones(f), Template("<s>", "</s>"), 60, uses_states, feature_set=feature_set, encoder=encoder)
 
 
-def test_heads_round_trip_through_their_carried_json_and_score_alike():
-    h = _heads()
+@pytest.mark.parametrize("feature_set", ["shipped", "tuned"])
+def test_heads_round_trip_through_their_carried_json_and_score_alike(feature_set):
+    h = _heads(feature_set=feature_set)
     back = Heads.from_json(h.to_json())
-    states, feats = np.random.default_rng(1).normal(size=(4, 6)), np.random.default_rng(2).normal(size=(6, len(FEATURES)))
+    assert back.feature_set == feature_set and back.encoder == h.encoder
+    f = len(FEATURE_SETS[feature_set])
+    states, feats = np.random.default_rng(1).normal(size=(4, 6)), np.random.default_rng(2).normal(size=(6, f))
     a, b = h.scores(states, feats, 4), back.scores(states, feats, 4)
     assert np.allclose(a[0], b[0], atol=1e-5) and np.allclose(a[1], b[1], atol=1e-5)  # float32 in the file
     assert a[0].shape == (4,) and a[1].shape == (6,) and ((0 <= a[1]) & (a[1] <= 1)).all()
@@ -47,6 +52,8 @@ def test_heads_round_trip_through_their_carried_json_and_score_alike():
     lambda d: d["decoder"].update(item=2.0),
     lambda d: d["decoder"].update(linkage="ward; import os"),
     lambda d: d.update(features=["sim"]),
+    lambda d: d.update(features=list(FEATURE_SETS["tuned"])),  # 18 names over 9-column tensors, no encoder named
+    lambda d: d.update(encoder={"sha256": "ab" * 32, "max_tokens": 32}),  # an encoder the shipped features never read
     lambda d: d.update(title_max="50"),
     lambda d: d["feat_scale"].update(data=__import__("base64").b64encode(np.zeros(9, np.float32).tobytes()).decode()),
 ])
@@ -118,7 +125,7 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
         return json.loads(r.stdout[r.stdout.index("{"):])
 
     out = run("train", "--dataset", "demo-electronics", "--max-steps", "2", "--batch", "4",  # the default recipe
-              "--top-layers", "2", "--threads", "1", "--json")
+              "--top-layers", "2", "--layers", "6", "--threads", "1", "--json")  # cut to 6 of its 30 layers
     assert out["status"] == "done" and out["method"] == "onepass" and out["steps"] == 2
     assert out["hint_weight"] is None and out["valid_sessions"] == 3  # no letters to fuse a hint into
     assert out["valid"] and {"strict_precision", "strict_f1"} <= set(out["valid"][0])
@@ -132,8 +139,14 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
     from kdbundle.engine.llm.onepass_serve import heads_of
 
     assert gguf_metadata(Path(exp["path"]))["onepass"] == "onepass-v1"
+    assert gguf_metadata(Path(exp["path"]))["layers"] == 6  # the exported student has the layers it trained with
     carried = heads_of(Path(exp["path"]))
     assert carried.decoder == heads.decoder and np.allclose(carried.tensors["pair.2.weight"], heads.tensors["pair.2.weight"])
+    # the default reads tuned pair features: the fine-tuned title encoder went beside the .gguf, named by its digest
+    from kdbundle.engine.llm import onepass_encoder
+
+    assert carried.feature_set == "tuned" and len(carried.feat_mean) == 18
+    assert carried.encoder["sha256"] == onepass_encoder.digest(onepass_encoder.beside(Path(exp["path"])))
 
     ev = run("eval", "--dataset", "demo-electronics", "--split", "test", "--method", "llm", "--model", exp["model"], "--json")
     assert ev["sessions"] > 0 and 0 <= ev["strict_precision"] <= 1
@@ -171,10 +184,19 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
     cold, _ = runner.states(other)
     assert np.allclose(warm, cold, atol=1e-4)
     # several sessions through one decode score as they do one at a time
-    from kdbundle.engine.llm.onepass import pair_features_of
-
     tests = load_sessions(db, "demo-electronics", "test", with_bundles_only=True)[:4]
-    feats = [pair_features_of(db, t) for t in tests]
+    feats = [runner.features(db, t) for t in tests]
     for one, many in zip([runner.answer(t, f, intents=False) for t, f in zip(tests, feats)], runner.answer_batch(tests, feats)):
         assert np.allclose(one.item, many.item, atol=0.02) and np.allclose(one.pair, many.pair, atol=0.02)
     runner.close()
+    # a changed or missing encoder is refused in one line, never served with the wrong features
+    enc = onepass_encoder.beside(Path(exp["path"]))
+    with open(enc / "modules.json", "a", encoding="utf-8") as f:
+        f.write(" ")
+    with pytest.raises(KdError, match="not the one this student was trained with"):
+        OnePassRunner(Path(exp["path"]), carried, n_threads=1)
+    import shutil
+
+    shutil.rmtree(enc)
+    with pytest.raises(KdError, match="title encoder is missing"):
+        OnePassRunner(Path(exp["path"]), carried, n_threads=1)

@@ -16,9 +16,9 @@ from kdbundle.engine.student.config import RECIPE_DEFAULTS, TrainConfig, check_t
 from kdbundle.engine.student.runs import run_identity, sft_config, train_config
 from kdbundle.store import open_db
 
-MEASURED = {"recipe": "onepass", "method": "auto", "top_layers": 10, "lr": 1e-4, "epochs": 2.0, "batch_size": 8,
-            "precision": "fp32"}
-"""The one-pass run behind reports/best_student.md (E+C: strict P 0.441 / 0.485 on test)."""
+MEASURED = {"recipe": "onepass", "method": "auto", "layers": 10, "top_layers": 10, "lr": 1e-4, "epochs": 2.0,
+            "batch_size": 8, "precision": "fp32", "title_encoder": "tuned"}
+"""The one-pass run behind reports/best_student.md (E+C, run 3 of the session-19 database)."""
 
 
 @pytest.fixture
@@ -50,6 +50,20 @@ def test_each_recipe_resolves_its_own_values_once_and_given_values_win():
         check_train_config(TrainConfig(recipe="lettres"))
 
 
+def test_the_title_encoder_is_a_one_pass_option_tuned_by_default():
+    assert resolved(TrainConfig()).title_encoder == "tuned"
+    assert resolved(TrainConfig(title_encoder="shipped")).title_encoder == "shipped"
+    assert resolved(TrainConfig(recipe="letters")).title_encoder is None
+    with pytest.raises(InputError, match="title_encoder is a onepass option"):
+        check_train_config(TrainConfig(recipe="letters", title_encoder="tuned"))
+    with pytest.raises(InputError, match="title_encoder must be one of shipped, tuned"):
+        check_train_config(TrainConfig(title_encoder="bert"))
+    with pytest.raises(InputError, match="layers is a onepass option"):
+        check_train_config(TrainConfig(recipe="letters", layers=10))
+    with pytest.raises(InputError, match="layers is a onepass option of at least 1"):
+        check_train_config(TrainConfig(layers=0))
+
+
 def test_paper_is_the_letters_student_in_the_papers_setting(db):
     params = job_params(db, dataset="electronic", recipe="paper")
     t = params["train"]
@@ -71,6 +85,7 @@ def test_letters_runs_keep_the_keys_they_had(db):
            "grad_accum": 1, "max_len": 1024, "seed": 42, "save_steps": 50, "threads": None, "valid": True,
            "eval_steps": None, "patience": 2, "precision": "fp32"}
     now = job_params(db, dataset="electronic", recipe="letters")
+    assert now["train"].pop("title_encoder") is None and now["train"].pop("layers") is None, "one-pass options"
     assert now["train"] == old
     before_recipes = {**now, "train": {k: v for k, v in old.items() if k not in ("recipe", "precision")}}
 

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..embeddings import shipped_model, title_text
-from ..errors import InputError, KdError
-from ..pairs import pair_index, pair_labels
-from ..types import Session
+from .embeddings import shipped_model, title_text
+from .errors import InputError, KdError
+from .pairs import pair_index, pair_labels
+from .types import Session
 
 FOLDS = 2
 _LOCK = threading.Lock()
