@@ -1,15 +1,16 @@
 """The one-pass student beside every titles-only baseline on the full test splits: writes reports/best_student.md/.json.
 
-    KDBUNDLE_DB=kd.db .venv/bin/python -m reports.best_student --model smollm2-135m-run1-q8_0
+    KDBUNDLE_DB=kd.db .venv/bin/python -m reports.best_student --model smollm2-135m-run3-q8_0
 
 Per domain (Electronic, Clothing; 180 test sessions each, titles only):
   - the one-pass student, scored by `kdbundle eval`'s own path (one process, one session at a time: its
     seconds_per_session is wall time per session on this machine's threads), and its batched throughput
     (sessions through one llama.cpp context in one decode call, measured here on the same sessions);
-  - the baselines every student must beat (whole-session, embedding-clusters, pairwise, pair-logistic), each
-    scored by `eval --method`;
-  - the ablation: the same heads trained on the pair features alone (no LLM states), fitted on the same train
-    splits with the same recipe, its decoder chosen on valid;
+  - the baselines every student must beat (whole-session, embedding-clusters, pairwise, pairwise-tuned,
+    pair-logistic), each scored by `eval --method`;
+  - the ablation: the same heads trained on the student's own pair features alone (no LLM states; with tuned
+    features, over the encoder its training fine-tuned, read back), fitted on the same train splits with the same
+    recipe, its decoder chosen on valid;
   - the generative student and the teacher as measured before (reports/student_table.json: other runs, cited
     with their numbers, not rerun here).
 Paired bootstrap 95% intervals (strict F1, student - other) on the sessions both scored. Every choice (decoder
@@ -29,15 +30,11 @@ import json
 import os
 import time
 
-import numpy as np
-
 from benchmarks.common import machine_info
 from kdbundle.engine.data.sessions import load_sessions
-from kdbundle.engine.embeddings import session_vectors, similarity
 from kdbundle.engine.evaluation.bootstrap import paired_bootstrap, session_scores
 from kdbundle.engine.evaluation.evaluate import EvalConfig, evaluate
 from kdbundle.engine.evaluation.metrics import aggregate, score_session
-from kdbundle.engine.pairs import pair_features
 from kdbundle.store import open_db
 
 OUT = Path(__file__).resolve().parent
@@ -46,34 +43,39 @@ BASELINES = ("whole-session", "embedding-clusters", "pairwise", "pairwise-tuned"
 COLUMNS = ("strict_precision", "strict_recall", "strict_f1", "precision", "collapse_rate", "intent_similarity")
 
 
-def features_only(db, domains, seed: int = 0):
-    """The heads on the pair features alone (the ablation), trained as the student's are; decoder chosen on valid."""
+def features_only(db, domains, feature_set: str, seed: int = 0):
+    """The heads on the pair features alone (the ablation), trained as the student's are, on the student's feature
+    set (a tuned encoder: the one its training fine-tuned, read back); decoder chosen on valid. Returns (heads, the
+    evidence its test sessions read)."""
     import torch
 
+    from kdbundle.engine.files import runs_dir
+    from kdbundle.engine.pair_evidence import PairEvidence
     from kdbundle.engine.student.onepass import FitConfig, choose_decoder, fit, heads_from_module, score_sessions
     from kdbundle.engine.student.weights import load_model, load_tokenizer, resolve_student
+    from kdbundle.engine.tuned_encoder import tuned_encoder
 
     train = [s for d in domains for s in load_sessions(db, d, "train", with_bundles_only=True)]
     valid = [s for d in domains for s in load_sessions(db, d, "valid", with_bundles_only=True)]
-    vectors = session_vectors(db, [*train, *valid])
+    encoder = tuned_encoder(runs_dir(db) / "encoders", list(domains), train) if feature_set == "tuned" else None
+    evidence = PairEvidence(db, encoder, sessions=[*train, *valid])
     student = resolve_student("smollm2-135m")
     tok, model = load_tokenizer(student), load_model(student)
     torch.manual_seed(seed)
     cfg = FitConfig(uses_states=False, epochs=30, seed=seed)
-    heads_mod, mean, scale, template = fit(model, tok, train, vectors, cfg)
-    heads = heads_from_module(heads_mod, mean, scale, template, title_max=cfg.title_max, uses_states=False)
-    decoder, _ = choose_decoder(valid, score_sessions(model, tok, heads, valid, vectors))
+    heads_mod, mean, scale, template = fit(model, tok, train, evidence, cfg)
+    heads = heads_from_module(heads_mod, mean, scale, template, title_max=cfg.title_max, uses_states=False,
+                              feature_set=evidence.feature_set)
+    decoder, _ = choose_decoder(valid, score_sessions(model, tok, heads, valid, evidence))
     heads.decoder = decoder
-    return heads
+    return heads, evidence
 
 
-def ablation_scores(db, heads, dataset: str) -> dict:
+def ablation_scores(db, heads, evidence, dataset: str) -> dict:
     test = load_sessions(db, dataset, "test", with_bundles_only=True)
-    vectors = session_vectors(db, test)
     out = {}
     for s in test:
-        feats = pair_features(s, similarity(s, vectors)) if s.n >= 2 else np.zeros((0, 9))
-        pred = heads.bundles(None, feats, s.n)
+        pred = heads.bundles(None, evidence(s), s.n)
         out[s.id] = score_session([b.items for b in pred], [b.items for b in s.bundles], n_items=s.n)
     return out
 
@@ -81,12 +83,11 @@ def ablation_scores(db, heads, dataset: str) -> dict:
 def batched_throughput(db, model: str, dataset: str, batch: int = 8) -> dict:
     """Sessions/s of the student's states for the whole split, `batch` sessions per llama.cpp decode, against one
     at a time, on the same runner (heads and decoder included, intents left out of both)."""
-    from kdbundle.engine.llm.onepass import pair_features_of
     from kdbundle.engine.llm.onepass_serve import open_onepass
 
     runner = open_onepass(db, model)
     test = load_sessions(db, dataset, "test", with_bundles_only=True)
-    feats = {s.id: pair_features_of(db, s) for s in test}
+    feats = {s.id: runner.features(db, s) for s in test}
     t0 = time.perf_counter()
     one = [runner.answer(s, feats[s.id], intents=False).bundles for s in test]
     single = time.perf_counter() - t0
@@ -106,7 +107,6 @@ def serving_speed(db, model: str, dataset: str, eval_run_id: int) -> dict:
     same runner eval uses, and how many answers equal the stored evaluation's (whose quality the table reports)."""
     import json as _json
 
-    from kdbundle.engine.llm.onepass import pair_features_of
     from kdbundle.engine.llm.onepass_serve import open_onepass
 
     runner = open_onepass(db, model)
@@ -114,7 +114,7 @@ def serving_speed(db, model: str, dataset: str, eval_run_id: int) -> dict:
     stored = {sid: sorted(sorted(b["items"]) for b in _json.loads(parsed or "[]"))
               for sid, parsed in db.execute("SELECT session_id, predicted FROM eval_results WHERE eval_run_id = ?",
                                             [eval_run_id])}
-    feats = {s.id: pair_features_of(db, s) for s in test}  # title vectors cached before the clock starts, as eval's are
+    feats = {s.id: runner.features(db, s) for s in test}  # title vectors cached before the clock starts, as eval's are
     runner.answer(test[0], feats[test[0].id])  # warm: the first call pays llama.cpp's first-use costs
     t0 = time.perf_counter()
     answers = {s.id: runner.answer(s, feats[s.id]) for s in test}
@@ -133,7 +133,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     db = open_db(args.db)
     cited = json.loads((OUT / "student_table.json").read_text()) if (OUT / "student_table.json").exists() else {}
-    heads = features_only(db, DOMAINS)
+    from kdbundle.engine.llm.onepass_serve import open_onepass
+
+    heads, evidence = features_only(db, DOMAINS, open_onepass(db, args.model).heads.feature_set)
     result: dict = {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "machine": machine_info(),
                     "load": args.load, "model": args.model}
     for d in DOMAINS:
@@ -150,7 +152,7 @@ def main(argv=None) -> int:
             b = evaluate(db, EvalConfig(dataset=d, split="test", method=method, fields="titles"))
             rows[method] = {**{k: b.get(k) for k in COLUMNS}, "eval_run_id": b["eval_run_id"], "seconds_per_session": b.get("seconds_per_session")}
             scores[method] = session_scores(db, b["eval_run_id"])
-        abl = ablation_scores(db, heads, d)
+        abl = ablation_scores(db, heads, evidence, d)
         rows["heads on pair features alone (ablation)"] = {k: aggregate(list(abl.values())).get(k) for k in COLUMNS}
         scores["heads on pair features alone (ablation)"] = abl
         best = max(BASELINES, key=lambda m: rows[m]["strict_f1"])
