@@ -27,6 +27,12 @@ from .onepass import HEADS_KEY, INTENT_HEAD, VERSION, Heads, decode, segments, t
 
 INTENT_TOKENS = 12
 """Most tokens an intent may take (3-5 words)."""
+INTENTS = "whole-title-words"
+"""How a one-pass student writes intents: greedy, in whole words of the bundle's own titles only (`title_words`).
+On valid (E / C, matched bundles) it raised intent similarity for every student it was tried on (10 layers: 0.230 ->
+0.353, 0.343 -> 0.364; 30 layers: 0.431 -> 0.444, 0.479 -> 0.520) and keeps intents about the products (a hard
+drive and its dock are no longer "different style of necklace"); free decoding gave fragments of other sessions.
+Part of an evaluation's key (evaluation.evaluate.run_key): answers written another way are not reused."""
 
 
 @contextmanager
@@ -127,7 +133,8 @@ class OnePassRunner:
 
     def describe(self) -> dict:
         return {"backend": "llama.cpp one-pass", "path": str(self.path), "n_ctx": self.n_ctx,
-                "n_threads": self.llm.n_threads, "onepass": VERSION, "pair_features": self.heads.feature_set}
+                "n_threads": self.llm.n_threads, "onepass": VERSION, "pair_features": self.heads.feature_set,
+                "intents": INTENTS}
 
     def features(self, db, session: Session) -> np.ndarray:
         """The pair features these heads read for `session` (engine.pair_evidence), title vectors cached in `db`."""
@@ -266,8 +273,19 @@ class OnePassRunner:
                                          {"prefill": per}))
         return out
 
-    def intent(self, bundle: Bundle) -> tuple[str, int]:
-        """Greedy intent for one bundle after the cached prompt: "Bundle 1,3:" then up to INTENT_TOKENS tokens."""
+    def title_words(self, session: Session, bundle: Bundle) -> set[tuple[int, ...]]:
+        """The words an intent may use (INTENTS), as token sequences: every word of the bundle's own titles, as
+        written and lower-cased, each with its leading space (an intent follows "Bundle 1,3:" after a space)."""
+        words: set[tuple[int, ...]] = set()
+        for k in bundle.items:
+            title = " ".join((session.products[k - 1].title or "").split())
+            for word in {*title.split(), *title.lower().split()}:
+                words.add(tuple(self.tokenize(" " + word)))
+        return {w for w in words if w}
+
+    def intent(self, bundle: Bundle, words: set[tuple[int, ...]] | None = None) -> tuple[str, int]:
+        """Greedy intent for one bundle after the cached prompt: "Bundle 1,3:" then up to INTENT_TOKENS tokens; with
+        `words`, whole words of that set only (the next token must continue the word begun or begin another)."""
         import llama_cpp
 
         mem = llama_cpp.llama_get_memory(self.llm._ctx.ctx)  # noqa: SLF001
@@ -276,14 +294,28 @@ class OnePassRunner:
         self._decode(head, self._prompt_len)
         pos, out, n_vocab = self._prompt_len + len(head), [], self.llm.n_vocab()
         eos = {self.llm.token_eos(), *self._newline}
-        last = len(head) - 1
+        last, begun = len(head) - 1, ()
         for _ in range(INTENT_TOKENS):
-            tok = int(np.argmax(self._row(last, n_vocab, logits=True)))
+            row = self._row(last, n_vocab, logits=True)
+            if words is not None:
+                allowed = {w[len(begun)] for w in words if len(w) > len(begun) and w[:len(begun)] == begun}
+                if not begun or begun in words:  # between words: any word may start, or the intent may end
+                    allowed |= {w[0] for w in words} | (eos if out else set())
+                keep = np.full(n_vocab, -np.inf, dtype=np.float32)
+                keep[[i for i in allowed if 0 <= i < n_vocab]] = 0.0
+                row = row + keep
+            tok = int(np.argmax(row))
             if tok in eos:
                 break
             out.append(tok)
+            if words is not None:  # continue the word begun, or begin a new one
+                longer = (*begun, tok)
+                begun = longer if any(w[:len(longer)] == longer for w in words) else (tok,)
             self._decode([tok], pos)
             pos, last = pos + 1, 0
+        else:
+            if words is not None and begun not in words:  # the token limit came mid-word: that word is left out
+                out = out[:len(out) - len(begun)]
         text = self.llm.detokenize(out).decode("utf-8", errors="replace")
         return " ".join(text.split())[:60], len(out)
 
@@ -303,7 +335,7 @@ class OnePassRunner:
             written, n_out = [], 0
             for b in found:
                 if intents and self.heads.uses_states:
-                    text, k = self.intent(b)
+                    text, k = self.intent(b, self.title_words(session, b))
                     n_out += k
                     written.append(Bundle(b.items, text))
                 else:

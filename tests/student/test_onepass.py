@@ -188,6 +188,11 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
     feats = [runner.features(db, t) for t in tests]
     for one, many in zip([runner.answer(t, f, intents=False) for t, f in zip(tests, feats)], runner.answer_batch(tests, feats)):
         assert np.allclose(one.item, many.item, atol=0.02) and np.allclose(one.pair, many.pair, atol=0.02)
+    # intents are written in whole words of the bundle's own titles (INTENTS), whatever the student would say else
+    for t_ in tests:
+        for b in runner.answer(t_, runner.features(db, t_)).bundles:
+            words = {w for k in b.items for title in [t_.products[k - 1].title] for w in (*title.split(), *title.lower().split())}
+            assert b.intent and set(b.intent.split()) <= words, (b.intent, words)
     runner.close()
     # a changed or missing encoder is refused in one line, never served with the wrong features
     enc = onepass_encoder.beside(Path(exp["path"]))
