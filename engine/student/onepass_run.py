@@ -55,8 +55,8 @@ def _best_so_far(db, run_id: int, folder: Path) -> dict[str, Any]:
 
 def _tuned_encoder(db, datasets: list[str], train, should_stop, say):
     """The title encoder fine-tuned on `train` (read back when an earlier run or `eval --method pairwise-tuned` over
-    the same datasets and sessions trained it); False when asked to stop while fine-tuning."""
-    from ..tuned_encoder import EncoderStopped, tuned_encoder
+    the same datasets and sessions trained it); raises tuned_encoder.EncoderStopped when asked to stop meanwhile."""
+    from ..tuned_encoder import tuned_encoder
 
     last = [0.0]
 
@@ -65,10 +65,7 @@ def _tuned_encoder(db, datasets: list[str], train, should_stop, say):
             last[0] = time.monotonic()
             say(f"fine-tuning the title encoder: {stage}, step {done}/{total}")
 
-    try:
-        return tuned_encoder(runs_dir(db) / "encoders", datasets, train, progress=progress, should_stop=should_stop)
-    except EncoderStopped:
-        return False
+    return tuned_encoder(runs_dir(db) / "encoders", datasets, train, progress=progress, should_stop=should_stop)
 
 
 def fit_config(cfg) -> FitConfig:
@@ -82,6 +79,8 @@ def fit_config(cfg) -> FitConfig:
 def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Callable[[], bool] | None = None,
                   on_step: Callable[[dict], None] | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
     import torch
+
+    from ..tuned_encoder import EncoderStopped
 
     run = get_run(db, run_id)
     output_dir = Path(cfg.output_dir or run["output_dir"] or runs_dir(db) / f"run-{run_id}")
@@ -98,19 +97,26 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
         raise InputError("no valid sessions to choose the decoder on: train with --no-valid")
     torch.set_num_threads(cfg.threads or thread_budget(db))
     t0 = time.monotonic()
-    encoder = _tuned_encoder(db, datasets, train, should_stop, say) if resolved(cfg).title_encoder == "tuned" else None
-    if encoder is False:  # stopped while fine-tuning the encoder: nothing trained yet, the next try starts there
-        _update_run(db, run_id, status="stopped", steps=0, seconds=round(time.monotonic() - t0, 3))
-        return TrainResult(run_id=run_id, status="stopped", steps=0, final_loss=None, seconds=round(time.monotonic() - t0, 3),
-                           output_dir=str(output_dir), adapter_dir=None, examples=len(train), dropped_examples=0, tokens=0,
-                           best_step=None, valid=[], method="onepass")
+    rcfg = resolved(cfg)
+
+    def stopped_result(steps: int, loss: float | None, tokens: int, best_step: int | None) -> TrainResult:
+        seconds = round(time.monotonic() - t0, 3)
+        _update_run(db, run_id, status="stopped", steps=steps, seconds=seconds)
+        return TrainResult(run_id=run_id, status="stopped", steps=steps, final_loss=loss, seconds=seconds,
+                           output_dir=str(output_dir), adapter_dir=None, examples=len(train), dropped_examples=0,
+                           tokens=tokens, best_step=best_step, valid=[], method="onepass")
+
+    try:
+        encoder = _tuned_encoder(db, datasets, train, should_stop, say) if rcfg.title_encoder == "tuned" else None
+    except EncoderStopped:  # nothing trained yet: the next try starts with the encoder again
+        return stopped_result(0, None, 0, None)
     evidence = PairEvidence(db, encoder, sessions=[*train, *valid])
     carried = {"feature_set": evidence.feature_set, "encoder": None if encoder is None else
                {"sha256": onepass_encoder.digest(encoder.folder / "full"), "max_tokens": encoder.model.max_seq_length}}
     student = resolve_student(cfg.student, db)
     tok, model = load_tokenizer(student), load_model(student)
-    if resolved(cfg).layers:
-        keep_layers(model, resolved(cfg).layers)
+    if rcfg.layers:
+        keep_layers(model, rcfg.layers)
     fcfg = fit_config(cfg)
     if cfg.max_steps:
         fcfg.epochs = 1
@@ -165,11 +171,7 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
     if not stopped and valid and last != steps["n"]:  # max_steps ended mid-epoch: score the end too
         on_epoch(0, heads_mod, mean, scale, template)
     if stopped:
-        _update_run(db, run_id, status="stopped", steps=steps["n"], seconds=round(time.monotonic() - t0, 3))
-        return TrainResult(run_id=run_id, status="stopped", steps=steps["n"], final_loss=steps["loss"],
-                           seconds=round(time.monotonic() - t0, 3), output_dir=str(output_dir), adapter_dir=None,
-                           examples=len(train), dropped_examples=0, tokens=steps["tokens"], best_step=best["step"], valid=[],
-                           method="onepass")
+        return stopped_result(steps["n"], steps["loss"], steps["tokens"], best["step"])
     if best["state"] is not None:
         model.load_state_dict(best["state"])
         heads = best["heads"]
