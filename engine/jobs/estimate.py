@@ -373,6 +373,12 @@ ONEPASS_VALID_SECONDS = 0.45
 """Scoring one valid session with the one-pass heads in torch, 2 threads (90 Electronic sessions + saving: ~45 s)."""
 
 
+def _set_formats(db: sqlite_utils.Database, name: str) -> set[str]:
+    row = db.execute("SELECT spec FROM knowledge_sets WHERE name = ?", [name]).fetchone()
+    formats = json.loads(row[0] or "{}").get("formats") if row else None
+    return set(formats) if isinstance(formats, list) else {"patterns", "rules"}  # unknown: assume the longer prompt
+
+
 def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, Any]:
     tr, sft = params.get("train") or {}, params.get("sft") or {}
     datasets = list(params.get("datasets") or [])
@@ -399,7 +405,9 @@ def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, A
     tokens_per_example = fig.get("tokens_per_unit", 250)
     if items and isinstance(fig.get("items_per_unit"), (int, float)) and fig["items_per_unit"] > 0:
         tokens_per_example *= items / fig["items_per_unit"]  # smaller sessions, shorter examples
-    if params.get("knowledge_set") and sft.get("knowledge_in_prompt", True):
+    if params.get("knowledge_set") and sft.get("knowledge_in_prompt", True) and (
+            tr.get("recipe") != "onepass" or _set_formats(db, params["knowledge_set"]) & {"patterns", "rules"}):
+        # a one-pass prompt shows a set's patterns and rules only (its thoughts are a training loss)
         tokens_per_example = max(tokens_per_example, 0.6 * int(tr.get("max_len") or 1024))
     tokens = steps * batch * tokens_per_example
     threads = job_threads(db, params)

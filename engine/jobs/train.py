@@ -79,11 +79,14 @@ def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tup
     data = sft_config(params, cfg)
     data.check()
     if cfg.recipe == "onepass":  # what only a letters student reads would be silently ignored
-        letters_only = [flag for flag, on in (("--knowledge-set/--formats", data.knowledge_set),
-                                              ("--group-hints", data.group_hints), ("--hints", data.hints),
+        letters_only = [flag for flag, on in (("--group-hints", data.group_hints), ("--hints", data.hints),
                                               ("--title-max", data.title_max is not None),
                                               ("--prompt full", data.prompt != "compact"),
-                                              ("--answer json", data.answer != "letters")) if on]
+                                              ("--answer json", data.answer != "letters"),
+                                              ("--thoughts reasoning-json", data.thoughts == "reasoning-json"),
+                                              (f"--targets {data.targets}", data.targets != "truth"),
+                                              ("--answered-only", data.answered_only),
+                                              ("--thought-sessions-only", data.thought_sessions_only)) if on]
         if letters_only:
             raise InputError(f"{', '.join(letters_only)} apply to the letters student, not the one-pass one "
                              "(the default): add --recipe letters")
@@ -316,9 +319,10 @@ def _run_onepass(ctx: JobContext, cfg: TrainConfig, data: SftDataConfig, run_id:
         ctx.progress(row["step"], row.get("total"))
 
     result = train_onepass(ctx.db, cfg, data.datasets, run_id=run_id, should_stop=ctx.should_stop, on_step=on_step,
-                           log=ctx.log)
+                           log=ctx.log, knowledge_set=data.knowledge_set, knowledge_in_prompt=data.knowledge_in_prompt,
+                           thoughts=data.thoughts)
     ctx.progress(result.steps, result.steps if result.status == "done" else None)
-    return {**asdict(result), "key": key, "reused": False, "knowledge_set": None, "datasets": data.datasets,
+    return {**asdict(result), "key": key, "reused": False, "knowledge_set": data.knowledge_set, "datasets": data.datasets,
             "example_stats": {"sessions": result.examples}, "valid_sessions": valid_sessions(ctx.db, cfg, data),
             "disk_bytes": disk_bytes(result.output_dir), "hint_weight": None}  # no letters to fuse a hint into
 

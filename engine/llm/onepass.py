@@ -43,6 +43,8 @@ TITLE_MAX = 60
 INTENT_HEAD = "Bundle"
 """Intents are asked as "Bundle 1,3,4:" after the prompt; the student completes the intent."""
 MAX_ITEMS = 10
+KNOWLEDGE_MAX = 20_000
+"""Characters of knowledge text a student's heads may carry into its prompt (a read-back bound, not a budget)."""
 ITEM_AGG = ("max", "mean")
 """Per product, the pair features aggregated over its partners (the product head reads them)."""
 
@@ -57,12 +59,17 @@ class Template:
     """Everything after the read-out line (template end, assistant start)."""
 
 
+def prompt_head(template: Template, knowledge: str = "") -> str:
+    """The prompt's first segment, the same for every session: template start, task line, knowledge text."""
+    return template.prefix + (knowledge.strip() + "\n\n" if knowledge.strip() else "")
+
+
 def segments(session: Session, template: Template, *, title_max: int = TITLE_MAX,
              knowledge: str = "") -> list[tuple[str, str]]:
     """(kind, text) pieces of one session's prompt, tokenized one by one: kinds "text", "line" (a product
     line; its last token is the product's first state), "number" (a read-out number; its last token is
     the product's second state)."""
-    out: list[tuple[str, str]] = [("text", template.prefix + (knowledge.strip() + "\n\n" if knowledge.strip() else ""))]
+    out: list[tuple[str, str]] = [("text", prompt_head(template, knowledge))]
     for k, p in enumerate(session.products, start=1):
         out.append(("line", f"{k}. {_clean(p.title, title_max) or '(no title)'}"))
         out.append(("text", "\n"))
@@ -139,6 +146,9 @@ class Heads:
     encoder: dict | None = None
     """With the `tuned` feature set: the fine-tuned title encoder the student carries beside its weights
     ({"sha256": its files' digest, "max_tokens": what it reads}; llm.onepass_encoder finds and checks it)."""
+    knowledge: str = ""
+    """Knowledge text the student was trained to read before every session (a knowledge set's patterns and rules,
+    student.onepass_knowledge); served in the same place, its KV cache shared by every session."""
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -182,7 +192,8 @@ class Heads:
         return {"version": VERSION, "features": list(self.features), "encoder": self.encoder, "title_max": self.title_max,
                 "uses_states": self.uses_states, "template": {"prefix": self.template.prefix, "suffix": self.template.suffix},
                 "decoder": dict(self.decoder), "feat_mean": enc(self.feat_mean), "feat_scale": enc(self.feat_scale),
-                "tensors": {k: enc(v) for k, v in self.tensors.items()}}
+                "tensors": {k: enc(v) for k, v in self.tensors.items()},
+                **({"knowledge": self.knowledge} if self.knowledge else {})}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
@@ -240,8 +251,11 @@ class Heads:
             title_max = data.get("title_max", TITLE_MAX)
             if not isinstance(title_max, int) or isinstance(title_max, bool) or not 10 <= title_max <= 1000:
                 raise ValueError("title_max out of range")
+            knowledge = data.get("knowledge", "")
+            if not isinstance(knowledge, str) or len(knowledge) > KNOWLEDGE_MAX:
+                raise ValueError(f"knowledge is not text of at most {KNOWLEDGE_MAX} characters")
             heads = cls(tensors, dec(data["feat_mean"]), dec(data["feat_scale"]), Template(tmpl["prefix"], tmpl["suffix"]),
-                        title_max, uses_states, decoder, feature_set, encoder)
+                        title_max, uses_states, decoder, feature_set, encoder, knowledge)
             f = len(heads.features)
             if heads.feat_mean.shape != (f,) or heads.feat_scale.shape != (f,) \
                     or (heads.feat_scale <= 0).any():

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import KdError
 from ..types import Bundle, Session
-from .onepass import HEADS_KEY, INTENT_HEAD, VERSION, Heads, decode, segments, tokens_and_positions
+from .onepass import HEADS_KEY, INTENT_HEAD, VERSION, Heads, decode, prompt_head, segments, tokens_and_positions
 
 INTENT_TOKENS = 12
 """Most tokens an intent may take (3-5 words)."""
@@ -142,9 +142,14 @@ class OnePassRunner:
 
         return PairEvidence(db, self.encoder)(session)
 
-    def prompt_text(self, session: Session, knowledge: str = "") -> str:
+    def prompt_text(self, session: Session) -> str:
         return "".join(t for _, t in segments(session, self.heads.template, title_max=self.heads.title_max,
-                                              knowledge=knowledge))
+                                              knowledge=self.heads.knowledge))
+
+    def _tokens(self, session: Session) -> tuple[list[int], list[int], list[int]]:
+        """The session's prompt as the student was trained to read it (its carried knowledge text included)."""
+        return tokens_and_positions(session, self.heads.template, self.tokenize, title_max=self.heads.title_max,
+                                    knowledge=self.heads.knowledge)
 
     def set_threads(self, n: int) -> None:
         ctx = self.llm._ctx  # noqa: SLF001
@@ -187,21 +192,20 @@ class OnePassRunner:
             raise KdError("llama.cpp returned no output for a product position")
         return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(size,)).copy()
 
-    def _first_segment(self, session: Session, knowledge: str = "") -> list[int]:
+    def _first_segment(self) -> list[int]:
         """Token ids of the prompt's first segment (template start, task line, knowledge): every session's alike."""
-        return self.tokenize(segments(session, self.heads.template, knowledge=knowledge)[0][1])
+        return self.tokenize(prompt_head(self.heads.template, self.heads.knowledge))
 
-    def states(self, session: Session, knowledge: str = "") -> tuple[np.ndarray, int]:
+    def states(self, session: Session) -> tuple[np.ndarray, int]:
         """(n x 2H states, prompt tokens) for one session; the prompt stays in the KV cache for the intents.
 
         The prompt's first segment (template start, task line, knowledge text) is the same for every session, so its
         KV cache is kept from one session to the next and only the session's own tokens are decoded (the same
         positions, so the same states; a sixth of an Electronic prompt)."""
-        ids, line_pos, read_pos = tokens_and_positions(session, self.heads.template, self.tokenize,
-                                                       title_max=self.heads.title_max, knowledge=knowledge)
+        ids, line_pos, read_pos = self._tokens(session)
         if len(ids) > self.llm.n_ctx() - INTENT_TOKENS * 4:
             raise KdError(f"session prompt of {len(ids)} tokens does not fit the context ({self.llm.n_ctx()})")
-        first = self._first_segment(session, knowledge)
+        first = self._first_segment()
         shared = ids[:len(first)] == first
         keep = len(first) if shared and self._cached_prefix == first else 0
         if keep:
@@ -227,7 +231,7 @@ class OnePassRunner:
         group: list[int] = []
         used = 0
         for i, s in enumerate(sessions):
-            n = len(tokens_and_positions(s, self.heads.template, self.tokenize, title_max=self.heads.title_max)[0])
+            n = len(self._tokens(s)[0])
             if group and used + n > limit:
                 out.extend(self._decode_group([sessions[j] for j in group], [feats[j] for j in group]))
                 group, used = [], 0
@@ -240,15 +244,14 @@ class OnePassRunner:
     def _decode_group(self, sessions: list[Session], feats: list[np.ndarray]) -> list[OnePassAnswer]:
         with self.lock:
             t0 = time.perf_counter()
-            pieces = [tokens_and_positions(s, self.heads.template, self.tokenize, title_max=self.heads.title_max)
-                      for s in sessions]
+            pieces = [self._tokens(s) for s in sessions]
             total = sum(len(ids) for ids, _, _ in pieces)
             if total > self.llm.n_ctx() or total > self.llm.n_batch:
                 raise KdError(f"a batch of {len(sessions)} sessions ({total} tokens) does not fit one decode")
             self.llm._ctx.kv_cache_clear()  # noqa: SLF001
             self._cached_prefix = None  # the other sequences fill the cache: the next single answer starts afresh
             # the prompts' shared first segment is decoded once (sequence 0) and its cache copied to the others
-            first = self._first_segment(sessions[0])
+            first = self._first_segment()
             keep = len(first) if all(ids[:len(first)] == first for ids, _, _ in pieces) else 0
             if keep:
                 import llama_cpp
@@ -319,13 +322,13 @@ class OnePassRunner:
         text = self.llm.detokenize(out).decode("utf-8", errors="replace")
         return " ".join(text.split())[:60], len(out)
 
-    def answer(self, session: Session, feats: np.ndarray, *, intents: bool = True, knowledge: str = "") -> OnePassAnswer:
+    def answer(self, session: Session, feats: np.ndarray, *, intents: bool = True) -> OnePassAnswer:
         with self.lock:
             if self._budget is not None:  # the thread budget, read again at every answer (engine.threads)
                 self.set_threads(max(1, int(self._budget())))
             t0 = time.perf_counter()
             if self.heads.uses_states:
-                states, n_prompt = self.states(session, knowledge)
+                states, n_prompt = self.states(session)
             else:
                 states, n_prompt = None, 0
             t1 = time.perf_counter()

@@ -70,7 +70,8 @@ class SftDataConfig:
                                     help="Train without the set's knowledge in the instruction.")
     """Put the set's patterns/rules (and retrieved worked examples) into the instruction."""
     thoughts: str = opt("rationale", panel="knowledge")
-    """How thoughts are learned: rationale | reasoning-json | none (see module docstring)."""
+    """How thoughts are learned: rationale | reasoning-json | none (see module docstring). A one-pass student learns
+    rationale (each thought after its session's prompt, an auxiliary loss: free when serving) or none."""
     k: int = opt(ICL_K, panel="knowledge")
     """Worked examples per prompt for sets with thoughts (the run records it: an icl+sft evaluation of the student
     shows as many)."""

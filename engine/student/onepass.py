@@ -34,10 +34,14 @@ from ..llm.onepass import (
     decode,
     item_aggregates,
     pair_truth,
+    prompt_head,
     tokens_and_positions,
 )
 from ..pairs import pair_index
 from ..types import Bundle, Session
+
+THOUGHT_MAX = 1500
+"""Characters of a thought learned as the rationale loss (longer ones are cut: a teacher's longest run on)."""
 
 
 def template_for(tokenizer) -> Template:
@@ -121,7 +125,10 @@ class Prepared:
     pair_y: np.ndarray
     n: int
     lm_from: int = 0
-    """Tokens from this index on are an intent the LM learns to write (0: none)."""
+    """Tokens from this index on are text the LM learns to write (0: none): an intent, or a thought."""
+    lm_kind: str = "intent"
+    """What those tokens are: "intent" (after "Bundle 1,3:") | "thought" (the teacher's reasoning for the session,
+    after the prompt: an auxiliary rationale loss, never asked for at serving time)."""
 
 
 def standardisation(sessions: Sequence[Session], evidence) -> tuple[np.ndarray, np.ndarray]:
@@ -133,17 +140,20 @@ def standardisation(sessions: Sequence[Session], evidence) -> tuple[np.ndarray, 
 
 
 def prepare(s: Session, evidence, tokenize, template: Template, mean, scale, *, title_max: int = TITLE_MAX,
-            knowledge: str = "", intent_of: Bundle | None = None) -> Prepared:
+            knowledge: str = "", intent_of: Bundle | None = None, thought: str = "") -> Prepared:
     ids, line_pos, read_pos = tokens_and_positions(s, template, tokenize, title_max=title_max, knowledge=knowledge)
-    lm_from = 0
-    if intent_of is not None and intent_of.intent.strip():
+    lm_from, lm_kind = 0, "intent"
+    if thought.strip():  # "distilling step by step": the reasoning is learned after the prompt, in the session's order
+        lm_from, lm_kind = len(ids), "thought"
+        ids = ids + tokenize(thought.strip()[:THOUGHT_MAX] + "\n")
+    elif intent_of is not None and intent_of.intent.strip():
         # as served (llm.onepass_serve.intent): "Bundle 1,3:" after the prompt, then the intent and a newline
         ids = ids + tokenize(f"{INTENT_HEAD} {','.join(map(str, sorted(intent_of.items)))}:")
         lm_from = len(ids)
         ids = ids + tokenize(" " + " ".join(intent_of.intent.split()[:8]) + "\n")
     fz = (evidence(s) - mean) / scale
     item_y, pair_y = pair_truth(s)
-    return Prepared(ids, line_pos, read_pos, fz, item_aggregates(s.n, fz), item_y, pair_y, s.n, lm_from)
+    return Prepared(ids, line_pos, read_pos, fz, item_aggregates(s.n, fz), item_y, pair_y, s.n, lm_from, lm_kind)
 
 
 @dataclass
@@ -165,9 +175,14 @@ class FitConfig:
     weight_decay: float = 0.01
     intent_weight: float = 0.3
     """Weight of the intent-writing loss (one true bundle's intent per session and epoch); 0: no intents learned."""
+    thought_weight: float = 0.3
+    """Weight of the rationale loss on the sessions `fit` is given thoughts for (the session then shows in its own
+    order, its thought after the prompt, instead of an intent); 0: thoughts unused."""
 
 
-def _forward_states(model, batch: Sequence[Prepared], pad_id: int, bf16: bool):
+def _forward_states(model, batch: Sequence[Prepared], pad_id: int, bf16: bool, shared: int = 0):
+    """The rows' hidden states (and the padded ids). `shared`: how many leading tokens every row has alike (the
+    prompt's first segment, long when it holds knowledge text): they run once and their KV cache serves every row."""
     import torch
 
     L = max(len(p.ids) for p in batch)
@@ -176,21 +191,30 @@ def _forward_states(model, batch: Sequence[Prepared], pad_id: int, bf16: bool):
     for r, p in enumerate(batch):
         ids[r, : len(p.ids)] = torch.tensor(p.ids)
         mask[r, : len(p.ids)] = 1
+    shared = shared if len(batch) > 1 and all(p.ids[:shared] == batch[0].ids[:shared] for p in batch) else 0
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        if shared:
+            head = model.model(input_ids=ids[:1, :shared], use_cache=True)
+            cache = head.past_key_values
+            cache.batch_repeat_interleave(len(batch))  # differentiable: the rows' gradients meet in the head
+            rest = model.model(input_ids=ids[:, shared:], attention_mask=mask, past_key_values=cache,
+                               use_cache=True).last_hidden_state
+            hidden = torch.cat([head.last_hidden_state.expand(len(batch), -1, -1), rest], dim=1)
+        else:
+            hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
     out = []
     for r, p in enumerate(batch):
         out.append(torch.cat([hidden[r, p.line_pos], hidden[r, p.read_pos]], dim=1).float())
     return out, hidden, ids
 
 
-def _intent_loss(model, hidden, ids, batch: Sequence[Prepared]):
-    """Cross-entropy of the intent tokens, logits computed at those positions only."""
+def _lm_loss(model, hidden, ids, batch: Sequence[Prepared], kind: str):
+    """Mean cross-entropy of the `kind` text tokens (intents or thoughts), logits computed at those positions only."""
     import torch.nn.functional as F
 
     rows, cols = [], []
     for r, p in enumerate(batch):
-        if p.lm_from:
+        if p.lm_from and p.lm_kind == kind:
             rows.extend([r] * (len(p.ids) - p.lm_from))
             cols.extend(range(p.lm_from - 1, len(p.ids) - 1))
     if not rows:
@@ -214,11 +238,14 @@ def _head_loss(heads, states, p: Prepared):
 
 def fit(model, tokenizer, train: Sequence[Session], evidence, cfg: FitConfig, *,
         progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
-        on_epoch: Callable | None = None, checkpoint: Path | None = None):
+        on_epoch: Callable | None = None, checkpoint: Path | None = None, knowledge: str = "",
+        thoughts: dict[int, str] | None = None):
     """Train `model`'s top layers and fresh heads on `train` (ground truth), the heads reading `evidence(session)`'s
     pair features (engine.pair_evidence.PairEvidence). Returns (heads module, mean, scale,
     template). `on_epoch(epoch, heads, mean, scale, template)` runs after each epoch (validation); with
-    `checkpoint`, each finished epoch is saved there and a later call with the same folder continues after it."""
+    `checkpoint`, each finished epoch is saved there and a later call with the same folder continues after it.
+    `knowledge`: text every prompt shows before the session (served the same, llm.onepass.Heads.knowledge);
+    `thoughts`: session id -> the teacher's reasoning, learned as an auxiliary loss (training only)."""
     import torch
 
     torch.manual_seed(cfg.seed)
@@ -256,6 +283,7 @@ def fit(model, tokenizer, train: Sequence[Session], evidence, cfg: FitConfig, *,
     warmup = max(1, total // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warmup) * max(0.0, (total - k) / max(1, total - warmup)))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    shared = len(tok(prompt_head(template, knowledge))) if knowledge.strip() else 0
     model.train()
     step, tokens, t0, first = 0, 0, time.perf_counter(), 0
     if saved is not None:  # continue after the last finished epoch, as if never stopped
@@ -275,18 +303,25 @@ def fit(model, tokenizer, train: Sequence[Session], evidence, cfg: FitConfig, *,
             for s in chunk:
                 perm = list(range(s.n))
                 rng.shuffle(perm)
+                thought = (thoughts or {}).get(s.id, "") if cfg.thought_weight and cfg.uses_states else ""
+                if thought:  # a thought names products by their numbers in the session's own order
+                    prepped.append(prepare(s, evidence, tok, template, mean, scale, title_max=cfg.title_max,
+                                           knowledge=knowledge, thought=thought))
+                    continue
                 ps = permuted(s, perm)
                 with_intent = [b for b in ps.bundles if b.intent.strip()] if cfg.intent_weight and cfg.uses_states else []
                 prepped.append(prepare(ps, evidence, tok, template, mean, scale, title_max=cfg.title_max,
-                                       intent_of=rng.choice(with_intent) if with_intent else None))
+                                       knowledge=knowledge, intent_of=rng.choice(with_intent) if with_intent else None))
             prepped.sort(key=lambda p: len(p.ids))
             for i in range(0, len(prepped), cfg.batch):
                 batch = prepped[i:i + cfg.batch]
                 lm_loss = None
                 if cfg.uses_states:
-                    states, hidden, ids = _forward_states(model, batch, pad, cfg.bf16)
-                    if cfg.intent_weight:
-                        lm_loss = _intent_loss(model, hidden, ids, batch)
+                    states, hidden, ids = _forward_states(model, batch, pad, cfg.bf16, shared)
+                    for kind, weight in (("intent", cfg.intent_weight), ("thought", cfg.thought_weight)):
+                        part = _lm_loss(model, hidden, ids, batch, kind) if weight else None
+                        if part is not None:
+                            lm_loss = weight * part if lm_loss is None else lm_loss + weight * part
                 else:
                     states = [None] * len(batch)
                 li = lp = 0.0
@@ -296,7 +331,7 @@ def fit(model, tokenizer, train: Sequence[Session], evidence, cfg: FitConfig, *,
                     li, lp, ni, npairs = li + a, lp + b_, ni + c, npairs + d
                 loss = li / max(ni, 1) + lp / max(npairs, 1)
                 if lm_loss is not None:
-                    loss = loss + cfg.intent_weight * lm_loss
+                    loss = loss + lm_loss
                 opt.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_([q for g in groups for q in g["params"]], 1.0)
@@ -364,11 +399,12 @@ def _warm_start(heads, warm, d: int) -> None:
 
 
 def heads_from_module(heads_mod, mean, scale, template: Template, *, title_max: int, uses_states: bool,
-                      decoder: dict | None = None, feature_set: str = "shipped", encoder: dict | None = None) -> Heads:
+                      decoder: dict | None = None, feature_set: str = "shipped", encoder: dict | None = None,
+                      knowledge: str = "") -> Heads:
     sd = {k: v.detach().float().numpy().astype(np.float64) for k, v in heads_mod.state_dict().items()}
     tensors = {k: sd[k] for k in HEAD_TENSORS if k in sd}
     h = Heads(tensors, np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64), template, title_max,
-              uses_states, feature_set=feature_set, encoder=encoder)
+              uses_states, feature_set=feature_set, encoder=encoder, knowledge=knowledge)
     if decoder:
         h.decoder = dict(decoder)
     return h
@@ -383,12 +419,13 @@ def score_sessions(model, tokenizer, heads: Heads, sessions: Sequence[Session], 
     out = {}
     usable = [s for s in sessions if s.n >= 2]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    shared = len(tok(prompt_head(heads.template, heads.knowledge))) if heads.knowledge.strip() else 0
     with torch.no_grad():
         for i in range(0, len(usable), batch):
             chunk = usable[i:i + batch]
-            prepped = [prepare(s, evidence, tok, heads.template, heads.feat_mean, heads.feat_scale, title_max=heads.title_max)
-                       for s in chunk]
-            states = _forward_states(model, prepped, pad, bf16)[0] if heads.uses_states else [None] * len(chunk)
+            prepped = [prepare(s, evidence, tok, heads.template, heads.feat_mean, heads.feat_scale, title_max=heads.title_max,
+                               knowledge=heads.knowledge) for s in chunk]
+            states = _forward_states(model, prepped, pad, bf16, shared)[0] if heads.uses_states else [None] * len(chunk)
             for s, st in zip(chunk, states):
                 out[s.id] = heads.scores(None if st is None else st.numpy().astype(np.float64), evidence(s), s.n)
     return out

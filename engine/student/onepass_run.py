@@ -68,6 +68,26 @@ def _tuned_encoder(db, datasets: list[str], train, should_stop, say):
     return tuned_encoder(runs_dir(db) / "encoders", datasets, train, progress=progress, should_stop=should_stop)
 
 
+def set_knowledge(db, knowledge_set: str | None, *, in_prompt: bool, thoughts: str,
+                  train_ids: set[int]) -> tuple[str, dict[int, str]]:
+    """What a knowledge set gives a one-pass student: its patterns and rules as the text every prompt shows before the
+    session (`in_prompt`; the student carries it and is served with it), and its accepted thoughts of `train_ids`
+    sessions, learned as an auxiliary rationale loss (unless `thoughts` is "none"; never asked for when serving)."""
+    if not knowledge_set:
+        return "", {}
+    from ..knowledge.sets import load_set_knowledge
+    from ..llm.prompts import knowledge_text
+
+    k = load_set_knowledge(db, knowledge_set)
+    text = knowledge_text(k.prompt_knowledge(), "titles") if in_prompt else ""
+    by_session = {ex.session.id: ex.thought for ex in k.thoughts if ex.session.id in train_ids} if thoughts != "none" else {}
+    if not text and not by_session:
+        raise InputError(f"knowledge set {knowledge_set!r} gives a one-pass student nothing: no patterns or rules for "
+                         "its prompt" + (" (--no-knowledge-in-prompt)" if not in_prompt else "") + " and no thoughts "
+                         "of its train sessions")
+    return text, by_session
+
+
 def fit_config(cfg) -> FitConfig:
     """The one-pass recipe's settings from a TrainConfig, resolved (the recipe's values where the run left them
     unset: student.config.RECIPE_DEFAULTS)."""
@@ -77,7 +97,11 @@ def fit_config(cfg) -> FitConfig:
 
 
 def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Callable[[], bool] | None = None,
-                  on_step: Callable[[dict], None] | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
+                  on_step: Callable[[dict], None] | None = None, log: Callable[[str], None] | None = None,
+                  knowledge_set: str | None = None, knowledge_in_prompt: bool = True,
+                  thoughts: str = "rationale") -> TrainResult:
+    """Train the run; with `knowledge_set`, its patterns and rules go in every prompt (`knowledge_in_prompt`) and its
+    thoughts teach an auxiliary rationale loss (`thoughts` other than "none"): set_knowledge."""
     import torch
 
     from ..tuned_encoder import EncoderStopped
@@ -95,6 +119,11 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
         raise InputError(f"no train sessions with bundles in {', '.join(datasets)}: a one-pass student learns from ground truth")
     if cfg.valid and not valid:
         raise InputError("no valid sessions to choose the decoder on: train with --no-valid")
+    knowledge, thought_of = set_knowledge(db, knowledge_set, in_prompt=knowledge_in_prompt, thoughts=thoughts,
+                                          train_ids={s.id for s in train})
+    if knowledge_set:
+        say(f"knowledge set {knowledge_set}: {len(knowledge)} characters in every prompt, thoughts of "
+            f"{len(thought_of)} of {len(train)} train sessions as a rationale loss")
     torch.set_num_threads(cfg.threads or thread_budget(db))
     t0 = time.monotonic()
     rcfg = resolved(cfg)
@@ -112,7 +141,8 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
         return stopped_result(0, None, 0, None)
     evidence = PairEvidence(db, encoder, sessions=[*train, *valid])
     carried = {"feature_set": evidence.feature_set, "encoder": None if encoder is None else
-               {"sha256": onepass_encoder.digest(encoder.folder / "full"), "max_tokens": encoder.model.max_seq_length}}
+               {"sha256": onepass_encoder.digest(encoder.folder / "full"), "max_tokens": encoder.model.max_seq_length},
+               "knowledge": knowledge}
     student = resolve_student(cfg.student, db)
     tok, model = load_tokenizer(student), load_model(student)
     if rcfg.layers:
@@ -165,7 +195,8 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
     best: dict[str, Any] = {"f1": None, "step": None, "decoder": None, "state": None, "heads": None}
     best.update(_best_so_far(db, run_id, output_dir / CHECKPOINT))
     heads_mod, mean, scale, template = fit(model, tok, train, evidence, fcfg, progress=progress, should_stop=stop,
-                                           on_epoch=on_epoch, checkpoint=output_dir / CHECKPOINT)
+                                           on_epoch=on_epoch, checkpoint=output_dir / CHECKPOINT, knowledge=knowledge,
+                                           thoughts=thought_of)
     stopped = bool(should_stop and should_stop())
     last = db.execute("SELECT MAX(step) FROM train_metrics WHERE run_id = ? AND valid IS NOT NULL", [run_id]).fetchone()[0]
     if not stopped and valid and last != steps["n"]:  # max_steps ended mid-epoch: score the end too

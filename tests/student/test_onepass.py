@@ -64,6 +64,68 @@ def test_damaged_heads_are_refused_in_one_line(damage):
         Heads.from_json(json.dumps(d))
 
 
+def test_heads_carry_their_knowledge_text_and_refuse_a_bad_one():
+    h = _heads()
+    h.knowledge = "Rules learned from past sessions:\n1. A case goes with the phone it fits."
+    back = Heads.from_json(h.to_json())
+    assert back.knowledge == h.knowledge
+    assert "knowledge" not in json.loads(_heads().to_json()), "heads without knowledge read as before"
+    assert Heads.from_json(_heads().to_json()).knowledge == ""
+    for bad in (5, ["a"], "x" * 20_001):
+        d = json.loads(h.to_json())
+        d["knowledge"] = bad
+        with pytest.raises(KdError, match="knowledge is not text"):
+            Heads.from_json(json.dumps(d))
+
+
+def test_a_thought_is_learned_after_the_prompt_in_the_sessions_own_order():
+    from kdbundle.engine.student.onepass import prepare
+
+    s = Session(1, [Product(1, "phone case"), Product(2, "phone"), Product(3, "socks")], [Bundle(frozenset({1, 2}), "phone kit")])
+    vocab: dict[str, int] = {}
+
+    def tokenize(text: str) -> list[int]:
+        return [vocab.setdefault(w, len(vocab) + 1) for w in text.split()]
+
+    def evidence(session):
+        return np.zeros((3, 9))
+
+    args = (s, evidence, tokenize, Template("SYS ", " ASSISTANT"), np.zeros(9), np.ones(9))
+    plain = prepare(*args, knowledge="Rules: cases go with phones.")
+    with_thought = prepare(*args, knowledge="Rules: cases go with phones.", thought="Grouping: products 1, 2",
+                           intent_of=s.bundles[0])
+    assert with_thought.lm_kind == "thought" and with_thought.lm_from == len(plain.ids)
+    assert with_thought.ids[:len(plain.ids)] == plain.ids and with_thought.line_pos == plain.line_pos
+    assert with_thought.ids[with_thought.lm_from:] == tokenize("Grouping: products 1, 2")
+    assert plain.ids[:3] == tokenize("SYS Rules: cases"), "the knowledge text comes first, before the products"
+    intent = prepare(*args, intent_of=s.bundles[0])
+    assert intent.lm_kind == "intent" and intent.ids[intent.lm_from:] == tokenize("phone kit")
+
+
+def test_a_knowledge_set_gives_prompt_text_and_train_thoughts(tmp_path):
+    from kdbundle.engine.data.sessions import load_sessions
+    from kdbundle.engine.errors import InputError
+    from kdbundle.engine.knowledge.sets import create_set
+    from kdbundle.engine.llm.prompts import RULES_HEAD
+    from kdbundle.engine.student.onepass_run import set_knowledge
+
+    from kdbundle.engine.knowledge.demo import load_demo as load_demo_knowledge
+
+    db = open_db(tmp_path / "kd.db")
+    load_demo_knowledge(db)  # demo-electronic: the teacher's rules and thoughts on its train sessions
+    create_set(db, "all", ["patterns", "rules", "thoughts"], ["demo-electronic"])
+    train = {s.id for s in load_sessions(db, "demo-electronic", "train")}
+    text, thoughts = set_knowledge(db, "all", in_prompt=True, thoughts="rationale", train_ids=train)
+    assert RULES_HEAD in text and thoughts and set(thoughts) <= train
+    assert all(t.strip() for t in thoughts.values())
+    assert set_knowledge(db, "all", in_prompt=False, thoughts="rationale", train_ids=train)[0] == ""
+    assert set_knowledge(db, "all", in_prompt=True, thoughts="none", train_ids=train)[1] == {}
+    assert set_knowledge(db, None, in_prompt=True, thoughts="rationale", train_ids=train) == ("", {})
+    create_set(db, "thoughts-only", ["thoughts"], ["demo-electronic"])
+    with pytest.raises(InputError, match="gives a one-pass student nothing"):
+        set_knowledge(db, "thoughts-only", in_prompt=True, thoughts="none", train_ids=train)
+
+
 def test_a_nan_in_the_heads_is_refused():
     h = _heads()
     h.tensors["item.2.bias"] = np.array([np.nan])
@@ -205,3 +267,86 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
     shutil.rmtree(enc)
     with pytest.raises(KdError, match="title encoder is missing"):
         OnePassRunner(Path(exp["path"]), carried, n_threads=1)
+
+
+@pytest.mark.slow
+def test_a_one_pass_student_trained_with_knowledge_is_served_with_it(tmp_path, monkeypatch):
+    """`train --formats patterns+rules+thoughts`: the set's patterns and rules open every prompt (carried in the GGUF,
+    served from a shared KV cache, llama.cpp's states still torch's), its thoughts a rationale loss in training."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kdbundle.engine.cli import app
+    from kdbundle.engine.data.sessions import load_sessions
+    from kdbundle.engine.llm.onepass_serve import OnePassRunner, heads_of
+    from kdbundle.engine.llm.prompts import RULES_HEAD
+    from kdbundle.engine.student.onepass import hf_tokenize
+
+    monkeypatch.setenv("KDBUNDLE_THREADS", "1")
+    from kdbundle.engine.knowledge.demo import load_demo as load_demo_knowledge
+
+    path = tmp_path / "kd.db"
+    db = open_db(path)
+    load_demo_knowledge(db)  # demo-electronic: the teacher's rules and thoughts on its train sessions
+    db.conn.close()
+
+    def run(*args):
+        r = CliRunner().invoke(app, ["--db", str(path), *args])
+        assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+        return json.loads(r.stdout[r.stdout.index("{"):])
+
+    out = run("train", "--dataset", "demo-electronic", "--formats", "patterns+rules+thoughts", "--title-encoder",
+              "shipped", "--max-steps", "2", "--batch", "4", "--top-layers", "1", "--layers", "2", "--threads", "1", "--json")
+    assert out["status"] == "done" and out["knowledge_set"] == "demo-electronic:patterns+rules+thoughts"
+    db = open_db(path)
+    log = " ".join(r[0] for r in db.execute("SELECT message FROM job_logs").fetchall())
+    assert "thoughts of" in log and "characters in every prompt" in log
+    exp = run("export", str(out["run_id"]), "--out-dir", str(tmp_path / "models"), "--json")
+    carried = heads_of(Path(exp["path"]))
+    assert RULES_HEAD in carried.knowledge
+    runner = OnePassRunner(Path(exp["path"]), carried, n_threads=1)
+    tests = load_sessions(db, "demo-electronic", "test", with_bundles_only=True)[:2]
+    assert carried.knowledge.strip() in runner.prompt_text(tests[0])
+    got, n_prompt = runner.states(tests[0])
+    model = AutoModelForCausalLM.from_pretrained(out["adapter_dir"])
+    ids, line, read = tokens_and_positions(tests[0], carried.template, hf_tokenize(AutoTokenizer.from_pretrained(out["adapter_dir"])),
+                                           title_max=carried.title_max, knowledge=carried.knowledge)
+    assert n_prompt == len(ids) > 200, "the knowledge is in the prompt llama.cpp read"
+    with torch.no_grad():
+        h = model.model(input_ids=torch.tensor([ids])).last_hidden_state[0].numpy()
+    want = np.concatenate([h[line], h[read]], axis=1)
+    assert min(np.corrcoef(got[i], want[i])[0, 1] for i in range(tests[0].n)) > 0.98
+    warm, _ = runner.states(tests[1])
+    assert runner._cached_prefix and len(runner._cached_prefix) > 100  # noqa: SLF001  the knowledge stays cached
+    runner._cached_prefix = None  # noqa: SLF001
+    cold, _ = runner.states(tests[1])
+    assert np.allclose(warm, cold, atol=1e-4)
+    feats = [runner.features(db, t) for t in tests]
+    for one, many in zip([runner.answer(t, f, intents=False) for t, f in zip(tests, feats)], runner.answer_batch(tests, feats)):
+        assert np.allclose(one.item, many.item, atol=0.02) and np.allclose(one.pair, many.pair, atol=0.02)
+    runner.close()
+
+
+def test_a_shared_prompt_head_runs_once_and_gives_the_same_states_and_gradients():
+    """Knowledge text makes every training prompt start alike: run once, its KV cache shared by the batch's rows."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from kdbundle.engine.student.onepass import Prepared, _forward_states
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128))
+    head = [3, 4, 5, 6, 7, 8]
+    rows = [head + [9, 10, 11, 12], head + [13, 14, 15], head + [16, 17, 18, 19, 20]]
+    batch = [Prepared(ids, [len(ids) - 3, len(ids) - 2], [len(ids) - 1, len(ids) - 1], np.zeros((1, 9)), np.zeros((2, 18)),
+                      np.zeros(2), np.zeros(1), 2) for ids in rows]
+    results = []
+    for shared in (0, len(head)):
+        model.zero_grad()
+        states, _, _ = _forward_states(model, batch, 0, False, shared)
+        sum(s.square().sum() for s in states).backward()
+        results.append(([s.detach() for s in states], model.model.layers[0].self_attn.q_proj.weight.grad.clone()))
+    (plain, g0), (cached, g1) = results
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(plain, cached))
+    assert torch.allclose(g0, g1, atol=1e-4, rtol=1e-4)

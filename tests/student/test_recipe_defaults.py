@@ -114,6 +114,9 @@ def test_help_and_refusals_say_the_recipe(tmp_path):
     with pytest.raises(InputError, match="--group-hints apply to the letters student.*--recipe letters"):
         job_params(db, dataset="d", group_hints=True)
     assert job_params(db, dataset="d", recipe="letters", group_hints=True)["sft"]["group_hints"]
+    # a knowledge set is the one-pass student's too (prompt text, rationale loss); what only letters read is not
+    with pytest.raises(InputError, match="--thoughts reasoning-json apply to the letters student"):
+        job_params(db, dataset="d", thoughts="reasoning-json", answer="json")
 
 
 def test_the_hint_weight_is_carried_and_read_back_strictly():
