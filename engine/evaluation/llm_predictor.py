@@ -64,6 +64,9 @@ def _knowledge_provider(db: sqlite_utils.Database, knowledge_set: str | None, fi
 
 def llm_prompt_spec(db: sqlite_utils.Database, cfg) -> PromptSpec:
     """The prompt spec an llm evaluation uses: the model's own, with what cfg names replaced."""
+    if cfg.utilization in WITH_KNOWLEDGE and model_config(db, cfg.model or DEFAULT_STUDENT).get("onepass"):
+        raise InputError(f"{cfg.model} is a one-pass student: it reads the knowledge it was trained with (carried in its "
+                         f"file) and no other: evaluate it without --utilization {cfg.utilization}")
     own = model_spec(db, cfg.model or DEFAULT_STUDENT)
     try:
         return replace(own, prompt=cfg.prompt or own.prompt, answer=cfg.answer or own.answer,

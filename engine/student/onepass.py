@@ -180,6 +180,12 @@ class FitConfig:
     order, its thought after the prompt, instead of an intent); 0: thoughts unused."""
 
 
+def _cache_kwarg(model) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.model.forward).parameters else "past_key_values"
+
+
 def _forward_states(model, batch: Sequence[Prepared], pad_id: int, bf16: bool, shared: int = 0):
     """The rows' hidden states (and the padded ids). `shared`: how many leading tokens every row has alike (the
     prompt's first segment, long when it holds knowledge text): they run once and their KV cache serves every row."""
@@ -195,10 +201,11 @@ def _forward_states(model, batch: Sequence[Prepared], pad_id: int, bf16: bool, s
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         if shared:
             head = model.model(input_ids=ids[:1, :shared], use_cache=True)
-            cache = head.past_key_values
+            # transformers 5 names the cache `cache` (its old name `past_key_values` is deprecated), 4.x the old name
+            cache = head.cache if hasattr(head, "cache") else head.past_key_values
             cache.batch_repeat_interleave(len(batch))  # differentiable: the rows' gradients meet in the head
-            rest = model.model(input_ids=ids[:, shared:], attention_mask=mask, past_key_values=cache,
-                               use_cache=True).last_hidden_state
+            rest = model.model(input_ids=ids[:, shared:], attention_mask=mask, use_cache=True,
+                               **{_cache_kwarg(model): cache}).last_hidden_state
             hidden = torch.cat([head.last_hidden_state.expand(len(batch), -1, -1), rest], dim=1)
         else:
             hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state

@@ -105,11 +105,10 @@ def test_a_thought_is_learned_after_the_prompt_in_the_sessions_own_order():
 def test_a_knowledge_set_gives_prompt_text_and_train_thoughts(tmp_path):
     from kdbundle.engine.data.sessions import load_sessions
     from kdbundle.engine.errors import InputError
+    from kdbundle.engine.knowledge.demo import load_demo as load_demo_knowledge
     from kdbundle.engine.knowledge.sets import create_set
     from kdbundle.engine.llm.prompts import RULES_HEAD
     from kdbundle.engine.student.onepass_run import set_knowledge
-
-    from kdbundle.engine.knowledge.demo import load_demo as load_demo_knowledge
 
     db = open_db(tmp_path / "kd.db")
     load_demo_knowledge(db)  # demo-electronic: the teacher's rules and thoughts on its train sessions
@@ -271,7 +270,7 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_a_one_pass_student_trained_with_knowledge_is_served_with_it(tmp_path, monkeypatch):
-    """`train --formats patterns+rules+thoughts`: the set's patterns and rules open every prompt (carried in the GGUF,
+    """`train --formats patterns,rules,thoughts`: the set's patterns and rules open every prompt (carried in the GGUF,
     served from a shared KV cache, llama.cpp's states still torch's), its thoughts a rationale loss in training."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -295,7 +294,7 @@ def test_a_one_pass_student_trained_with_knowledge_is_served_with_it(tmp_path, m
         assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
         return json.loads(r.stdout[r.stdout.index("{"):])
 
-    out = run("train", "--dataset", "demo-electronic", "--formats", "patterns+rules+thoughts", "--title-encoder",
+    out = run("train", "--dataset", "demo-electronic", "--formats", "patterns,rules,thoughts", "--title-encoder",
               "shipped", "--max-steps", "2", "--batch", "4", "--top-layers", "1", "--layers", "2", "--threads", "1", "--json")
     assert out["status"] == "done" and out["knowledge_set"] == "demo-electronic:patterns+rules+thoughts"
     db = open_db(path)
@@ -304,6 +303,10 @@ def test_a_one_pass_student_trained_with_knowledge_is_served_with_it(tmp_path, m
     exp = run("export", str(out["run_id"]), "--out-dir", str(tmp_path / "models"), "--json")
     carried = heads_of(Path(exp["path"]))
     assert RULES_HEAD in carried.knowledge
+    refused = CliRunner().invoke(app, ["--db", str(path), "eval", "--dataset", "demo-electronic", "--split", "test",
+                                       "--method", "llm", "--model", exp["model"], "--utilization", "icl+sft",
+                                       "--knowledge-set", out["knowledge_set"]])
+    assert refused.exit_code != 0 and "reads the knowledge it was trained with" in refused.output, refused.output
     runner = OnePassRunner(Path(exp["path"]), carried, n_threads=1)
     tests = load_sessions(db, "demo-electronic", "test", with_bundles_only=True)[:2]
     assert carried.knowledge.strip() in runner.prompt_text(tests[0])
