@@ -118,7 +118,7 @@ def _sample(sample: Optional[str], ratio: Optional[float], seed: int, difficulty
 def create_cmd(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Name of the set."),
-    formats: str = typer.Option(..., "--formats", help=f"Comma-separated: {','.join(FORMAT_NAMES)}."),
+    formats: str = typer.Option(..., "--formats", help=f"Comma- or +-separated: {','.join(FORMAT_NAMES)}."),
     datasets: str = typer.Option(..., "--datasets", help="Comma-separated dataset names (first = the target)."),
     sample: Optional[str] = typer.Option(None, "--sample", help=" | ".join(STRATEGIES) + " (which sessions' thoughts)."),
     ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction of training sessions (default 1.0)."),

@@ -52,7 +52,7 @@ def train_cmd(
     knowledge_set: Optional[str] = typer.Option(None, "--knowledge-set", help="Named knowledge set.",
                                                 rich_help_panel="Knowledge"),
     formats: Optional[str] = typer.Option(None, "--formats", rich_help_panel="Knowledge",
-                                          help="patterns,rules,thoughts: make (or reuse) a set of the newest knowledge."),
+                                          help="patterns,rules,thoughts (or with +): make (or reuse) a set of the newest knowledge."),
     prepare: Optional[Path] = typer.Option(None, "--prepare", metavar="DIR", rich_help_panel="Output",
                                            help="Do not train: write DIR for training on another machine "
                                                 "(accelerate launch / torchrun), then `kdbundle train-import DIR`."),

@@ -23,9 +23,8 @@ from ..config import default, from_dict, option_names
 from ..data.sessions import load_sessions
 from ..errors import InputError
 from ..evaluation.evaluate import EvalConfig, EvalStopped, evaluate
-from ..knowledge.formats import FORMAT_NAMES
 from ..knowledge.review import reviewed_count
-from ..knowledge.sets import create_set, parse_list
+from ..knowledge.sets import create_set, parse_formats
 from ..llm.backends import unload_llama
 from ..llm.gguf import training_carried
 from ..student.config import TrainConfig, check_train_config
@@ -41,7 +40,7 @@ from .runner import JobContext
 def formats_set(db: sqlite_utils.Database, formats: str | list[str], datasets: list[str]) -> str:
     """The knowledge set for `--formats` without `--knowledge-set`: `<datasets>:<formats>`, created
     from the newest knowledge of each format (no sampling) the first time it is asked for."""
-    fmts = parse_list(formats, "format", FORMAT_NAMES)
+    fmts = parse_formats(formats)
     name = f"{'+'.join(datasets)}:{'+'.join(fmts)}"
     if db.execute("SELECT 1 FROM knowledge_sets WHERE name = ?", [name]).fetchone() is None:
         create_set(db, name, fmts, datasets)

@@ -48,6 +48,12 @@ def parse_list(value: str | Sequence[str], what: str, allowed: Sequence[str] | N
     return out
 
 
+def parse_formats(value: str | Sequence[str]) -> list[str]:
+    """Knowledge formats as a user writes them: 'patterns,rules' or, as set names and grids spell them,
+    'patterns+rules' (or a list); checked against the formats table."""
+    return parse_list(value.replace("+", ",") if isinstance(value, str) else value, "format", FORMAT_NAMES)
+
+
 # ---------------------------------------------------------------- choosing records
 
 
@@ -59,7 +65,7 @@ def create_set(db: sqlite_utils.Database, name: str, formats: str | Sequence[str
                difficulty: Difficulty | None = None) -> dict[str, Any]:
     """Build and store the named set; returns show_set()'s summary. Nothing is written on error."""
     name = check_name("knowledge set", name).strip()
-    formats = parse_list(formats, "format", FORMAT_NAMES)
+    formats = parse_formats(formats)
     datasets = parse_list(datasets, "dataset")
     if sample is not None:
         sample.check()

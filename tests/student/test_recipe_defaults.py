@@ -115,6 +115,11 @@ def test_help_and_refusals_say_the_recipe(tmp_path):
         job_params(db, dataset="d", group_hints=True)
     assert job_params(db, dataset="d", recipe="letters", group_hints=True)["sft"]["group_hints"]
     # a knowledge set is the one-pass student's too (prompt text, rationale loss); what only letters read is not
+    from kdbundle.engine.knowledge.sets import parse_formats
+
+    assert parse_formats("patterns+rules") == parse_formats("patterns, rules") == ["patterns", "rules"]
+    with pytest.raises(InputError, match="unknown format teacher"):
+        parse_formats("patterns+teacher")
     with pytest.raises(InputError, match="--thoughts reasoning-json apply to the letters student"):
         job_params(db, dataset="d", thoughts="reasoning-json", answer="json")
 
