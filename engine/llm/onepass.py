@@ -148,7 +148,7 @@ class Heads:
     ({"sha256": its files' digest, "max_tokens": what it reads}; llm.onepass_encoder finds and checks it)."""
     knowledge: str = ""
     """Knowledge text the student was trained to read before every session (a knowledge set's patterns and rules,
-    student.onepass_knowledge); served in the same place, its KV cache shared by every session."""
+    student.onepass_run.set_knowledge); served in the same place, its KV cache shared by every session."""
 
     @property
     def features(self) -> tuple[str, ...]:

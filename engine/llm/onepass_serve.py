@@ -118,6 +118,7 @@ class OnePassRunner:
         """The fine-tuned title encoder beside the GGUF (heads reading the `tuned` pair features), else None."""
         self.lock = threading.Lock()
         self._cached_prefix: list[int] | None = None
+        self._head_ids: list[int] | None = None
         """The token ids of the prompt's first segment while they are in the KV cache (sequence 0, from 0)."""
         self._newline = self.llm.tokenize(b"\n", add_bos=False, special=False)
 
@@ -193,8 +194,11 @@ class OnePassRunner:
         return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(size,)).copy()
 
     def _first_segment(self) -> list[int]:
-        """Token ids of the prompt's first segment (template start, task line, knowledge): every session's alike."""
-        return self.tokenize(prompt_head(self.heads.template, self.heads.knowledge))
+        """Token ids of the prompt's first segment (template start, task line, knowledge): every session's alike, so
+        tokenized once per runner (with knowledge text, hundreds of tokens)."""
+        if self._head_ids is None:
+            self._head_ids = self.tokenize(prompt_head(self.heads.template, self.heads.knowledge))
+        return self._head_ids
 
     def states(self, session: Session) -> tuple[np.ndarray, int]:
         """(n x 2H states, prompt tokens) for one session; the prompt stays in the KV cache for the intents.

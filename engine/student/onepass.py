@@ -186,6 +186,11 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(model.model.forward).parameters else "past_key_values"
 
 
+def head_tokens(tokenize, template: Template, knowledge: str) -> int:
+    """How many leading tokens every prompt shares when it holds knowledge text (0 without: too short to share)."""
+    return len(tokenize(prompt_head(template, knowledge))) if knowledge.strip() else 0
+
+
 def _forward_states(model, batch: Sequence[Prepared], pad_id: int, bf16: bool, shared: int = 0):
     """The rows' hidden states (and the padded ids). `shared`: how many leading tokens every row has alike (the
     prompt's first segment, long when it holds knowledge text): they run once and their KV cache serves every row."""
@@ -290,7 +295,7 @@ def fit(model, tokenizer, train: Sequence[Session], evidence, cfg: FitConfig, *,
     warmup = max(1, total // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warmup) * max(0.0, (total - k) / max(1, total - warmup)))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    shared = len(tok(prompt_head(template, knowledge))) if knowledge.strip() else 0
+    shared = head_tokens(tok, template, knowledge)
     model.train()
     step, tokens, t0, first = 0, 0, time.perf_counter(), 0
     if saved is not None:  # continue after the last finished epoch, as if never stopped
@@ -426,7 +431,7 @@ def score_sessions(model, tokenizer, heads: Heads, sessions: Sequence[Session], 
     out = {}
     usable = [s for s in sessions if s.n >= 2]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    shared = len(tok(prompt_head(heads.template, heads.knowledge))) if heads.knowledge.strip() else 0
+    shared = head_tokens(tok, heads.template, heads.knowledge)
     with torch.no_grad():
         for i in range(0, len(usable), batch):
             chunk = usable[i:i + batch]
