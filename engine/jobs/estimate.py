@@ -373,10 +373,41 @@ ONEPASS_VALID_SECONDS = 0.45
 """Scoring one valid session with the one-pass heads in torch, 2 threads (90 Electronic sessions + saving: ~45 s)."""
 
 
-def _set_formats(db: sqlite_utils.Database, name: str) -> set[str]:
-    row = db.execute("SELECT spec FROM knowledge_sets WHERE name = ?", [name]).fetchone()
-    formats = json.loads(row[0] or "{}").get("formats") if row else None
-    return set(formats) if isinstance(formats, list) else {"patterns", "rules"}  # unknown: assume the longer prompt
+CHARS_PER_TOKEN = 3.5
+"""Knowledge text through smollm2's tokenizer (the paper grid's patterns and rules: 3.8 characters a token; its
+thoughts, with their numbers: 3.0)."""
+ONEPASS_PROMPT_TOKENS = (33.0, 23.0)
+"""A one-pass prompt's tokens: fixed + per product (least squares over E+C train, titles cut as trained: 176 on average)."""
+SHARED_HEAD_COST = 1.3
+"""A one-pass batch's shared prompt head (a set's patterns and rules) costs this many prompt tokens per token: run once
+per batch, but every row attends to it and its backward runs too (measured: 842 tokens took a 2-epoch E+C run, batch 8,
+from 18 to 32 min on 2 cores)."""
+THOUGHT_TOKEN_COST = 1.7
+"""A thought token learned after its prompt costs this many prompt tokens (its LM loss reads the vocabulary; measured:
+the thoughts of 283 of 1,321 sessions took the same run from 18 to 22 min)."""
+
+
+def _onepass_knowledge_share(db: sqlite_utils.Database, params: dict[str, Any], datasets: list[str], steps: int,
+                             per_epoch: int, batch: int, items: float) -> float:
+    """What a knowledge set adds to a one-pass run, as a share of its examples' cost: its patterns and rules head
+    every batch (shared), its thoughts of train sessions are learned after their prompts (as training reads them:
+    student.onepass_run.set_knowledge)."""
+    from ..data.sessions import load_sessions
+    from ..errors import KdError
+    from ..student.onepass import THOUGHT_MAX
+    from ..student.onepass_run import set_knowledge
+
+    sft = params.get("sft") or {}
+    train_ids = {s.id for d in datasets for s in load_sessions(db, d, "train", with_bundles_only=True)}
+    try:
+        text, thoughts = set_knowledge(db, params["knowledge_set"], in_prompt=sft.get("knowledge_in_prompt", True),
+                                       thoughts=sft.get("thoughts") or "rationale", train_ids=train_ids)
+    except KdError:
+        return 0.0  # the job refuses it in one line when it starts; the plan is the run's without it
+    head = SHARED_HEAD_COST * len(text) / CHARS_PER_TOKEN * steps
+    thought = THOUGHT_TOKEN_COST * sum(min(len(t.strip()), THOUGHT_MAX) for t in thoughts.values()) / CHARS_PER_TOKEN
+    examples = steps * batch * (ONEPASS_PROMPT_TOKENS[0] + ONEPASS_PROMPT_TOKENS[1] * items)
+    return (head + thought * steps / max(1, per_epoch)) / max(1.0, examples)
 
 
 def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, Any]:
@@ -405,11 +436,11 @@ def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, A
     tokens_per_example = fig.get("tokens_per_unit", 250)
     if items and isinstance(fig.get("items_per_unit"), (int, float)) and fig["items_per_unit"] > 0:
         tokens_per_example *= items / fig["items_per_unit"]  # smaller sessions, shorter examples
-    if params.get("knowledge_set") and sft.get("knowledge_in_prompt", True) and (
-            tr.get("recipe") != "onepass" or _set_formats(db, params["knowledge_set"]) & {"patterns", "rules"}):
-        # a one-pass prompt shows a set's patterns and rules only (its thoughts are a training loss)
-        tokens_per_example = max(tokens_per_example, 0.6 * int(tr.get("max_len") or 1024))
     tokens = steps * batch * tokens_per_example
+    if params.get("knowledge_set") and tr.get("recipe") == "onepass":
+        tokens *= 1.0 + _onepass_knowledge_share(db, params, datasets, steps, per_epoch, batch, items)
+    elif params.get("knowledge_set") and sft.get("knowledge_in_prompt", True):
+        tokens = steps * batch * max(tokens_per_example, 0.6 * int(tr.get("max_len") or 1024))
     threads = job_threads(db, params)
     scale = thread_scale(fig, threads)
     share = None if lora else trained_share(db, student, tr.get("top_layers"))

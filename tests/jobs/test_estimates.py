@@ -227,3 +227,38 @@ def test_a_one_pass_plan_counts_its_warm_start_and_scores_every_valid_session_wi
     assert onepass["seconds"] - no_valid["seconds"] == pytest.approx(90 * E.ONEPASS_VALID_SECONDS, abs=0.2)
     assert no_valid["seconds"] > E.ONEPASS_WARM_SECONDS
     assert 115 / 1.3 <= onepass["seconds"] <= 144 * 1.3
+
+
+def test_a_one_pass_plan_adds_what_its_knowledge_set_costs(tmp_path, monkeypatch):
+    """A one-pass run planned ~21 min with and without knowledge (measured 18, 22 with thoughts, 32 with patterns and
+    rules in every prompt): the plan now adds the shared prompt head's and the thoughts' share, read from the set."""
+    from kdbundle.engine.data.sessions import load_sessions
+    from kdbundle.engine.knowledge.demo import load_demo as load_demo_knowledge
+    from kdbundle.engine.knowledge.sets import create_set
+    from kdbundle.engine.student.onepass import THOUGHT_MAX
+    from kdbundle.engine.student.onepass_run import set_knowledge
+    from kdbundle.store import open_db
+
+    monkeypatch.setenv("KDBUNDLE_THREADS", "2")
+    db = open_db(tmp_path / "kd.db")
+    load_demo_knowledge(db)  # demo-electronic: the teacher's rules and thoughts on its train sessions
+    for name, formats in (("rules", ["patterns", "rules"]), ("thoughts", ["thoughts"]), ("all", ["patterns", "rules", "thoughts"])):
+        create_set(db, name, formats, ["demo-electronic"])
+    opts = {"dataset": "demo-electronic", "title_encoder": "shipped", "valid": False, "max_steps": 10}
+    none = E.plan(db, "train", job_params(db, **opts))
+    plans = {k: E.plan(db, "train", job_params(db, knowledge_set=k, **opts)) for k in ("rules", "thoughts", "all")}
+    train = {s.id for s in load_sessions(db, "demo-electronic", "train", with_bundles_only=True)}
+    text, thoughts = set_knowledge(db, "all", in_prompt=True, thoughts="rationale", train_ids=train)
+    items = none["items_per_example"]
+    steps, batch, per_epoch = 10, 8, -(-len(train) // 8)
+    examples = steps * batch * (E.ONEPASS_PROMPT_TOKENS[0] + E.ONEPASS_PROMPT_TOKENS[1] * items)
+    head = E.SHARED_HEAD_COST * len(text) / E.CHARS_PER_TOKEN * steps / examples
+    thought = (E.THOUGHT_TOKEN_COST * sum(min(len(t.strip()), THOUGHT_MAX) for t in thoughts.values()) / E.CHARS_PER_TOKEN
+               * steps / per_epoch / examples)
+    assert head > 0.1 and thought > 0  # a real prompt head, real thoughts
+    assert plans["rules"]["tokens"] == pytest.approx(none["tokens"] * (1 + head), rel=1e-3, abs=2)
+    assert plans["thoughts"]["tokens"] == pytest.approx(none["tokens"] * (1 + thought), rel=1e-3, abs=2)
+    assert plans["all"]["tokens"] == pytest.approx(none["tokens"] * (1 + head + thought), rel=1e-3, abs=2)
+    assert none["seconds"] < plans["thoughts"]["seconds"] < plans["rules"]["seconds"] < plans["all"]["seconds"]
+    no_prompt = E.plan(db, "train", job_params(db, knowledge_set="all", knowledge_in_prompt=False, **opts))
+    assert no_prompt["tokens"] == pytest.approx(plans["thoughts"]["tokens"], rel=1e-3, abs=2)
