@@ -1,7 +1,8 @@
 """The newcomer test (issue 33): a person's first hour, through the app only, on real code.
 
-Empty database -> the app's demo offer -> a short real training launched from the training form -> its progress
-on the Jobs screen until done -> export from the Models screen -> the arena, teacher vs student, with scores.
+Empty database -> the app's demo offer -> a short real training of the default (one-pass) student launched from
+the training form -> its progress on the Jobs screen until done -> export from the Models screen -> the arena,
+teacher vs student, with scores.
 At each step it asserts what a person would see (widget text and state). Without the default teacher (not
 installed by default: ~1.1 GB) the arena says so in the teacher's panel, and the trained student is compared with
 the base student it came from, picked as the teacher.
@@ -18,7 +19,6 @@ from tui_support import run, wait_for
 
 from kdbundle.engine.llm import registry
 from kdbundle.engine.llm.catalogue import DEFAULT_STUDENT, DEFAULT_TEACHER
-from kdbundle.engine.student.config import LR_DEFAULT
 from kdbundle.store import open_db
 from kdbundle.tui.app import KdApp
 from kdbundle.tui.arena import ArenaScreen, PickSessionScreen
@@ -91,20 +91,18 @@ def test_a_newcomer_goes_from_an_empty_database_to_teacher_vs_student(tmp_path):
             assert form.query_one("#f-student", Select).value == DEFAULT_STUDENT
             assert form.query_one("#f-recipe", Select).value == "onepass" and float(lr.value) == 1e-4, \
                 "the form starts from the default recipe's own values"
-            # the walk trains the generative student: the arena below streams its answer and the log names its
-            # short-run validation sample
-            form.query_one("#f-recipe", Select).value = "letters"
-            await wait_for(pilot, lambda: form.query_one("#row-method").display, what="letters' options")
-            await wait_for(pilot, lambda: float(lr.value) == LR_DEFAULT["full"], what="letters' learning rate")
-            assert form.query_one("#f-method", Select).value == "auto"
-            assert float(lr.value) == LR_DEFAULT["full"], "a 135M student is fully fine-tuned: its rate, not blank"
+            # the walk trains what a newcomer gets: the default recipe, as the form offers it
+            assert not form.query_one("#row-method").display, "the one-pass student has no method to choose"
             assert not form.query_one("#row-rank").display and not form.query_one("#row-alpha").display, \
-                "no LoRA options for full fine-tuning"
+                "no LoRA options: it fine-tunes its top layers"
             form.query_one("#f-dataset", Select).value = DATASET
             form.query_one("#f-max_steps", Input).value = "2"
             await pilot.press("ctrl+s")
             await wait_for(pilot, lambda: app.screen is jobs, what="form closed, back on Jobs")
-            await wait_for(pilot, lambda: table.row_count == before + 1 and jobs.selected, what="the job listed and selected")
+            # the launch worker plans the job (17-45 s here for a one-pass run: noted on issue 32), writes its row, starts it, then selects
+            # it: a poll can list the row while the old selection stands, so wait for the new train job itself
+            await wait_for(pilot, lambda: table.row_count == before + 1 and jobs.selected
+                           and jobs.job(jobs.selected)["kind"] == "train", timeout=180, what="the job listed and selected")
             train_id = jobs.selected
             assert jobs.job(train_id)["kind"] == "train" and jobs.job(train_id)["params"]["datasets"] == [DATASET]
             assert notified(app, f"job {train_id} (train) started")
@@ -128,7 +126,7 @@ def test_a_newcomer_goes_from_an_empty_database_to_teacher_vs_student(tmp_path):
             head = jobs.query_one("#job-head", Static)
             await wait_for(pilot, lambda: "done" in text(head), what="job head says done")
             log = jobs.query_one("#job-log", Log)
-            await wait_for(pilot, lambda: any("short run" in line for line in log.lines), what="log tail")
+            await wait_for(pilot, lambda: any("valid epoch" in line and "strict P" in line for line in log.lines), what="log tail")
             await wait_for(pilot, lambda: "step 2" in text(jobs.query_one("#loss-label", Static)), what="loss curve")
             assert notified(app, f"job {train_id} (train) done")
             run_id = job["result"]["run_id"]
