@@ -348,12 +348,11 @@ def _params_count(db: sqlite_utils.Database, student: str) -> float:
 def _layers(db: sqlite_utils.Database, student: str) -> int | None:
     """The student's transformer layers, from its GGUF header where its file is here (None otherwise)."""
     try:
-        from ..llm.gguf import gguf_metadata
+        from ..llm.gguf import block_count
         from ..llm.registry import get_model
 
         path = get_model(db, student).path
-        layers = gguf_metadata(path).get("layers") if path else None
-        return int(layers) if isinstance(layers, int) and layers > 0 else None
+        return block_count(path) if path else None  # the header's key-values only: a plan is made on every launch
     except Exception:
         return None
 

@@ -129,3 +129,33 @@ def test_fitting_thousands_of_examples_counts_a_few_times():
     p = fit_prompt(_session(), _knowledge(3000), n_ctx=4096, max_tokens=256, count_tokens=count, fields="titles")
     assert 0 < len(p.knowledge.examples) < 3000
     assert len(calls) <= 20, len(calls)  # one call per dropped example before: ~3000
+
+
+def test_the_block_count_is_read_from_the_header_alone(tmp_path):
+    """A plan reads the student's layers on every launch: from the key-values only (gguf_metadata parses every tensor
+    header, which held a one-pass launch from the app for 17-50 s). Same answer; a bad file is refused in one line."""
+    from kdbundle.engine.llm.gguf import block_count
+    from kdbundle.engine.llm.registry import get_model
+    from kdbundle.store import open_db
+
+    shipped = get_model(open_db(tmp_path / "kd.db"), "smollm2-135m").path
+    assert block_count(shipped) == gguf_metadata(shipped)["layers"] == 30
+    w = gguf.GGUFWriter(str(tmp_path / "tiny.gguf"), "llama")
+    w.add_string("general.name", "tiny")
+    w.add_array("tokenizer.ggml.tokens", ["a", "b", "c"])  # arrays of strings and of numbers are stepped over
+    w.add_array("tokenizer.ggml.scores", [0.0, 1.0, 2.0])
+    w.add_block_count(7)
+    w.add_tensor("x", np.zeros(4, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert block_count(tmp_path / "tiny.gguf") == gguf_metadata(tmp_path / "tiny.gguf")["layers"] == 7
+    assert block_count(_gguf(tmp_path / "none.gguf", {"general.name": "x"})) is None
+    data = (tmp_path / "tiny.gguf").read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(data[:60])
+    with pytest.raises(KdError, match="not a readable GGUF header"):
+        block_count(tmp_path / "cut.gguf")
+    (tmp_path / "text.gguf").write_text("hello, this is not a model at all")
+    with pytest.raises(KdError, match="not a GGUF file"):
+        block_count(tmp_path / "text.gguf")

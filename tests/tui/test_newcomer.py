@@ -99,10 +99,10 @@ def test_a_newcomer_goes_from_an_empty_database_to_teacher_vs_student(tmp_path):
             form.query_one("#f-max_steps", Input).value = "2"
             await pilot.press("ctrl+s")
             await wait_for(pilot, lambda: app.screen is jobs, what="form closed, back on Jobs")
-            # the launch worker plans the job (17-45 s here for a one-pass run: noted on issue 32), writes its row, starts it, then selects
-            # it: a poll can list the row while the old selection stands, so wait for the new train job itself
+            # the launch worker plans the job, writes its row, starts it, then selects it: a poll can list the row while
+            # the old selection stands, so wait for the new train job itself
             await wait_for(pilot, lambda: table.row_count == before + 1 and jobs.selected
-                           and jobs.job(jobs.selected)["kind"] == "train", timeout=180, what="the job listed and selected")
+                           and jobs.job(jobs.selected)["kind"] == "train", timeout=60, what="the job listed and selected")
             train_id = jobs.selected
             assert jobs.job(train_id)["kind"] == "train" and jobs.job(train_id)["params"]["datasets"] == [DATASET]
             assert notified(app, f"job {train_id} (train) started")
