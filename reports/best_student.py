@@ -25,19 +25,17 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
-import datetime as _dt
 import json
 import os
 import time
 
-from benchmarks.common import machine_info
 from kdbundle.engine.data.sessions import load_sessions
 from kdbundle.engine.evaluation.bootstrap import paired_bootstrap, session_scores
 from kdbundle.engine.evaluation.evaluate import EvalConfig, evaluate
 from kdbundle.engine.evaluation.metrics import aggregate, score_session
 from kdbundle.store import open_db
+from reports.common import OUT, stamped, write_report
 
-OUT = Path(__file__).resolve().parent
 DOMAINS = ("electronic", "clothing")
 BASELINES = ("whole-session", "embedding-clusters", "pairwise", "pairwise-tuned", "pair-logistic")
 COLUMNS = ("strict_precision", "strict_recall", "strict_f1", "precision", "collapse_rate", "intent_similarity")
@@ -136,8 +134,7 @@ def main(argv=None) -> int:
     from kdbundle.engine.llm.onepass_serve import open_onepass
 
     heads, evidence = features_only(db, DOMAINS, open_onepass(db, args.model).heads.feature_set)
-    result: dict = {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "machine": machine_info(),
-                    "load": args.load, "model": args.model}
+    result: dict = stamped(args.load, model=args.model)
     for d in DOMAINS:
         rows = {}
         # one process, one session at a time: each answer's own time as eval stores it (a rerun reuses the stored run)
@@ -168,9 +165,7 @@ def main(argv=None) -> int:
                      "best_baseline": best, "best_baseline_strict_f1": rows[best]["strict_f1"],
                      "delta_ci": [vs[best]["low"], vs[best]["high"]], "delta": vs[best]["diff"],
                      "rows": rows, "student_minus": vs, "throughput": throughput, "cited": cited_rows(cited, d)}
-    (OUT / "best_student.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-    (OUT / "best_student.md").write_text(render(result))
-    print((OUT / "best_student.md").read_text())
+    write_report("best_student", result, render)
     return 0
 
 

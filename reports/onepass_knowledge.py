@@ -19,18 +19,15 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
-import datetime as _dt
-import json
 import os
 
-from benchmarks.common import machine_info
 from kdbundle.engine.data.sessions import load_sessions
 from kdbundle.engine.evaluation.bootstrap import paired_bootstrap
 from kdbundle.engine.evaluation.metrics import aggregate, score_session
 from kdbundle.store import open_db
 from reports.best_student import features_only
+from reports.common import stamped, write_report
 
-OUT = Path(__file__).resolve().parent
 DOMAINS = ("electronic", "clothing")
 
 
@@ -94,11 +91,8 @@ def main(argv=None) -> int:
             table[name][d] = {"strict_precision": m["strict_precision"], "strict_f1": m["strict_f1"],
                               "collapse_rate": m["collapse_rate"],
                               "minus_reference": None if vs is None else [vs["diff"], vs["low"], vs["high"]]}
-    result = {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "machine": machine_info(),
-              "load": args.load, "reference": ref, "runs": rows, "valid": table}
-    (OUT / "onepass_knowledge.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-    (OUT / "onepass_knowledge.md").write_text(render(result))
-    print((OUT / "onepass_knowledge.md").read_text())
+    result = stamped(args.load, reference=ref, runs=rows, valid=table)
+    write_report("onepass_knowledge", result, render)
     return 0
 
 

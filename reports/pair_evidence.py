@@ -32,7 +32,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
-import datetime as _dt
 import hashlib
 import json
 import math
@@ -44,15 +43,14 @@ from collections import Counter
 
 import numpy as np
 
-from benchmarks.common import machine_info
 from kdbundle.engine.data.sessions import load_sessions
 from kdbundle.engine.embeddings import shipped_model, title_text
 from kdbundle.engine.evaluation.bootstrap import paired_bootstrap
 from kdbundle.engine.evaluation.metrics import aggregate, score_session
 from kdbundle.engine.pairs import pair_features, pair_index, pair_labels, pair_matrix
 from kdbundle.store import open_db
+from reports.common import stamped, write_report
 
-OUT = Path(__file__).resolve().parent
 DOMAINS = ("electronic", "clothing")
 SOURCES = ("lexical", "late", "second", "cross")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -304,12 +302,9 @@ def main(argv=None) -> int:
                               "strict_f1": float(np.mean([v.strict_f1 for v in means])),
                               "strict_f1_by_seed": seeds_f1,
                               "minus_reference": None if vs is None else [vs["diff"], vs["low"], vs["high"]]}
-    result = {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "machine": machine_info(),
-              "load": args.load, "seeds": args.seeds, "reference": ref, "cross_encoder_seconds": cross_seconds,
-              "valid_pair_auc": auc, "valid": table}
-    (OUT / "pair_evidence.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-    (OUT / "pair_evidence.md").write_text(render(result))
-    print((OUT / "pair_evidence.md").read_text())
+    result = stamped(args.load, seeds=args.seeds, reference=ref, cross_encoder_seconds=cross_seconds,
+                     valid_pair_auc=auc, valid=table)
+    write_report("pair_evidence", result, render)
     return 0
 
 

@@ -1,0 +1,25 @@
+"""What every report writes alike: its stamp (when, on what machine, under what load) and its .json/.md pair."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import machine_info
+
+OUT = Path(__file__).resolve().parent
+
+
+def stamped(load: str, **fields: Any) -> dict[str, Any]:
+    """A report's result, opened with when and where it ran and what else ran meanwhile (`load`, for the record)."""
+    return {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "machine": machine_info(),
+            "load": load, **fields}
+
+
+def write_report(name: str, result: dict[str, Any], render: Callable[[dict], str]) -> None:
+    """reports/<name>.json (the result) and reports/<name>.md (rendered), then the markdown on stdout."""
+    (OUT / f"{name}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    (OUT / f"{name}.md").write_text(render(result))
+    print((OUT / f"{name}.md").read_text())
