@@ -118,8 +118,9 @@ class OnePassRunner:
         """The fine-tuned title encoder beside the GGUF (heads reading the `tuned` pair features), else None."""
         self.lock = threading.Lock()
         self._cached_prefix: list[int] | None = None
-        self._head_ids: list[int] | None = None
         """The token ids of the prompt's first segment while they are in the KV cache (sequence 0, from 0)."""
+        self._head_ids: list[int] | None = None
+        """The first segment's token ids, tokenized once (`_first_segment`)."""
         self._newline = self.llm.tokenize(b"\n", add_bos=False, special=False)
 
     def close(self) -> None:
