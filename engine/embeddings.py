@@ -105,11 +105,17 @@ def session_vectors(db, sessions: Sequence) -> dict[int, np.ndarray]:
     return out
 
 
+def title_matrix(session, vectors: dict[int, np.ndarray]) -> np.ndarray:
+    """A session's unit title vectors in product order (n x 384): stored items from `vectors`, products without a
+    stored item (typed in) embedded here."""
+    loose = [p for p in session.products if not p.item_id or p.item_id not in vectors]
+    extra = dict(zip((id(p) for p in loose), embed([title_text(p) for p in loose]))) if loose else {}
+    return np.stack([extra[id(p)] if id(p) in extra else vectors[p.item_id] for p in session.products])
+
+
 def similarity(session, vectors: dict[int, np.ndarray]) -> np.ndarray:
     """Cosine similarities of a session's titles (products without a stored item are embedded here)."""
-    loose = [p for p in session.products if not p.item_id]
-    extra = dict(zip((id(p) for p in loose), embed([title_text(p) for p in loose]))) if loose else {}
-    x = np.stack([vectors[p.item_id] if p.item_id else extra[id(p)] for p in session.products])
+    x = title_matrix(session, vectors)
     return x @ x.T
 
 

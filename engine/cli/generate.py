@@ -85,5 +85,5 @@ def generate_cmd(
         console.print(f"[red]{safe(e['kind'])}[/]: {safe(e['detail'])}")
     tps = f", {c.tokens_per_second:.1f} tokens/s" if c.tokens_per_second else ""
     first = f", first token {c.first_token_seconds:.2f}s" if c.first_token_seconds is not None else ""
-    console.print(f"{c.seconds:.2f}s{first}; {c.prompt_tokens or '?'} prompt + {c.completion_tokens or '?'} answer "
+    console.print(f"{c.seconds:.2f}s{first}; {c.prompt_tokens or '?'} prompt + {'?' if c.completion_tokens is None else c.completion_tokens} answer "
                   f"tokens{tps}; generation {r.generation_id}")

@@ -64,7 +64,8 @@ class GenerateConfig:
     fields: str = "titles"
     """What the prompt shows of each product: titles | titles+categories (types.FIELDS)."""
     intents: bool = True
-    """One-pass students: write an intent for each bundle found (its bundles are decided without them)."""
+    """One-pass students: give each bundle found an intent (its bundles are decided without them): retrieved from the
+    student's train bundles where its file carries them (llm.intent_bank), else written by the student."""
     spec: PromptSpec | None = None
     """Prompt and answer format; None: the one the model was trained with (an exported student's
     registry entry records it), else the full prompt with JSON answers."""
@@ -265,8 +266,9 @@ class BundleGenerator:
 
         t0 = time.perf_counter()
         feats = self.onepass.features(self.db, session)
+        titles = self.onepass.title_vectors(self.db, session) if self.cfg.intents else None
         t1 = time.perf_counter()
-        ans = self.onepass.answer(session, feats, intents=self.cfg.intents)
+        ans = self.onepass.answer(session, feats, intents=self.cfg.intents, titles=titles)
         text = ans.text()
         if on_token is not None and text:
             on_token(text)
@@ -282,7 +284,7 @@ class BundleGenerator:
         if log:
             params = {**self.cfg.params().to_dict(), **self.onepass.describe(), "prompt_version": VERSION,
                       "style": "onepass", "fields": "titles", "decoder": dict(self.onepass.heads.decoder),
-                      "intents": self.cfg.intents, "constraint": "heads", **(extra_params or {})}
+                      "intents": self.onepass.intents_made if self.cfg.intents else None, "constraint": "heads", **(extra_params or {})}
             gid = log_generation(
                 self.db, model=self.model, purpose=purpose, messages=messages, completion=c, response_schema=None,
                 parsed=[{"items": sorted(b.items), "intent": b.intent} for b in bundles], errors=[], params=params,

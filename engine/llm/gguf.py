@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,42 @@ def block_count(path: Path) -> int | None:
     """The model's transformer layers, read from the header's key-value section only (milliseconds; `gguf_metadata`
     parses every tensor's header too, ~3 s for the shipped student, far longer in a thread beside the app's event
     loop). None where the file has no `<architecture>.block_count`; KdError for a file that is not GGUF or is cut short."""
+    def layers(found: dict[str, Any]):
+        arch = found.get("general.architecture")
+        if arch and f"{arch}.block_count" in found:
+            n = found[f"{arch}.block_count"]
+            return int(n) if isinstance(n, int) and n > 0 else None
+        return _MORE
+
+    found = _scan_header(path, layers)
+    return None if found is _MORE else found
+
+
+def header_has(path: Path, key: str) -> bool:
+    """Whether the header holds metadata `key` (read as `block_count` reads: key-values only)."""
+    return _scan_header(path, lambda found: True if key in found else _MORE) is True
+
+
+def header_texts(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The values of metadata `keys` the header holds (read as `block_count` reads: key-values only, milliseconds where
+    `gguf.GGUFReader` parses every tensor's header too); a key the header lacks is left out."""
+    found: dict[str, Any] = {}
+
+    def collect(seen: dict[str, Any]):
+        found.update({k: seen[k] for k in keys if k in seen})
+        return dict(found) if len(found) == len(keys) else _MORE
+
+    got = _scan_header(path, collect)
+    return found if got is _MORE else got
+
+
+_MORE = object()
+"""`_scan_header`'s `until` answer for "read on"."""
+
+
+def _scan_header(path: Path, until):
+    """Read the header's key-values in order until `until(found so far)` answers something other than _MORE, and
+    return that answer (_MORE when the header ended first). Arrays of scalars are skipped, not read (None)."""
     import struct
 
     check_gguf(path)
@@ -68,8 +105,16 @@ def block_count(path: Path) -> int | None:
                     raise EOFError
                 return struct.unpack(fmt, data)[0]
 
+            size = os.fstat(f.fileno()).st_size
+
             def text() -> str:
-                return f.read(read("<Q")).decode("utf-8", "replace")
+                n = read("<Q")
+                if n > size:  # a damaged length: refused before Python tries to allocate it
+                    raise ValueError("a string longer than the file")
+                data = f.read(n)
+                if len(data) != n:
+                    raise EOFError
+                return data.decode("utf-8", "replace")
 
             def value(kind: int):
                 if kind in _SCALARS:
@@ -91,13 +136,12 @@ def block_count(path: Path) -> int | None:
             for _ in range(kvs):
                 key = text()
                 found[key] = value(read("<I"))
-                arch = found.get("general.architecture")
-                if arch and f"{arch}.block_count" in found:
-                    layers = found[f"{arch}.block_count"]
-                    return int(layers) if isinstance(layers, int) and layers > 0 else None
+                answer = until(found)
+                if answer is not _MORE:
+                    return answer
     except (EOFError, ValueError, OSError) as exc:
         raise KdError(f"{path}: not a readable GGUF header ({exc.__class__.__name__})") from None
-    return None
+    return _MORE
 
 
 @lru_cache(maxsize=64)

@@ -1,11 +1,13 @@
 """Serving a one-pass student with llama.cpp: one prefill per session gives every product's states (embeddings
 mode, no pooling; llama.cpp outputs every token's row there), the heads run in numpy (llm.onepass), and the
-intents of the bundles found are written afterwards by the same model, reusing the prompt's KV cache.
+bundles found get their intents afterwards: retrieved from the student's train bundles where its file carries them
+(llm.intent_bank), else written by the same model, reusing the prompt's KV cache.
 
-    runner = OnePassRunner(path, heads, n_threads=2)
+    runner = OnePassRunner(path, heads, n_threads=2, bank=bank_of(path))
     answer = runner.answer(session, feats)     # bundles with intents, token counts, timings
 
-The heads travel in the student's GGUF (llm.onepass.HEADS_KEY) and are read by `heads_of(path)`, strictly.
+The heads (llm.onepass.HEADS_KEY) and the intent bank (llm.intent_bank.BANK_KEY) travel in the student's GGUF and
+are read by `heads_of(path)` / `bank_of(path)`, strictly.
 """
 from __future__ import annotations
 
@@ -23,16 +25,22 @@ import numpy as np
 
 from ..errors import KdError
 from ..types import Bundle, Session
+from .intent_bank import BANK_KEY, IntentBank
+from .intent_bank import VERSION as BANK_VERSION
+from .intent_bank import K as BANK_K
 from .onepass import HEADS_KEY, INTENT_HEAD, VERSION, Heads, decode, prompt_head, segments, tokens_and_positions
 
 INTENT_TOKENS = 12
 """Most tokens an intent may take (3-5 words)."""
-INTENTS = "whole-title-words"
-"""How a one-pass student writes intents: greedy, in whole words of the bundle's own titles only (`title_words`).
-On valid (E / C, matched bundles) it raised intent similarity for every student it was tried on (10 layers: 0.230 ->
-0.353, 0.343 -> 0.364; 30 layers: 0.431 -> 0.444, 0.479 -> 0.520) and keeps intents about the products (a hard
-drive and its dock are no longer "different style of necklace"); free decoding gave fragments of other sessions.
-Part of an evaluation's key (evaluation.evaluate.run_key): answers written another way are not reused."""
+WRITTEN = "whole-title-words"
+"""How a one-pass student without an intent bank writes intents: greedy, in whole words of the bundle's own titles
+only (`title_words`). On valid (E / C, matched bundles) it raised intent similarity for every student it was tried on
+(10 layers: 0.230 -> 0.353, 0.343 -> 0.364; 30 layers: 0.431 -> 0.444, 0.479 -> 0.520) and keeps intents about the
+products (a hard drive and its dock are no longer "different style of necklace"); free decoding gave fragments of
+other sessions."""
+INTENTS = f"{BANK_VERSION}-k{BANK_K}, else {WRITTEN}"
+"""How one-pass intents are made: retrieved from the carried bank (llm.intent_bank) where the file has one, else
+written (WRITTEN). Part of an evaluation's key (evaluation.evaluate.run_key): answers made another way are not reused."""
 
 
 @contextmanager
@@ -52,27 +60,35 @@ def _quiet_stderr():
 
 
 @lru_cache(maxsize=8)
-def _heads_cached(path: str, size: int, mtime_ns: int) -> Heads | None:
-    import gguf
+def _carried_cached(path: str, size: int, mtime_ns: int) -> tuple[Heads | None, IntentBank | None]:
+    from .gguf import header_texts
 
+    found = header_texts(Path(path), (HEADS_KEY, BANK_KEY))  # the header's key-values only: no tensor parsing
+    for key, what in ((HEADS_KEY, "one-pass heads"), (BANK_KEY, "intent bank")):
+        if key in found and not isinstance(found[key], str):
+            raise KdError(f"{path}: unreadable {what} (not text)")
+    if HEADS_KEY not in found:
+        return None, None
     try:
-        reader = gguf.GGUFReader(path)
-    except Exception as exc:
-        raise KdError(f"{path}: not a readable GGUF file ({exc.__class__.__name__})") from None
-    f = reader.get_field(HEADS_KEY)
-    if f is None:
-        return None
-    text = f.contents()
-    if not isinstance(text, str):
-        raise KdError(f"{path}: unreadable one-pass heads (not text)")
-    return Heads.from_json(text)
+        return Heads.from_json(found[HEADS_KEY]), IntentBank.from_json(found[BANK_KEY]) if BANK_KEY in found else None
+    except KdError as exc:
+        raise KdError(f"{path}: {exc}") from None
+
+
+def _carried(path: Path) -> tuple[Heads | None, IntentBank | None]:
+    p = Path(path).resolve()
+    st = p.stat()
+    return _carried_cached(str(p), st.st_size, st.st_mtime_ns)
 
 
 def heads_of(path: Path) -> Heads | None:
     """The one-pass heads a student's GGUF carries, or None for any other model (cached per file version)."""
-    p = Path(path).resolve()
-    st = p.stat()
-    return _heads_cached(str(p), st.st_size, st.st_mtime_ns)
+    return _carried(path)[0]
+
+
+def bank_of(path: Path) -> IntentBank | None:
+    """The intent bank a one-pass student's GGUF carries, or None (an older export, or any other model)."""
+    return _carried(path)[1]
 
 
 @dataclass
@@ -96,10 +112,10 @@ class OnePassRunner:
     chat_template = True
 
     def __init__(self, path: Path, heads: Heads, *, n_threads: int = 1, n_ctx: int = 2048, name: str | None = None,
-                 budget=None):
+                 budget=None, bank: IntentBank | None = None):
         import llama_cpp
 
-        self.path, self.heads = Path(path), heads
+        self.path, self.heads, self.bank = Path(path), heads, bank
         self.name = name or self.path.stem
         self._budget = budget
         try:
@@ -136,13 +152,27 @@ class OnePassRunner:
     def describe(self) -> dict:
         return {"backend": "llama.cpp one-pass", "path": str(self.path), "n_ctx": self.n_ctx,
                 "n_threads": self.llm.n_threads, "onepass": VERSION, "pair_features": self.heads.feature_set,
-                "intents": INTENTS}
+                "intents": self.intents_made}
+
+    @property
+    def intents_made(self) -> str:
+        """How this student's intents are made: retrieved from its carried bank, or written (WRITTEN)."""
+        return f"retrieved: {BANK_VERSION}, {len(self.bank)} train bundles, k={self.bank.k}" if self.bank else WRITTEN
 
     def features(self, db, session: Session) -> np.ndarray:
         """The pair features these heads read for `session` (engine.pair_evidence), title vectors cached in `db`."""
         from ..pair_evidence import PairEvidence
 
         return PairEvidence(db, self.encoder)(session)
+
+    def title_vectors(self, db, session: Session) -> np.ndarray | None:
+        """The session's shipped title vectors (n x 384, cached in `db`) where this student retrieves its intents,
+        else None (nothing to read)."""
+        if self.bank is None:
+            return None
+        from ..embeddings import session_vectors, title_matrix
+
+        return title_matrix(session, session_vectors(db, [session]))
 
     def prompt_text(self, session: Session) -> str:
         return "".join(t for _, t in segments(session, self.heads.template, title_max=self.heads.title_max,
@@ -282,7 +312,7 @@ class OnePassRunner:
         return out
 
     def title_words(self, session: Session, bundle: Bundle) -> set[tuple[int, ...]]:
-        """The words an intent may use (INTENTS), as token sequences: every word of the bundle's own titles, as
+        """The words an intent may use (WRITTEN), as token sequences: every word of the bundle's own titles, as
         written and lower-cased, each with its leading space (an intent follows "Bundle 1,3:" after a space)."""
         words: set[tuple[int, ...]] = set()
         for k in bundle.items:
@@ -327,7 +357,10 @@ class OnePassRunner:
         text = self.llm.detokenize(out).decode("utf-8", errors="replace")
         return " ".join(text.split())[:60], len(out)
 
-    def answer(self, session: Session, feats: np.ndarray, *, intents: bool = True) -> OnePassAnswer:
+    def answer(self, session: Session, feats: np.ndarray, *, intents: bool = True,
+               titles: np.ndarray | None = None) -> OnePassAnswer:
+        """Bundles for `session` from its pair features `feats` (`features`), with an intent each unless `intents` is
+        False; `titles`: its title vectors (`title_vectors`), read for a carried bank (embedded here without them)."""
         with self.lock:
             if self._budget is not None:  # the thread budget, read again at every answer (engine.threads)
                 self.set_threads(max(1, int(self._budget())))
@@ -341,8 +374,14 @@ class OnePassRunner:
             found = decode(session.n, item, pair, **self.heads.decoder)
             t2 = time.perf_counter()
             written, n_out = [], 0
+            if intents and self.bank is not None and found and titles is None:
+                from ..embeddings import title_matrix
+
+                titles = title_matrix(session, {})
             for b in found:
-                if intents and self.heads.uses_states:
+                if intents and self.bank is not None:
+                    written.append(Bundle(b.items, self.bank.pick(titles[[k - 1 for k in sorted(b.items)]])))
+                elif intents and self.heads.uses_states:
                     text, k = self.intent(b, self.title_words(session, b))
                     n_out += k
                     written.append(Bundle(b.items, text))
@@ -368,7 +407,7 @@ def open_onepass(db, model: str, *, n_threads: int | None = None) -> OnePassRunn
     if not model_format(info).whole_gguf:  # an adapter or an endpoint carries no heads
         return None
     path = Path(registry.model_file(db, info)).resolve()
-    heads = heads_of(path)
+    heads, bank = _carried(path)
     if heads is None:
         return None
     key = (str(path), path.stat().st_mtime_ns, info.name)
@@ -376,7 +415,8 @@ def open_onepass(db, model: str, *, n_threads: int | None = None) -> OnePassRunn
         runner = _RUNNERS.get(key)
         if runner is None:
             budget = None if n_threads else (lambda: thread_budget(db))
-            runner = OnePassRunner(path, heads, n_threads=n_threads or thread_budget(db), name=info.name, budget=budget)
+            runner = OnePassRunner(path, heads, n_threads=n_threads or thread_budget(db), name=info.name, budget=budget,
+                                   bank=bank)
             _RUNNERS[key] = runner
     return runner
 

@@ -27,6 +27,7 @@ from ...store.db import transaction
 from ..errors import InputError, KdError
 from ..llm import onepass_encoder
 from ..llm.gguf import carried_metadata, training_carried
+from ..llm.intent_bank import BANK_FILE, BANK_KEY, IntentBank
 from ..llm.onepass import HEADS_FILE, HEADS_KEY, Heads
 from ..threads import thread_budget
 from . import gguf_write
@@ -85,6 +86,8 @@ def export_run(db, run_id: int, cfg: ExportConfig | None = None) -> ExportResult
     base_ref = run["student"]
     quant = "f32" if cfg.adapter else cfg.quant
     _check_target(db, name, path, cfg.force)
+    if not cfg.adapter:
+        _bank_for_older_run(db, run, adapter_dir)
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -108,6 +111,23 @@ def export_run(db, run_id: int, cfg: ExportConfig | None = None) -> ExportResult
     )
     _register(db, result, student, training_carried(run["config"]))
     return result
+
+
+def _bank_for_older_run(db, run: dict, adapter_dir: Path) -> None:
+    """A one-pass run trained before students carried an intent bank gets one now, from its datasets' train
+    sessions as training reads them, so its export retrieves intents too; a run whose datasets are gone is exported
+    without (its student writes its intents)."""
+    if not (adapter_dir / HEADS_FILE).is_file() or (adapter_dir / BANK_FILE).exists():
+        return
+    from ..data.sessions import load_sessions
+    from .onepass_run import write_bank
+
+    try:
+        train = [s for d in run["datasets"] for s in load_sessions(db, d, "train", with_bundles_only=True)]
+    except KdError:
+        return
+    if train:
+        write_bank(db, train, adapter_dir)
 
 
 def export_target(db, run_id: int, cfg: ExportConfig) -> tuple[Student, str, Path]:
@@ -182,6 +202,11 @@ def _write_merged(student: Student, adapter_dir: Path, tmp: Path, name: str, qua
         text = heads.read_text(encoding="utf-8")
         Heads.from_json(text)
         extra[HEADS_KEY] = text
+        bank = Path(adapter_dir) / BANK_FILE
+        if bank.is_file():  # and its intent bank, likewise
+            text = bank.read_text(encoding="utf-8")
+            IntentBank.from_json(text)
+            extra[BANK_KEY] = text
     extra = extra or None
     kwargs = dict(ftype=ftype, model_name=name, tied_embeddings=tied, chat_template=load_tokenizer(student).chat_template,
                   extra=extra, blocks=getattr(text_config, "num_hidden_layers", None))
@@ -276,12 +301,24 @@ def existing_export(db: sqlite_utils.Database, run_id: int, cfg: ExportConfig) -
             "SELECT name, path, size_bytes, quant, config FROM models WHERE run_id = ? AND format = ? AND quant = ?"
             " ORDER BY created_at DESC", [run_id, fmt, quant]):
         # An export made before its file carried all it now does (max_len) would be prompted unlike its training.
-        stale = any(json.loads(config or "{}").get(k) != v for k, v in carried.items())
+        stale = any(json.loads(config or "{}").get(k) != v for k, v in carried.items()) \
+            or (carried.get("onepass") and path and Path(path).is_file() and _without_bank(path))
         if (cfg.name is None or cfg.name == name) and path and Path(path).is_file() and Path(path).stat().st_size == size \
                 and not stale:
             return {"model": name, "path": path, "size_bytes": size, "quant": q, "format": fmt, "run_id": run_id,
                     "reused": True, "seconds": 0.0}
     return None
+
+
+def _without_bank(path: str) -> bool:
+    """A one-pass export made before students carried their intent bank (its intents would be written, not
+    retrieved): exporting again gives it one (_bank_for_older_run)."""
+    from ..llm.gguf import header_has
+
+    try:
+        return not header_has(Path(path), BANK_KEY)
+    except KdError:
+        return True
 
 
 def export_or_reuse(db: sqlite_utils.Database, run_id: int, cfg: ExportConfig) -> dict[str, Any]:

@@ -4,7 +4,8 @@ The run row, its metrics and its valid curve are the same as a letters student's
 screen, `runs`, `export` and `train --json` read it alike. After every epoch the student scores the valid split
 (torch, the heads' chances), the decoder's thresholds are chosen there by mean strict F1, and the scores are
 stored on the epoch's last step; the best epoch's weights and decoder are the run's result, written to
-`output_dir/adapter` as a whole Hugging Face model beside `onepass_heads.json` (export puts the heads in the GGUF).
+`output_dir/adapter` as a whole Hugging Face model beside `onepass_heads.json` and the intent bank of its train
+bundles, `onepass_intents.json` (llm.intent_bank; export puts both in the GGUF).
 
 Resuming: after each epoch the trainable weights, the heads, the optimizer and the best so far are saved in
 `output_dir/checkpoint-epoch` (torch tensors only, loaded with weights_only=True); a stopped or killed run
@@ -86,6 +87,20 @@ def set_knowledge(db, knowledge_set: str | None, *, in_prompt: bool, thoughts: s
                          "its prompt" + (" (--no-knowledge-in-prompt)" if not in_prompt else "") + " and no thoughts "
                          "of its train sessions")
     return text, by_session
+
+
+def write_bank(db, train, adapter: Path):
+    """The intent bank of `train`'s bundles (llm.intent_bank), written to the run's `adapter` folder (None: no bundle
+    has an intent the bank keeps, and nothing is written)."""
+    from ..embeddings import session_vectors
+    from ..llm.intent_bank import BANK_FILE, build
+
+    bank = build(train, session_vectors(db, train))
+    if bank is not None:
+        tmp = adapter / (BANK_FILE + ".tmp")
+        tmp.write_text(bank.to_json(), encoding="utf-8")
+        tmp.replace(adapter / BANK_FILE)
+    return bank
 
 
 def fit_config(cfg) -> FitConfig:
@@ -217,6 +232,9 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
     if encoder is not None:  # the student's second transformer, beside its weights until export puts it by the .gguf
         onepass_encoder.copy_folder(encoder.folder / "full", adapter / onepass_encoder.RUN_FOLDER)
     (adapter / HEADS_FILE).write_text(heads.to_json(), encoding="utf-8")
+    bank = write_bank(db, train, adapter)
+    say(f"intent bank: {len(bank)} train bundles" if bank else "no train bundle has a 1-5 word intent: the student "
+        "writes its intents")
     seconds = round(time.monotonic() - t0, 3)
     _update_run(db, run_id, status="done", steps=steps["n"], final_loss=steps["loss"], seconds=seconds,
                 finished_at=_now(), best_step=best["step"])

@@ -159,3 +159,36 @@ def test_the_block_count_is_read_from_the_header_alone(tmp_path):
     (tmp_path / "text.gguf").write_text("hello, this is not a model at all")
     with pytest.raises(KdError, match="not a GGUF file"):
         block_count(tmp_path / "text.gguf")
+
+
+def tiny_heads_json() -> str:
+    """Well-formed heads on the pair features alone (hidden size 2), as a one-pass student's header carries them."""
+    from kdbundle.engine.llm.onepass import Heads, Template
+    from kdbundle.engine.pair_evidence import FEATURE_SETS
+
+    f = len(FEATURE_SETS["shipped"])
+    t = {"item.0.weight": np.ones((2, 2 * f)), "item.0.bias": np.zeros(2), "item.2.weight": np.ones((1, 2)),
+         "item.2.bias": np.zeros(1), "pair.0.weight": np.ones((2, 5 * f)), "pair.0.bias": np.zeros(2),
+         "pair.2.weight": np.ones((1, 2)), "pair.2.bias": np.zeros(1)}
+    return Heads(t, np.zeros(f), np.ones(f), Template("<s>", "</s>"), 60, False).to_json()
+
+
+def test_carried_heads_and_intent_bank_are_read_from_the_header_strictly(tmp_path):
+    """A one-pass student's heads and intent bank are read from the header's key-values alone (no tensor parsing)
+    and checked whole: a damaged one is refused in one line naming the file, a missing bank is none."""
+    from kdbundle.engine.llm.gguf import header_texts
+    from kdbundle.engine.llm.intent_bank import BANK_KEY
+    from kdbundle.engine.llm.onepass import HEADS_KEY
+    from kdbundle.engine.llm.onepass_serve import bank_of, heads_of
+
+    plain = _gguf(tmp_path / "plain.gguf", {"general.name": "x"})
+    assert header_texts(plain, (HEADS_KEY, BANK_KEY)) == {} and heads_of(plain) is None and bank_of(plain) is None
+    assert header_texts(plain, ("general.name",)) == {"general.name": "x"}
+    bad_heads = _gguf(tmp_path / "heads.gguf", {HEADS_KEY: "{not json"})
+    with pytest.raises(KdError, match=r"heads\.gguf: unreadable one-pass heads"):
+        heads_of(bad_heads)
+    bad_bank = _gguf(tmp_path / "bank.gguf", {HEADS_KEY: tiny_heads_json(), BANK_KEY: '{"version": "intent-bank-v1"}'})
+    with pytest.raises(KdError, match=r"bank\.gguf: unreadable intent bank"):
+        bank_of(bad_bank)
+    ok = _gguf(tmp_path / "ok.gguf", {HEADS_KEY: tiny_heads_json()})
+    assert heads_of(ok) is not None and bank_of(ok) is None  # an export from before banks: intents are written

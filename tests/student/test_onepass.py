@@ -208,6 +208,11 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
 
     assert carried.feature_set == "tuned" and len(carried.feat_mean) == 18
     assert carried.encoder["sha256"] == onepass_encoder.digest(onepass_encoder.beside(Path(exp["path"])))
+    # and the intents of its train bundles ride in the file too (llm.intent_bank): its intents are retrieved from them
+    from kdbundle.engine.llm.onepass_serve import bank_of
+
+    bank = bank_of(Path(exp["path"]))
+    assert (Path(out["adapter_dir"]) / "onepass_intents.json").is_file() and bank is not None and len(bank) > 5
 
     ev = run("eval", "--dataset", "demo-electronics", "--split", "test", "--method", "llm", "--model", exp["model"], "--json")
     assert ev["sessions"] > 0 and 0 <= ev["strict_precision"] <= 1
@@ -216,6 +221,8 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
     rows = db.execute("SELECT params, parsed FROM generations WHERE model = ?", [exp["model"]]).fetchall()
     assert rows and all(json.loads(p)["style"] == "onepass" for p, _ in rows)
     assert all(len(b["items"]) >= 2 for _, parsed in rows for b in json.loads(parsed))
+    assert all(b["intent"] in bank.intents for _, parsed in rows for b in json.loads(parsed))
+    assert all(json.loads(p)["intents"].startswith("retrieved: intent-bank-v1") for p, _ in rows)
 
     # llama.cpp's states at the product positions are the trained model's (q8_0 against fp32)
     import torch
@@ -249,7 +256,8 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
     feats = [runner.features(db, t) for t in tests]
     for one, many in zip([runner.answer(t, f, intents=False) for t, f in zip(tests, feats)], runner.answer_batch(tests, feats)):
         assert np.allclose(one.item, many.item, atol=0.02) and np.allclose(one.pair, many.pair, atol=0.02)
-    # intents are written in whole words of the bundle's own titles (INTENTS), whatever the student would say else
+    # without a bank (this runner was given none), intents are written in whole words of the bundle's own titles
+    # (WRITTEN), whatever the student would say else
     for t_ in tests:
         for b in runner.answer(t_, runner.features(db, t_)).bundles:
             words = {w for k in b.items for title in [t_.products[k - 1].title] for w in (*title.split(), *title.lower().split())}
