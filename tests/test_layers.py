@@ -20,7 +20,7 @@ TOPS = {"engine": "kdbundle.engine", "store": "kdbundle.store", "tui": "kdbundle
 LAYERS: dict[str, int] = {
     "kdbundle.store": 0,
     "kdbundle.engine.types": 0, "kdbundle.engine.errors": 0, "kdbundle.engine.progress": 0,
-    "kdbundle.engine.config": 0, "kdbundle.engine.embeddings": 0, "kdbundle.engine.pairs": 0,
+    "kdbundle.engine.config": 0, "kdbundle.engine.embeddings": 0, "kdbundle.engine.minilm": 0, "kdbundle.engine.pairs": 0,
     "kdbundle.engine.threads": 0, "kdbundle.engine.machine": 0, "kdbundle.engine.files": 0, "kdbundle.engine.schema": 0,
     "kdbundle.engine.tuned_encoder": 0, "kdbundle.engine.pair_evidence": 0,
     "kdbundle.engine.data": 1,

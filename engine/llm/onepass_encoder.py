@@ -64,11 +64,14 @@ def load(folder: Path, heads):
         raise KdError(f"{folder}: this one-pass student's title encoder is missing (it is exported beside the .gguf)")
     if digest(folder) != heads.encoder["sha256"]:
         raise KdError(f"{folder}: the title encoder is not the one this student was trained with (its digest differs)")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-
+    from ..minilm import load as load_numpy
     from ..tuned_encoder import TunedEncoder
 
-    model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    model = load_numpy(folder)  # the same vectors in numpy, without importing torch (engine.minilm)
+    if model is None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
     model.max_seq_length = heads.encoder["max_tokens"]
     return TunedEncoder(folder, model, {})
