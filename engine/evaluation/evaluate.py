@@ -222,10 +222,10 @@ def run_key(db: sqlite_utils.Database, cfg: EvalConfig) -> str:
         if cfg.model:
             info = get_model(db, cfg.model)
             ident["model"] = [info.source, info.path, info.sha256, info.size_bytes, info.config]
-            if (info.config or {}).get("onepass"):  # how its intents are written (answers written otherwise: not reused)
-                from ..llm.onepass_serve import INTENTS
+            if (info.config or {}).get("onepass"):  # how its intents are made (answers made otherwise: not reused)
+                from ..llm.onepass_serve import intents_key
 
-                ident["intents"] = INTENTS
+                ident["intents"] = intents_key(db, info)
         if cfg.knowledge_set:
             row = db.execute("SELECT id, created_at FROM knowledge_sets WHERE name = ?", [cfg.knowledge_set]).fetchone()
             if row is None:

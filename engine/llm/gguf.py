@@ -123,6 +123,11 @@ def _scan_header(path: Path, until):
                     return text()
                 if kind == 9:
                     inner, count = read("<I"), read("<Q")
+                    if inner == 9:  # kdbundle's files and llama.cpp's never nest arrays: a header that does is refused
+                        raise ValueError("an array of arrays")
+                    least = struct.calcsize(_SCALARS[inner]) if inner in _SCALARS else 8
+                    if count * least > size - f.tell():  # a damaged count: refused, not looped over to the end
+                        raise ValueError("an array longer than the file")
                     if inner in _SCALARS:  # skipped whole: only scalars and strings are wanted here
                         f.seek(struct.calcsize(_SCALARS[inner]) * count, 1)
                     else:

@@ -261,7 +261,7 @@ class Heads:
                     or (heads.feat_scale <= 0).any():
                 raise ValueError("bad feature standardisation")
             heads._check_shapes()
-        except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
             raise KdError(f"unreadable one-pass heads ({exc})") from None
         return heads
 
@@ -269,8 +269,8 @@ class Heads:
     def from_json(cls, text: str) -> Heads:
         try:
             data = json.loads(text)
-        except (TypeError, ValueError) as exc:
-            raise KdError(f"unreadable one-pass heads (not JSON: {exc})") from None
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise KdError(f"unreadable one-pass heads (not JSON: {str(exc)[:80] or exc.__class__.__name__})") from None
         if not isinstance(data, dict):
             raise KdError("unreadable one-pass heads (not an object)")
         return cls.from_dict(data)

@@ -38,9 +38,20 @@ only (`title_words`). On valid (E / C, matched bundles) it raised intent similar
 (10 layers: 0.230 -> 0.353, 0.343 -> 0.364; 30 layers: 0.431 -> 0.444, 0.479 -> 0.520) and keeps intents about the
 products (a hard drive and its dock are no longer "different style of necklace"); free decoding gave fragments of
 other sessions."""
-INTENTS = f"{BANK_VERSION}-k{BANK_K}, else {WRITTEN}"
-"""How one-pass intents are made: retrieved from the carried bank (llm.intent_bank) where the file has one, else
-written (WRITTEN). Part of an evaluation's key (evaluation.evaluate.run_key): answers made another way are not reused."""
+RETRIEVED = f"{BANK_VERSION}-k{BANK_K}"
+"""How one-pass intents are made where the file carries an intent bank (llm.intent_bank), else WRITTEN."""
+
+
+def intents_key(db, info) -> str:
+    """How a registered one-pass model's intents are made (RETRIEVED or WRITTEN), read from its file's header: part of
+    an evaluation's key (evaluation.evaluate.run_key), so answers made another way are not reused."""
+    from . import registry
+    from .gguf import header_has
+
+    try:
+        return RETRIEVED if header_has(Path(registry.model_file(db, info)), BANK_KEY) else WRITTEN
+    except (KdError, OSError):
+        return WRITTEN  # serving it fails in one line, as it would have
 
 
 @contextmanager

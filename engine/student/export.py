@@ -296,13 +296,14 @@ def export_config(params: dict[str, Any]) -> tuple[int, ExportConfig]:
 
 def existing_export(db: sqlite_utils.Database, run_id: int, cfg: ExportConfig) -> dict[str, Any] | None:
     fmt, quant = ("gguf-lora", "f32") if cfg.adapter else ("gguf", cfg.quant)
-    carried = training_carried(get_run(db, run_id)["config"])
+    run = get_run(db, run_id)
+    carried = training_carried(run["config"])
     for name, path, size, q, config in db.execute(
             "SELECT name, path, size_bytes, quant, config FROM models WHERE run_id = ? AND format = ? AND quant = ?"
             " ORDER BY created_at DESC", [run_id, fmt, quant]):
         # An export made before its file carried all it now does (max_len) would be prompted unlike its training.
         stale = any(json.loads(config or "{}").get(k) != v for k, v in carried.items()) \
-            or (carried.get("onepass") and path and Path(path).is_file() and _without_bank(path))
+            or (carried.get("onepass") and path and Path(path).is_file() and _without_bank(db, run, path))
         if (cfg.name is None or cfg.name == name) and path and Path(path).is_file() and Path(path).stat().st_size == size \
                 and not stale:
             return {"model": name, "path": path, "size_bytes": size, "quant": q, "format": fmt, "run_id": run_id,
@@ -310,15 +311,20 @@ def existing_export(db: sqlite_utils.Database, run_id: int, cfg: ExportConfig) -
     return None
 
 
-def _without_bank(path: str) -> bool:
-    """A one-pass export made before students carried their intent bank (its intents would be written, not
-    retrieved): exporting again gives it one (_bank_for_older_run)."""
+def _without_bank(db, run: dict, path: str) -> bool:
+    """A one-pass export made before students carried their intent bank (its intents are written, not retrieved)
+    whose run can have one (built now where missing: _bank_for_older_run): exporting again gives it the bank. A run
+    that cannot have one (its datasets gone, no train bundle with a short intent) keeps its export."""
     from ..llm.gguf import header_has
 
     try:
-        return not header_has(Path(path), BANK_KEY)
+        if header_has(Path(path), BANK_KEY):
+            return False
     except KdError:
         return True
+    adapter_dir = Path(run["output_dir"] or "") / ADAPTER_DIR
+    _bank_for_older_run(db, run, adapter_dir)
+    return (adapter_dir / BANK_FILE).is_file()
 
 
 def export_or_reuse(db: sqlite_utils.Database, run_id: int, cfg: ExportConfig) -> dict[str, Any]:

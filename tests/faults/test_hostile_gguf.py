@@ -192,3 +192,22 @@ def test_carried_heads_and_intent_bank_are_read_from_the_header_strictly(tmp_pat
         bank_of(bad_bank)
     ok = _gguf(tmp_path / "ok.gguf", {HEADS_KEY: tiny_heads_json()})
     assert heads_of(ok) is not None and bank_of(ok) is None  # an export from before banks: intents are written
+
+
+def test_a_header_with_damaged_arrays_is_refused_at_once(tmp_path):
+    """An array whose count runs past the file, or an array of arrays (neither kdbundle nor llama.cpp writes one), is
+    refused in one line before it is looped over or recursed into."""
+    import struct
+
+    from kdbundle.engine.llm.gguf import header_texts
+
+    def header(kind: int, count: int) -> bytes:
+        key = b"tokenizer.ggml.tokens"
+        return (b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key
+                + struct.pack("<IIQ", 9, kind, count) + b"\0" * 64)
+
+    (tmp_path / "long.gguf").write_bytes(header(8, 1 << 40))  # 10**12 strings in a 100-byte file
+    (tmp_path / "nested.gguf").write_bytes(header(9, 3))
+    for name in ("long.gguf", "nested.gguf"):
+        with pytest.raises(KdError, match="not a readable GGUF header"):
+            header_texts(tmp_path / name, ("kdbundle.onepass",))

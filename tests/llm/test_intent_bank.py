@@ -74,6 +74,8 @@ def test_the_bank_round_trips_and_is_read_strictly():
     refused(lambda d: d.update(intents=[*d["intents"][:2], "a long intent of far more than five words"]), "texts of")
     refused(lambda d: d.update(intents=[*d["intents"][:2], 7]), "texts of")
     refused(lambda d: d.update(intents=d["intents"][:2]), "not 2 x 384")
+    refused(lambda d: d["bundles"].update(shape=[3.0, 384]), "not 3 x 384")
+    refused(lambda d: d["bundles"].update(shape=[float("inf"), 384]), "not 3 x 384")  # JSON's Infinity: no traceback
     refused(lambda d: d["bundles"].update(data=d["bundles"]["data"][:-8]), "unreadable intent bank")
     nan = np.full((3, DIM), np.nan, dtype="<f2")
     import base64
@@ -83,30 +85,34 @@ def test_the_bank_round_trips_and_is_read_strictly():
         IntentBank.from_json("not json")
     with pytest.raises(KdError, match="unreadable intent bank"):
         IntentBank.from_json("[1, 2]")
+    with pytest.raises(KdError, match="unreadable intent bank"):
+        IntentBank.from_json("[" * 100_000)  # nested past Python's recursion limit: refused in one line
 
 
 def test_an_older_runs_export_builds_its_bank_from_the_runs_train_sessions(tmp_path):
     """A one-pass run trained before students carried a bank gets one at export; a run without heads gets none, and
-    a file that lacks the bank is an export to make again."""
+    a file that lacks the bank is an export to make again only where its run can have one."""
     from kdbundle.engine.llm.onepass import HEADS_FILE
     from kdbundle.engine.student.export import _bank_for_older_run, _without_bank
 
     db = open_db(tmp_path / "kd.db")
     load_demo(db)
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    _bank_for_older_run(db, {"datasets": ["demo-electronics"]}, adapter)
+    from kdbundle.engine.llm.registry import get_model, model_file
+
+    no_bank = str(Path(model_file(db, get_model(db, "smollm2-135m"))))  # a GGUF without a bank
+    adapter = tmp_path / "run" / "adapter"
+    adapter.mkdir(parents=True)
+    gone = {"datasets": ["no-such-dataset"], "output_dir": str(tmp_path / "run")}
+    here = {"datasets": ["demo-electronics"], "output_dir": str(tmp_path / "run")}
+    _bank_for_older_run(db, here, adapter)
     assert not (adapter / BANK_FILE).exists()  # not a one-pass run
     (adapter / HEADS_FILE).write_text("{}", encoding="utf-8")
-    _bank_for_older_run(db, {"datasets": ["no-such-dataset"]}, adapter)
-    assert not (adapter / BANK_FILE).exists()  # its datasets are gone: exported without
-    _bank_for_older_run(db, {"datasets": ["demo-electronics"]}, adapter)
+    assert not _without_bank(db, gone, no_bank)  # its datasets are gone: it cannot have a bank, its export stands
+    assert not (adapter / BANK_FILE).exists()
+    assert _without_bank(db, gone, str(tmp_path / "kd.db"))  # not a readable GGUF at all: made again
+    assert _without_bank(db, here, no_bank)  # a bank could be built (and now is): the export is made again
     bank = IntentBank.from_json((adapter / BANK_FILE).read_text(encoding="utf-8"))
     train = load_sessions(db, "demo-electronics", "train", with_bundles_only=True)
     assert sorted(bank.intents) == sorted(clean(b.intent) for s in train for b in s.bundles if clean(b.intent))
     want = build(train, session_vectors(db, train))
     assert np.allclose(bank.bundles, want.bundles, atol=1e-3)
-    from kdbundle.engine.llm.registry import get_model, model_file
-
-    base = Path(model_file(db, get_model(db, "smollm2-135m")))
-    assert _without_bank(str(base)) and _without_bank(str(tmp_path / "kd.db"))  # no bank, or no GGUF at all

@@ -213,6 +213,8 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
 
     bank = bank_of(Path(exp["path"]))
     assert (Path(out["adapter_dir"]) / "onepass_intents.json").is_file() and bank is not None and len(bank) > 5
+    again = run("export", str(out["run_id"]), "--out-dir", str(tmp_path / "models"), "--json")
+    assert again["reused"] is True and again["path"] == exp["path"]  # the file has its bank: nothing to make again
 
     ev = run("eval", "--dataset", "demo-electronics", "--split", "test", "--method", "llm", "--model", exp["model"], "--json")
     assert ev["sessions"] > 0 and 0 <= ev["strict_precision"] <= 1
@@ -258,10 +260,13 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
         assert np.allclose(one.item, many.item, atol=0.02) and np.allclose(one.pair, many.pair, atol=0.02)
     # without a bank (this runner was given none), intents are written in whole words of the bundle's own titles
     # (WRITTEN), whatever the student would say else
+    written = 0
     for t_ in tests:
         for b in runner.answer(t_, runner.features(db, t_)).bundles:
             words = {w for k in b.items for title in [t_.products[k - 1].title] for w in (*title.split(), *title.lower().split())}
             assert b.intent and set(b.intent.split()) <= words, (b.intent, words)
+            written += 1
+    assert written >= len(tests)  # a decoder answers every session (its fallback: the best pair)
     runner.close()
     # a changed or missing encoder is refused in one line, never served with the wrong features
     enc = onepass_encoder.beside(Path(exp["path"]))
