@@ -34,7 +34,7 @@ from kdbundle.engine.evaluation.bootstrap import paired_bootstrap, session_score
 from kdbundle.engine.evaluation.evaluate import EvalConfig, evaluate
 from kdbundle.engine.evaluation.metrics import aggregate, score_session
 from kdbundle.store import open_db
-from reports.common import OUT, stamped, write_report
+from reports.common import OUT, stamped, write_report, written_by
 
 DOMAINS = ("electronic", "clothing")
 BASELINES = ("whole-session", "embedding-clusters", "pairwise", "pairwise-tuned", "pair-logistic")
@@ -186,8 +186,7 @@ def _f(v) -> str:
 
 def render(r: dict) -> str:
     lines = ["# The one-pass student against every titles-only baseline (full test splits)", "",
-             f"Model `{r['model']}`; written {r['created']} by `python -m reports.best_student` on {r['machine']}"
-             + (f"; load: {r['load']}" if r["load"] else "") + ".", "",
+             written_by(r, "best_student", lead=f"Model `{r['model']}`; written"), "",
              "Titles only, 180 test sessions a domain; decoder thresholds and the recipe were chosen on valid. "
              "Intervals: paired bootstrap 95%, strict F1, student minus the row.", ""]
     for d in DOMAINS:

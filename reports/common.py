@@ -18,6 +18,12 @@ def stamped(load: str, **fields: Any) -> dict[str, Any]:
             "load": load, **fields}
 
 
+def written_by(r: dict[str, Any], name: str, lead: str = "Written") -> str:
+    """A rendered report's provenance line: `lead`, when, by which command, on what machine, under what load."""
+    return (f"{lead} {r['created']} by `python -m reports.{name}` on {r['machine']}"
+            + (f"; load: {r['load']}" if r["load"] else "") + ".")
+
+
 def write_report(name: str, result: dict[str, Any], render: Callable[[dict], str]) -> None:
     """reports/<name>.json (the result) and reports/<name>.md (rendered), then the markdown on stdout."""
     (OUT / f"{name}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")

@@ -26,7 +26,7 @@ from kdbundle.engine.evaluation.bootstrap import paired_bootstrap
 from kdbundle.engine.evaluation.metrics import aggregate, score_session
 from kdbundle.store import open_db
 from reports.best_student import features_only
-from reports.common import stamped, write_report
+from reports.common import stamped, write_report, written_by
 
 DOMAINS = ("electronic", "clothing")
 
@@ -98,8 +98,7 @@ def main(argv=None) -> int:
 
 def render(r: dict) -> str:
     lines = ["# Knowledge through the one-pass student (valid only)", "",
-             f"Written {r['created']} by `python -m reports.onepass_knowledge` on {r['machine']}"
-             + (f"; load: {r['load']}" if r["load"] else "") + ".", "",
+             written_by(r, "onepass_knowledge"), "",
              "Every run: the default one-pass recipe (E+C, 10 layers, tuned pair features, 2 epochs, seed 42), differing "
              "only in its knowledge set. Valid: 90 sessions a domain, titles only; each run's best epoch and decoder, scored "
              f"again per session. Intervals: paired bootstrap 95%, strict F1, row minus {r['reference']}.", "",

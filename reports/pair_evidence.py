@@ -49,7 +49,7 @@ from kdbundle.engine.evaluation.bootstrap import paired_bootstrap
 from kdbundle.engine.evaluation.metrics import aggregate, score_session
 from kdbundle.engine.pairs import pair_features, pair_index, pair_labels, pair_matrix
 from kdbundle.store import open_db
-from reports.common import stamped, write_report
+from reports.common import stamped, write_report, written_by
 
 DOMAINS = ("electronic", "clothing")
 SOURCES = ("lexical", "late", "second", "cross")
@@ -310,8 +310,7 @@ def main(argv=None) -> int:
 
 def render(r: dict) -> str:
     lines = ["# Other titles-only pair evidence beside the tuned features (valid only)", "",
-             f"Written {r['created']} by `python -m reports.pair_evidence` on {r['machine']}"
-             + (f"; load: {r['load']}" if r["load"] else "") + ".", "",
+             written_by(r, "pair_evidence"), "",
              "What each source is: this report's docstring. Valid: 90 sessions a domain, titles only.", "",
              "## Each source alone: pair AUC on valid (same bundle or not)", "",
              "| source | " + " | ".join(d.capitalize() for d in DOMAINS) + " |", "|---" * (1 + len(DOMAINS)) + "|"]

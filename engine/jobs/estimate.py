@@ -322,11 +322,11 @@ def plan_eval(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, An
 def _encoder_seconds(db: sqlite_utils.Database, datasets: list[str], seed: int = 0) -> tuple[float, list]:
     """Fine-tuning the title encoder on `datasets`' train sessions (tuned_encoder), unless it is saved:
     (seconds, basis). FOLDS encoders on the other folds, then one on all of train: 2 x train sessions per epoch."""
-    from ..data.sessions import load_sessions
     from ..files import runs_dir
+    from ..student.onepass_run import train_sessions
     from ..tuned_encoder import EncoderRecipe, saved
 
-    train = [s for d in datasets for s in load_sessions(db, d, "train", with_bundles_only=True)]
+    train = train_sessions(db, datasets)
     recipe = EncoderRecipe(seed=seed)
     if saved(runs_dir(db) / "encoders", datasets, train, recipe):
         return 0.0, []
@@ -391,13 +391,12 @@ def _onepass_knowledge_share(db: sqlite_utils.Database, params: dict[str, Any], 
     """What a knowledge set adds to a one-pass run, as a share of its examples' cost: its patterns and rules head
     every batch (shared), its thoughts of train sessions are learned after their prompts (as training reads them:
     student.onepass_run.set_knowledge)."""
-    from ..data.sessions import load_sessions
     from ..errors import KdError
     from ..student.onepass import THOUGHT_MAX
-    from ..student.onepass_run import set_knowledge
+    from ..student.onepass_run import set_knowledge, train_sessions
 
     sft = params.get("sft") or {}
-    train_ids = {s.id for d in datasets for s in load_sessions(db, d, "train", with_bundles_only=True)}
+    train_ids = {s.id for s in train_sessions(db, datasets)}
     try:
         text, thoughts = set_knowledge(db, params["knowledge_set"], in_prompt=sft.get("knowledge_in_prompt", True),
                                        thoughts=sft.get("thoughts") or "rationale", train_ids=train_ids)

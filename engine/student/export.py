@@ -119,11 +119,10 @@ def _bank_for_older_run(db, run: dict, adapter_dir: Path) -> None:
     without (its student writes its intents)."""
     if not (adapter_dir / HEADS_FILE).is_file() or (adapter_dir / BANK_FILE).exists():
         return
-    from ..data.sessions import load_sessions
-    from .onepass_run import write_bank
+    from .onepass_run import train_sessions, write_bank
 
     try:
-        train = [s for d in run["datasets"] for s in load_sessions(db, d, "train", with_bundles_only=True)]
+        train = train_sessions(db, run["datasets"])
     except KdError:
         return
     if train:

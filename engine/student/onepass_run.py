@@ -69,6 +69,12 @@ def _tuned_encoder(db, datasets: list[str], train, should_stop, say):
     return tuned_encoder(runs_dir(db) / "encoders", datasets, train, progress=progress, should_stop=should_stop)
 
 
+def train_sessions(db, datasets: list[str]) -> list:
+    """What a one-pass run learns from: its datasets' train sessions with ground truth, in order (the plan, the intent
+    bank of an older run's export and training itself read them here, so all three see the same sessions)."""
+    return [s for d in datasets for s in load_sessions(db, d, "train", with_bundles_only=True)]
+
+
 def set_knowledge(db, knowledge_set: str | None, *, in_prompt: bool, thoughts: str,
                   train_ids: set[int]) -> tuple[str, dict[int, str]]:
     """What a knowledge set gives a one-pass student: its patterns and rules as the text every prompt shows before the
@@ -128,7 +134,7 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
     # what its export carries (llm.gguf.training_carried): the heads' version, not a letters prompt spec
     _update_run(db, run_id, status="running", output_dir=str(output_dir), finished_at=None, config=json.dumps(config))
     say = log or (lambda _m: None)
-    train = [s for d in datasets for s in load_sessions(db, d, "train", with_bundles_only=True)]
+    train = train_sessions(db, datasets)
     valid = [s for d in datasets for s in load_sessions(db, d, "valid", with_bundles_only=True)] if cfg.valid else []
     if not train:
         raise InputError(f"no train sessions with bundles in {', '.join(datasets)}: a one-pass student learns from ground truth")
