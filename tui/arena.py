@@ -91,6 +91,7 @@ class ArenaScreen(KdScreen):
         self.comparison_id: str | None = None
         self.installed: list[str] = []
         self.knowledge_sets: list[str] = []
+        self._defaulted: dict[str, Any] = {}  # what each model picker was last set to by default, not by the user
         self._hinted = False
         self.teacher_missing = False
         self.outcomes: dict[str, Outcome] = {}
@@ -170,25 +171,29 @@ class ArenaScreen(KdScreen):
             hint = f"No model installed. Run `kdbundle models pull {DEFAULT_STUDENT}` (or pull it on the Models screen, 4)."
         sets = [s.name for s in browse.knowledge_sets(db)]
         datasets = [d.name for d in browse.dataset_summaries(db) if d.bundles]
-        self.post_message(ArenaChoicesLoaded(names, installed, sets, hint, datasets))
+        self.post_message(ArenaChoicesLoaded(names, installed, sets, hint, datasets, registry.served_student(db)))
 
     @on(ArenaChoicesLoaded)
     def _choices(self, msg: ArenaChoicesLoaded) -> None:
         self.installed = msg.installed
         usable = msg.installed or msg.models
-        for sel_id, default in (("#teacher", DEFAULT_TEACHER), ("#student", DEFAULT_STUDENT)):
+        for sel_id, default in (("#teacher", DEFAULT_TEACHER), ("#student", msg.student or DEFAULT_STUDENT)):
             select = self.query_one(sel_id, Select)
             current = select.value
             select.set_options([(plain(n if n in msg.installed else f"{n} (not installed)"), n) for n in usable])
             # The teacher is never the default student in disguise: without the default teacher it is
             # another installed model, or none (its panel says why and how to get one).
-            fallback = [n for n in msg.installed if sel_id == "#student" or n != DEFAULT_STUDENT]
-            if current in usable:
+            fallback = [n for n in msg.installed if sel_id == "#student" or n not in (DEFAULT_STUDENT, msg.student)]
+            # A pick the user made stays; one made by default follows the default (a student exported meanwhile).
+            if current in usable and current != self._defaulted.get(sel_id):
                 select.value = current
             elif default in msg.installed:
                 select.value = default
             elif fallback:
                 select.value = fallback[0]
+            elif current in usable:
+                select.value = current
+            self._defaulted[sel_id] = select.value
         self.teacher_missing = DEFAULT_TEACHER not in msg.installed
         kset = self.query_one("#kset", Select)
         current = kset.value

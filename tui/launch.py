@@ -45,6 +45,8 @@ class FormField:
     when: tuple[str, str | tuple[str, ...]] | None = None
     """(other field, value or values): the field applies only when that field has one of them (for a train
     job's method, the method `auto` resolves to for the chosen student: see condition_values)."""
+    default_from: str | None = None
+    """A key of the store-backed choices whose value, where read, is the default instead of `default`."""
     implied: bool = False
     """Its default depends on other fields (default_value); left at that default it is sent as unset, so the
     engine picks the same value and the run is the one the CLI would start with no flag."""
@@ -102,7 +104,8 @@ FORMS: dict[str, tuple[FormField, ...]] = {
         FormField("dataset", "dataset", source="datasets"),
         from_config(EvalConfig, "split", "split", choices=SPLITS),
         from_config(EvalConfig, "method", "method", choices=METHODS),
-        FormField("model", "model", DEFAULT_STUDENT, source="models", when=("method", "llm")),
+        FormField("model", "model", DEFAULT_STUDENT, source="models", when=("method", "llm"),
+                  default_from="served_student"),  # the student generate and the arena answer with
         from_config(EvalConfig, "utilization", "utilization", choices=UTILIZATIONS, when=("method", "llm")),
         FormField("knowledge_set", "knowledge set", "", source="knowledge_sets", optional=True,
                   when=("method", "llm")),
@@ -215,6 +218,7 @@ def form_choices(db) -> dict[str, list[str]]:
         "knowledge_sets": [s.name for s in browse.knowledge_sets(db)],
         "train_runs": [str(r) for r in sorted(browse.train_runs(db), reverse=True)],
         "model_sizes": {m["name"]: m.get("params") or "" for m in registry_models(db)},
+        "served_student": registry_served_student(db),
     }
 
 
@@ -230,6 +234,12 @@ def registry_models(db) -> list[dict[str, Any]]:
     from ..engine.llm import registry
 
     return [m.to_dict() for m in registry.list_models(db)]
+
+
+def registry_served_student(db) -> str:
+    from ..engine.llm import registry
+
+    return registry.served_student(db)
 
 
 class LaunchScreen(WorkerErrors, ModalScreen[tuple[str, dict[str, Any]] | None]):
@@ -297,7 +307,7 @@ class LaunchScreen(WorkerErrors, ModalScreen[tuple[str, dict[str, Any]] | None])
         rows = []
         for f in FORMS[self.kind]:
             options = list(f.choices or self.choices.get(f.source or "", []) or [])
-            wanted = self.defaults.get(f.name, f.default)
+            wanted = self.defaults.get(f.name, self.choices.get(f.default_from or "", f.default))
             if options and f.source == "models" and "installed_models" in self.choices:
                 # Forms default only to installed models (an uninstalled default fails at once), and never make
                 # the default student its own teacher; with none to offer the field stays empty and says why.

@@ -153,6 +153,8 @@ class ArenaChoicesLoaded(Message):
     """E.g. which `kdbundle models pull` to run."""
     datasets: list[str] = field(default_factory=list)
     """Datasets a comparison of two students can run on."""
+    student: str = ""
+    """The student served where none is named (registry.served_student): the student pane's default."""
 
 
 @dataclass

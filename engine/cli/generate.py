@@ -12,7 +12,7 @@ from ..data.leak import resolve_fields
 from ..data.sessions import dataset_id, load_sessions
 from ..errors import InputError, NotFound
 from ..llm.generate import BundleGenerator, GenerateConfig, split_products, typed_session
-from ..llm.registry import DEFAULT_STUDENT
+from ..llm.registry import DEFAULT_STUDENT, served_student
 from ..types import check_fields
 from . import app
 from .common import console, print_json, safe
@@ -33,7 +33,8 @@ def _find_session(db, dataset: str, session: str):
 @app.command("generate")
 def generate_cmd(
     ctx: typer.Context,
-    model: str = typer.Option(DEFAULT_STUDENT, "--model", help="Registered model name or a .gguf path."),
+    model: Optional[str] = typer.Option(None, "--model", help="Registered model name or a .gguf path (default: the newest "
+                                        f"student exported here, a one-pass one first, else {DEFAULT_STUDENT})."),
     dataset: Optional[str] = typer.Option(None, "--dataset"),
     session: Optional[str] = typer.Option(None, "--session", help="Session id (as in the imported files)."),
     items: Optional[str] = typer.Option(None, "--items", help='Typed products: "title|title|...".'),
@@ -55,6 +56,7 @@ def generate_cmd(
     if hint_weight is not None and not 0 <= hint_weight <= 100:
         raise InputError(f"hint weight must be in [0, 100], got {hint_weight}")
     s = _find_session(db, dataset, session) if session is not None else typed_session(split_products(items))
+    model = model or served_student(db)
     shown = resolve_fields(db, dataset, fields) if dataset else check_fields(fields or "titles+categories")
     gen = BundleGenerator(db, GenerateConfig(model=model, max_tokens=max_tokens, temperature=temperature, seed=seed,
                                              fields=shown, hint_weight=hint_weight))

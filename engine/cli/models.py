@@ -34,7 +34,8 @@ def _size(n: int | None) -> str:
 @models_app.command("list")
 def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")):
     """Every model: built-in (installed or not) and registered."""
-    models = registry.list_models(state(ctx).db)
+    db = state(ctx).db
+    models = registry.list_models(db)
     if as_json:
         print_json([{k: getattr(m, k) for k in LIST_KEYS} for m in models])
         return
@@ -45,7 +46,9 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")):
         t.add_row(safe(m.name), safe(m.family or "-"), safe(m.params or "-"), safe(m.format), safe(m.quant or "-"),
                   _size(m.size_bytes), "[green]yes[/]" if m.installed else "[dim]no[/]", safe(m.source))
     console.print(t)
-    console.print(f"defaults: teacher [bold]{registry.DEFAULT_TEACHER}[/], student [bold]{registry.DEFAULT_STUDENT}[/]")
+    served = registry.served_student(db)
+    console.print(f"defaults: teacher [bold]{registry.DEFAULT_TEACHER}[/], student [bold]{safe(served)}[/]"
+                  + (f" (trained here; the base is {registry.DEFAULT_STUDENT})" if served != registry.DEFAULT_STUDENT else ""))
 
 
 @models_app.command("pull")

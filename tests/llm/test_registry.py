@@ -150,3 +150,27 @@ def test_models_cli_list_json_add_and_remove(tmp_path):
     assert "far" not in [m["name"] for m in json.loads(kd("models", "list", "--json").stdout)]
     bad = kd("models", "add", "x", "--path", str(tmp_path / "nope.gguf"))
     assert bad.returncode == 1 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_served_student_is_the_newest_one_pass_export_then_the_newest_other_then_the_base(db, tmp_path):
+    """What `generate`, the arena and the evaluation form answer with where no model is named."""
+    assert registry.served_student(db) == registry.DEFAULT_STUDENT  # a fresh install: the untrained base
+
+    def export(name: str, run_id: int, onepass: bool, *, file: bool = True):
+        path = tmp_path / f"{name}.gguf"
+        if file:
+            path.write_bytes(b"GGUF")
+        registry.register(db, name, "gguf", source=f"run:{run_id}", path=str(path), run_id=run_id,
+                          config={"onepass": "onepass-v1"} if onepass else {})
+
+    registry.add_local(db, "mine", registry.model_file(db, registry.get_model(db, "smollm2-135m")))
+    assert registry.served_student(db) == registry.DEFAULT_STUDENT  # a model added by hand is not a trained student
+    export("letters-run1", 1, onepass=False)
+    assert registry.served_student(db) == "letters-run1"
+    export("onepass-run2", 2, onepass=True)
+    export("letters-run3", 3, onepass=False)  # newer, but a letters student: the one-pass one is served
+    assert registry.served_student(db) == "onepass-run2"
+    export("onepass-run4", 4, onepass=True, file=False)  # registered, its file gone: not installed, not served
+    assert registry.served_student(db) == "onepass-run2"
+    export("onepass-run5", 5, onepass=True)
+    assert registry.served_student(db) == "onepass-run5"

@@ -218,6 +218,9 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
 
     ev = run("eval", "--dataset", "demo-electronics", "--split", "test", "--method", "llm", "--model", exp["model"], "--json")
     assert ev["sessions"] > 0 and 0 <= ev["strict_precision"] <= 1
+    # with no model named, generate answers with the student just exported, not the untrained base
+    gen = run("generate", "--items", "USB-C charger 65W|USB-C cable 2 m|Wool socks", "--json")
+    assert gen["model"] == exp["model"] and gen["bundles"]
     assert ev["params"]["hint_weight"] is None
     db = open_db(path)
     rows = db.execute("SELECT params, parsed FROM generations WHERE model = ?", [exp["model"]]).fetchall()

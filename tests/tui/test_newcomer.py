@@ -181,7 +181,8 @@ def test_a_newcomer_goes_from_an_empty_database_to_teacher_vs_student(tmp_path):
                 assert "Press p to pull it" in text(stream)
                 teacher = DEFAULT_STUDENT  # the base student the trained one came from
             arena.query_one("#teacher", Select).value = teacher
-            arena.query_one("#student", Select).value = student
+            # the student just exported is the arena's default student (registry.served_student), not the base
+            await wait_for(pilot, lambda: arena.query_one("#student", Select).value == student, what="the student by default")
             arena.query_one("#utilization", Select).value = "sft"
             await pilot.press("s")
             pick = await wait_for(pilot, lambda: isinstance(app.screen, PickSessionScreen) and app.screen, what="picker")

@@ -390,3 +390,40 @@ def test_samples_pane_shows_what_the_student_answered_at_validation(tmp_path):
             assert screen.query_one("#job-log", Log).display and not screen.query_one("#samples-pane").display
 
     run(scenario())
+
+
+def test_a_student_exported_here_is_what_the_arena_and_the_eval_form_start_with(tmp_path):
+    """registry.served_student: the newest installed export of this database, not the untrained base; a student the
+    user picked in the arena stays picked when the choices are read again."""
+    from kdbundle.engine.llm import registry
+    from kdbundle.tui.arena import ArenaScreen
+
+    path = demo_db(tmp_path / "kd.db")
+    db = open_db(path)
+    gguf = tmp_path / "student.gguf"
+    gguf.write_bytes(b"GGUF")  # never opened here: the pickers only read the registry
+    registry.register(db, "smollm2-135m-run7-q8_0", "gguf", source="run:7", path=str(gguf), run_id=7,
+                      config={"onepass": "onepass-v1"})
+    db.conn.close()
+
+    async def scenario():
+        app = KdApp(path, poll_seconds=0.3)
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.press("5")
+            arena = await wait_for(pilot, lambda: isinstance(app.screen, ArenaScreen) and app.screen, what="arena")
+            student = arena.query_one("#student", Select)
+            await wait_for(pilot, lambda: student.value == "smollm2-135m-run7-q8_0", what="the export as the student")
+            assert arena.query_one("#teacher", Select).value != "smollm2-135m-run7-q8_0"  # never its own teacher
+            student.value = "smollm2-135m"  # the user's pick
+            arena.installed = []
+            arena.load_choices()
+            await wait_for(pilot, lambda: arena.installed, what="choices read again")
+            assert student.value == "smollm2-135m"
+            await pilot.press("3", "n")
+            form = await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen) and app.screen.built and app.screen,
+                                  what="launch form")
+            form.query_one("#kind", Select).value = "eval"
+            await wait_for(pilot, lambda: form.query("#f-model"), what="eval form")
+            assert form.query_one("#f-model", Select).value == "smollm2-135m-run7-q8_0"
+
+    run(scenario())
