@@ -365,9 +365,13 @@ def trained_share(db: sqlite_utils.Database, student: str, top_layers: int | Non
     return min(1.0, top_layers / layers) if layers else None
 
 
-ONEPASS_WARM_SECONDS = 45.0
-"""A one-pass run's start: loading the student and fitting the heads on the pair features alone (a 4-step Electronic
-run reached its first step after 53 s on 2 idle cores, ~4 s of it the step)."""
+ONEPASS_WARM_SECONDS_PER_SESSION = 0.08
+"""A one-pass run's start, per train session: fitting the heads on the pair features alone, 30 epochs (a 4-step
+Electronic run reached its first step after 53 s for its 623 sessions; five fits over E+C's 1,321 took 110-130 s;
+2 idle cores). It was a constant 45 s, a minute short for E+C."""
+ONEPASS_BANK_SECONDS_PER_SESSION = 0.006
+"""The intent bank a one-pass run writes at its end (llm.intent_bank), per train session: E+C's 1,321 sessions (1,901
+intents embedded) 8.3 s on 2 idle cores."""
 ONEPASS_VALID_SECONDS = 0.45
 """Scoring one valid session with the one-pass heads in torch, 2 threads (90 Electronic sessions + saving: ~45 s)."""
 
@@ -453,8 +457,11 @@ def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, A
     basis = [_basis(key, fig)]
     calls = 0
     onepass = tr.get("recipe") == "onepass"
-    if onepass:  # the heads are first fitted on the pair features alone (30 quick epochs) before the first step
-        seconds += ONEPASS_WARM_SECONDS
+    if onepass:  # the heads are first fitted on the pair features alone (30 quick epochs) before the first step,
+        # and the run ends writing its intent bank: both read every train session
+        sessions = sum(_sessions(db, d, "train")[0] for d in datasets)
+        seconds += sessions * (ONEPASS_WARM_SECONDS_PER_SESSION * thread_scale({"threads": 2}, threads)
+                               + ONEPASS_BANK_SECONDS_PER_SESSION)
         from ..student.config import recipe_default
 
         if (tr.get("title_encoder") or recipe_default("onepass", "title_encoder")) == "tuned":
