@@ -31,13 +31,13 @@ import time
 
 from kdbundle.engine.data.sessions import load_sessions
 from kdbundle.engine.evaluation.bootstrap import paired_bootstrap, session_scores
-from kdbundle.engine.evaluation.evaluate import EvalConfig, evaluate
+from kdbundle.engine.evaluation.evaluate import TITLE_BASELINES, EvalConfig, evaluate
 from kdbundle.engine.evaluation.metrics import aggregate, score_session
 from kdbundle.store import open_db
 from reports.common import OUT, stamped, write_report, written_by
 
 DOMAINS = ("electronic", "clothing")
-BASELINES = ("whole-session", "embedding-clusters", "pairwise", "pairwise-tuned", "pair-logistic")
+BASELINES = TITLE_BASELINES
 COLUMNS = ("strict_precision", "strict_recall", "strict_f1", "precision", "collapse_rate", "intent_similarity")
 
 

@@ -40,6 +40,9 @@ METHOD_FIELDS = {"patterns": "titles+categories", "category-groups": "titles+cat
                  "pair-logistic": "titles"}
 """What each non-LLM method reads of the products, whatever --fields says; an llm reads cfg.fields."""
 BASELINES = tuple(m for m in METHODS if m != "llm")
+TITLE_BASELINES = tuple(m for m in BASELINES if METHOD_FIELDS[m] == "titles")
+"""The titles-only baselines every student is measured against (the honest protocol; the strongest, pairwise-tuned,
+fine-tunes a title encoder on the dataset's train split first: minutes once, then cached)."""
 
 
 @dataclass

@@ -10,7 +10,7 @@ tables whose list-valued keys are crossed into cells:
     student = "smollm2-135m"
     datasets = ["demo-electronics"]
     split = "test"            # scored split; limit = N scores a seeded sample of N sessions
-    baselines = ["whole-session", "embedding-clusters", "pairwise"]   # any eval --method but llm
+    baselines = ["whole-session", "pairwise"]   # any eval --method but llm; default: every titles-only one
     fields = "titles"         # titles | titles+categories; default: each dataset's (titles where categories leak)
     teacher = "qwen2.5-coder-1.5b"     # optional: its zero-shot numbers on the same sessions
     [train]   # TrainConfig fields          [sft]   # SftDataConfig options (thoughts, k)
@@ -57,7 +57,7 @@ from ..knowledge.sampling import STRATEGIES
 from ..llm.catalogue import DEFAULT_STUDENT
 from ..student.config import TrainConfig, resolved
 from ..types import FINE_TUNED, WITH_KNOWLEDGE, check_fields
-from .evaluate import BASELINES, UTILIZATIONS
+from .evaluate import BASELINES, TITLE_BASELINES, UTILIZATIONS
 
 GRID_KEYS = ("formats", "utilization", "strategy", "ratio", "seed", "pool", "also")
 REFERENCE_RQ = "reference"
@@ -122,7 +122,8 @@ class ExperimentConfig:
     split: str = "test"
     limit: int | None = None
     seed: int = 0
-    baselines: list[str] = field(default_factory=lambda: ["whole-session", "embedding-clusters", "pairwise"])
+    baselines: list[str] = field(default_factory=lambda: list(TITLE_BASELINES))
+    """Reference rows: eval methods other than llm (default: every titles-only baseline, the strongest included)."""
     fields: str | None = None
     teacher: str | None = None
     quant: str = "q8_0"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from kdbundle.engine.errors import InputError
+from kdbundle.engine.evaluation.evaluate import TITLE_BASELINES
 from kdbundle.engine.evaluation.experiment import ExperimentConfig, load_config
 from kdbundle.engine.evaluation.report import write_report
 from kdbundle.engine.jobs.experiment import run_experiment
@@ -28,6 +29,10 @@ def test_shipped_grids_parse_and_expand():
     assert len([c for c in cells if c.rq == "RQ2-sampling" and c.dataset == "electronic"]) == 16
     assert all(c.dataset not in c.also for c in cells)
     assert len({(c.rq, c.key()) for c in cells}) == len(cells)
+    # the reference rows hold the strongest titles-only baseline, in the shipped full grid and by default
+    assert {"pairwise-tuned", "pair-logistic"} <= {c.method for c in cells if c.rq == "reference"}
+    bare = ExperimentConfig.from_dict({"name": "bare", "datasets": ["d"], "train": {"recipe": "letters"}})
+    assert [c.method for c in bare.cells() if c.rq == "reference"] == list(TITLE_BASELINES)
     paper = load_config(ASSETS / "paper.toml").cells()
     assert paper[0].rq == "reference" and {c.dataset for c in paper} == {"electronic", "clothing"}
     ratio = [c for c in paper if c.rq == "RQ2-sampling" and c.dataset == "clothing"]
