@@ -29,9 +29,11 @@ def model_rows(db) -> list[dict[str, Any]]:
     from ..engine.llm import registry
 
     rows = []
+    served = registry.served_student(db)
     for m in registry.list_models(db):
         row = m.to_dict()
         row["single_file"] = m.builtin and registry.CATALOGUE[m.name].single_file
+        row["served"] = m.name == served
         rows.append(row)
     return rows
 
@@ -131,6 +133,9 @@ class ModelsScreen(KdScreen):
             lines.append(f"file: {m['path']}\n", style="dim")
         if m.get("run_id"):
             lines.append(f"trained in run {m['run_id']}" + (f" from {m['base_model']}" if m.get("base_model") else "") + "\n")
+            if m.get("served"):
+                lines.append("the student served where no model is named (generate, the arena, the evaluation form)\n",
+                             style="green")
         if m.get("description"):
             lines.append(f"{m['description']}\n")
         if not m.get("installed") and m.get("pull_command"):

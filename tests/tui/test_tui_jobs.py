@@ -12,6 +12,7 @@ from kdbundle.store import open_db
 from kdbundle.tui.app import KdApp
 from kdbundle.tui.jobs import JobsScreen
 from kdbundle.tui.launch import FORMS, LaunchScreen, parse_form
+from kdbundle.tui.models import ModelsScreen
 
 
 def _job(path, job_id):
@@ -425,5 +426,16 @@ def test_a_student_exported_here_is_what_the_arena_and_the_eval_form_start_with(
             form.query_one("#kind", Select).value = "eval"
             await wait_for(pilot, lambda: form.query("#f-model"), what="eval form")
             assert form.query_one("#f-model", Select).value == "smollm2-135m-run7-q8_0"
+            await pilot.press("escape", "4")  # the Models screen says which student is served
+            await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen), what="models screen")
+            table = app.screen.query_one("#models", DataTable)
+            await wait_for(pilot, lambda: "smollm2-135m-run7-q8_0" in [r.value for r in table.rows], what="models listed")
+            info = app.screen.query_one("#model-info", Static)
+            table.move_cursor(row=[r.value for r in table.rows].index("smollm2-135m"))
+            await wait_for(pilot, lambda: "smollm2-135m" in str(info.render()), what="the base's info")
+            assert "served" not in str(info.render())
+            table.move_cursor(row=[r.value for r in table.rows].index("smollm2-135m-run7-q8_0"))
+            await wait_for(pilot, lambda: "the student served where no model is named" in str(info.render()),
+                           what="the served student's info")
 
     run(scenario())
