@@ -56,7 +56,8 @@ class EvalConfig:
     (a title encoder fine-tuned on train first: minutes once, then cached) | pair-logistic (titles-only baselines) |
     category-groups (leaf categories) | llm (a registered model)."""
     model: str | None = None
-    """Model name for method llm (the registry's default student when None)."""
+    """Model name for method llm; not named: the student kdbundle serves (the newest exported in this database,
+    else the untrained base; registry.served_student, filled in by the eval command and the app)."""
     limit: int | None = None
     """Score a seeded random sample of this many sessions instead of the whole split."""
     seed: int = 0

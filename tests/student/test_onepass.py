@@ -221,6 +221,9 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
     # with no model named, generate answers with the student just exported, not the untrained base
     gen = run("generate", "--items", "USB-C charger 65W|USB-C cable 2 m|Wool socks", "--json")
     assert gen["model"] == exp["model"] and gen["bundles"]
+    # and eval --method llm scores it: the same evaluation as naming it (its stored answers, the same scores)
+    served = run("eval", "--dataset", "demo-electronics", "--split", "test", "--method", "llm", "--json")
+    assert served["model"] == exp["model"] and served["strict_f1"] == ev["strict_f1"]
     assert ev["params"]["hint_weight"] is None
     db = open_db(path)
     rows = db.execute("SELECT params, parsed FROM generations WHERE model = ?", [exp["model"]]).fetchall()
