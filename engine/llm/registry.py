@@ -240,7 +240,7 @@ def list_models(db: sqlite_utils.Database) -> list[ModelInfo]:
 
 
 def served_student(db: sqlite_utils.Database) -> str:
-    """The student answered with where none is named (`generate`, the arena, the evaluation form): the newest
+    """The student answered with where none is named (`generate`, `eval --method llm`, the arena, the evaluation form): the newest
     installed student exported from a training of this database, a one-pass one before a letters one (it won on valid
     and on test: reports/best_student.md), else DEFAULT_STUDENT, the untrained base a fresh install has."""
     trained = [m for m in list_models(db) if m.source.startswith("run:") and m.run_id is not None and m.installed]
