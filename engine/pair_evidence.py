@@ -54,10 +54,12 @@ class PairEvidence:
             self.vectors.update(session_vectors(self.db, [s]))
         return similarity(s, self.vectors)
 
-    def __call__(self, s: Session) -> np.ndarray:
+    def __call__(self, s: Session, titles: np.ndarray | None = None) -> np.ndarray:
+        """`titles`: the session's shipped unit title vectors where the caller holds them already
+        (embeddings.title_matrix), so they are not read, or typed titles embedded, a second time."""
         if s.n < 2:
             return np.zeros((0, len(self.names)))
-        rows = pair_features(s, self.similarity(s))
+        rows = pair_features(s, titles @ titles.T if titles is not None else self.similarity(s))
         if self.tuned is None:
             return rows
         return np.hstack([rows, pair_features(s, self.tuned.similarity(s))])

@@ -265,8 +265,8 @@ class BundleGenerator:
         from .onepass import VERSION
 
         t0 = time.perf_counter()
-        feats = self.onepass.features(self.db, session)
         titles = self.onepass.title_vectors(self.db, session) if self.cfg.intents else None
+        feats = self.onepass.features(self.db, session, titles)  # the same title vectors: read once
         t1 = time.perf_counter()
         ans = self.onepass.answer(session, feats, intents=self.cfg.intents, titles=titles)
         text = ans.text()

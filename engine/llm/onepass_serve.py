@@ -170,11 +170,12 @@ class OnePassRunner:
         """How this student's intents are made: retrieved from its carried bank, or written (WRITTEN)."""
         return f"retrieved: {BANK_VERSION}, {len(self.bank)} train bundles, k={self.bank.k}" if self.bank else WRITTEN
 
-    def features(self, db, session: Session) -> np.ndarray:
-        """The pair features these heads read for `session` (engine.pair_evidence), title vectors cached in `db`."""
+    def features(self, db, session: Session, titles: np.ndarray | None = None) -> np.ndarray:
+        """The pair features these heads read for `session` (engine.pair_evidence), title vectors cached in `db`;
+        `titles`: its shipped title vectors where already read (`title_vectors`)."""
         from ..pair_evidence import PairEvidence
 
-        return PairEvidence(db, self.encoder)(session)
+        return PairEvidence(db, self.encoder)(session, titles)
 
     def title_vectors(self, db, session: Session) -> np.ndarray | None:
         """The session's shipped title vectors (n x 384, cached in `db`) where this student retrieves its intents,
