@@ -163,15 +163,15 @@ class ArenaScreen(KdScreen):
         from ..engine.llm import registry
 
         db = self.app.db()
-        models = [m.to_dict() for m in registry.list_models(db)]
-        names = [m["name"] for m in models]
-        installed = [m["name"] for m in models if m.get("installed")]
+        infos = registry.list_models(db)
+        names = [m.name for m in infos]
+        installed = [m.name for m in infos if m.installed]
         hint = None
         if not installed:
             hint = f"No model installed. Run `kdbundle models pull {DEFAULT_STUDENT}` (or pull it on the Models screen, 4)."
         sets = [s.name for s in browse.knowledge_sets(db)]
         datasets = [d.name for d in browse.dataset_summaries(db) if d.bundles]
-        self.post_message(ArenaChoicesLoaded(names, installed, sets, hint, datasets, registry.served_student(db)))
+        self.post_message(ArenaChoicesLoaded(names, installed, sets, hint, datasets, registry.served_student(db, infos)))
 
     @on(ArenaChoicesLoaded)
     def _choices(self, msg: ArenaChoicesLoaded) -> None:

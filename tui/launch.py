@@ -211,14 +211,17 @@ def job_params(db, kind: str, params: dict[str, Any]) -> dict[str, Any]:
 
 def form_choices(db) -> dict[str, list[str]]:
     """Choices for the store-backed form fields."""
+    from ..engine.llm import registry
+
+    models = registry.list_models(db)  # read once: every model field's choices come from it
     return {
         "datasets": [d.name for d in browse.dataset_summaries(db)],
-        "models": [m["name"] for m in registry_models(db)],
-        "installed_models": [m["name"] for m in registry_models(db) if m.get("installed")],
+        "models": [m.name for m in models],
+        "installed_models": [m.name for m in models if m.installed],
         "knowledge_sets": [s.name for s in browse.knowledge_sets(db)],
         "train_runs": [str(r) for r in sorted(browse.train_runs(db), reverse=True)],
-        "model_sizes": {m["name"]: m.get("params") or "" for m in registry_models(db)},
-        "served_student": registry_served_student(db),
+        "model_sizes": {m.name: m.params or "" for m in models},
+        "served_student": registry.served_student(db, models),
     }
 
 
@@ -228,18 +231,6 @@ def form_choices_safe(db) -> dict[str, list[str]]:
         return form_choices(db)
     except Exception:
         return {"datasets": [d.name for d in browse.dataset_summaries(db)]}
-
-
-def registry_models(db) -> list[dict[str, Any]]:
-    from ..engine.llm import registry
-
-    return [m.to_dict() for m in registry.list_models(db)]
-
-
-def registry_served_student(db) -> str:
-    from ..engine.llm import registry
-
-    return registry.served_student(db)
 
 
 class LaunchScreen(WorkerErrors, ModalScreen[tuple[str, dict[str, Any]] | None]):

@@ -29,8 +29,9 @@ def model_rows(db) -> list[dict[str, Any]]:
     from ..engine.llm import registry
 
     rows = []
-    served = registry.served_student(db)
-    for m in registry.list_models(db):
+    models = registry.list_models(db)
+    served = registry.served_student(db, models)
+    for m in models:
         row = m.to_dict()
         row["single_file"] = m.builtin and registry.CATALOGUE[m.name].single_file
         row["served"] = m.name == served

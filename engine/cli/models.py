@@ -46,7 +46,7 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")):
         t.add_row(safe(m.name), safe(m.family or "-"), safe(m.params or "-"), safe(m.format), safe(m.quant or "-"),
                   _size(m.size_bytes), "[green]yes[/]" if m.installed else "[dim]no[/]", safe(m.source))
     console.print(t)
-    served = registry.served_student(db)
+    served = registry.served_student(db, models)
     console.print(f"defaults: teacher [bold]{registry.DEFAULT_TEACHER}[/], student [bold]{safe(served)}[/]"
                   + (f" (trained here; the base is {registry.DEFAULT_STUDENT})" if served != registry.DEFAULT_STUDENT else ""))
 

@@ -239,11 +239,12 @@ def list_models(db: sqlite_utils.Database) -> list[ModelInfo]:
     return out
 
 
-def served_student(db: sqlite_utils.Database) -> str:
+def served_student(db: sqlite_utils.Database, models: list[ModelInfo] | None = None) -> str:
     """The student answered with where none is named (`generate`, `eval --method llm`, the arena, the evaluation form): the newest
     installed student exported from a training of this database, a one-pass one before a letters one (it won on valid
-    and on test: reports/best_student.md), else DEFAULT_STUDENT, the untrained base a fresh install has."""
-    trained = [m for m in list_models(db) if m.source.startswith("run:") and m.run_id is not None and m.installed]
+    and on test: reports/best_student.md), else DEFAULT_STUDENT, the untrained base a fresh install has. `models`:
+    `list_models(db)` where the caller holds it already."""
+    trained = [m for m in (list_models(db) if models is None else models) if m.source.startswith("run:") and m.run_id is not None and m.installed]
     if not trained:
         return DEFAULT_STUDENT
     return max(trained, key=lambda m: (bool(m.config.get("onepass")), m.run_id, m.name)).name
