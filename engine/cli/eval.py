@@ -1,7 +1,7 @@
 """`kdbundle eval`: score a method on a dataset split with both metric families."""
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any, Optional
 
 import typer
@@ -9,9 +9,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import InputError
-from ..evaluation.evaluate import METHODS, UTILIZATIONS, EvalConfig, check_config, evaluate
+from ..evaluation.evaluate import METHODS, UTILIZATIONS, EvalConfig, check_config, evaluate, with_model
 from ..evaluation.metrics import TAXONOMY, family_metrics, metric
-from ..llm.registry import served_student
 from . import app
 from .common import console, err_console, option, print_json, safe
 from .data import ready_db
@@ -67,8 +66,7 @@ def eval_cmd(
         compare_students(ready_db(ctx), compare, cfg, as_json)
         return
     db = ready_db(ctx)
-    if cfg.method == "llm" and cfg.model is None:  # the student generate and the arena answer with, by its name
-        cfg = replace(cfg, model=served_student(db))
+    cfg = with_model(db, cfg)  # the student generate and the arena answer with, by its name (a plan names it too)
     check_config(db, cfg)  # bad options: one line, before a job, a run row or a progress bar exists
     if plan:
         from .jobs import show_plan

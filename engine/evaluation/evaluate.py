@@ -57,7 +57,7 @@ class EvalConfig:
     category-groups (leaf categories) | llm (a registered model)."""
     model: str | None = None
     """Model name for method llm; not named: the student kdbundle serves (the newest exported in this database,
-    else the untrained base; registry.served_student, filled in by the eval command and the app)."""
+    else the untrained base; registry.served_student, filled in by with_model)."""
     limit: int | None = None
     """Score a seeded random sample of this many sessions instead of the whole split."""
     seed: int = 0
@@ -186,9 +186,21 @@ def _check(cfg: EvalConfig) -> None:
             raise InputError(f"method {cfg.method} reads {METHOD_FIELDS[cfg.method]}; --fields applies to --method llm")
 
 
+def with_model(db: sqlite_utils.Database, cfg: EvalConfig) -> EvalConfig:
+    """`cfg` with the model an llm evaluation runs named: the one asked for, else the student kdbundle serves
+    (registry.served_student), so that every reader (key, prompt spec, workers, estimate) reads one name and an
+    evaluation without --model is the same run as one naming that student."""
+    if cfg.method != "llm" or cfg.model is not None:
+        return cfg
+    from ..llm.registry import served_student
+
+    return replace(cfg, model=served_student(db))
+
+
 def check_config(db: sqlite_utils.Database, cfg: EvalConfig) -> None:
     """Every check evaluate() makes before it writes anything (the CLI runs it before a progress bar)."""
     _check(cfg)  # fields included: a default (None) needs no check
+    cfg = with_model(db, cfg)
     if cfg.method == "llm":
         from .llm_predictor import llm_prompt_spec
 
@@ -277,7 +289,7 @@ def stored_run(db: sqlite_utils.Database, cfg: EvalConfig, session_ids: set[int]
     """A stored evaluation with `cfg`'s inputs that answered every one of `session_ids`, else None: the run of this
     very config, or, for a sample (`limit`), the run of the whole split with the same inputs. Its answers are the
     ones evaluate() would give (same identity), so a caller can read them instead of evaluating again."""
-    cfg = with_fields(db, cfg, category_coverage(db, cfg.dataset))
+    cfg = with_fields(db, with_model(db, cfg), category_coverage(db, cfg.dataset))
     for c in dict.fromkeys([run_key(db, cfg), run_key(db, replace(cfg, limit=None))]):
         row = db.execute("SELECT id FROM eval_runs WHERE key = ?", [c]).fetchone()
         if row and session_ids <= _answered(db, row[0]):
@@ -301,7 +313,7 @@ def evaluate(
     """
     _check(cfg)
     coverage = category_coverage(db, cfg.dataset)  # once: the default fields and the leaky mark both read it
-    cfg = with_fields(db, cfg, coverage)
+    cfg = with_fields(db, with_model(db, cfg), coverage)
     sessions = select_sessions(db, cfg)
     run_id = _open_run(db, cfg, run_key(db, cfg))
     try:
@@ -459,9 +471,9 @@ def _workers(db: sqlite_utils.Database, cfg: EvalConfig, todo: int) -> tuple[int
 
     if cfg.method != "llm" or todo < 2 or cfg.workers == 1 or database_file(db) is None:
         return 1, 0
-    from ..llm.registry import DEFAULT_STUDENT, format_of
+    from ..llm.registry import format_of
 
-    if not format_of(db, cfg.model or DEFAULT_STUDENT).local:
+    if not format_of(db, cfg.model).local:
         return 1, 0  # an endpoint: its server decides how many requests it runs at once
     return plan_workers(db, cfg.workers, todo)
 

@@ -1,4 +1,5 @@
 """The `llm` method of `evaluate`: a registered model as a predictor (`predict(session) -> Prediction`).
+Configs arrive with their model named (evaluate.with_model fills in the served student).
 
 Utilization: zero-shot and sft prompt the model with the session alone (for sft the model *is*
 the fine-tuned student, named with --model). icl and icl+sft add a knowledge set to the prompt;
@@ -16,7 +17,6 @@ from ..config import default
 from ..errors import InputError, KdError
 from ..llm.generate import BundleGenerator, GenerateConfig, model_config, model_spec
 from ..llm.prompts import PromptKnowledge, PromptSpec
-from ..llm.registry import DEFAULT_STUDENT
 from ..types import WITH_KNOWLEDGE, Prediction, Session
 
 KnowledgeFor = Callable[[Session], PromptKnowledge | None]
@@ -46,7 +46,7 @@ def icl_k(db: sqlite_utils.Database, cfg) -> int:
     with knowledge in its prompt records it), else IclConfig's default."""
     if getattr(cfg, "k", None) is not None:
         return cfg.k
-    trained = model_config(db, cfg.model or DEFAULT_STUDENT).get("icl_k")
+    trained = model_config(db, cfg.model).get("icl_k")
     if trained is not None:
         return trained
     from ..knowledge.icl import IclConfig
@@ -64,10 +64,10 @@ def _knowledge_provider(db: sqlite_utils.Database, knowledge_set: str | None, fi
 
 def llm_prompt_spec(db: sqlite_utils.Database, cfg) -> PromptSpec:
     """The prompt spec an llm evaluation uses: the model's own, with what cfg names replaced."""
-    if cfg.utilization in WITH_KNOWLEDGE and model_config(db, cfg.model or DEFAULT_STUDENT).get("onepass"):
+    if cfg.utilization in WITH_KNOWLEDGE and model_config(db, cfg.model).get("onepass"):
         raise InputError(f"{cfg.model} is a one-pass student: it reads the knowledge it was trained with (carried in its "
                          f"file) and no other: evaluate it without --utilization {cfg.utilization}")
-    own = model_spec(db, cfg.model or DEFAULT_STUDENT)
+    own = model_spec(db, cfg.model)
     try:
         return replace(own, prompt=cfg.prompt or own.prompt, answer=cfg.answer or own.answer,
                        title_max=cfg.title_max if cfg.title_max is not None else own.title_max,
@@ -81,7 +81,7 @@ def served_hint_weight(db: sqlite_utils.Database, cfg) -> float | None:
     """The hint weight an llm evaluation serves its model with: the one asked for, else the one the student carries
     (chosen on valid after training), else None (the student alone; always for a one-pass student, which has no
     letters to fuse a hint into)."""
-    trained = model_config(db, cfg.model or DEFAULT_STUDENT)
+    trained = model_config(db, cfg.model)
     if trained.get("onepass"):
         return None
     return cfg.hint_weight if cfg.hint_weight is not None else trained.get("hint_weight")
@@ -89,7 +89,7 @@ def served_hint_weight(db: sqlite_utils.Database, cfg) -> float | None:
 
 def make_llm_predictor(db: sqlite_utils.Database, cfg, *, max_tokens: int | None = None) -> LLMPredictor:
     """A predictor for `evaluate.EvalConfig` `cfg` (method llm)."""
-    gen_cfg = GenerateConfig(model=cfg.model or DEFAULT_STUDENT, seed=cfg.seed, fields=cfg.fields,
+    gen_cfg = GenerateConfig(model=cfg.model, seed=cfg.seed, fields=cfg.fields,
                              decoding=getattr(cfg, "decoding", None) or "structured",
                              hint_weight=cfg.hint_weight,  # None: the student's carried weight, else none
                              spec=llm_prompt_spec(db, cfg))

@@ -28,7 +28,7 @@ from typing import Any
 
 import sqlite_utils
 
-from ..threads import THREADS_ENV, thread_budget
+from ..threads import THREADS_ENV, limit_blas, thread_budget
 
 MIN_SESSIONS = 100
 """Below this many sessions the default is one process: starting a worker (a fresh interpreter, the
@@ -85,6 +85,7 @@ def _init(stop, threads: int, parent: int) -> None:
     die_with_parent(parent)
     _STOP = stop
     os.environ[THREADS_ENV] = str(threads)
+    limit_blas(threads)  # for the worker's life: its encoder beside the other workers' llama.cpp
 
 
 def stop_requested() -> bool:

@@ -260,9 +260,9 @@ def plan_distill(db: sqlite_utils.Database, kind: str, params: dict[str, Any]) -
 def _eval_key(db: sqlite_utils.Database, method: str, model: str | None) -> tuple[str, bool]:
     if method != "llm":
         return ("eval:pairwise" if method == "pairwise" else f"eval:baseline|{method}"), False
-    from ..llm.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
+    from ..llm.registry import DEFAULT_TEACHER, served_student
 
-    name = model or DEFAULT_STUDENT
+    name = model or served_student(db)  # what evaluate.with_model runs
     endpoint, _ = _teacher_info(db, name)
     family = "eval:teacher" if name == DEFAULT_TEACHER or endpoint else "eval:llm"
     return f"{family}|{name}", True
@@ -620,7 +620,7 @@ def _refresh(db: sqlite_utils.Database, job: dict[str, Any], actual: dict[str, A
         made_here = isinstance(run, int) and db.execute(
             "SELECT 1 FROM eval_runs WHERE id = ? AND julianday(created_at) >= julianday(?)",
             [run, job["started_at"]]).fetchone() is not None
-        key, model = _eval_key(db, params.get("method") or "patterns", params.get("model"))
+        key, model = _eval_key(db, params.get("method") or "patterns", params.get("model") or result.get("model"))
         if model and isinstance(run, int):
             n = _asked_since(db, job, "eval_run_id = ?", [run])
             made_here = n > 0

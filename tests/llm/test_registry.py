@@ -174,3 +174,20 @@ def test_the_served_student_is_the_newest_one_pass_export_then_the_newest_other_
     assert registry.served_student(db) == "onepass-run2"
     export("onepass-run5", 5, onepass=True)
     assert registry.served_student(db) == "onepass-run5"
+
+
+def test_an_evaluation_without_a_model_names_the_served_student_for_every_reader(db, tmp_path):
+    """evaluate.with_model: the run's key, its prompt spec, its workers and its time estimate all read one name."""
+    from kdbundle.engine.evaluation.evaluate import EvalConfig, with_model
+    from kdbundle.engine.jobs.estimate import _eval_key
+
+    cfg = EvalConfig("electronic", method="llm")
+    assert with_model(db, cfg).model == registry.DEFAULT_STUDENT
+    path = tmp_path / "onepass-run7.gguf"
+    path.write_bytes(b"GGUF")
+    registry.register(db, "onepass-run7", "gguf", source="run:7", path=str(path), run_id=7,
+                      config={"onepass": "onepass-v1"})
+    assert with_model(db, cfg).model == "onepass-run7"
+    assert with_model(db, EvalConfig("electronic", method="llm", model="smollm2-135m")).model == "smollm2-135m"
+    assert with_model(db, EvalConfig("electronic", method="pairwise")).model is None  # a baseline runs no model
+    assert _eval_key(db, "llm", None) == ("eval:llm|onepass-run7", True)  # its plan is the served student's
