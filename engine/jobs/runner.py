@@ -28,7 +28,7 @@ from ...store.db import open_db, transaction
 from ..errors import KdError, NotFound
 from ..knowledge.formats import DISTILLED
 from ..progress import JobCancelled, now, poll_stop
-from ..threads import THREADS_ENV, requested_threads, thread_budget
+from ..threads import THREADS_ENV, limit_blas, requested_threads, thread_budget
 
 # kind -> "module:function", imported only when a job of that kind runs (keeps torch out of the CLI).
 JOB_KINDS: dict[str, str] = {
@@ -185,7 +185,8 @@ def run_job(db_path: str | os.PathLike, job_id: int) -> str:
     status, error, result = "done", None, None
     try:
         handler: Callable[[JobContext], Any] = getattr(importlib.import_module(module), fn)
-        result = handler(ctx)
+        with limit_blas(threads):  # numpy's too (its pool was sized when it loaded)
+            result = handler(ctx)
         if ctx.should_stop():
             status = "cancelled"
     except JobCancelled:

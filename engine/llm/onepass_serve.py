@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import KdError
+from ..threads import limit_blas
 from ..types import Bundle, Session
 from .intent_bank import BANK_KEY, IntentBank
 from .intent_bank import VERSION as BANK_VERSION
@@ -175,7 +176,8 @@ class OnePassRunner:
         `titles`: its shipped title vectors where already read (`title_vectors`)."""
         from ..pair_evidence import PairEvidence
 
-        return PairEvidence(db, self.encoder)(session, titles)
+        with limit_blas(self.threads_now()):  # typed titles run through the encoders in numpy
+            return PairEvidence(db, self.encoder)(session, titles)
 
     def title_vectors(self, db, session: Session) -> np.ndarray | None:
         """The session's shipped title vectors (n x 384, cached in `db`) where this student retrieves its intents,
@@ -184,7 +186,8 @@ class OnePassRunner:
             return None
         from ..embeddings import session_vectors, title_matrix
 
-        return title_matrix(session, session_vectors(db, [session]))
+        with limit_blas(self.threads_now()):
+            return title_matrix(session, session_vectors(db, [session]))
 
     def prompt_text(self, session: Session) -> str:
         return "".join(t for _, t in segments(session, self.heads.template, title_max=self.heads.title_max,
@@ -194,6 +197,11 @@ class OnePassRunner:
         """The session's prompt as the student was trained to read it (its carried knowledge text included)."""
         return tokens_and_positions(session, self.heads.template, self.tokenize, title_max=self.heads.title_max,
                                     knowledge=self.heads.knowledge)
+
+    def threads_now(self) -> int:
+        """Threads an answer runs on: the thread budget, read again at every answer (engine.threads), else the
+        threads this runner was opened with."""
+        return max(1, int(self._budget())) if self._budget is not None else self.llm.n_threads
 
     def set_threads(self, n: int) -> None:
         ctx = self.llm._ctx  # noqa: SLF001
@@ -373,9 +381,8 @@ class OnePassRunner:
                titles: np.ndarray | None = None) -> OnePassAnswer:
         """Bundles for `session` from its pair features `feats` (`features`), with an intent each unless `intents` is
         False; `titles`: its title vectors (`title_vectors`), read for a carried bank (embedded here without them)."""
-        with self.lock:
-            if self._budget is not None:  # the thread budget, read again at every answer (engine.threads)
-                self.set_threads(max(1, int(self._budget())))
+        with self.lock, limit_blas(self.threads_now()):  # numpy's too: the bank's title vectors
+            self.set_threads(self.threads_now())
             t0 = time.perf_counter()
             if self.heads.uses_states:
                 states, n_prompt = self.states(session)
