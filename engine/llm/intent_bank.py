@@ -16,7 +16,6 @@ bank needs no second encoder and a student without a tuned encoder carries one t
 """
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy as np
 
 from ..embeddings import EMBEDDING_MODEL, embed, title_matrix
 from ..errors import KdError
+from .carried import array_from_json, array_to_json
 
 VERSION = "intent-bank-v1"
 BANK_KEY = "kdbundle.onepass.intents"
@@ -77,8 +77,7 @@ class IntentBank:
 
     def to_json(self) -> str:
         def enc(a: np.ndarray) -> dict:
-            a = np.asarray(a, dtype="<f2")
-            return {"shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode("ascii")}
+            return array_to_json(a, "<f2")
 
         return json.dumps({"version": VERSION, "encoder": EMBEDDING_MODEL, "k": self.k, "intents": self.intents,
                            "bundles": enc(self.bundles), "intent_vectors": enc(self.intent_vectors)},
@@ -104,16 +103,7 @@ class IntentBank:
                 raise ValueError(f"intents are not 1..{ROWS_MAX} texts of 1..{WORDS_MAX} words")
 
             def dec(d: dict) -> np.ndarray:
-                shape = d["shape"]
-                if not isinstance(shape, list) or any(type(x) is not int for x in shape) or shape != [len(intents), DIM]:
-                    raise ValueError(f"vectors of shape {str(shape)[:40]}, not {len(intents)} x {DIM}")
-                raw = base64.b64decode(str(d["data"]), validate=True)
-                if len(raw) != 2 * len(intents) * DIM:
-                    raise ValueError("vector data does not match its shape")
-                a = np.frombuffer(raw, dtype="<f2").reshape(shape).astype(np.float32)
-                if not np.isfinite(a).all():
-                    raise ValueError("a number is not finite")
-                return a
+                return array_from_json(d, "<f2", shape=[len(intents), DIM]).astype(np.float32)
 
             bank = cls(list(intents), dec(data["bundles"]), dec(data["intent_vectors"]), k)
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError) as exc:

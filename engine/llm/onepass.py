@@ -18,7 +18,6 @@ student's GGUF as versioned metadata (HEADS_KEY, JSON with base64 float32 arrays
 """
 from __future__ import annotations
 
-import base64
 import json
 import math
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from ..errors import KdError
 from ..pair_evidence import FEATURE_SETS, feature_set_of
 from ..pairs import FEATURES, pair_index
 from ..types import Bundle, Session
+from .carried import array_from_json, array_to_json
 from .prompts import _clean
 
 VERSION = "onepass-v1"
@@ -186,8 +186,7 @@ class Heads:
 
     def to_dict(self) -> dict:
         def enc(a: np.ndarray) -> dict:
-            a = np.asarray(a, dtype=np.float32)
-            return {"shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode("ascii")}
+            return array_to_json(a, "<f4")
 
         return {"version": VERSION, "features": list(self.features), "encoder": self.encoder, "title_max": self.title_max,
                 "uses_states": self.uses_states, "template": {"prefix": self.template.prefix, "suffix": self.template.suffix},
@@ -219,16 +218,7 @@ class Heads:
                 raise ValueError("an encoder entry without tuned pair features")
 
             def dec(d: dict) -> np.ndarray:
-                shape = [int(x) for x in d["shape"]]
-                if len(shape) > 2 or any(not 0 < x <= 1 << 16 for x in shape):
-                    raise ValueError(f"bad shape {shape}")
-                raw = base64.b64decode(str(d["data"]), validate=True)
-                if len(raw) != 4 * math.prod(shape):
-                    raise ValueError("tensor size does not match its shape")
-                a = np.frombuffer(raw, dtype=np.float32).reshape(shape).astype(np.float64)
-                if not np.isfinite(a).all():
-                    raise ValueError("a number is not finite")
-                return a
+                return array_from_json(d, "<f4").astype(np.float64)
 
             tensors = {k: dec(data["tensors"][k]) for k in HEAD_TENSORS if k in data["tensors"]}
             uses_states = data.get("uses_states", True)
