@@ -121,9 +121,17 @@ def encode_loose(model, session: Session) -> np.ndarray:
                         show_progress_bar=False).astype(np.float32)
 
 
-def _key(datasets: Sequence[str], train: Sequence[Session], recipe: EncoderRecipe) -> str:
+def _key(datasets: Sequence[str], train: Sequence[Session], recipe: EncoderRecipe, labels: str | None = None) -> str:
+    # `labels`: the identity of bundles other than the ground truth (a teacher's answers), which make another encoder
     raw = json.dumps({"datasets": sorted(datasets), "train": sorted(s.id for s in train), "recipe": asdict(recipe),
-                      "folds": FOLDS}, sort_keys=True)
+                      "folds": FOLDS, **({"labels": labels} if labels else {})}, sort_keys=True)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def labels_identity(sessions: Sequence[Session], confidence: dict[int, float]) -> str:
+    """A digest of the bundles (and their confidence) of sessions labelled other than by the ground truth."""
+    raw = json.dumps(sorted((s.id, sorted(sorted(b.items) for b in s.bundles), confidence.get(s.id, 1.0))
+                            for s in sessions), sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -164,23 +172,25 @@ class TunedEncoder:
         return x @ x.T
 
 
-def saved(folder_root: Path, datasets: Sequence[str], train: Sequence[Session], recipe: EncoderRecipe) -> bool:
+def saved(folder_root: Path, datasets: Sequence[str], train: Sequence[Session], recipe: EncoderRecipe,
+          labels: str | None = None) -> bool:
     """Whether the tuned encoder for `train` is already on disk (no training needed)."""
-    folder = Path(folder_root) / _key(datasets, train, recipe)
+    folder = Path(folder_root) / _key(datasets, train, recipe, labels)
     return (folder / "full" / "modules.json").is_file() and (folder / "out_of_fold.npz").is_file()
 
 
 def tuned_encoder(folder_root: Path, datasets: Sequence[str], train: Sequence[Session], recipe: EncoderRecipe | None = None,
                   *, progress: Callable[[str, int, int], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> TunedEncoder:
+                  should_stop: Callable[[], bool] | None = None, labels: str | None = None) -> TunedEncoder:
     """The tuned encoder for `train` (read from `folder_root/<key>/` when it was trained before, else trained
-    and saved there: FOLDS out-of-fold encoders, then the full one)."""
+    and saved there: FOLDS out-of-fold encoders, then the full one). It learns from the bundles the sessions carry;
+    `labels` names them where they are not the ground truth (labels_identity)."""
     from sentence_transformers import SentenceTransformer
 
     recipe = recipe or EncoderRecipe()
-    folder = Path(folder_root) / _key(datasets, train, recipe)
+    folder = Path(folder_root) / _key(datasets, train, recipe, labels)
     full_dir, oof_file = folder / "full", folder / "out_of_fold.npz"
-    if not saved(folder_root, datasets, train, recipe):
+    if not saved(folder_root, datasets, train, recipe, labels):
         tmp = folder.with_name(folder.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

@@ -319,16 +319,19 @@ def plan_eval(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, An
                 embed_items=embed)
 
 
-def _encoder_seconds(db: sqlite_utils.Database, datasets: list[str], seed: int = 0) -> tuple[float, list]:
+def _encoder_seconds(db: sqlite_utils.Database, datasets: list[str], seed: int = 0,
+                     taught: tuple[list, dict] | None = None) -> tuple[float, list]:
     """Fine-tuning the title encoder on `datasets`' train sessions (tuned_encoder), unless it is saved:
-    (seconds, basis). FOLDS encoders on the other folds, then one on all of train: 2 x train sessions per epoch."""
+    (seconds, basis). FOLDS encoders on the other folds, then one on all of train: 2 x train sessions per epoch.
+    `taught`: the run's own sessions and confidences where it learns from teacher answers (_onepass_taught)."""
     from ..files import runs_dir
     from ..student.onepass_run import train_sessions
-    from ..tuned_encoder import EncoderRecipe, saved
+    from ..tuned_encoder import EncoderRecipe, labels_identity, saved
 
-    train = train_sessions(db, datasets)
+    train, confidence = taught or (train_sessions(db, datasets), {})
+    labels = labels_identity(train, confidence) if confidence else None
     recipe = EncoderRecipe(seed=seed)
-    if saved(runs_dir(db) / "encoders", datasets, train, recipe):
+    if saved(runs_dir(db) / "encoders", datasets, train, recipe, labels):
         return 0.0, []
     tfig = speed(db, "tune-encoder")
     return 2 * len(train) * recipe.epochs * tfig["seconds_per_unit"], [_basis("tune-encoder", tfig)]
@@ -412,6 +415,22 @@ def _onepass_knowledge_share(db: sqlite_utils.Database, params: dict[str, Any], 
     return (head + thought * steps / max(1, per_epoch)) / max(1.0, examples)
 
 
+def _onepass_taught(db: sqlite_utils.Database, params: dict[str, Any], datasets: list[str]) -> tuple[list, dict] | None:
+    """The sessions (and confidences) a one-pass run learning from teacher answers reads (onepass_run.learned_sessions),
+    None for one that learns from the ground truth or whose options the job will refuse."""
+    sft = params.get("sft") or {}
+    if (sft.get("targets") or "truth") == "truth" and not sft.get("answered_only"):
+        return None
+    from ..errors import KdError
+    from ..student.onepass_run import learned_sessions
+
+    try:
+        return learned_sessions(db, datasets, knowledge_set=params.get("knowledge_set"), targets=sft.get("targets") or "truth",
+                                answered_only=bool(sft.get("answered_only")), min_confidence=sft.get("min_confidence") or 0.0)
+    except KdError:
+        return None
+
+
 def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, Any]:
     tr, sft = params.get("train") or {}, params.get("sft") or {}
     datasets = list(params.get("datasets") or [])
@@ -422,6 +441,9 @@ def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, A
         n, mean_items = _sessions(db, d, "train")
         examples, items = examples + n, items + n * mean_items
     items = items / examples if examples else 0.0
+    taught = _onepass_taught(db, params, datasets) if tr.get("recipe") == "onepass" else None
+    if taught is not None:
+        examples = len(taught[0])
     if sft.get("limit"):
         examples = min(examples, int(sft["limit"]))
     examples *= max(1, int(sft.get("orderings") or 1))
@@ -459,13 +481,13 @@ def plan_train(db: sqlite_utils.Database, params: dict[str, Any]) -> dict[str, A
     onepass = tr.get("recipe") == "onepass"
     if onepass:  # the heads are first fitted on the pair features alone (30 quick epochs) before the first step,
         # and the run ends writing its intent bank: both read every train session
-        sessions = sum(_sessions(db, d, "train")[0] for d in datasets)
+        sessions = len(taught[0]) if taught is not None else sum(_sessions(db, d, "train")[0] for d in datasets)
         seconds += sessions * (ONEPASS_WARM_SECONDS_PER_SESSION * thread_scale({"threads": 2}, threads)
                                + ONEPASS_BANK_SECONDS_PER_SESSION)
         from ..student.config import recipe_default
 
         if (tr.get("title_encoder") or recipe_default("onepass", "title_encoder")) == "tuned":
-            extra, tbasis = _encoder_seconds(db, datasets)
+            extra, tbasis = _encoder_seconds(db, datasets, taught=taught)
             seconds += extra
             basis += tbasis
     if tr.get("valid", True):

@@ -83,8 +83,6 @@ def job_params(db: sqlite_utils.Database, *, dataset: str, also: list[str] | tup
                                               ("--prompt full", data.prompt != "compact"),
                                               ("--answer json", data.answer != "letters"),
                                               ("--thoughts reasoning-json", data.thoughts == "reasoning-json"),
-                                              (f"--targets {data.targets}", data.targets != "truth"),
-                                              ("--answered-only", data.answered_only),
                                               ("--thought-sessions-only", data.thought_sessions_only)) if on]
         if letters_only:
             raise InputError(f"{', '.join(letters_only)} apply to the letters student, not the one-pass one "
@@ -319,7 +317,8 @@ def _run_onepass(ctx: JobContext, cfg: TrainConfig, data: SftDataConfig, run_id:
 
     result = train_onepass(ctx.db, cfg, data.datasets, run_id=run_id, should_stop=ctx.should_stop, on_step=on_step,
                            log=ctx.log, knowledge_set=data.knowledge_set, knowledge_in_prompt=data.knowledge_in_prompt,
-                           thoughts=data.thoughts)
+                           thoughts=data.thoughts, targets=data.targets, answered_only=data.answered_only,
+                           min_confidence=data.min_confidence)
     ctx.progress(result.steps, result.steps if result.status == "done" else None)
     return {**asdict(result), "key": key, "reused": False, "knowledge_set": data.knowledge_set, "datasets": data.datasets,
             "example_stats": {"sessions": result.examples}, "valid_sessions": valid_sessions(ctx.db, cfg, data),

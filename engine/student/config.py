@@ -88,7 +88,8 @@ class TrainConfig:
     recipe: str = opt(DEFAULT_RECIPE, panel="recipe")
     """onepass: the student reads the session once and small heads on its states decide every product and pair
     (reads top_layers, lr, epochs, batch_size, seed; a knowledge set's patterns and rules open its prompt, its thoughts
-    teach an auxiliary rationale loss; the letters prompt and answer options do not apply) | letters: a
+    teach an auxiliary rationale loss, its teacher answers are soft targets with --targets / --answered-only; the
+    letters prompt and answer options do not apply) | letters: a
     generative student that writes one bundle letter per product | paper: the letters student in the paper's
     setting (LoRA, one epoch). Options left unset take the recipe's values (student.config.RECIPE_DEFAULTS)."""
     method: str | None = opt(None, panel="recipe")

@@ -98,7 +98,9 @@ class SftDataConfig:
     targets: str = opt("truth", panel="knowledge")
     """What the student learns to answer: truth (the ground-truth bundles) | answers (the knowledge
     set's teacher answers, for every session they label, ground truth or not; others are left out) |
-    answers+truth (teacher answers where the set has them, ground truth for the other sessions)."""
+    answers+truth (teacher answers where the set has them, ground truth for the other sessions). A one-pass
+    student learns a teacher answer as soft targets: each product and pair its label weighted by the answer's
+    vote agreement, the rest 1/2."""
     min_confidence: float = opt(0.0, panel="knowledge")
     """Teacher answers: leave out labels whose vote agreement is below this (0..1)."""
     answered_only: bool = opt(False, flags=("--answered-only/--all-sessions",), panel="knowledge")

@@ -139,8 +139,19 @@ def standardisation(sessions: Sequence[Session], evidence) -> tuple[np.ndarray, 
     return mean, scale
 
 
+def soft_targets(s: Session, confidence: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(in-bundle target per product, same-bundle target per pair) of the bundles `s` carries, believed with
+    `confidence`: a teacher answer that a share c of its votes agreed on is the label with weight c and no
+    knowledge (1/2) with the rest, so a split vote teaches less than a unanimous one; 1: the labels as they are."""
+    item, pair = pair_truth(s)
+    if confidence >= 1.0:
+        return item, pair
+    c = max(0.0, float(confidence))
+    return c * item + (1.0 - c) * 0.5, c * pair + (1.0 - c) * 0.5
+
+
 def prepare(s: Session, evidence, tokenize, template: Template, mean, scale, *, title_max: int = TITLE_MAX,
-            knowledge: str = "", intent_of: Bundle | None = None, thought: str = "") -> Prepared:
+            knowledge: str = "", intent_of: Bundle | None = None, thought: str = "", confidence: float = 1.0) -> Prepared:
     ids, line_pos, read_pos = tokens_and_positions(s, template, tokenize, title_max=title_max, knowledge=knowledge)
     lm_from, lm_kind = 0, "intent"
     if thought.strip():  # "distilling step by step": the reasoning is learned after the prompt, in the session's order
@@ -152,7 +163,7 @@ def prepare(s: Session, evidence, tokenize, template: Template, mean, scale, *, 
         lm_from = len(ids)
         ids = ids + tokenize(" " + " ".join(intent_of.intent.split()[:8]) + "\n")
     fz = (evidence(s) - mean) / scale
-    item_y, pair_y = pair_truth(s)
+    item_y, pair_y = soft_targets(s, confidence)
     return Prepared(ids, line_pos, read_pos, fz, item_aggregates(s.n, fz), item_y, pair_y, s.n, lm_from, lm_kind)
 
 
@@ -251,13 +262,14 @@ def _head_loss(heads, states, p: Prepared):
 def fit(model, tokenizer, train: Sequence[Session], evidence, cfg: FitConfig, *,
         progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
         on_epoch: Callable | None = None, checkpoint: Path | None = None, knowledge: str = "",
-        thoughts: dict[int, str] | None = None):
+        thoughts: dict[int, str] | None = None, confidence: dict[int, float] | None = None):
     """Train `model`'s top layers and fresh heads on `train` (ground truth), the heads reading `evidence(session)`'s
     pair features (engine.pair_evidence.PairEvidence). Returns (heads module, mean, scale,
     template). `on_epoch(epoch, heads, mean, scale, template)` runs after each epoch (validation); with
     `checkpoint`, each finished epoch is saved there and a later call with the same folder continues after it.
     `knowledge`: text every prompt shows before the session (served the same, llm.onepass.Heads.knowledge);
-    `thoughts`: session id -> the teacher's reasoning, learned as an auxiliary loss (training only)."""
+    `thoughts`: session id -> the teacher's reasoning, learned as an auxiliary loss (training only); `confidence`:
+    session id -> how far its bundles are believed (a teacher answer's vote agreement: soft_targets; 1 if absent)."""
     import torch
 
     torch.manual_seed(cfg.seed)
@@ -271,7 +283,8 @@ def fit(model, tokenizer, train: Sequence[Session], evidence, cfg: FitConfig, *,
     if cfg.uses_states and cfg.warm_epochs > 0 and saved is None:
         from dataclasses import replace as _replace
 
-        warm, _, _, _ = fit(model, tokenizer, train, evidence, _replace(cfg, uses_states=False, epochs=cfg.warm_epochs))
+        warm, _, _, _ = fit(model, tokenizer, train, evidence, _replace(cfg, uses_states=False, epochs=cfg.warm_epochs),
+                            confidence=confidence)
         _warm_start(heads, warm, cfg.d)
     layers = model.model.layers
     for p_ in model.parameters():
@@ -316,14 +329,16 @@ def fit(model, tokenizer, train: Sequence[Session], evidence, cfg: FitConfig, *,
                 perm = list(range(s.n))
                 rng.shuffle(perm)
                 thought = (thoughts or {}).get(s.id, "") if cfg.thought_weight and cfg.uses_states else ""
+                c = (confidence or {}).get(s.id, 1.0)
                 if thought:  # a thought names products by their numbers in the session's own order
                     prepped.append(prepare(s, evidence, tok, template, mean, scale, title_max=cfg.title_max,
-                                           knowledge=knowledge, thought=thought))
+                                           knowledge=knowledge, thought=thought, confidence=c))
                     continue
                 ps = permuted(s, perm)
                 with_intent = [b for b in ps.bundles if b.intent.strip()] if cfg.intent_weight and cfg.uses_states else []
                 prepped.append(prepare(ps, evidence, tok, template, mean, scale, title_max=cfg.title_max,
-                                       knowledge=knowledge, intent_of=rng.choice(with_intent) if with_intent else None))
+                                       knowledge=knowledge, intent_of=rng.choice(with_intent) if with_intent else None,
+                                       confidence=c))
             prepped.sort(key=lambda p: len(p.ids))
             for i in range(0, len(prepped), cfg.batch):
                 batch = prepped[i:i + cfg.batch]

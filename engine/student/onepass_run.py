@@ -54,7 +54,7 @@ def _best_so_far(db, run_id: int, folder: Path) -> dict[str, Any]:
             "state": torch.load(folder / "best.pt", weights_only=True)["model"]}
 
 
-def _tuned_encoder(db, datasets: list[str], train, should_stop, say):
+def _tuned_encoder(db, datasets: list[str], train, should_stop, say, labels: str | None = None):
     """The title encoder fine-tuned on `train` (read back when an earlier run or `eval --method pairwise-tuned` over
     the same datasets and sessions trained it); raises tuned_encoder.EncoderStopped when asked to stop meanwhile."""
     from ..tuned_encoder import tuned_encoder
@@ -66,7 +66,8 @@ def _tuned_encoder(db, datasets: list[str], train, should_stop, say):
             last[0] = time.monotonic()
             say(f"fine-tuning the title encoder: {stage}, step {done}/{total}")
 
-    return tuned_encoder(runs_dir(db) / "encoders", datasets, train, progress=progress, should_stop=should_stop)
+    return tuned_encoder(runs_dir(db) / "encoders", datasets, train, progress=progress, should_stop=should_stop,
+                         labels=labels)
 
 
 def train_sessions(db, datasets: list[str]) -> list:
@@ -75,11 +76,35 @@ def train_sessions(db, datasets: list[str]) -> list:
     return [s for d in datasets for s in load_sessions(db, d, "train", with_bundles_only=True)]
 
 
+def learned_sessions(db, datasets: list[str], *, knowledge_set: str | None = None, targets: str = "truth",
+                     answered_only: bool = False, min_confidence: float = 0.0) -> tuple[list, dict[int, float]]:
+    """(the sessions a one-pass run learns from, carrying the bundles it learns; session id -> how far they are
+    believed). Ground truth: train_sessions, believed whole. With `targets` answers / answers+truth or
+    `answered_only`, the knowledge set's teacher answers as examples.training_sessions picks them for a letters
+    student (the one place that decides it), each believed with its vote agreement (soft targets: a label 2 of 3
+    votes agreed on teaches less than a unanimous one)."""
+    if targets == "truth" and not answered_only:
+        return train_sessions(db, datasets), {}
+    from ..knowledge.distill.answers import answer_targets
+    from ..knowledge.sets import load_set_knowledge
+    from .examples import SftDataConfig, training_sessions
+
+    data = SftDataConfig(datasets=list(datasets), knowledge_set=knowledge_set, targets=targets,
+                         answered_only=answered_only, min_confidence=min_confidence)
+    data.check()
+    sk = load_set_knowledge(db, knowledge_set)
+    by_dataset, labels, _ = training_sessions(db, data, sk)
+    sessions = [s for d in datasets for s in by_dataset[d]]
+    confidence = {sid: c for sid, (_, c) in answer_targets(db, sk.knowledge_ids).items() if sid in labels}
+    return sessions, confidence
+
+
 def set_knowledge(db, knowledge_set: str | None, *, in_prompt: bool, thoughts: str,
-                  train_ids: set[int]) -> tuple[str, dict[int, str]]:
+                  train_ids: set[int], answers_used: bool = False) -> tuple[str, dict[int, str]]:
     """What a knowledge set gives a one-pass student: its patterns and rules as the text every prompt shows before the
     session (`in_prompt`; the student carries it and is served with it), and its accepted thoughts of `train_ids`
-    sessions, learned as an auxiliary rationale loss (unless `thoughts` is "none"; never asked for when serving)."""
+    sessions, learned as an auxiliary rationale loss (unless `thoughts` is "none"; never asked for when serving).
+    A set that gives none of these is refused, unless the run learns from its teacher answers (`answers_used`)."""
     if not knowledge_set:
         return "", {}
     from ..knowledge.sets import load_set_knowledge
@@ -88,7 +113,7 @@ def set_knowledge(db, knowledge_set: str | None, *, in_prompt: bool, thoughts: s
     k = load_set_knowledge(db, knowledge_set)
     text = knowledge_text(k.prompt_knowledge(), "titles") if in_prompt else ""
     by_session = {ex.session.id: ex.thought for ex in k.thoughts if ex.session.id in train_ids} if thoughts != "none" else {}
-    if not text and not by_session:
+    if not text and not by_session and not answers_used:
         raise InputError(f"knowledge set {knowledge_set!r} gives a one-pass student nothing: no patterns or rules for "
                          "its prompt" + (" (--no-knowledge-in-prompt)" if not in_prompt else "") + " and no thoughts "
                          "of its train sessions")
@@ -120,12 +145,14 @@ def fit_config(cfg) -> FitConfig:
 def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Callable[[], bool] | None = None,
                   on_step: Callable[[dict], None] | None = None, log: Callable[[str], None] | None = None,
                   knowledge_set: str | None = None, knowledge_in_prompt: bool = True,
-                  thoughts: str = "rationale") -> TrainResult:
+                  thoughts: str = "rationale", targets: str = "truth", answered_only: bool = False,
+                  min_confidence: float = 0.0) -> TrainResult:
     """Train the run; with `knowledge_set`, its patterns and rules go in every prompt (`knowledge_in_prompt`) and its
-    thoughts teach an auxiliary rationale loss (`thoughts` other than "none"): set_knowledge."""
+    thoughts teach an auxiliary rationale loss (`thoughts` other than "none"): set_knowledge; its teacher answers
+    are soft targets where `targets` or `answered_only` ask for them (learned_sessions)."""
     import torch
 
-    from ..tuned_encoder import EncoderStopped
+    from ..tuned_encoder import EncoderStopped, labels_identity
 
     run = get_run(db, run_id)
     output_dir = Path(cfg.output_dir or run["output_dir"] or runs_dir(db) / f"run-{run_id}")
@@ -134,17 +161,22 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
     # what its export carries (llm.gguf.training_carried): the heads' version, not a letters prompt spec
     _update_run(db, run_id, status="running", output_dir=str(output_dir), finished_at=None, config=json.dumps(config))
     say = log or (lambda _m: None)
-    train = train_sessions(db, datasets)
+    train, confidence = learned_sessions(db, datasets, knowledge_set=knowledge_set, targets=targets,
+                                         answered_only=answered_only, min_confidence=min_confidence)
     valid = [s for d in datasets for s in load_sessions(db, d, "valid", with_bundles_only=True)] if cfg.valid else []
     if not train:
-        raise InputError(f"no train sessions with bundles in {', '.join(datasets)}: a one-pass student learns from ground truth")
+        raise InputError(f"no train sessions with bundles in {', '.join(datasets)} to learn from")
     if cfg.valid and not valid:
         raise InputError("no valid sessions to choose the decoder on: train with --no-valid")
     knowledge, thought_of = set_knowledge(db, knowledge_set, in_prompt=knowledge_in_prompt, thoughts=thoughts,
-                                          train_ids={s.id for s in train})
-    if knowledge_set:
+                                          train_ids={s.id for s in train},
+                                          answers_used=targets != "truth" or answered_only)
+    if knowledge_set and (knowledge or thought_of):
         say(f"knowledge set {knowledge_set}: {len(knowledge)} characters in every prompt, thoughts of "
             f"{len(thought_of)} of {len(train)} train sessions as a rationale loss")
+    if confidence:
+        say(f"teacher answers as soft targets on {len(confidence)} of {len(train)} train sessions (mean vote agreement "
+            f"{sum(confidence.values()) / len(confidence):.2f})")
     torch.set_num_threads(cfg.threads or thread_budget(db))
     t0 = time.monotonic()
     rcfg = resolved(cfg)
@@ -157,7 +189,8 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
                            tokens=tokens, best_step=best_step, valid=[], method="onepass")
 
     try:
-        encoder = _tuned_encoder(db, datasets, train, should_stop, say) if rcfg.title_encoder == "tuned" else None
+        labels = labels_identity(train, confidence) if confidence else None  # an encoder of the teacher's labels
+        encoder = _tuned_encoder(db, datasets, train, should_stop, say, labels) if rcfg.title_encoder == "tuned" else None
     except EncoderStopped:  # nothing trained yet: the next try starts with the encoder again
         return stopped_result(0, None, 0, None)
     evidence = PairEvidence(db, encoder, sessions=[*train, *valid])
@@ -217,7 +250,7 @@ def train_onepass(db, cfg, datasets: list[str], *, run_id: int, should_stop: Cal
     best.update(_best_so_far(db, run_id, output_dir / CHECKPOINT))
     heads_mod, mean, scale, template = fit(model, tok, train, evidence, fcfg, progress=progress, should_stop=stop,
                                            on_epoch=on_epoch, checkpoint=output_dir / CHECKPOINT, knowledge=knowledge,
-                                           thoughts=thought_of)
+                                           thoughts=thought_of, confidence=confidence)
     stopped = bool(should_stop and should_stop())
     last = db.execute("SELECT MAX(step) FROM train_metrics WHERE run_id = ? AND valid IS NOT NULL", [run_id]).fetchone()[0]
     if not stopped and valid and last != steps["n"]:  # max_steps ended mid-epoch: score the end too

@@ -372,3 +372,55 @@ def test_a_shared_prompt_head_runs_once_and_gives_the_same_states_and_gradients(
     (plain, g0), (cached, g1) = results
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(plain, cached))
     assert torch.allclose(g0, g1, atol=1e-4, rtol=1e-4)
+
+
+def test_teacher_answers_are_soft_targets_believed_with_their_vote_agreement(tmp_path):
+    """`train --targets answers|answers+truth` / `--answered-only` for the one-pass student: the sessions
+    examples.training_sessions picks, each pair and product target the teacher's label weighted by its confidence."""
+    from types import SimpleNamespace
+
+    from kdbundle.engine.data.sessions import load_sessions
+    from kdbundle.engine.errors import InputError
+    from kdbundle.engine.jobs.estimate import plan_train
+    from kdbundle.engine.knowledge.distill.common import _insert_knowledge
+    from kdbundle.engine.knowledge.sets import create_set
+    from kdbundle.engine.student.onepass import permuted, prepare, soft_targets
+    from kdbundle.engine.student.onepass_run import learned_sessions, train_sessions
+
+    s = Session(1, [Product(1, "phone case"), Product(2, "phone"), Product(3, "socks")], [Bundle(frozenset({1, 2}))])
+    item, pair = soft_targets(s, 2 / 3)  # pairs (1,2) (1,3) (2,3)
+    assert np.allclose(item, [5 / 6, 5 / 6, 1 / 6]) and np.allclose(pair, [5 / 6, 1 / 6, 1 / 6])
+    assert np.array_equal(soft_targets(s)[1], pair_truth(s)[1])  # believed whole: the labels as they are
+    p = prepare(permuted(s, [2, 0, 1]), lambda x: np.zeros((3, 9)), lambda t: [1] * len(t.split()),
+                Template("", ""), np.zeros(9), np.ones(9), confidence=2 / 3)
+    assert np.allclose(p.item_y, [1 / 6, 5 / 6, 5 / 6]), "the targets follow the products' shuffled order"
+
+    db = open_db(tmp_path / "kd.db")
+    load_demo(db)
+    train = load_sessions(db, "demo-electronics", "train", with_bundles_only=True)
+    labelled = train[:3]
+    ctx = SimpleNamespace(params={"test": True}, job_id=None)
+    for k, t in enumerate(labelled):  # a teacher that always groups the first two products, 1 or 2 votes of 3
+        _insert_knowledge(db, ctx, "teacher", "answer", "", {"bundles": [{"items": [1, 2], "intent": "pair"}],
+                                                             "confidence": 1.0 if k == 0 else 2 / 3},
+                          "accepted", None, sessions=[t.id], generations=[], dataset="demo-electronics")
+    create_set(db, "labels", "answers", "demo-electronics")
+    taught, conf = learned_sessions(db, ["demo-electronics"], knowledge_set="labels", targets="answers")
+    assert [x.id for x in taught] == [t.id for t in labelled]
+    assert all([b.items for b in x.bundles] == [frozenset({1, 2})] for x in taught)  # the teacher's, not the truth
+    assert conf == {labelled[0].id: 1.0, labelled[1].id: pytest.approx(2 / 3), labelled[2].id: pytest.approx(2 / 3)}
+    both, conf2 = learned_sessions(db, ["demo-electronics"], knowledge_set="labels", targets="answers+truth")
+    assert len(both) == len(train) and conf2 == conf  # the truth elsewhere, believed whole
+    only, conf3 = learned_sessions(db, ["demo-electronics"], knowledge_set="labels", answered_only=True)
+    assert [x.bundles for x in only] == [t.bundles for t in labelled]  # the teacher chose the sessions, not the labels
+    assert learned_sessions(db, ["demo-electronics"]) == (train_sessions(db, ["demo-electronics"]), {})
+    assert [x.id for x in learned_sessions(db, ["demo-electronics"], knowledge_set="labels", targets="answers",
+                                           min_confidence=0.9)[0]] == [labelled[0].id]
+    with pytest.raises(InputError, match="needs a knowledge set"):
+        learned_sessions(db, ["demo-electronics"], targets="answers")
+    # the plan counts the sessions the run learns from
+    params = {"datasets": ["demo-electronics"], "student": "smollm2-135m", "knowledge_set": "labels",
+              "train": {"recipe": "onepass", "title_encoder": "shipped", "batch_size": 1, "epochs": 1.0},
+              "sft": {"targets": "answers"}}
+    assert plan_train(db, params)["units"] == 3
+    assert plan_train(db, {**params, "sft": {}, "knowledge_set": None})["units"] == len(train)
