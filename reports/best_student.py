@@ -24,9 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse
 import json
-import os
 import time
 
 from kdbundle.engine.data.sessions import load_sessions
@@ -34,7 +32,7 @@ from kdbundle.engine.evaluation.bootstrap import paired_bootstrap, session_score
 from kdbundle.engine.evaluation.evaluate import TITLE_BASELINES, EvalConfig, evaluate
 from kdbundle.engine.evaluation.metrics import aggregate, score_session
 from kdbundle.store import open_db
-from reports.common import OUT, stamped, write_report, written_by
+from reports.common import OUT, parser, stamped, write_report, written_by
 
 DOMAINS = ("electronic", "clothing")
 BASELINES = TITLE_BASELINES
@@ -125,10 +123,8 @@ def serving_speed(db, model: str, dataset: str, eval_run_id: int) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser()
+    ap = parser()
     ap.add_argument("--model", required=True, help="the exported one-pass student (registered name)")
-    ap.add_argument("--db", default=os.environ.get("KDBUNDLE_DB"))
-    ap.add_argument("--load", default="", help="what else ran on the machine meanwhile (for the record)")
     args = ap.parse_args(argv)
     db = open_db(args.db)
     cited = json.loads((OUT / "student_table.json").read_text()) if (OUT / "student_table.json").exists() else {}

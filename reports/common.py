@@ -1,8 +1,10 @@
 """What every report writes alike: its stamp (when, on what machine, under what load) and its .json/.md pair."""
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,14 @@ from typing import Any
 from benchmarks.common import machine_info
 
 OUT = Path(__file__).resolve().parent
+
+
+def parser() -> argparse.ArgumentParser:
+    """A report's command line: --db (default $KDBUNDLE_DB) and --load, which every report takes; add its own."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", default=os.environ.get("KDBUNDLE_DB"))
+    ap.add_argument("--load", default="", help="what else ran on the machine meanwhile (for the record)")
+    return ap
 
 
 def stamped(load: str, **fields: Any) -> dict[str, Any]:

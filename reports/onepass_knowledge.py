@@ -18,7 +18,6 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse
 import os
 
 from kdbundle.engine.data.sessions import load_sessions
@@ -26,7 +25,7 @@ from kdbundle.engine.evaluation.bootstrap import paired_bootstrap
 from kdbundle.engine.evaluation.metrics import aggregate, score_session
 from kdbundle.store import open_db
 from reports.best_student import features_only
-from reports.common import stamped, write_report, written_by
+from reports.common import parser, stamped, write_report, written_by
 
 DOMAINS = ("electronic", "clothing")
 
@@ -62,11 +61,9 @@ def valid_scores(db, adapter: str, valid, evidence) -> dict:
 def main(argv=None) -> int:
     import torch
 
-    ap = argparse.ArgumentParser()
+    ap = parser()
     ap.add_argument("--runs", type=int, nargs="+", required=True, help="one-pass runs; the first is the reference")
     ap.add_argument("--ablation-seeds", type=int, default=3)
-    ap.add_argument("--db", default=os.environ.get("KDBUNDLE_DB"))
-    ap.add_argument("--load", default="", help="what else ran on the machine meanwhile (for the record)")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     db = open_db(args.db)

@@ -31,7 +31,6 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse
 import hashlib
 import json
 import math
@@ -49,7 +48,7 @@ from kdbundle.engine.evaluation.bootstrap import paired_bootstrap
 from kdbundle.engine.evaluation.metrics import aggregate, score_session
 from kdbundle.engine.pairs import pair_features, pair_index, pair_labels, pair_matrix
 from kdbundle.store import open_db
-from reports.common import stamped, write_report, written_by
+from reports.common import parser, stamped, write_report, written_by
 
 DOMAINS = ("electronic", "clothing")
 SOURCES = ("lexical", "late", "second", "cross")
@@ -231,11 +230,9 @@ def main(argv=None) -> int:
     from kdbundle.engine.student.weights import load_model, load_tokenizer, resolve_student
     from kdbundle.engine.tuned_encoder import FOLDS, fold_of, tuned_encoder
 
-    ap = argparse.ArgumentParser()
+    ap = parser()
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--no-cross", action="store_true", help="leave out the cross-encoder (its 2 folds take ~18 min)")
-    ap.add_argument("--db", default=os.environ.get("KDBUNDLE_DB"))
-    ap.add_argument("--load", default="", help="what else ran on the machine meanwhile (for the record)")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     db = open_db(args.db)

@@ -21,9 +21,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse
 import json
-import os
 
 import numpy as np
 
@@ -32,7 +30,7 @@ from kdbundle.engine.evaluation.bootstrap import paired_bootstrap
 from kdbundle.engine.evaluation.metrics import aggregate, score_session
 from kdbundle.engine.llm.onepass import decode, pair_truth
 from kdbundle.store import open_db
-from reports.common import stamped, write_report, written_by
+from reports.common import parser, stamped, write_report, written_by
 
 DOMAINS = ("electronic", "clothing")
 SEEDS = (0, 1, 2)
@@ -115,10 +113,8 @@ def curve(db, model: str) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser()
+    ap = parser()
     ap.add_argument("--model", required=True, help="the exported one-pass student (registered name)")
-    ap.add_argument("--db", default=os.environ.get("KDBUNDLE_DB"))
-    ap.add_argument("--load", default="", help="what else ran on the machine meanwhile (for the record)")
     args = ap.parse_args(argv)
     db = open_db(args.db)
     from kdbundle.engine.llm.onepass_serve import open_onepass
