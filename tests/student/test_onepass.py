@@ -424,3 +424,42 @@ def test_teacher_answers_are_soft_targets_believed_with_their_vote_agreement(tmp
               "sft": {"targets": "answers"}}
     assert plan_train(db, params)["units"] == 3
     assert plan_train(db, {**params, "sft": {}, "knowledge_set": None})["units"] == len(train)
+
+
+@pytest.mark.slow
+def test_train_learns_teacher_answers_as_soft_targets_through_the_cli(tmp_path, monkeypatch):
+    """`train --knowledge-set SET --targets answers` with the one-pass recipe: the run learns from the labelled
+    sessions only, says so in its log, records its targets, and exports a servable student."""
+    from types import SimpleNamespace
+
+    from kdbundle.engine.cli import app
+    from kdbundle.engine.data.sessions import load_sessions
+    from kdbundle.engine.knowledge.distill.common import _insert_knowledge
+    from kdbundle.engine.knowledge.sets import create_set
+
+    monkeypatch.setenv("KDBUNDLE_THREADS", "1")
+    path = tmp_path / "kd.db"
+    db = open_db(path)
+    load_demo(db)
+    train = load_sessions(db, "demo-electronics", "train", with_bundles_only=True)[:4]
+    ctx = SimpleNamespace(params={"test": True}, job_id=None)
+    for t in train:
+        _insert_knowledge(db, ctx, "teacher", "answer", "", {"bundles": [{"items": [1, 2], "intent": "pair"}],
+                                                             "confidence": 2 / 3},
+                          "accepted", None, sessions=[t.id], generations=[], dataset="demo-electronics")
+    create_set(db, "labels", "answers", "demo-electronics")
+    db.conn.close()
+    r = CliRunner().invoke(app, ["--db", str(path), "train", "--dataset", "demo-electronics", "--knowledge-set", "labels",
+                                 "--targets", "answers", "--title-encoder", "shipped", "--max-steps", "1", "--batch", "4",
+                                 "--top-layers", "1", "--layers", "2", "--threads", "1", "--no-valid", "--json"])
+    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+    out = json.loads(r.stdout[r.stdout.index("{"):])
+    assert out["status"] == "done" and out["method"] == "onepass" and out["examples"] == 4
+    db = open_db(path)
+    log = " ".join(m for (m,) in db.execute("SELECT message FROM job_logs").fetchall())
+    assert "teacher answers as soft targets on 4 of 4 train sessions (mean vote agreement 0.67)" in log
+    config = json.loads(db.execute("SELECT config FROM train_runs WHERE id = ?", [out["run_id"]]).fetchone()[0])
+    assert config["targets"] == "answers"
+    exported = CliRunner().invoke(app, ["--db", str(path), "export", str(out["run_id"]), "--out-dir", str(tmp_path / "m"),
+                                        "--json"])
+    assert exported.exit_code == 0, exported.stdout
