@@ -62,13 +62,6 @@ def thread_budget(db=None, *, exclude_job: int | None = None) -> int:
     return max(1, physical_cores() - held)
 
 
-def blas_threads_now() -> int:
-    """Threads numpy's BLAS runs on in this process now (its largest pool)."""
-    from threadpoolctl import threadpool_info
-
-    return max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=1)
-
-
 def limit_blas(n: int):
     """numpy's BLAS (OpenBLAS: the title encoders, engine/minilm.py) on `n` threads from now on; the returned
     limiter's `restore()` (or a `with` around the call) puts it back. It sizes its pool from the machine's cores when

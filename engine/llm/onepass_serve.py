@@ -381,8 +381,9 @@ class OnePassRunner:
                titles: np.ndarray | None = None) -> OnePassAnswer:
         """Bundles for `session` from its pair features `feats` (`features`), with an intent each unless `intents` is
         False; `titles`: its title vectors (`title_vectors`), read for a carried bank (embedded here without them)."""
-        with self.lock, limit_blas(self.threads_now()):  # numpy's too: the bank's title vectors
-            self.set_threads(self.threads_now())
+        threads = self.threads_now()
+        with self.lock, limit_blas(threads):  # numpy's too: the bank's title vectors
+            self.set_threads(threads)
             t0 = time.perf_counter()
             if self.heads.uses_states:
                 states, n_prompt = self.states(session)

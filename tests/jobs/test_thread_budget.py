@@ -14,6 +14,13 @@ from kdbundle.engine.jobs import runner as J
 from kdbundle.store import open_db
 
 
+def blas_threads_now() -> int:
+    """Threads numpy's BLAS runs on in this process now (its largest pool)."""
+    from threadpoolctl import threadpool_info
+
+    return max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=1)
+
+
 @pytest.fixture
 def jdb(tmp_path, monkeypatch):
     monkeypatch.delenv(T.THREADS_ENV, raising=False)
@@ -47,7 +54,7 @@ def test_a_job_records_its_share_and_runs_with_it(jdb, tmp_path, monkeypatch):
 
     def handler(ctx):
         seen["env"] = os.environ.get(T.THREADS_ENV)
-        seen["blas"] = T.blas_threads_now()
+        seen["blas"] = blas_threads_now()
         seen["row"] = ctx.db.execute("SELECT threads FROM jobs WHERE id = ?", [ctx.job_id]).fetchone()[0]
         return {"ok": True}
 
@@ -60,11 +67,11 @@ def test_a_job_records_its_share_and_runs_with_it(jdb, tmp_path, monkeypatch):
     monkeypatch.setenv(T.THREADS_ENV, "")  # run_job sets it for its worker; restored after the test
     _running(jdb, 3)
     jid = J.create_job(jdb, "eval", {})
-    blas = T.blas_threads_now()
+    blas = blas_threads_now()
     assert J.run_job(tmp_path / "jobs.db", jid) == "done"
     assert seen == {"env": "1", "blas": 1, "row": 1}  # 4 cores, 3 held by the other job: numpy's BLAS too
     assert os.environ.get(T.THREADS_ENV) == ""  # the caller's environment is left as it was
-    assert T.blas_threads_now() == blas  # and numpy's pool
+    assert blas_threads_now() == blas  # and numpy's pool
     monkeypatch.setenv(T.THREADS_ENV, "")
     asked = J.create_job(jdb, "eval", {"train": {"threads": 2}})
     assert J.run_job(tmp_path / "jobs.db", asked) == "done" and seen["row"] == 2  # --threads is kept
