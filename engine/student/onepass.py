@@ -263,7 +263,7 @@ def fit(model, tokenizer, train: Sequence[Session], evidence, cfg: FitConfig, *,
         progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
         on_epoch: Callable | None = None, checkpoint: Path | None = None, knowledge: str = "",
         thoughts: dict[int, str] | None = None, confidence: dict[int, float] | None = None):
-    """Train `model`'s top layers and fresh heads on `train` (ground truth), the heads reading `evidence(session)`'s
+    """Train `model`'s top layers and fresh heads on `train` (the bundles its sessions carry), the heads reading `evidence(session)`'s
     pair features (engine.pair_evidence.PairEvidence). Returns (heads module, mean, scale,
     template). `on_epoch(epoch, heads, mean, scale, template)` runs after each epoch (validation); with
     `checkpoint`, each finished epoch is saved there and a later call with the same folder continues after it.
