@@ -46,15 +46,17 @@ def freeze_times(path: Path) -> None:
     db.conn.close()
 
 
-async def wait_for(pilot, predicate: Callable[[], object], timeout: float = 20.0, what: str = "condition"):
-    """Let the app run until `predicate()` is truthy (thread workers finish on their own time)."""
+async def wait_for(pilot, predicate: Callable[[], object], timeout: float = 20.0,
+                   what: str | Callable[[], str] = "condition"):
+    """Let the app run until `predicate()` is truthy (thread workers finish on their own time); `what` may be a
+    callable, read at the timeout, to say what was there instead."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         await pilot.pause(0.05)
         value = predicate()
         if value:
             return value
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
 
 
 def run(coro):

@@ -248,6 +248,7 @@ class LaunchScreen(WorkerErrors, ModalScreen[tuple[str, dict[str, Any]] | None])
         self.built = False
         self._building = asyncio.Lock()
         self._implied: dict[str, str] = {}  # implied field -> the default it shows now (replaced while untouched)
+        self._estimates_asked = 0  # only the newest estimate is shown: an older worker may finish after it
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide", id="launch"):
@@ -293,6 +294,7 @@ class LaunchScreen(WorkerErrors, ModalScreen[tuple[str, dict[str, Any]] | None])
             await self._build_form()
 
     async def _build_form(self) -> None:
+        self.built = False  # no estimate or launch from a half-built form (its rows are another kind's)
         form = self.query_one("#form", VerticalScroll)
         await form.remove_children()
         rows = []
@@ -328,10 +330,11 @@ class LaunchScreen(WorkerErrors, ModalScreen[tuple[str, dict[str, Any]] | None])
     def refresh_estimate(self) -> None:
         """The one-line estimate of the job as filled in (engine.jobs.estimate; nothing is asked or written)."""
         if self.built:
-            self._estimate(self.kind, self.values())
+            self._estimates_asked += 1
+            self._estimate(self._estimates_asked, self.kind, self.values())
 
     @work(thread=True, exclusive=True, group="estimate", exit_on_error=False)
-    def _estimate(self, kind: str, values: dict[str, str]) -> None:
+    def _estimate(self, asked: int, kind: str, values: dict[str, str]) -> None:
         from ..engine.jobs.estimate import one_line, plan
 
         try:
@@ -339,8 +342,12 @@ class LaunchScreen(WorkerErrors, ModalScreen[tuple[str, dict[str, Any]] | None])
             line = one_line(plan(db, kind, job_params(db, kind, parse_form(kind, values))))
         except Exception as exc:  # an unfinished form: say what is missing instead of a figure
             line = f"estimate: – ({str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__})"
+        def show() -> None:
+            if asked == self._estimates_asked:  # a cancelled thread worker still runs to its end: drop its line
+                self.query_one("#form-estimate", Static).update(plain(line))
+
         try:
-            self.app.call_from_thread(lambda: self.query_one("#form-estimate", Static).update(plain(line)))
+            self.app.call_from_thread(show)
         except Exception:  # the form closed meanwhile
             pass
 
