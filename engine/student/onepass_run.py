@@ -80,9 +80,9 @@ def learned_sessions(db, datasets: list[str], *, knowledge_set: str | None = Non
                      answered_only: bool = False, min_confidence: float = 0.0) -> tuple[list, dict[int, float]]:
     """(the sessions a one-pass run learns from, carrying the bundles it learns; session id -> how far they are
     believed). Ground truth: train_sessions, believed whole. With `targets` answers / answers+truth or
-    `answered_only`, the knowledge set's teacher answers as examples.training_sessions picks them for a letters
-    student (the one place that decides it), each believed with its vote agreement (soft targets: a label 2 of 3
-    votes agreed on teaches less than a unanimous one)."""
+    `answered_only`, the sessions examples.training_sessions picks for a letters student (the one place that decides
+    it); a teacher answer among their labels is believed with its vote agreement (soft targets: a label 2 of 3 votes
+    agreed on teaches less than a unanimous one), the truth whole (training_sessions gives no labels with truth targets)."""
     if targets == "truth" and not answered_only:
         return train_sessions(db, datasets), {}
     from ..knowledge.distill.answers import answer_targets

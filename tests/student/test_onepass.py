@@ -413,6 +413,7 @@ def test_teacher_answers_are_soft_targets_believed_with_their_vote_agreement(tmp
     assert len(both) == len(train) and conf2 == conf  # the truth elsewhere, believed whole
     only, conf3 = learned_sessions(db, ["demo-electronics"], knowledge_set="labels", answered_only=True)
     assert [x.bundles for x in only] == [t.bundles for t in labelled]  # the teacher chose the sessions, not the labels
+    assert conf3 == {}, "the truth is believed whole, whatever the teacher's votes on those sessions"
     assert learned_sessions(db, ["demo-electronics"]) == (train_sessions(db, ["demo-electronics"]), {})
     assert [x.id for x in learned_sessions(db, ["demo-electronics"], knowledge_set="labels", targets="answers",
                                            min_confidence=0.9)[0]] == [labelled[0].id]
