@@ -38,6 +38,7 @@ def eval_cmd(
     decoding: Optional[str] = option(EvalConfig, "decoding", "--decoding"),
     workers: Optional[int] = option(EvalConfig, "workers", "--workers"),
     hint_weight: Optional[float] = option(EvalConfig, "hint_weight", "--hint-weight"),
+    intents: Optional[str] = option(EvalConfig, "intents", "--intents"),
     detach: bool = typer.Option(False, "--detach", help="Run as a background job; print its id."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the metrics."),
     plan: bool = typer.Option(False, "--plan", help="Print what the evaluation would cost and score nothing."),
@@ -56,7 +57,7 @@ def eval_cmd(
     cfg = EvalConfig(dataset, split=split, method=method, model=model, limit=limit, seed=seed,
                      utilization=utilization, knowledge_set=knowledge_set, min_support=min_support, fields=fields,
                      prompt=prompt, answer=answer, title_max=title_max, hints=hints,
-                     decoding=decoding, workers=workers, hint_weight=hint_weight, k=k)
+                     decoding=decoding, workers=workers, hint_weight=hint_weight, k=k, intents=intents)
     quiet_library_progress()
     if compare:
         given = [f for f, name in (("--method", "method"), ("--model", "model"), ("--detach", "detach"), ("--plan", "plan"))

@@ -15,7 +15,7 @@ from ..llm.generate import BundleGenerator, GenerateConfig, split_products, type
 from ..llm.registry import DEFAULT_STUDENT, served_student
 from ..types import check_fields
 from . import app
-from .common import console, print_json, safe
+from .common import console, option, print_json, safe
 from .data import ready_db
 
 
@@ -45,6 +45,7 @@ def generate_cmd(
     fields: Optional[str] = typer.Option(None, "--fields", help="titles | titles+categories (default: the dataset's; "
                                          "titles where its categories leak the answer)."),
     hint_weight: Optional[float] = typer.Option(None, "--hint-weight", help=help_text(GenerateConfig, "hint_weight")),
+    intents: str = option(GenerateConfig, "intents", "--intents"),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Generate bundles with a model; the generation is logged."""
@@ -59,7 +60,7 @@ def generate_cmd(
     model = model or served_student(db)
     shown = resolve_fields(db, dataset, fields) if dataset else check_fields(fields or "titles+categories")
     gen = BundleGenerator(db, GenerateConfig(model=model, max_tokens=max_tokens, temperature=temperature, seed=seed,
-                                             fields=shown, hint_weight=hint_weight))
+                                             fields=shown, hint_weight=hint_weight, intents=intents))
     on_token = (lambda t: (sys.stderr.write(t), sys.stderr.flush())) if stream and not as_json else None
     r = gen.generate(s, purpose="generate", on_token=on_token)
     if on_token:

@@ -87,6 +87,9 @@ class EvalConfig:
     """llm, structured decoding of a group-hint student: weight of its carried pair model beside the student at
     each product decision (0: the student alone; None: the weight the student carries, chosen on valid after its
     training, else none)."""
+    intents: str | None = None
+    """llm, a one-pass student: how its bundles get their intents: auto (retrieved from its carried intent bank, else
+    written) | written (by the student, even beside a bank) | none (None: auto)."""
     workers: int | None = None
     """llm on a local model: sessions answered at once, each worker a process with its share of the
     threads (None: one worker per thread of the budget, the faster way on this machine; 1: one process)."""
@@ -105,9 +108,9 @@ class EvalConfig:
             d.pop("min_support")
         if self.method != "llm":
             for k in ("model", "utilization", "knowledge_set", "fields", "prompt", "answer", "title_max", "hints",
-                      "decoding", "hint_weight"):
+                      "decoding", "hint_weight", "intents"):
                 d.pop(k)
-        for k in ("prompt", "answer", "title_max", "hints", "decoding", "hint_weight", "k"):
+        for k in ("prompt", "answer", "title_max", "hints", "decoding", "hint_weight", "k", "intents"):
             if d.get(k, 0) is None:  # unset: the key stays what it was before these options existed
                 d.pop(k)
         if self.utilization not in WITH_KNOWLEDGE:
@@ -180,6 +183,12 @@ def _check(cfg: EvalConfig) -> None:
         raise InputError(f"limit must be at least 1, got {cfg.limit}")
     if cfg.method == "patterns" and not 0 < cfg.min_support <= 1:
         raise InputError(f"min support must be in (0, 1], got {cfg.min_support}")
+    if cfg.intents is not None:
+        from ..llm.onepass_serve import check_intents
+
+        check_intents(cfg.intents)
+        if cfg.method != "llm":
+            raise InputError("--intents applies to --method llm (a one-pass student)")
     if cfg.fields is not None:
         check_fields(cfg.fields)
         if cfg.method != "llm" and cfg.fields != METHOD_FIELDS[cfg.method]:
@@ -205,6 +214,10 @@ def check_config(db: sqlite_utils.Database, cfg: EvalConfig) -> None:
         from .llm_predictor import llm_prompt_spec
 
         llm_prompt_spec(db, cfg)
+        if cfg.intents is not None:
+            from ..llm.generate import check_onepass_intents
+
+            check_onepass_intents(db, cfg.model, cfg.intents)
     select_sessions(db, cfg)
 
 
@@ -241,7 +254,7 @@ def run_key(db: sqlite_utils.Database, cfg: EvalConfig) -> str:
             if (info.config or {}).get("onepass"):  # how its intents are made (answers made otherwise: not reused)
                 from ..llm.onepass_serve import intents_key
 
-                ident["intents"] = intents_key(db, info)
+                ident["intents"] = intents_key(db, info, cfg.intents or "auto")
         if cfg.knowledge_set:
             row = db.execute("SELECT id, created_at FROM knowledge_sets WHERE name = ?", [cfg.knowledge_set]).fetchone()
             if row is None:

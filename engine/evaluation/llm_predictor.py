@@ -92,6 +92,7 @@ def make_llm_predictor(db: sqlite_utils.Database, cfg, *, max_tokens: int | None
     gen_cfg = GenerateConfig(model=cfg.model, seed=cfg.seed, fields=cfg.fields,
                              decoding=getattr(cfg, "decoding", None) or "structured",
                              hint_weight=cfg.hint_weight,  # None: the student's carried weight, else none
+                             intents=cfg.intents or "auto",
                              spec=llm_prompt_spec(db, cfg))
     if max_tokens:
         gen_cfg.max_tokens = max_tokens

@@ -32,7 +32,7 @@ def side_config(base: EvalConfig, name: str) -> EvalConfig:
     if not name or not name.strip():
         raise InputError("name two students to compare (a model or a baseline method)")
     if name in BASELINES:
-        return replace(base, method=name, model=None, fields=None)  # a baseline reads what it reads
+        return replace(base, method=name, model=None, fields=None, intents=None)  # a baseline reads what it reads
     return replace(base, method="llm", model=name)
 
 

@@ -28,7 +28,7 @@ from ..types import Bundle, Prediction, Product, Session
 from .answers import get_answer
 from .backends import Backend, Completion, GenParams, OnToken
 from .gguf import check_carried
-from .onepass_serve import open_onepass
+from .onepass_serve import check_intents, open_onepass
 from .prompts import FULL, Prompt, PromptKnowledge, PromptSpec, fit_as_trained, fit_prompt, typical_answer
 from .registry import DEFAULT_STUDENT, get_model, open_backend
 from .structured import DECODINGS
@@ -63,9 +63,10 @@ class GenerateConfig:
     carries, chosen on valid after its training, else none)."""
     fields: str = "titles"
     """What the prompt shows of each product: titles | titles+categories (types.FIELDS)."""
-    intents: bool = True
-    """One-pass students: give each bundle found an intent (its bundles are decided without them): retrieved from the
-    student's train bundles where its file carries them (llm.intent_bank), else written by the student."""
+    intents: str = "auto"
+    """One-pass students, how each bundle found gets its intent (its bundles are decided without them): auto
+    (retrieved from the student's train bundles where its file carries them, llm.intent_bank, else written by the
+    student) | written (by the student, even beside a bank) | none (onepass_serve.INTENT_MODES)."""
     spec: PromptSpec | None = None
     """Prompt and answer format; None: the one the model was trained with (an exported student's
     registry entry records it), else the full prompt with JSON answers."""
@@ -161,6 +162,14 @@ def chat_logged(
     return c, gid
 
 
+def check_onepass_intents(db: sqlite_utils.Database, model: str, intents: str, trained: dict | None = None) -> None:
+    """One line where `intents` (GenerateConfig.intents) is unknown, or other than auto for a model that is no one-pass
+    student (its intents are part of its answer)."""
+    check_intents(intents)
+    if intents != "auto" and not (trained if trained is not None else model_config(db, model)).get("onepass"):
+        raise InputError(f"--intents {intents} applies to one-pass students; {model} writes its intents in its answer")
+
+
 class BundleGenerator:
     """One model, loaded once, generating bundles for many sessions."""
 
@@ -169,7 +178,10 @@ class BundleGenerator:
         self.cfg = cfg or GenerateConfig()
         trained = model_config(db, self.cfg.model) if backend is None else {}
         # A one-pass student (llm.onepass) answers through its own runner: heads over one prefill, no decoding.
-        self.onepass = open_onepass(db, self.cfg.model) if trained.get("onepass") else None
+        if backend is None:
+            check_onepass_intents(db, self.cfg.model, self.cfg.intents, trained)
+        self.onepass = open_onepass(db, self.cfg.model, bank=self.cfg.intents == "auto") if trained.get("onepass") \
+            else None
         self.backend = backend or self.onepass or open_backend(db, self.cfg.model, n_ctx=self.cfg.n_ctx)
         self.style = self.cfg.style or ("chat" if self.backend.chat_template else "completion")
         self.spec = self.cfg.spec or (PromptSpec.from_dict(trained.get("prompt_spec")) if backend is None else FULL)
@@ -265,10 +277,11 @@ class BundleGenerator:
         from .onepass import VERSION
 
         t0 = time.perf_counter()
-        titles = self.onepass.title_vectors(self.db, session) if self.cfg.intents else None
+        intents = self.cfg.intents != "none"
+        titles = self.onepass.title_vectors(self.db, session) if intents else None
         feats = self.onepass.features(self.db, session, titles)  # the same title vectors: read once
         t1 = time.perf_counter()
-        ans = self.onepass.answer(session, feats, intents=self.cfg.intents, titles=titles)
+        ans = self.onepass.answer(session, feats, intents=intents, titles=titles)
         text = ans.text()
         if on_token is not None and text:
             on_token(text)
@@ -284,7 +297,7 @@ class BundleGenerator:
         if log:
             params = {**self.cfg.params().to_dict(), **self.onepass.describe(), "prompt_version": VERSION,
                       "style": "onepass", "fields": "titles", "decoder": dict(self.onepass.heads.decoder),
-                      "intents": self.onepass.intents_made if self.cfg.intents else None, "constraint": "heads", **(extra_params or {})}
+                      "intents": self.onepass.intents_made if intents else None, "constraint": "heads", **(extra_params or {})}
             gid = log_generation(
                 self.db, model=self.model, purpose=purpose, messages=messages, completion=c, response_schema=None,
                 parsed=[{"items": sorted(b.items), "intent": b.intent} for b in bundles], errors=[], params=params,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import KdError
+from ..errors import InputError, KdError
 from ..threads import limit_blas
 from ..types import Bundle, Session
 from .intent_bank import BANK_KEY, IntentBank
@@ -41,14 +41,29 @@ products (a hard drive and its dock are no longer "different style of necklace")
 other sessions."""
 RETRIEVED = f"{BANK_VERSION}-k{BANK_K}"
 """How one-pass intents are made where the file carries an intent bank (llm.intent_bank), else WRITTEN."""
+INTENT_MODES = {
+    "auto": "retrieved from the student's train bundles where its file carries them (llm.intent_bank), else written",
+    "written": "written by the student, in words of the bundle's own titles, even where its file carries a bank",
+    "none": "no intents: the bundles alone (they are decided without intents; answers are faster)",
+}
+"""How a one-pass student's bundles get their intents (GenerateConfig.intents, `eval`/`generate --intents`)."""
 
 
-def intents_key(db, info) -> str:
-    """How a registered one-pass model's intents are made (RETRIEVED or WRITTEN), read from its file's header: part of
-    an evaluation's key (evaluation.evaluate.run_key), so answers made another way are not reused."""
+def check_intents(mode: str) -> str:
+    if mode not in INTENT_MODES:
+        raise InputError(f"unknown intents {mode!r} (known: {', '.join(INTENT_MODES)})")
+    return mode
+
+
+def intents_key(db, info, mode: str = "auto") -> str:
+    """How a registered one-pass model's intents are made with `mode` (RETRIEVED, WRITTEN or none; auto reads its
+    file's header): part of an evaluation's key (evaluation.evaluate.run_key), so answers made another way are not
+    reused."""
     from . import registry
     from .gguf import header_has
 
+    if check_intents(mode) != "auto":
+        return WRITTEN if mode == "written" else mode
     try:
         return RETRIEVED if header_has(Path(registry.model_file(db, info)), BANK_KEY) else WRITTEN
     except (KdError, OSError):
@@ -416,9 +431,10 @@ _RUNNERS: dict[tuple, OnePassRunner] = {}
 _RUNNERS_LOCK = threading.Lock()
 
 
-def open_onepass(db, model: str, *, n_threads: int | None = None) -> OnePassRunner | None:
+def open_onepass(db, model: str, *, n_threads: int | None = None, bank: bool = True) -> OnePassRunner | None:
     """The runner for a registered model name or .gguf path whose file carries one-pass heads (None otherwise);
-    loaded once per process. Without `n_threads` it runs on the database's thread budget."""
+    loaded once per process. Without `n_threads` it runs on the database's thread budget; `bank` False: its
+    intents are written even where the file carries an intent bank (INTENT_MODES written)."""
     from ..threads import thread_budget
     from . import registry
     from .model_formats import model_format
@@ -427,10 +443,11 @@ def open_onepass(db, model: str, *, n_threads: int | None = None) -> OnePassRunn
     if not model_format(info).whole_gguf:  # an adapter or an endpoint carries no heads
         return None
     path = Path(registry.model_file(db, info)).resolve()
-    heads, bank = _carried(path)
+    heads, carried_bank = _carried(path)
     if heads is None:
         return None
-    key = (str(path), path.stat().st_mtime_ns, info.name)
+    bank = carried_bank if bank else None
+    key = (str(path), path.stat().st_mtime_ns, info.name, bank is not None)
     with _RUNNERS_LOCK:
         runner = _RUNNERS.get(key)
         if runner is None:

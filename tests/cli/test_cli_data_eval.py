@@ -74,6 +74,12 @@ def test_errors_are_one_line_without_traceback(tmp_path):
         # a named model is scored as a model (it was silently ignored for the default method), never beside a baseline
         (["eval", "--dataset", "demo-clothing", "--model", "no-such-model"], "no-such-model"),
         (["eval", "--dataset", "demo-clothing", "--method", "pairwise", "--model", "x"], "--model applies to --method llm"),
+        # how intents are made is a one-pass student's option: refused for a baseline or a student that writes its own
+        (["eval", "--dataset", "demo-clothing", "--method", "pairwise", "--intents", "written"], "--intents applies to"),
+        (["eval", "--dataset", "demo-clothing", "--model", "smollm2-135m", "--intents", "written"],
+         "--intents written applies to one-pass students"),
+        (["generate", "--items", "USB-C charger|USB-C cable", "--model", "smollm2-135m", "--intents", "none"],
+         "--intents none applies to one-pass students"),
     ]
     assert subprocess.run([str(KDBUNDLE), "--db", str(tmp_path / "kd.db"), "demo"], capture_output=True,
                           timeout=120, env=env).returncode == 0

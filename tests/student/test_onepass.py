@@ -231,6 +231,18 @@ def test_train_export_and_serve_a_one_pass_student(tmp_path, monkeypatch):
     assert all(len(b["items"]) >= 2 for _, parsed in rows for b in json.loads(parsed))
     assert all(b["intent"] in bank.intents for _, parsed in rows for b in json.loads(parsed))
     assert all(json.loads(p)["intents"].startswith("retrieved: intent-bank-v1") for p, _ in rows)
+    # --intents written: the student writes them beside its bank (another evaluation, the same bundles); none: no intents
+    from kdbundle.engine.llm.onepass_serve import WRITTEN
+
+    wrote = run("eval", "--dataset", "demo-electronics", "--split", "test", "--model", exp["model"], "--intents", "written",
+                "--json")
+    assert wrote["eval_run_id"] != ev["eval_run_id"] and wrote["strict_f1"] == ev["strict_f1"]
+    rows = db.execute("SELECT params FROM generations WHERE eval_run_id = ?", [wrote["eval_run_id"]]).fetchall()
+    assert rows and all(json.loads(p)["intents"] == WRITTEN for p, in rows)
+    bare = run("generate", "--items", "USB-C charger 65W|USB-C cable 2 m|Wool socks", "--intents", "none", "--json")
+    assert bare["bundles"] and all(not b["intent"] for b in bare["bundles"])
+    r = CliRunner().invoke(app, ["--db", str(path), "eval", "--dataset", "demo-electronics", "--intents", "some"])
+    assert r.exit_code != 0 and "unknown intents 'some'" in str(r.exception)
 
     # llama.cpp's states at the product positions are the trained model's (q8_0 against fp32)
     import torch
