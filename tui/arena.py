@@ -83,6 +83,7 @@ class ArenaScreen(KdScreen):
     def __init__(self) -> None:
         super().__init__()
         self.session: Session | None = None
+        self._session_asked: int | None = None  # the stored session picked last (None: typed products, or none yet)
         self.run_no = 0
         self.running: set[str] = set()
         self.streams: dict[str, str] = {p: "" for p in PANES}
@@ -242,12 +243,19 @@ class ArenaScreen(KdScreen):
     def pick_session(self, session_id: int) -> None:
         self.load_session(session_id)
 
-    @work(thread=True, group="arena-session", description="Reading session", exclusive=True, exit_on_error=False)
     def load_session(self, session_id: int) -> None:
+        """Read the session picked last (`_read_session`); an earlier pick's read that ends after it is dropped."""
+        self._session_asked = session_id
+        self._read_session(session_id)
+
+    @work(thread=True, group="arena-session", description="Reading session", exclusive=True, exit_on_error=False)
+    def _read_session(self, session_id: int) -> None:
         self.post_message(SessionLoaded(browse.session_detail(self.app.db(), session_id)))
 
     @on(SessionLoaded)
     def _session(self, msg: SessionLoaded) -> None:
+        if msg.detail is None or msg.detail.session.id != self._session_asked:
+            return  # a cancelled thread worker still runs to its end: the pick it read is not the newest
         self.set_session(msg.detail.session)
 
     def set_session(self, session: Session) -> None:
@@ -625,6 +633,7 @@ class ArenaScreen(KdScreen):
             self.notify(f"Type at least two products, separated by {PRODUCT_SEPARATOR}", severity="warning")
             return
         event.input.remove_class("visible")
+        self._session_asked = None  # a read of an earlier pick still under way is not shown over what was typed
         self.set_session(Session(id=None, products=[Product(item_id=0, title=t) for t in titles]))
 
 
