@@ -54,17 +54,18 @@ def main(argv=None) -> int:
     ap.add_argument("--alone", action="append", required=True, metavar="DOMAIN=MODEL",
                     help="the default recipe trained on DOMAIN alone (exported); once per domain")
     args = ap.parse_args(argv)
-    alone = dict(a.split("=", 1) for a in args.alone)
-    if set(alone) != set(DOMAINS):
-        ap.error(f"--alone names each of {', '.join(DOMAINS)} once")
+    pairs = [a.split("=", 1) for a in args.alone]
+    if any(len(x) != 2 for x in pairs) or sorted(d for d, _ in pairs) != sorted(DOMAINS):
+        ap.error(f"--alone DOMAIN=MODEL names each of {', '.join(DOMAINS)} once")
+    alone = dict(pairs)
     db = open_db(args.db)
     result: dict = stamped(args.load, joint=args.joint, alone=alone,
                            curves={d: trained(db, m) for d, m in alone.items()} | {"joint": trained(db, args.joint)})
     for d in DOMAINS:
         cfg = EvalConfig(dataset=d, split="valid", workers=1)
         vs_joint = compare(db, args.joint, alone[d], cfg)
-        row = {"alone": _side(vs_joint, "b"), "joint": _side(vs_joint, "a"), "alone_minus_joint": _minus(vs_joint),
-               "baselines": {}}
+        row = {"sessions": vs_joint["sessions"], "alone": _side(vs_joint, "b"), "joint": _side(vs_joint, "a"),
+               "alone_minus_joint": _minus(vs_joint), "baselines": {}}
         for base in BASELINES:
             out = compare(db, base, alone[d], cfg)
             row["baselines"][base] = {"metrics": _side(out, "a"), "alone_minus": _minus(out)}
@@ -85,14 +86,16 @@ def render(r: dict) -> str:
     lines = ["# The default recipe on one catalogue alone (valid only)", "",
              written_by(r, "one_catalogue"), "",
              f"Each domain's student is `train --dataset D` with every option at its default, exported q8_0; the joint "
-             f"student `{r['joint']}` is the same recipe on both domains (the committed test figures' recipe). Valid, 90 "
-             "sessions a domain, titles only; nothing here reads test. Intervals: paired bootstrap 95% over sessions.", "",
+             f"student `{r['joint']}` is the same recipe on both domains (the committed test figures' recipe). Valid ("
+             + ", ".join(f"{d} {r[d]['sessions']} sessions" for d in DOMAINS) + "), titles only; nothing here reads "
+             "test. Intervals: paired bootstrap 95% over sessions.", "",
              "## Training", "", "| student | trained on | minutes | best step | valid strict P / F1 by epoch (its own valid) |",
              "|---|---|---|---|---|"]
     for d, c in r["curves"].items():
         name = r["joint"] if d == "joint" else r["alone"][d]
         epochs = ", ".join(f"{e['strict_precision']:.3f} / {e['strict_f1']:.3f}" for e in c["epochs"])
-        lines.append(f"| `{name}` | {', '.join(c['datasets'])} | {c['seconds'] / 60:.0f} | "
+        minutes = "–" if c["seconds"] is None else f"{c['seconds'] / 60:.0f}"  # an unfinished run has no time
+        lines.append(f"| `{name}` | {', '.join(c['datasets'])} | {minutes} | "
                      f"{c['best_step']} | {epochs} |")
     lines += ["", "## Each domain's valid split", "",
               "| valid | alone: strict P / F1 | joint: strict P / F1 | alone − joint, strict F1 | alone − joint, strict P | "

@@ -295,6 +295,8 @@ class LaunchScreen(WorkerErrors, ModalScreen[tuple[str, dict[str, Any]] | None])
 
     async def _build_form(self) -> None:
         self.built = False  # no estimate or launch from a half-built form (its rows are another kind's)
+        self._estimates_asked += 1  # and an estimate still under way for the form before is not shown
+        self.query_one("#form-estimate", Static).update("")
         form = self.query_one("#form", VerticalScroll)
         await form.remove_children()
         rows = []

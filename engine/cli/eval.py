@@ -49,11 +49,12 @@ def eval_cmd(
 ):
     """Score a method (resumable: rerunning the same evaluation continues where it stopped). `--model NAME` alone
     scores that model (method llm)."""
-    if model is not None and not compare:
+    if (model is not None or intents is not None) and not compare:
+        flag = "--model" if model is not None else "--intents"
         if getattr(ctx.get_parameter_source("method"), "name", None) != "COMMANDLINE":
-            method = "llm"  # a named model is what the user wants scored, not the default method
+            method = "llm"  # a named model (or how its intents are made) asks for a model scored, not the default method
         elif method != "llm":
-            raise InputError(f"--model applies to --method llm, not {method}")
+            raise InputError(f"{flag} applies to --method llm, not {method}")
     cfg = EvalConfig(dataset, split=split, method=method, model=model, limit=limit, seed=seed,
                      utilization=utilization, knowledge_set=knowledge_set, min_support=min_support, fields=fields,
                      prompt=prompt, answer=answer, title_max=title_max, hints=hints,

@@ -104,13 +104,14 @@ class EvalConfig:
         d = asdict(self)
         for k in ("eval_run_id", "job_id", "workers"):  # how fast, not what: the answers are the same
             d.pop(k)
+        d.pop("intents")  # run_key records how intents are made as resolved (intents_key): a written bank-less one is auto
         if self.method != "patterns":
             d.pop("min_support")
         if self.method != "llm":
             for k in ("model", "utilization", "knowledge_set", "fields", "prompt", "answer", "title_max", "hints",
-                      "decoding", "hint_weight", "intents"):
+                      "decoding", "hint_weight"):
                 d.pop(k)
-        for k in ("prompt", "answer", "title_max", "hints", "decoding", "hint_weight", "k", "intents"):
+        for k in ("prompt", "answer", "title_max", "hints", "decoding", "hint_weight", "k"):
             if d.get(k, 0) is None:  # unset: the key stays what it was before these options existed
                 d.pop(k)
         if self.utilization not in WITH_KNOWLEDGE:

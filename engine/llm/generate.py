@@ -166,7 +166,12 @@ def check_onepass_intents(db: sqlite_utils.Database, model: str, intents: str, t
     """One line where `intents` (GenerateConfig.intents) is unknown, or other than auto for a model that is no one-pass
     student (its intents are part of its answer)."""
     check_intents(intents)
-    if intents != "auto" and not (trained if trained is not None else model_config(db, model)).get("onepass"):
+    if intents == "auto":
+        return
+    if trained is None:
+        get_model(db, model)  # a misspelt name says so, not that the model writes its intents
+        trained = model_config(db, model)
+    if not trained.get("onepass"):
         raise InputError(f"--intents {intents} applies to one-pass students; {model} writes its intents in its answer")
 
 

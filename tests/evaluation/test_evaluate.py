@@ -70,7 +70,8 @@ def test_reimported_dataset_gets_a_new_run(real_db, electronic_dir):
 def test_bad_config_is_refused(real_db):
     for cfg in (EvalConfig("electronic", method="magic"), EvalConfig("electronic", split="dev"),
                 EvalConfig("electronic", utilization="rag"), EvalConfig("electronic", limit=0),
-                EvalConfig("electronic", method="llm", utilization="icl", k=-1)):
+                EvalConfig("electronic", method="llm", utilization="icl", k=-1),
+                EvalConfig("electronic", method="llm", intents="some"), EvalConfig("electronic", intents="written")):
         with pytest.raises(InputError):
             evaluate(real_db, cfg)
 
@@ -80,3 +81,11 @@ def test_worked_examples_per_prompt_join_the_identity_only_where_a_prompt_shows_
     assert "k" not in base.identity()  # unset: the keys of earlier evaluations stay
     assert EvalConfig(**{**base.__dict__, "k": 1}).identity()["k"] == 1
     assert "k" not in EvalConfig(**{**base.__dict__, "utilization": "sft", "k": 1}).identity()
+
+
+def test_how_intents_are_made_joins_the_key_as_resolved_not_as_asked():
+    """--intents is recorded by run_key as intents_key resolves it (a bank-less student's `written` is its `auto`),
+    never as typed: an evaluation without the flag keeps the key it had before the flag existed."""
+    base = EvalConfig("electronic", method="llm", model="m")
+    assert "intents" not in base.identity()
+    assert EvalConfig(**{**base.__dict__, "intents": "written"}).identity() == base.identity()

@@ -354,13 +354,13 @@ def test_each_launch_form_shows_a_one_line_estimate(tmp_path):
             line = form.query_one("#form-estimate", Static)
             shown = lambda: f"its estimate; the line says {str(line.render())!r}"  # noqa: E731
             await wait_for(pilot, lambda: "estimate: ≈" in str(line.render()), what=shown)
-            assert "0 calls" in str(line.render())  # the patterns baseline asks no model
+            assert ", 0 calls," in str(line.render())  # the patterns baseline asks no model
             form.query_one("#f-method", Select).value = "llm"
-            await wait_for(pilot, lambda: "0 calls" not in str(line.render()) and "≈" in str(line.render()),
+            await wait_for(pilot, lambda: ", 0 calls," not in str(line.render()) and "≈" in str(line.render()),
                            what=shown)
             form.query_one("#kind", Select).value = "distill-thoughts"
             await wait_for(pilot, lambda: form.kind == "distill-thoughts" and form.built and "≈" in str(line.render())
-                           and "0 calls" not in str(line.render()), what=shown)
+                           and ", 0 calls," not in str(line.render()), what=shown)
         db = open_db(path)
         assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
 
