@@ -161,12 +161,9 @@ class SessionsScreen(KdScreen):
         # A read that finishes after the list changed (another dataset, a failed read) or after the cursor moved on
         # (a cancelled thread worker still runs to its end, maybe after the newer one) is stale.
         table = self.query_one("#sessions", DataTable)
-        if msg.detail is not None:
-            if str(msg.detail.session.id) not in {rk.value for rk in table.rows}:
-                return
-            if table.row_count and table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value \
-                    != str(msg.detail.session.id):
-                return
+        if msg.detail is not None and (not table.row_count or str(msg.detail.session.id)
+                                       != table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value):
+            return
         self._show_detail(msg.detail)
 
     def _show_detail(self, detail: browse.SessionDetail | None) -> None:
